@@ -1,0 +1,47 @@
+# Shared by the hack/ scripts: where the cache lives and how the Go-built test
+# tools get there. Each tool is built once per version of its hack/tools module
+# (keyed by a hash of its go.mod and go.sum) and reused from then on.
+REPRISE_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+REPRISE_CACHE=${REPRISE_CACHE:-$HOME/.cache/reprise}
+K8S_VERSION=v1.37.2
+
+need_go() {
+  command -v go >/dev/null || { echo "hack: Go is needed to build the test control plane (go.dev/dl)" >&2; exit 1; }
+}
+
+tool_key() {
+  cat "$REPRISE_ROOT/hack/tools/$1/go.mod" "$REPRISE_ROOT/hack/tools/$1/go.sum" | sha256sum | cut -c1-12
+}
+
+k8s_bin_dir() { echo "$REPRISE_CACHE/bin/kubernetes-$(tool_key kubernetes)"; }
+
+# build_tool MODULE_DIR PACKAGE BINARY: prints the path of the built binary.
+build_tool() {
+  local dir=$REPRISE_CACHE/bin/$1-$(tool_key "$1")
+  if [[ ! -x $dir/$3 ]]; then
+    need_go
+    echo "hack: building $3 from $2 (first run only)" >&2
+    mkdir -p "$dir"
+    (cd "$REPRISE_ROOT/hack/tools/$1" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$dir/$3.tmp" "$2" >&2)
+    mv "$dir/$3.tmp" "$dir/$3"
+  fi
+  echo "$dir/$3"
+}
+
+# The Kubernetes binaries, with the version stamped in so the API server
+# reports its real version.
+build_kubernetes() {
+  local dir ld="-s -w" p b
+  dir=$(k8s_bin_dir)
+  [[ -x $dir/kubectl && -x $dir/kube-apiserver && -x $dir/kube-controller-manager && -x $dir/kube-scheduler ]] && return 0
+  need_go
+  echo "hack: building Kubernetes $K8S_VERSION from k8s.io/kubernetes (first run only, ~20 min on 2 cores)" >&2
+  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ld="$ld -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$(echo $K8S_VERSION | cut -d. -f2) -X $p.gitTreeState=clean"
+  done
+  mkdir -p "$dir.tmp"
+  (cd "$REPRISE_ROOT/hack/tools/kubernetes" && CGO_ENABLED=0 go build -trimpath -ldflags "$ld" -o "$dir.tmp/" \
+    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl >&2)
+  rm -rf "$dir"; mv "$dir.tmp" "$dir"
+}

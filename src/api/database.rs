@@ -1,0 +1,309 @@
+//! Database: PostgreSQL accounts, access, backups and verified restores.
+//! The plan's "gestion des comptes", "accès et gestion des bases de données", level 1.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    common::{Condition, Duration, Retention, SecretKeyRef, SecretRef},
+    server::default_true,
+};
+
+/// A PostgreSQL database: its databases, accounts and grants, scheduled
+/// backups with a manifest of what they hold, and restores verified against it.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[kube(
+    group = "reprise.dev",
+    version = "v1alpha1",
+    kind = "Database",
+    namespaced,
+    doc = "A PostgreSQL database: accounts and grants, scheduled backups, verified restores.",
+    status = "DatabaseStatus",
+    shortname = "rdb",
+    category = "reprise",
+    printcolumn(name = "Engine", type_ = "string", json_path = ".spec.engine"),
+    printcolumn(name = "Reachable", type_ = "string", json_path = ".status.conditions[?(@.type==\"Reachable\")].status"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Last Backup", type_ = "date", json_path = ".status.lastBackup.time"),
+    printcolumn(name = "RPO(s)", type_ = "integer", json_path = ".status.rpoSeconds"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseSpec {
+    /// Database engine. Cannot change once set.
+    #[serde(default)]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.engine is immutable"))]
+    pub engine: Engine,
+    /// Where the database server runs.
+    pub instance: Instance,
+    /// Databases that must exist on the instance.
+    #[serde(default)]
+    #[schemars(length(max = 64))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub databases: Vec<DatabaseEntry>,
+    /// Accounts (roles) with their grants; a connection Secret is written for each login role.
+    #[serde(default)]
+    #[schemars(length(max = 128))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub roles: Vec<Role>,
+    /// Drop roles that were removed from `roles`. Off: they are only reported.
+    #[serde(default)]
+    pub prune: bool,
+    /// Scheduled backups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<DatabaseBackupSpec>,
+    /// Tables whose row counts and checksums are recorded at backup and checked after a restore.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<VerifySpec>,
+}
+
+/// Database engines.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum Engine {
+    #[default]
+    PostgreSQL,
+}
+
+/// Where the database server runs: exactly one of the kinds of instance.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.external)").message("spec.instance: set external (managed instances come later)"))]
+pub struct Instance {
+    /// A server run outside reprise, reached over the network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<ExternalInstance>,
+}
+
+/// A database server reached over the network.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalInstance {
+    /// Host name or IP address.
+    #[schemars(length(min = 1, max = 253))]
+    pub host: String,
+    /// TCP port.
+    #[serde(default = "default_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: u16,
+    /// Secret with keys `username` and `password` of an administrator account.
+    pub admin_secret_ref: SecretRef,
+    /// TLS mode, as libpq names them.
+    #[serde(default)]
+    pub ssl_mode: SslMode,
+    /// CA bundle (PEM) for `VerifyCA` and `VerifyFull`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle_secret_ref: Option<SecretKeyRef>,
+    /// How long to wait for a connection (a duration).
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: Duration,
+}
+
+fn default_port() -> u16 {
+    5432
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// TLS modes, as libpq's sslmode.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum SslMode {
+    Disable,
+    #[default]
+    Prefer,
+    Require,
+    VerifyCA,
+    VerifyFull,
+}
+
+/// A database on the instance.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseEntry {
+    /// Database name.
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z_][a-z0-9_]*$"))]
+    pub name: String,
+    /// Role that owns it (one of `roles`, or an existing role); unset: the admin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z_][a-z0-9_]*$"))]
+    pub owner: Option<String>,
+}
+
+/// An account on the instance.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!self.login || has(self.passwordSecretRef)").message("spec.roles[]: a login role needs passwordSecretRef"))]
+pub struct Role {
+    /// Role name: lower-case letters, digits and `_`, as PostgreSQL folds unquoted names.
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z_][a-z0-9_]*$"))]
+    pub name: String,
+    /// Whether the role may log in.
+    #[serde(default = "default_true")]
+    pub login: bool,
+    /// The Secret key holding the role's password; when it changes, the role's password follows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_secret_ref: Option<SecretKeyRef>,
+    /// What the role may do.
+    #[serde(default)]
+    #[schemars(length(max = 64))]
+    pub grants: Vec<Grant>,
+}
+
+/// Privileges of a role on a database, a schema, or tables of a schema.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.tables) || self.privileges.all(p, p in ['Select', 'Insert', 'Update', 'Delete', 'All'])").message("spec.roles[].grants[].privileges: only Select, Insert, Update, Delete or All apply to tables"))]
+pub struct Grant {
+    /// Database the grant applies to.
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z_][a-z0-9_]*$"))]
+    pub database: String,
+    /// Schema inside it.
+    #[serde(default = "default_schema")]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z_][a-z0-9_]*$"))]
+    pub schema: String,
+    /// Tables of the schema; unset: every table of the schema.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 63), regex(pattern = r"^[a-z_][a-z0-9_]*$")))]
+    pub tables: Option<Vec<String>>,
+    /// Privileges granted.
+    #[schemars(length(min = 1, max = 8))]
+    pub privileges: Vec<Privilege>,
+}
+
+pub(crate) fn default_schema() -> String {
+    "public".into()
+}
+
+/// PostgreSQL privileges.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema)]
+pub enum Privilege {
+    Connect,
+    Usage,
+    Select,
+    Insert,
+    Update,
+    Delete,
+    All,
+}
+
+/// Scheduled backups of a database.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseBackupSpec {
+    /// Cron schedule (5 fields, UTC), e.g. `0 */6 * * *`.
+    #[schemars(length(min = 1, max = 128))]
+    pub schedule: String,
+    /// How many backups to keep, and for how long.
+    #[serde(default)]
+    pub retention: Retention,
+    /// Where backups are stored.
+    pub store: BackupStore,
+}
+
+/// A backup store: exactly one location.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.local) != has(self.s3)").message("spec.backup.store: set exactly one of local, s3"))]
+pub struct BackupStore {
+    /// A directory on the operator's filesystem (a mounted volume).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<LocalStore>,
+    /// An S3-compatible bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Store>,
+}
+
+/// A local directory store.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LocalStore {
+    /// Absolute path of the directory.
+    #[schemars(length(min = 1, max = 4096), regex(pattern = r"^/.*$"))]
+    pub path: String,
+}
+
+/// An S3-compatible bucket.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Store {
+    /// Bucket name.
+    #[schemars(length(min = 3, max = 63))]
+    pub bucket: String,
+    /// Key prefix inside the bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// Endpoint URL for S3-compatible stores; unset: AWS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Secret with keys `accessKeyId` and `secretAccessKey`.
+    pub credentials_secret_ref: SecretRef,
+}
+
+/// Tables checked after every restore.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifySpec {
+    /// Tables whose row count and content checksum must match the backup's manifest.
+    #[schemars(length(min = 1, max = 64))]
+    pub tables: Vec<VerifyTable>,
+}
+
+/// A table to verify.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifyTable {
+    /// Database holding the table.
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z_][a-z0-9_]*$"))]
+    pub database: String,
+    /// Schema of the table.
+    #[serde(default = "default_schema")]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z_][a-z0-9_]*$"))]
+    pub schema: String,
+    /// Table name, e.g. `orders`.
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z_][a-z0-9_]*$"))]
+    pub name: String,
+}
+
+/// Observed state of a Database.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseStatus {
+    /// The `metadata.generation` the status was computed from.
+    #[serde(default)]
+    pub observed_generation: i64,
+    /// Conditions: `Reachable`, `AccountsReady`, `BackupsHealthy`, `Ready`.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// Version the server reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_version: Option<String>,
+    /// The newest good backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backup: Option<BackupRecord>,
+    /// Seconds between the newest good backup and the last status update: the
+    /// data that a restore now would lose.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpo_seconds: Option<i64>,
+}
+
+/// A backup as recorded in status.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupRecord {
+    /// Backup id in the store.
+    pub id: String,
+    /// When the backup started.
+    pub time: Time,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// SHA-256 of the backup file.
+    pub sha256: String,
+    /// How long it took (a duration).
+    pub duration: String,
+}

@@ -1,0 +1,146 @@
+//! Incident: the audit record of one failure and its recovery.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    common::{ComponentRef, Condition, LocalRef},
+    recovery_plan::Action,
+};
+
+/// Annotation a person sets to approve a `WaitForApproval` step:
+/// `kubectl annotate incident NAME reprise.dev/approve=true`.
+pub const APPROVE_ANNOTATION: &str = "reprise.dev/approve";
+/// Annotation a person sets to acknowledge an incident (stops re-notification).
+pub const ACKNOWLEDGE_ANNOTATION: &str = "reprise.dev/acknowledge";
+
+/// One failure of a covered component and everything done about it. Created
+/// by reprise when it detects the failure; kept as the audit trail.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[kube(
+    group = "reprise.dev",
+    version = "v1alpha1",
+    kind = "Incident",
+    namespaced,
+    doc = "The audit record of one failure of a covered component and of its recovery.",
+    status = "IncidentStatus",
+    shortname = "inc",
+    category = "reprise",
+    printcolumn(name = "Kind", type_ = "string", json_path = ".spec.component.kind"),
+    printcolumn(name = "Component", type_ = "string", json_path = ".spec.component.name"),
+    printcolumn(name = "Level", type_ = "integer", json_path = ".spec.level"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Elapsed", type_ = "date", json_path = ".status.detectedAt"),
+    printcolumn(name = "Deadline", type_ = "string", json_path = ".status.deadline"),
+    printcolumn(name = "Breached", type_ = "boolean", json_path = ".status.breached", priority = 1)
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self == oldSelf").message("spec is immutable: an Incident records what was detected"))]
+pub struct IncidentSpec {
+    /// The RecoveryPlan whose procedure handles the incident.
+    pub plan_ref: LocalRef,
+    /// The component that failed.
+    pub component: ComponentRef,
+    /// Severity level, from the component's kind in the plan.
+    #[schemars(range(min = 1, max = 5))]
+    pub level: u8,
+    /// What was observed, e.g. `Deployment shop deleted`.
+    #[schemars(length(max = 1024))]
+    pub cause: String,
+    /// A drill: runs on scratch copies, never on the live component.
+    #[serde(default)]
+    pub drill: bool,
+}
+
+/// Phases of an incident.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum IncidentPhase {
+    #[default]
+    Detected,
+    Recovering,
+    AwaitingApproval,
+    Escalated,
+    Resolved,
+    Failed,
+}
+
+/// Observed state of an Incident.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IncidentStatus {
+    /// The `metadata.generation` the status was computed from.
+    #[serde(default)]
+    pub observed_generation: i64,
+    /// Conditions: `Ready` is True once the incident is resolved.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// Where the incident stands.
+    #[serde(default)]
+    pub phase: IncidentPhase,
+    /// When the failure was first observed (the watch event).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_observed_at: Option<Time>,
+    /// When reprise opened the incident.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detected_at: Option<Time>,
+    /// detectedAt plus the level's maximum window; unset for an open-ended level.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<Time>,
+    /// Whether the deadline passed before resolution.
+    #[serde(default)]
+    pub breached: bool,
+    /// Every step, in order, with its outcome.
+    #[serde(default)]
+    pub timeline: Vec<TimelineEntry>,
+    /// The measures ("M") of the recovery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measures: Option<Measures>,
+    /// Who approved a WaitForApproval step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_by: Option<String>,
+}
+
+/// One step of a recovery.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TimelineEntry {
+    /// Step name from the procedure.
+    pub step: String,
+    /// The action.
+    pub action: Action,
+    /// Attempt number, from 1.
+    pub attempt: u32,
+    /// When it started.
+    pub started: Time,
+    /// When it ended; unset while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished: Option<Time>,
+    /// `Running`, `Succeeded`, `Failed`, `TimedOut` or `Skipped`.
+    pub outcome: String,
+    /// What happened.
+    #[serde(default)]
+    pub message: String,
+    /// Bytes of data moved by the step (restored, backed up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+}
+
+/// The measures of a recovery.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Measures {
+    /// From the failure's observation to the incident's creation (a duration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_to_detect: Option<String>,
+    /// From detection to resolution (a duration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_to_recover: Option<String>,
+    /// Bytes restored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_restored_bytes: Option<u64>,
+    /// Time between the backup used and the failure: the data lost (a duration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_loss_window: Option<String>,
+}

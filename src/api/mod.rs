@@ -1,0 +1,79 @@
+//! The reprise API (group `reprise.dev`, version `v1alpha1`): one file per kind,
+//! shared types in `common`. The CRDs in `crds/` are generated from these types.
+
+pub mod application;
+pub mod common;
+pub mod database;
+pub mod incident;
+pub mod maintenance_window;
+pub mod recovery_plan;
+pub mod server;
+pub mod virtual_machine;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
+
+pub use application::Application;
+pub use database::Database;
+pub use incident::Incident;
+pub use maintenance_window::MaintenanceWindow;
+pub use recovery_plan::RecoveryPlan;
+pub use server::Server;
+pub use virtual_machine::VirtualMachine;
+
+/// The API group of every reprise kind.
+pub const GROUP: &str = "reprise.dev";
+
+/// Every CRD reprise defines, in a stable order.
+pub fn crds() -> Vec<CustomResourceDefinition> {
+    vec![
+        Application::crd(),
+        Database::crd(),
+        Incident::crd(),
+        MaintenanceWindow::crd(),
+        RecoveryPlan::crd(),
+        Server::crd(),
+        VirtualMachine::crd(),
+    ]
+    .into_iter()
+    .map(normalize_formats)
+    .collect()
+}
+
+/// schemars names Rust's unsigned integers as formats (`uint8`, `uint64`, …)
+/// that the API server does not know and warns about on every apply; map them
+/// to the OpenAPI formats Kubernetes understands.
+fn normalize_formats(crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    fn walk(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(map) => {
+                let format = map.get("format").and_then(|f| f.as_str()).map(str::to_owned);
+                match format.as_deref() {
+                    Some("uint8" | "int8" | "uint16" | "int16" | "uint32") => {
+                        map.insert("format".into(), "int32".into());
+                    }
+                    Some("uint64" | "uint" | "int") => {
+                        map.insert("format".into(), "int64".into());
+                    }
+                    _ => {}
+                }
+                map.values_mut().for_each(walk);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    let mut value = serde_json::to_value(&crd).expect("a CRD serializes");
+    walk(&mut value);
+    serde_json::from_value(value).expect("a CRD with normalized formats deserializes")
+}
+
+/// The file name a CRD is written to under `crds/`.
+pub fn crd_file_name(crd: &CustomResourceDefinition) -> String {
+    format!("{}.yaml", crd.metadata.name.as_deref().unwrap_or("unnamed"))
+}
+
+/// A CRD as YAML, the way `reprise crds` prints it and `crds/` stores it.
+pub fn crd_yaml(crd: &CustomResourceDefinition) -> Result<String, serde_yaml_ng::Error> {
+    serde_yaml_ng::to_string(crd)
+}

@@ -1,0 +1,186 @@
+//! VirtualMachine: a VM on a provider (KubeVirt first).
+//! The plan's "installation de la machine virtuelle", software, backups, level 2.
+
+use k8s_openapi::apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{Condition, LocalRef, Retention};
+
+/// A virtual machine run by a provider (KubeVirt). reprise owns the provider's
+/// VM object, installs the declared software through cloud-init, snapshots it
+/// on schedule and restarts, recreates, restores or moves it in a recovery.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[kube(
+    group = "reprise.dev",
+    version = "v1alpha1",
+    kind = "VirtualMachine",
+    namespaced,
+    doc = "A virtual machine run by a provider (KubeVirt): installation, software, snapshots, restore.",
+    status = "VirtualMachineStatus",
+    shortname = "rvm",
+    category = "reprise",
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Node", type_ = "string", json_path = ".status.node"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Last Backup", type_ = "date", json_path = ".status.lastBackup.time"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct VirtualMachineSpec {
+    /// The provider that runs the VM.
+    #[serde(default)]
+    pub provider: VmProvider,
+    /// The Server that hosts the VM; unset: the provider places it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_ref: Option<LocalRef>,
+    /// Virtual CPU cores.
+    #[schemars(range(min = 1, max = 512))]
+    pub cpu: u32,
+    /// Memory, as a Kubernetes quantity (e.g. `4Gi`).
+    pub memory: Quantity,
+    /// Disks, the first bootable one first.
+    #[schemars(length(min = 1, max = 16))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub disks: Vec<Disk>,
+    /// Software installed on first boot through cloud-init (the plan's
+    /// "installation des logiciels"). Changing it is a new software revision.
+    #[serde(default)]
+    #[schemars(length(max = 128))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub software: Vec<SoftwarePackage>,
+    /// Whether the VM should run.
+    #[serde(default)]
+    pub run_state: RunState,
+    /// Scheduled snapshots (the plan's "sauvegarde de machine virtuelle").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<VmBackupSpec>,
+}
+
+/// VM providers.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum VmProvider {
+    #[default]
+    KubeVirt,
+}
+
+/// Whether a VM should run.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum RunState {
+    #[default]
+    Running,
+    Stopped,
+}
+
+/// A VM disk: exactly one source.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("[has(self.containerDisk), has(self.persistentVolumeClaim), has(self.dataVolume)].filter(x, x).size() == 1").message("spec.disks[]: set exactly one of containerDisk, persistentVolumeClaim, dataVolume"))]
+pub struct Disk {
+    /// Disk name, unique in the VM.
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    pub name: String,
+    /// A read-only disk image from a container registry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_disk: Option<ContainerDisk>,
+    /// An existing PersistentVolumeClaim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent_volume_claim: Option<LocalRef>,
+    /// A volume created for the VM from an image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_volume: Option<DataVolumeDisk>,
+}
+
+/// A container disk image.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerDisk {
+    /// Image reference, e.g. `quay.io/containerdisks/debian:12`.
+    #[schemars(length(min = 1, max = 512))]
+    pub image: String,
+}
+
+/// A volume created for the VM.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DataVolumeDisk {
+    /// Size of the volume (e.g. `20Gi`).
+    pub size: Quantity,
+    /// URL of the image imported into the volume.
+    #[schemars(length(min = 1, max = 2048))]
+    pub image_url: String,
+    /// StorageClass; unset: the cluster default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+}
+
+/// A software package installed on the VM.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SoftwarePackage {
+    /// Package name as the guest's package manager knows it, e.g. `nginx`.
+    #[schemars(length(min = 1, max = 128), regex(pattern = r"^[a-zA-Z0-9][a-zA-Z0-9+._-]*$"))]
+    pub name: String,
+    /// Exact version; unset: the newest available.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128), regex(pattern = r"^[a-zA-Z0-9][a-zA-Z0-9+.:~_-]*$"))]
+    pub version: Option<String>,
+}
+
+/// Scheduled snapshots of a VM.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VmBackupSpec {
+    /// Cron schedule (5 fields, UTC), e.g. `0 2 * * *`.
+    #[schemars(length(min = 1, max = 128))]
+    pub schedule: String,
+    /// How many snapshots to keep, and for how long.
+    #[serde(default)]
+    pub retention: Retention,
+}
+
+/// Observed state of a VirtualMachine.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VirtualMachineStatus {
+    /// The `metadata.generation` the status was computed from.
+    #[serde(default)]
+    pub observed_generation: i64,
+    /// Conditions: `Provisioned`, `Running`, `Ready`.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// Phase of the provider's VM instance (`Pending`, `Scheduling`, `Running`, `Failed`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// Node the VM runs on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// IP addresses of the VM.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ip_addresses: Vec<String>,
+    /// Revision (hash) of the software list applied through cloud-init.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub software_revision: Option<String>,
+    /// The newest snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backup: Option<VmBackupStatus>,
+}
+
+/// A VM snapshot as recorded in status.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VmBackupStatus {
+    /// Name of the snapshot object.
+    pub name: String,
+    /// When it was taken.
+    pub time: Time,
+    /// How long it took (a duration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<String>,
+    /// Size, where the provider reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<u64>,
+    /// Whether the snapshot is ready to restore from.
+    pub ready: bool,
+}

@@ -1,0 +1,91 @@
+//! One reconciler per kind, all in one process, sharing a [`Context`] and one
+//! watch per kind (shared reflector stores).
+
+pub mod application;
+pub mod components;
+pub mod database;
+pub mod error;
+pub mod incident;
+pub mod kind;
+pub mod maintenance_window;
+pub mod recovery_plan;
+pub mod runner;
+pub mod server;
+pub mod status;
+pub mod validation;
+pub mod virtual_machine;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use kube::{
+    Client,
+    core::DeserializeGuard,
+    runtime::{
+        events::{Recorder, Reporter},
+        reflector::Store,
+    },
+};
+
+use crate::{
+    api::{Application, Database, Incident, MaintenanceWindow, RecoveryPlan, Server, VirtualMachine},
+    telemetry::Metrics,
+};
+
+pub use error::Error;
+
+/// Readers of the shared stores, one per kind. Controllers look references
+/// up here instead of calling the API server.
+#[derive(Clone)]
+pub struct Stores {
+    pub applications: Store<DeserializeGuard<Application>>,
+    pub databases: Store<DeserializeGuard<Database>>,
+    pub incidents: Store<DeserializeGuard<Incident>>,
+    pub maintenance_windows: Store<DeserializeGuard<MaintenanceWindow>>,
+    pub recovery_plans: Store<DeserializeGuard<RecoveryPlan>>,
+    pub servers: Store<DeserializeGuard<Server>>,
+    pub virtual_machines: Store<DeserializeGuard<VirtualMachine>>,
+}
+
+/// What every reconciler shares.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    /// The namespace the operator is limited to, if any.
+    pub namespace: Option<String>,
+    pub stores: Stores,
+    /// Consecutive failures per object, for per-object backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(client: Client, metrics: Arc<Metrics>, namespace: Option<String>, stores: Stores, instance: String) -> Self {
+        let reporter = Reporter { controller: "reprise".into(), instance: Some(instance) };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+            namespace,
+            stores,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Backoff for an object whose reconcile failed: 1s, 2s, 4s … up to 5 minutes.
+    pub fn backoff(&self, key: &str) -> Duration {
+        let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let n = f.entry(key.to_string()).or_insert(0);
+        *n = n.saturating_add(1);
+        Duration::from_secs(1u64 << (*n - 1).min(8)).min(Duration::from_secs(300))
+    }
+
+    /// Forgets the failures of an object once it reconciles.
+    pub fn succeeded(&self, key: &str) {
+        let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        f.remove(key);
+    }
+}

@@ -1,0 +1,156 @@
+//! RecoveryPlan reconciler: validation, coverage, and the readiness that
+//! depends on the plan alone (responders and their contracts). Detection and
+//! the procedure executor build on it.
+
+use std::{collections::BTreeSet, sync::Arc, time::Duration};
+
+use futures::{FutureExt, future::BoxFuture};
+use kube::{ResourceExt, runtime::controller::Action};
+
+use super::{
+    Context, Error, components,
+    status::{with_ready, write_status},
+    validation::{Invalid, check_cron, check_date, report_invalid},
+};
+use crate::api::{
+    RecoveryPlan, Server,
+    common::{ComponentKind, ComponentRef, reasons},
+    recovery_plan::{Action as StepAction, Coverage, LevelReadiness, RecoveryPlan as Plan, ResponderType},
+};
+
+/// Checks only the operator can make.
+pub fn validate(ctx: &Context, plan: &Plan, covered: &[ComponentRef]) -> Result<(), Invalid> {
+    components::selector("spec.selector", &plan.spec.selector)?;
+    if let Some(d) = &plan.spec.drills {
+        check_cron("spec.drills.schedule", &d.schedule)?;
+    }
+    for (i, r) in plan.spec.responders.iter().enumerate() {
+        if let Some(c) = &r.contract {
+            check_date(&format!("spec.responders[{i}].contract.until"), &c.until)?;
+        }
+    }
+    let ns = plan.namespace().unwrap_or_default();
+    for (p, proc_) in plan.spec.procedures.iter().enumerate() {
+        for (s, step) in proc_.steps.iter().enumerate() {
+            if step.action != StepAction::Reprovision {
+                continue;
+            }
+            for c in covered.iter().filter(|c| c.kind == ComponentKind::Server) {
+                let key = kube::runtime::reflector::ObjectRef::<kube::core::DeserializeGuard<Server>>::new(&c.name).within(&ns);
+                let has_image = ctx
+                    .stores
+                    .servers
+                    .get(&key)
+                    .and_then(|s| s.0.as_ref().ok().map(|s| s.spec.provisioning.is_some()))
+                    .unwrap_or(false);
+                if !has_image {
+                    return Err(Invalid::external(
+                        format!("spec.procedures[{p}].steps[{s}]"),
+                        format!("Reprovision needs spec.provisioning.image on every covered Server; Server {:?} has none", c.name),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Per level: can the plan's people be reached under its terms today?
+pub fn readiness(plan: &Plan, today: k8s_openapi::jiff::civil::Date) -> Vec<LevelReadiness> {
+    plan.spec
+        .levels
+        .iter()
+        .map(|level| {
+            let mut reasons = vec![];
+            let mut reachable = 0;
+            for lr in &level.responders {
+                let Some(r) = plan.spec.responders.iter().find(|r| r.name == lr.name) else { continue };
+                let expired = r.type_ == ResponderType::Vendor
+                    && r.contract.as_ref().and_then(|c| c.until.parse::<k8s_openapi::jiff::civil::Date>().ok()).is_some_and(|until| until < today);
+                if expired {
+                    reasons.push(format!("the contract of {} ended; it is not called", r.name));
+                } else if r.webhook.is_none() && r.phone.is_none() {
+                    reasons.push(format!("{} has neither a webhook nor a phone number", r.name));
+                } else {
+                    reachable += 1;
+                }
+            }
+            if reachable == 0 {
+                reasons.push(format!("no reachable responder for level {}", level.level));
+            }
+            LevelReadiness { level: level.level, ready: reachable > 0, reasons }
+        })
+        .collect()
+}
+
+/// Components of the namespace covered by this plan, and those covered by no plan.
+fn coverage(ctx: &Context, plan: &Plan) -> Result<(Vec<ComponentRef>, Vec<ComponentRef>), Invalid> {
+    let ns = plan.namespace().unwrap_or_default();
+    let mine = components::selector("spec.selector", &plan.spec.selector)?;
+    let covered = components::selected(&ctx.stores, &ns, &mine);
+    let mut any: BTreeSet<ComponentRef> = BTreeSet::new();
+    for other in ctx.stores.recovery_plans.state() {
+        let Ok(other) = &other.0 else { continue };
+        if other.namespace().as_deref() != Some(ns.as_str()) {
+            continue;
+        }
+        if let Ok(sel) = components::selector("spec.selector", &other.spec.selector) {
+            any.extend(components::selected(&ctx.stores, &ns, &sel));
+        }
+    }
+    let uncovered = components::in_namespace(&ctx.stores, &ns).into_iter().map(|c| c.reference).filter(|c| !any.contains(c)).collect();
+    Ok((covered, uncovered))
+}
+
+pub fn reconcile(obj: Arc<RecoveryPlan>, ctx: Arc<Context>) -> BoxFuture<'static, Result<Action, Error>> {
+    async move {
+        let (covered, uncovered) = match coverage(&ctx, &obj) {
+            Ok(c) => c,
+            Err(invalid) => return report_invalid(&ctx, obj.as_ref(), &invalid).await,
+        };
+        if let Err(invalid) = validate(&ctx, &obj, &covered) {
+            return report_invalid(&ctx, obj.as_ref(), &invalid).await;
+        }
+        let ns = obj.namespace().unwrap_or_default();
+        let open = ctx
+            .stores
+            .incidents
+            .state()
+            .iter()
+            .filter_map(|i| i.0.as_ref().ok())
+            .filter(|i| i.namespace().as_deref() == Some(ns.as_str()) && i.spec.plan_ref.name == obj.name_any())
+            .filter(|i| {
+                !matches!(
+                    i.status.as_ref().map(|s| s.phase),
+                    Some(crate::api::incident::IncidentPhase::Resolved | crate::api::incident::IncidentPhase::Failed)
+                )
+            })
+            .count() as u32;
+        let today = k8s_openapi::jiff::Timestamp::now().to_zoned(k8s_openapi::jiff::tz::TimeZone::UTC).date();
+        let readiness = readiness(&obj, today);
+        let not_ready: Vec<String> = readiness.iter().filter(|l| !l.ready).flat_map(|l| l.reasons.clone()).collect();
+        let message = if not_ready.is_empty() {
+            format!("{} components covered, {} uncovered in the namespace", covered.len(), uncovered.len())
+        } else {
+            not_ready.join("; ")
+        };
+        let mut status = with_ready(
+            obj.as_ref(),
+            not_ready.is_empty(),
+            if not_ready.is_empty() { reasons::RECONCILED } else { "ObjectivesAtRisk" },
+            message,
+        );
+        status.coverage = Some(Coverage {
+            covered_count: covered.len() as u32,
+            uncovered_count: uncovered.len() as u32,
+            covered,
+            uncovered,
+        });
+        status.readiness = readiness;
+        status.open_incidents = open;
+        write_status(&ctx, obj.as_ref(), &status).await?;
+        // Contracts end at midnight: look again within the hour.
+        Ok(Action::requeue(Duration::from_secs(3600)))
+    }
+    .boxed()
+}

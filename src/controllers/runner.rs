@@ -1,0 +1,338 @@
+//! Starts one shared watch per kind and one Controller per kind on top of them.
+
+use std::{sync::Arc, time::Duration};
+
+use futures::{FutureExt, StreamExt, future::BoxFuture};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    core::DeserializeGuard,
+    runtime::{
+        Controller, WatchStreamExt,
+        controller::{Action, Config as ControllerConfig},
+        events::EventType,
+        reflector::{self, ObjectRef, Store, store::Writer},
+        utils::Backoff,
+        watcher,
+    },
+};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::{Context, Error, Stores, kind::Kind};
+use crate::{
+    api::{self, Application, Database, Incident, MaintenanceWindow, RecoveryPlan, Server, VirtualMachine},
+    http::Health,
+    telemetry::Metrics,
+};
+
+/// A reconcile function of one kind.
+pub type ReconcileFn<K> = fn(Arc<K>, Arc<Context>) -> BoxFuture<'static, Result<Action, Error>>;
+
+/// Watch backoff: 200 ms doubling to 3 s, with jitter. kube-runtime's default
+/// climbs to 30 s and more, which leaves the operator blind for that long
+/// after an API server restart.
+pub struct FastBackoff {
+    next: Duration,
+}
+
+impl Default for FastBackoff {
+    fn default() -> Self {
+        Self { next: Duration::from_millis(200) }
+    }
+}
+
+impl Iterator for FastBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let current = self.next;
+        self.next = (self.next * 2).min(Duration::from_secs(3));
+        Some(current + current.mul_f64(crate::leader::rand_fraction() * 0.2))
+    }
+}
+
+impl Backoff for FastBackoff {
+    fn reset(&mut self) {
+        self.next = Duration::from_millis(200);
+    }
+}
+
+fn api<K: Kind>(client: &Client, namespace: Option<&str>) -> Api<DeserializeGuard<K>> {
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Waits until every reprise CRD is established. Logs what it waits for;
+/// never exits: the CRDs may be installed after the operator.
+async fn await_crds(client: &Client, shutdown: &CancellationToken) -> bool {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in api::crds() {
+        let name = crd.name_any();
+        let mut logged = false;
+        loop {
+            let established = match crds.get_opt(&name).await {
+                Ok(Some(c)) => c
+                    .status
+                    .and_then(|s| s.conditions)
+                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True")),
+                Ok(None) => false,
+                Err(e) => {
+                    tracing::warn!(crd = %name, error = %e, "cannot read the CRD");
+                    false
+                }
+            };
+            if established {
+                break;
+            }
+            if !logged {
+                tracing::warn!(crd = %name, "waiting for the CRD to be installed and established");
+                logged = true;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return false,
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            }
+        }
+    }
+    true
+}
+
+/// One shared watch: its store reader and the writer its driver feeds.
+struct Shared<K: Kind> {
+    reader: Store<DeserializeGuard<K>>,
+    writer: Writer<DeserializeGuard<K>>,
+}
+
+impl<K: Kind> Shared<K> {
+    fn new() -> Self {
+        let (reader, writer) = reflector::store_shared(256);
+        Self { reader, writer }
+    }
+
+    fn subscribe(&self) -> impl futures::Stream<Item = Arc<DeserializeGuard<K>>> + Send + 'static {
+        self.writer.subscribe().expect("a shared store always has subscribers")
+    }
+
+    /// The task that runs the watch and feeds the store and subscribers.
+    fn drive(self, client: &Client, namespace: Option<&str>) -> BoxFuture<'static, ()> {
+        let stream = watcher(api::<K>(client, namespace), watcher::Config::default().any_semantic())
+            .backoff(FastBackoff::default())
+            .reflect_shared(self.writer);
+        stream
+            .for_each(|event| async move {
+                if let Err(e) = event {
+                    tracing::warn!(kind = %K::kind(&()), error = %e, "watch interrupted; resuming");
+                }
+            })
+            .boxed()
+    }
+}
+
+/// Wraps a kind's reconcile: the span, the metrics, and malformed objects
+/// (reported, never reconciled, never fatal).
+async fn guarded<K: Kind>(
+    obj: Arc<DeserializeGuard<K>>,
+    ctx: Arc<Context>,
+    reconcile: ReconcileFn<K>,
+) -> Result<Action, Error> {
+    let kind = K::kind(&());
+    let started = std::time::Instant::now();
+    let result = match &obj.0 {
+        Ok(o) => {
+            let span = tracing::info_span!(
+                "reconcile",
+                kind = %kind,
+                namespace = %o.namespace().unwrap_or_default(),
+                name = %o.name_any()
+            );
+            let key = format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any());
+            let result = reconcile(Arc::new(o.clone()), ctx.clone()).instrument(span).await;
+            if result.is_ok() {
+                ctx.succeeded(&key);
+            }
+            result
+        }
+        Err(invalid) => {
+            report_malformed::<K>(&ctx, invalid).await;
+            Ok(Action::await_change())
+        }
+    };
+    ctx.metrics.reconciled(&kind, started.elapsed());
+    result
+}
+
+async fn report_malformed<K: Kind>(ctx: &Context, invalid: &kube::core::error_boundary::InvalidObject) {
+    let kind = K::kind(&());
+    let name = invalid.metadata.name.clone().unwrap_or_default();
+    let namespace = invalid.metadata.namespace.clone().unwrap_or_default();
+    tracing::error!(%kind, %namespace, %name, error = %invalid.error, "cannot read the object; fix it and it will be reconciled");
+    ctx.metrics.malformed_objects.get_or_create(&crate::telemetry::KindLabels { kind: kind.to_string() }).inc();
+    // An Event needs a typed object; build a bare one that carries the metadata.
+    let reference = k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some(K::api_version(&()).to_string()),
+        kind: Some(kind.to_string()),
+        name: Some(name),
+        namespace: Some(namespace),
+        uid: invalid.metadata.uid.clone(),
+        resource_version: invalid.metadata.resource_version.clone(),
+        ..Default::default()
+    };
+    let event = kube::runtime::events::Event {
+        type_: EventType::Warning,
+        reason: "MalformedObject".into(),
+        note: Some(format!("reprise cannot read this object: {}", invalid.error)),
+        action: "Read".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+        tracing::warn!(error = %e, "could not publish an Event");
+    }
+}
+
+fn error_policy<K: Kind>(obj: Arc<DeserializeGuard<K>>, err: &Error, ctx: Arc<Context>) -> Action {
+    let kind = K::kind(&());
+    ctx.metrics.failed(&kind, err.category());
+    let key = match &obj.0 {
+        Ok(o) => format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any()),
+        Err(i) => format!("{:?}/{:?}", i.metadata.namespace, i.metadata.name),
+    };
+    let wait = ctx.backoff(&key);
+    tracing::warn!(%kind, object = %key, error = %err, retry_in = ?wait, "reconcile failed");
+    Action::requeue(wait)
+}
+
+/// Maps any object to the objects of kind `K` in its namespace (used where a
+/// change of one kind can change the status of all objects of another).
+fn all_in_namespace<K: Kind, O: Resource>(store: Store<DeserializeGuard<K>>) -> impl Fn(Arc<O>) -> Vec<ObjectRef<DeserializeGuard<K>>> {
+    move |o: Arc<O>| {
+        let ns = o.namespace();
+        store
+            .state()
+            .iter()
+            .filter(|k| k.namespace() == ns)
+            .map(|k| ObjectRef::from_obj(k.as_ref()))
+            .collect()
+    }
+}
+
+fn controller<K: Kind>(
+    shared: &Shared<K>,
+    ctx: Arc<Context>,
+    reconcile: ReconcileFn<K>,
+    shutdown: &CancellationToken,
+    extra: impl FnOnce(Controller<DeserializeGuard<K>>) -> Controller<DeserializeGuard<K>>,
+) -> BoxFuture<'static, ()> {
+    let c = Controller::for_shared_stream(shared.subscribe(), shared.reader.clone())
+        .with_config(ControllerConfig::default().concurrency(16).debounce(Duration::from_millis(100)))
+        .trigger_backoff(FastBackoff::default())
+        .graceful_shutdown_on(shutdown.clone().cancelled_owned());
+    extra(c)
+        .run(move |o, c| guarded(o, c, reconcile), error_policy::<K>, ctx)
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "controller event");
+            }
+        })
+        .boxed()
+}
+
+/// Runs every controller until `shutdown` (in-flight reconciles finish first).
+/// `health` is told when the caches are synced.
+pub async fn run(
+    client: Client,
+    metrics: Arc<Metrics>,
+    namespace: Option<String>,
+    instance: String,
+    health: Arc<Health>,
+    shutdown: CancellationToken,
+) {
+    if !await_crds(&client, &shutdown).await {
+        return;
+    }
+    let ns = namespace.as_deref();
+    let apps = Shared::<Application>::new();
+    let dbs = Shared::<Database>::new();
+    let incidents = Shared::<Incident>::new();
+    let windows = Shared::<MaintenanceWindow>::new();
+    let plans = Shared::<RecoveryPlan>::new();
+    let servers = Shared::<Server>::new();
+    let vms = Shared::<VirtualMachine>::new();
+    let stores = Stores {
+        applications: apps.reader.clone(),
+        databases: dbs.reader.clone(),
+        incidents: incidents.reader.clone(),
+        maintenance_windows: windows.reader.clone(),
+        recovery_plans: plans.reader.clone(),
+        servers: servers.reader.clone(),
+        virtual_machines: vms.reader.clone(),
+    };
+    let ctx = Arc::new(Context::new(client.clone(), metrics, namespace.clone(), stores.clone(), instance));
+
+    let mut tasks: Vec<BoxFuture<'static, ()>> = vec![
+        controller(&apps, ctx.clone(), super::application::reconcile, &shutdown, |c| {
+            c.watches_shared_stream(dbs.subscribe(), all_in_namespace(stores.applications.clone()))
+                .watches_shared_stream(vms.subscribe(), all_in_namespace(stores.applications.clone()))
+        }),
+        controller(&dbs, ctx.clone(), super::database::reconcile, &shutdown, |c| c),
+        controller(&incidents, ctx.clone(), super::incident::reconcile, &shutdown, |c| {
+            c.watches_shared_stream(plans.subscribe(), all_in_namespace(stores.incidents.clone()))
+        }),
+        controller(&windows, ctx.clone(), super::maintenance_window::reconcile, &shutdown, |c| {
+            c.watches_shared_stream(apps.subscribe(), all_in_namespace(stores.maintenance_windows.clone()))
+                .watches_shared_stream(dbs.subscribe(), all_in_namespace(stores.maintenance_windows.clone()))
+                .watches_shared_stream(vms.subscribe(), all_in_namespace(stores.maintenance_windows.clone()))
+                .watches_shared_stream(servers.subscribe(), all_in_namespace(stores.maintenance_windows.clone()))
+        }),
+        controller(&plans, ctx.clone(), super::recovery_plan::reconcile, &shutdown, |c| {
+            c.watches_shared_stream(apps.subscribe(), all_in_namespace(stores.recovery_plans.clone()))
+                .watches_shared_stream(dbs.subscribe(), all_in_namespace(stores.recovery_plans.clone()))
+                .watches_shared_stream(vms.subscribe(), all_in_namespace(stores.recovery_plans.clone()))
+                .watches_shared_stream(servers.subscribe(), all_in_namespace(stores.recovery_plans.clone()))
+                .watches_shared_stream(incidents.subscribe(), all_in_namespace(stores.recovery_plans.clone()))
+        }),
+        controller(&servers, ctx.clone(), super::server::reconcile, &shutdown, |c| c),
+        controller(&vms, ctx.clone(), super::virtual_machine::reconcile, &shutdown, |c| {
+            c.watches_shared_stream(servers.subscribe(), all_in_namespace(stores.virtual_machines.clone()))
+        }),
+    ];
+    // The watch drivers stop with the controllers: nothing reads them after.
+    let stop = shutdown.clone();
+    let drivers = futures::future::join_all(vec![
+        apps.drive(&client, ns),
+        dbs.drive(&client, ns),
+        incidents.drive(&client, ns),
+        windows.drive(&client, ns),
+        plans.drive(&client, ns),
+        servers.drive(&client, ns),
+        vms.drive(&client, ns),
+    ]);
+    tasks.push(
+        async move {
+            tokio::select! {
+                _ = drivers => tracing::error!("a watch ended"),
+                _ = stop.cancelled() => {}
+            }
+        }
+        .boxed(),
+    );
+    let synced = async move {
+        let s = &stores;
+        let _ = futures::future::join_all(vec![
+            s.applications.wait_until_ready().boxed(),
+            s.databases.wait_until_ready().boxed(),
+            s.incidents.wait_until_ready().boxed(),
+            s.maintenance_windows.wait_until_ready().boxed(),
+            s.recovery_plans.wait_until_ready().boxed(),
+            s.servers.wait_until_ready().boxed(),
+            s.virtual_machines.wait_until_ready().boxed(),
+        ])
+        .await;
+        health.set_caches_synced(true);
+        tracing::info!("caches synced; controllers running");
+    };
+    tasks.push(synced.boxed());
+    futures::future::join_all(tasks).await;
+}

@@ -1,0 +1,48 @@
+//! Writing status: only when it changed, with server-side apply under the
+//! kind's field manager.
+
+use kube::{
+    Api, ResourceExt,
+    api::{Patch, PatchParams},
+    runtime::events::{Event, EventType},
+};
+
+use super::{Context, Error, kind::Kind};
+
+/// Writes `status` if it differs from what the object has. Returns whether it wrote.
+pub async fn write_status<K: Kind>(ctx: &Context, obj: &K, status: &K::Status) -> Result<bool, Error> {
+    if obj.status() == Some(status) {
+        return Ok(false);
+    }
+    let ns = obj.namespace().unwrap_or_default();
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
+    let body = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(&obj.name_any(), &PatchParams::apply(K::MANAGER).force(), &Patch::Apply(&body)).await?;
+    ctx.metrics.wrote(&K::kind(&()), "status");
+    Ok(true)
+}
+
+/// Publishes an Event about `obj`. A failure to publish is logged, never fatal.
+pub async fn publish<K: Kind>(ctx: &Context, obj: &K, type_: EventType, reason: &str, action: &str, note: String) {
+    let event = Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: None };
+    match ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+        Ok(()) => ctx.metrics.wrote(&K::kind(&()), "event"),
+        Err(e) => tracing::warn!(error = %e, reason, "could not publish an Event"),
+    }
+}
+
+/// The object's status with `Ready` set and `observedGeneration` moved to the
+/// current generation; everything else as it was.
+pub fn with_ready<K: Kind>(obj: &K, ok: bool, reason: &str, message: impl Into<String>) -> K::Status {
+    use super::kind::CommonStatus;
+    use crate::api::common::{condition, reasons, set_condition};
+    let generation = obj.meta().generation.unwrap_or(0);
+    let mut status = obj.status().cloned().unwrap_or_default();
+    status.set_observed_generation(generation);
+    set_condition(status.conditions_mut(), condition(reasons::READY, ok, reason, message, generation));
+    status
+}

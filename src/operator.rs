@@ -1,0 +1,167 @@
+//! `reprise run`: the operator process — health endpoints, leader election,
+//! controllers, clean shutdown.
+
+use std::{net::SocketAddr, pin::pin, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use kube::Client;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    controllers::runner,
+    http::{self, Health, Leadership},
+    leader::{Ended, LeaderElector, LeaseConfig},
+    telemetry::Metrics,
+};
+
+/// Options of `reprise run`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct RunOptions {
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "REPRISE_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Address of the /healthz, /readyz and /metrics listener.
+    #[arg(long, env = "REPRISE_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: SocketAddr,
+    /// Elect a leader among replicas with a Lease; only the leader reconciles.
+    #[arg(long, env = "REPRISE_LEADER_ELECTION", default_value_t = false)]
+    pub leader_election: bool,
+    /// Name of the Lease.
+    #[arg(long, env = "REPRISE_LEASE_NAME", default_value = "reprise-leader")]
+    pub lease_name: String,
+    /// Namespace of the Lease (default: the pod's namespace, else --namespace, else `default`).
+    #[arg(long, env = "REPRISE_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// Identity in the Lease (default: the pod name, else host name and pid).
+    #[arg(long, env = "REPRISE_IDENTITY")]
+    pub identity: Option<String>,
+    /// Seconds a Lease stays valid without renewal.
+    #[arg(long, default_value_t = 15)]
+    pub lease_duration_seconds: u64,
+    /// Seconds the leader keeps trying to renew before it gives leadership up.
+    #[arg(long, default_value_t = 10)]
+    pub renew_deadline_seconds: u64,
+    /// Seconds between renewals and between a follower's attempts.
+    #[arg(long, default_value_t = 2)]
+    pub retry_period_seconds: u64,
+}
+
+impl RunOptions {
+    fn identity(&self) -> String {
+        if let Some(i) = &self.identity {
+            return i.clone();
+        }
+        if let Ok(pod) = std::env::var("POD_NAME") {
+            return pod;
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "reprise".into());
+        format!("{}-{}", host.trim(), std::process::id())
+    }
+
+    fn lease_config(&self) -> anyhow::Result<LeaseConfig> {
+        let ns = self
+            .lease_namespace
+            .clone()
+            .or_else(|| std::env::var("POD_NAMESPACE").ok())
+            .or_else(|| self.namespace.clone())
+            .unwrap_or_else(|| "default".into());
+        let mut cfg = LeaseConfig::new(&self.lease_name, &ns, &self.identity());
+        cfg.lease_duration = Duration::from_secs(self.lease_duration_seconds);
+        cfg.renew_deadline = Duration::from_secs(self.renew_deadline_seconds);
+        cfg.retry_period = Duration::from_secs(self.retry_period_seconds);
+        cfg.validate().map_err(anyhow::Error::msg)?;
+        Ok(cfg)
+    }
+}
+
+/// Cancels `token` on SIGTERM or SIGINT.
+fn cancel_on_signal(token: CancellationToken) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
+        token.cancel();
+    });
+    Ok(())
+}
+
+/// Runs the operator until a signal, or until leadership is lost (an error:
+/// the process must exit so that it never writes as a non-leader).
+pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
+    let client = Client::try_default().await.context("cannot configure a Kubernetes client (in-cluster or KUBECONFIG)")?;
+    let metrics = Arc::new(Metrics::default());
+    let health = Arc::new(Health::default());
+    let shutdown = CancellationToken::new();
+    cancel_on_signal(shutdown.clone())?;
+    let (addr, server) = http::serve(opts.http_addr, health.clone(), metrics.clone(), shutdown.clone())
+        .await
+        .with_context(|| format!("cannot listen on {}", opts.http_addr))?;
+    tracing::info!(%addr, namespace = ?opts.namespace, "health and metrics endpoints listening");
+
+    let identity = opts.identity();
+    let mut elector = if opts.leader_election {
+        let cfg = opts.lease_config()?;
+        tracing::info!(lease = %cfg.name, namespace = %cfg.namespace, %identity, "leader election on");
+        let mut el = LeaderElector::new(client.clone(), cfg);
+        let h = health.clone();
+        let mut announced = false;
+        let won = el
+            .acquire(&shutdown, || {
+                h.set_leadership(Leadership::Follower);
+                if !announced {
+                    tracing::info!("another replica leads; waiting");
+                    announced = true;
+                }
+            })
+            .await;
+        if !won {
+            let _ = server.await;
+            return Ok(());
+        }
+        tracing::info!("leading");
+        Some(el)
+    } else {
+        None
+    };
+    health.set_leadership(Leadership::Leader);
+    metrics.leader.set(1);
+
+    let controllers = pin!(runner::run(client, metrics.clone(), opts.namespace.clone(), identity, health.clone(), shutdown.clone()));
+    let result = match elector.as_mut() {
+        None => {
+            controllers.await;
+            Ok(())
+        }
+        Some(el) => {
+            let mut controllers = controllers;
+            tokio::select! {
+                _ = &mut controllers => Ok(()),
+                ended = el.hold(&shutdown) => match ended {
+                    Ended::Shutdown => {
+                        // In-flight reconciles finish before the Lease is let go.
+                        controllers.await;
+                        Ok(())
+                    }
+                    Ended::Lost(why) => {
+                        health.set_broken();
+                        metrics.leader.set(0);
+                        Err(anyhow::anyhow!("lost leadership: {why}; exiting so that only the leader writes"))
+                    }
+                },
+            }
+        }
+    };
+    if result.is_ok() {
+        if let Some(el) = &elector {
+            el.release().await;
+        }
+        shutdown.cancel();
+        let _ = server.await;
+        tracing::info!("stopped");
+    }
+    result
+}

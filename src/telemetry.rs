@@ -1,0 +1,117 @@
+//! Logging (tracing) and the Prometheus metrics every controller shares.
+
+use std::time::Duration;
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+use tracing_subscriber::{EnvFilter, prelude::*};
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log pipelines.
+    Json,
+}
+
+/// Installs the global subscriber. Level from `RUST_LOG` (default `info`).
+pub fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let registry = tracing_subscriber::registry().with(filter);
+    match format {
+        LogFormat::Text => registry.with(tracing_subscriber::fmt::layer().with_target(false)).init(),
+        LogFormat::Json => registry
+            .with(tracing_subscriber::fmt::layer().json().flatten_event(true).with_current_span(true))
+            .init(),
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub kind: String,
+    pub error: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WriteLabels {
+    pub kind: String,
+    pub what: String,
+}
+
+/// The operator's metrics, registered once and shared by every controller.
+pub struct Metrics {
+    pub registry: Registry,
+    pub reconciles: Family<KindLabels, Counter>,
+    pub reconcile_errors: Family<ErrorLabels, Counter>,
+    pub reconcile_duration: Family<KindLabels, Histogram>,
+    pub malformed_objects: Family<KindLabels, Counter>,
+    /// Writes the operator made to the API server, by kind and what was written.
+    pub writes: Family<WriteLabels, Counter>,
+    pub leader: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("reprise");
+        let reconciles = Family::<KindLabels, Counter>::default();
+        let reconcile_errors = Family::<ErrorLabels, Counter>::default();
+        let reconcile_duration = Family::<KindLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0])
+        });
+        let malformed_objects = Family::<KindLabels, Counter>::default();
+        let writes = Family::<WriteLabels, Counter>::default();
+        let leader = Gauge::default();
+        registry.register("reconciles", "Reconciles run, by kind", reconciles.clone());
+        registry.register(
+            "reconcile_errors",
+            "Reconciles that failed, by kind and error category",
+            reconcile_errors.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time spent in one reconcile, by kind",
+            reconcile_duration.clone(),
+        );
+        registry.register(
+            "malformed_objects",
+            "Objects that could not be read into their kind's type",
+            malformed_objects.clone(),
+        );
+        registry.register("api_writes", "Writes made to the API server, by kind and target", writes.clone());
+        registry.register("leader", "1 while this replica leads", leader.clone());
+        Self { registry, reconciles, reconcile_errors, reconcile_duration, malformed_objects, writes, leader }
+    }
+}
+
+impl Metrics {
+    pub fn reconciled(&self, kind: &str, took: Duration) {
+        let labels = KindLabels { kind: kind.to_string() };
+        self.reconciles.get_or_create(&labels).inc();
+        self.reconcile_duration.get_or_create(&labels).observe(took.as_secs_f64());
+    }
+
+    pub fn failed(&self, kind: &str, error: &str) {
+        self.reconcile_errors.get_or_create(&ErrorLabels { kind: kind.into(), error: error.into() }).inc();
+    }
+
+    pub fn wrote(&self, kind: &str, what: &str) {
+        self.writes.get_or_create(&WriteLabels { kind: kind.into(), what: what.into() }).inc();
+    }
+
+    /// The registry in Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
