@@ -67,7 +67,11 @@ impl Health {
     }
 
     pub fn alive(&self) -> Result<(), &'static str> {
-        if self.broken.load(Ordering::SeqCst) { Err("a controller or the lease renewal stopped") } else { Ok(()) }
+        if self.broken.load(Ordering::SeqCst) {
+            Err("a controller or the lease renewal stopped")
+        } else {
+            Ok(())
+        }
     }
 }
 
@@ -94,7 +98,10 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
 
 async fn metrics_text(State(s): State<AppState>) -> impl IntoResponse {
     (
-        [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         s.metrics.encode(),
     )
 }
@@ -116,7 +123,10 @@ pub async fn serve(
     let bound = listener.local_addr()?;
     let task = tokio::spawn(async move {
         let stop = async move { shutdown.cancelled().await };
-        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(stop)
+            .await
+        {
             tracing::error!(error = %e, "health endpoint stopped");
         }
     });

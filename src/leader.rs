@@ -68,8 +68,15 @@ pub enum Decision {
 }
 
 /// Pure decision: `unchanged_for` is how long the record has been seen unchanged locally.
-pub fn decide(spec: Option<&LeaseSpec>, me: &str, unchanged_for: Duration, default_duration: Duration) -> Decision {
-    let Some(spec) = spec else { return Decision::Acquire };
+pub fn decide(
+    spec: Option<&LeaseSpec>,
+    me: &str,
+    unchanged_for: Duration,
+    default_duration: Duration,
+) -> Decision {
+    let Some(spec) = spec else {
+        return Decision::Acquire;
+    };
     match spec.holder_identity.as_deref() {
         None | Some("") => Decision::Acquire,
         Some(holder) if holder == me => Decision::Acquire,
@@ -79,7 +86,11 @@ pub fn decide(spec: Option<&LeaseSpec>, me: &str, unchanged_for: Duration, defau
                 .and_then(|s| u64::try_from(s).ok())
                 .map(Duration::from_secs)
                 .unwrap_or(default_duration);
-            if unchanged_for >= duration { Decision::Acquire } else { Decision::Follow }
+            if unchanged_for >= duration {
+                Decision::Acquire
+            } else {
+                Decision::Follow
+            }
         }
     }
 }
@@ -107,7 +118,11 @@ fn now_micro() -> MicroTime {
 impl LeaderElector {
     pub fn new(client: Client, cfg: LeaseConfig) -> Self {
         let api = Api::namespaced(client, &cfg.namespace);
-        Self { api, cfg, observed: None }
+        Self {
+            api,
+            cfg,
+            observed: None,
+        }
     }
 
     pub fn config(&self) -> &LeaseConfig {
@@ -132,7 +147,10 @@ impl LeaderElector {
         let current = match self.api.get_opt(&self.cfg.name).await? {
             None => {
                 let lease = Lease {
-                    metadata: ObjectMeta { name: Some(self.cfg.name.clone()), ..Default::default() },
+                    metadata: ObjectMeta {
+                        name: Some(self.cfg.name.clone()),
+                        ..Default::default()
+                    },
                     spec: Some(self.spec_for(None, true)),
                 };
                 return match self.api.create(&PostParams::default(), &lease).await {
@@ -144,13 +162,27 @@ impl LeaderElector {
             Some(l) => l,
         };
         let unchanged = self.unchanged_for(&current);
-        if decide(current.spec.as_ref(), &me, unchanged, self.cfg.lease_duration) == Decision::Follow {
+        if decide(
+            current.spec.as_ref(),
+            &me,
+            unchanged,
+            self.cfg.lease_duration,
+        ) == Decision::Follow
+        {
             return Ok(false);
         }
-        let was_ours = current.spec.as_ref().and_then(|s| s.holder_identity.as_deref()) == Some(me.as_str());
+        let was_ours = current
+            .spec
+            .as_ref()
+            .and_then(|s| s.holder_identity.as_deref())
+            == Some(me.as_str());
         let mut next = current.clone();
         next.spec = Some(self.spec_for(current.spec.as_ref(), !was_ours));
-        match self.api.replace(&self.cfg.name, &PostParams::default(), &next).await {
+        match self
+            .api
+            .replace(&self.cfg.name, &PostParams::default(), &next)
+            .await
+        {
             Ok(_) => Ok(true),
             // Someone else wrote first: read again next round.
             Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
@@ -165,21 +197,35 @@ impl LeaderElector {
         LeaseSpec {
             holder_identity: Some(self.cfg.identity.clone()),
             lease_duration_seconds: Some(self.cfg.lease_duration.as_secs() as i32),
-            acquire_time: if new_term { Some(now.clone()) } else { prev.acquire_time },
+            acquire_time: if new_term {
+                Some(now.clone())
+            } else {
+                prev.acquire_time
+            },
             renew_time: Some(now),
-            lease_transitions: Some(if new_term && previous.is_some() { transitions + 1 } else { transitions }),
+            lease_transitions: Some(if new_term && previous.is_some() {
+                transitions + 1
+            } else {
+                transitions
+            }),
             ..prev
         }
     }
 
     /// Waits until this replica leads. `on_follow` runs each time another holds the Lease.
     /// Returns false when shutdown was requested first.
-    pub async fn acquire(&mut self, shutdown: &CancellationToken, mut on_follow: impl FnMut()) -> bool {
+    pub async fn acquire(
+        &mut self,
+        shutdown: &CancellationToken,
+        mut on_follow: impl FnMut(),
+    ) -> bool {
         loop {
             match self.try_acquire().await {
                 Ok(true) => return true,
                 Ok(false) => on_follow(),
-                Err(e) => tracing::warn!(error = %e, lease = %self.cfg.name, "cannot read or write the Lease"),
+                Err(e) => {
+                    tracing::warn!(error = %e, lease = %self.cfg.name, "cannot read or write the Lease")
+                }
             }
             let jitter = self.cfg.retry_period.mul_f64(rand_fraction() * 0.2);
             tokio::select! {
@@ -203,32 +249,55 @@ impl LeaderElector {
             let outcome = tokio::time::timeout(left, self.renew()).await;
             match outcome {
                 Ok(Ok(())) => last_renew = Instant::now(),
-                Ok(Err(RenewError::Taken(by))) => return Ended::Lost(format!("the Lease is now held by {by}")),
+                Ok(Err(RenewError::Taken(by))) => {
+                    return Ended::Lost(format!("the Lease is now held by {by}"));
+                }
                 Ok(Err(RenewError::Api(e))) => tracing::warn!(error = %e, "lease renewal failed"),
                 Err(_) => tracing::warn!("lease renewal timed out"),
             }
             if last_renew.elapsed() >= self.cfg.renew_deadline {
-                return Ended::Lost(format!("no renewal succeeded for {:?}", self.cfg.renew_deadline));
+                return Ended::Lost(format!(
+                    "no renewal succeeded for {:?}",
+                    self.cfg.renew_deadline
+                ));
             }
         }
     }
 
     async fn renew(&mut self) -> Result<(), RenewError> {
-        let current = self.api.get(&self.cfg.name).await.map_err(RenewError::Api)?;
-        let holder = current.spec.as_ref().and_then(|s| s.holder_identity.clone()).unwrap_or_default();
+        let current = self
+            .api
+            .get(&self.cfg.name)
+            .await
+            .map_err(RenewError::Api)?;
+        let holder = current
+            .spec
+            .as_ref()
+            .and_then(|s| s.holder_identity.clone())
+            .unwrap_or_default();
         if holder != self.cfg.identity {
             return Err(RenewError::Taken(holder));
         }
         let mut next = current.clone();
         next.spec = Some(self.spec_for(current.spec.as_ref(), false));
-        self.api.replace(&self.cfg.name, &PostParams::default(), &next).await.map_err(RenewError::Api)?;
+        self.api
+            .replace(&self.cfg.name, &PostParams::default(), &next)
+            .await
+            .map_err(RenewError::Api)?;
         Ok(())
     }
 
     /// Gives the Lease up so that a follower takes over at once.
     pub async fn release(&self) {
-        let Ok(Some(current)) = self.api.get_opt(&self.cfg.name).await else { return };
-        if current.spec.as_ref().and_then(|s| s.holder_identity.as_deref()) != Some(self.cfg.identity.as_str()) {
+        let Ok(Some(current)) = self.api.get_opt(&self.cfg.name).await else {
+            return;
+        };
+        if current
+            .spec
+            .as_ref()
+            .and_then(|s| s.holder_identity.as_deref())
+            != Some(self.cfg.identity.as_str())
+        {
             return;
         }
         let mut next = current.clone();
@@ -237,9 +306,15 @@ impl LeaderElector {
         spec.lease_duration_seconds = Some(1);
         spec.renew_time = Some(now_micro());
         next.spec = Some(spec);
-        match self.api.replace(&self.cfg.name, &PostParams::default(), &next).await {
+        match self
+            .api
+            .replace(&self.cfg.name, &PostParams::default(), &next)
+            .await
+        {
             Ok(_) => tracing::info!(lease = %current.name_any(), "released the Lease"),
-            Err(e) => tracing::warn!(error = %e, "could not release the Lease; it expires by itself"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not release the Lease; it expires by itself")
+            }
         }
     }
 }
@@ -253,7 +328,12 @@ enum RenewError {
 pub fn rand_fraction() -> f64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
     (h.finish() % 10_000) as f64 / 10_000.0
 }
 
@@ -262,25 +342,44 @@ mod tests {
     use super::*;
 
     fn held_by(who: &str, secs: i32) -> LeaseSpec {
-        LeaseSpec { holder_identity: Some(who.into()), lease_duration_seconds: Some(secs), ..Default::default() }
+        LeaseSpec {
+            holder_identity: Some(who.into()),
+            lease_duration_seconds: Some(secs),
+            ..Default::default()
+        }
     }
 
     #[test]
     fn free_or_own_leases_are_taken() {
         let d = Duration::from_secs(15);
         assert_eq!(decide(None, "a", Duration::ZERO, d), Decision::Acquire);
-        assert_eq!(decide(Some(&LeaseSpec::default()), "a", Duration::ZERO, d), Decision::Acquire);
-        assert_eq!(decide(Some(&held_by("a", 15)), "a", Duration::ZERO, d), Decision::Acquire);
+        assert_eq!(
+            decide(Some(&LeaseSpec::default()), "a", Duration::ZERO, d),
+            Decision::Acquire
+        );
+        assert_eq!(
+            decide(Some(&held_by("a", 15)), "a", Duration::ZERO, d),
+            Decision::Acquire
+        );
     }
 
     #[test]
     fn another_holder_is_followed_until_its_record_goes_stale() {
         let d = Duration::from_secs(15);
         let spec = held_by("b", 15);
-        assert_eq!(decide(Some(&spec), "a", Duration::from_secs(14), d), Decision::Follow);
-        assert_eq!(decide(Some(&spec), "a", Duration::from_secs(15), d), Decision::Acquire);
+        assert_eq!(
+            decide(Some(&spec), "a", Duration::from_secs(14), d),
+            Decision::Follow
+        );
+        assert_eq!(
+            decide(Some(&spec), "a", Duration::from_secs(15), d),
+            Decision::Acquire
+        );
         // A released lease (duration 1s) is taken after a second even with a holder left in.
-        assert_eq!(decide(Some(&held_by("b", 1)), "a", Duration::from_secs(1), d), Decision::Acquire);
+        assert_eq!(
+            decide(Some(&held_by("b", 1)), "a", Duration::from_secs(1), d),
+            Decision::Acquire
+        );
     }
 
     #[test]

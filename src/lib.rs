@@ -7,3 +7,9 @@ pub mod http;
 pub mod leader;
 pub mod operator;
 pub mod telemetry;
+
+/// Selects ring as rustls' process-wide crypto provider (kube uses ring), so
+/// every TLS client in the process agrees. Safe to call more than once.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -6,7 +6,13 @@ use reprise::{api, operator, telemetry};
 #[command(name = "reprise", version, about)]
 struct Cli {
     /// Log format.
-    #[arg(long, global = true, env = "REPRISE_LOG_FORMAT", value_enum, default_value = "text")]
+    #[arg(
+        long,
+        global = true,
+        env = "REPRISE_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
     log_format: telemetry::LogFormat,
     #[command(subcommand)]
     command: Command,
@@ -29,6 +35,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    reprise::install_crypto_provider();
     match cli.command {
         Command::Run(opts) => {
             telemetry::init_tracing(cli.log_format);

@@ -54,7 +54,8 @@ impl RunOptions {
         if let Ok(pod) = std::env::var("POD_NAME") {
             return pod;
         }
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "reprise".into());
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .unwrap_or_else(|_| "reprise".into());
         format!("{}-{}", host.trim(), std::process::id())
     }
 
@@ -92,14 +93,21 @@ fn cancel_on_signal(token: CancellationToken) -> anyhow::Result<()> {
 /// Runs the operator until a signal, or until leadership is lost (an error:
 /// the process must exit so that it never writes as a non-leader).
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
-    let client = Client::try_default().await.context("cannot configure a Kubernetes client (in-cluster or KUBECONFIG)")?;
+    let client = Client::try_default()
+        .await
+        .context("cannot configure a Kubernetes client (in-cluster or KUBECONFIG)")?;
     let metrics = Arc::new(Metrics::default());
     let health = Arc::new(Health::default());
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone())?;
-    let (addr, server) = http::serve(opts.http_addr, health.clone(), metrics.clone(), shutdown.clone())
-        .await
-        .with_context(|| format!("cannot listen on {}", opts.http_addr))?;
+    let (addr, server) = http::serve(
+        opts.http_addr,
+        health.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    )
+    .await
+    .with_context(|| format!("cannot listen on {}", opts.http_addr))?;
     tracing::info!(%addr, namespace = ?opts.namespace, "health and metrics endpoints listening");
 
     let identity = opts.identity();
@@ -130,7 +138,14 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     health.set_leadership(Leadership::Leader);
     metrics.leader.set(1);
 
-    let controllers = pin!(runner::run(client, metrics.clone(), opts.namespace.clone(), identity, health.clone(), shutdown.clone()));
+    let controllers = pin!(runner::run(
+        client,
+        metrics.clone(),
+        opts.namespace.clone(),
+        identity,
+        health.clone(),
+        shutdown.clone()
+    ));
     let result = match elector.as_mut() {
         None => {
             controllers.await;

@@ -23,9 +23,16 @@ pub fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let registry = tracing_subscriber::registry().with(filter);
     match format {
-        LogFormat::Text => registry.with(tracing_subscriber::fmt::layer().with_target(false)).init(),
+        LogFormat::Text => registry
+            .with(tracing_subscriber::fmt::layer().with_target(false))
+            .init(),
         LogFormat::Json => registry
-            .with(tracing_subscriber::fmt::layer().json().flatten_event(true).with_current_span(true))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true),
+            )
             .init(),
     }
 }
@@ -86,25 +93,51 @@ impl Default for Metrics {
             "Objects that could not be read into their kind's type",
             malformed_objects.clone(),
         );
-        registry.register("api_writes", "Writes made to the API server, by kind and target", writes.clone());
+        registry.register(
+            "api_writes",
+            "Writes made to the API server, by kind and target",
+            writes.clone(),
+        );
         registry.register("leader", "1 while this replica leads", leader.clone());
-        Self { registry, reconciles, reconcile_errors, reconcile_duration, malformed_objects, writes, leader }
+        Self {
+            registry,
+            reconciles,
+            reconcile_errors,
+            reconcile_duration,
+            malformed_objects,
+            writes,
+            leader,
+        }
     }
 }
 
 impl Metrics {
     pub fn reconciled(&self, kind: &str, took: Duration) {
-        let labels = KindLabels { kind: kind.to_string() };
+        let labels = KindLabels {
+            kind: kind.to_string(),
+        };
         self.reconciles.get_or_create(&labels).inc();
-        self.reconcile_duration.get_or_create(&labels).observe(took.as_secs_f64());
+        self.reconcile_duration
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
     }
 
     pub fn failed(&self, kind: &str, error: &str) {
-        self.reconcile_errors.get_or_create(&ErrorLabels { kind: kind.into(), error: error.into() }).inc();
+        self.reconcile_errors
+            .get_or_create(&ErrorLabels {
+                kind: kind.into(),
+                error: error.into(),
+            })
+            .inc();
     }
 
     pub fn wrote(&self, kind: &str, what: &str) {
-        self.writes.get_or_create(&WriteLabels { kind: kind.into(), what: what.into() }).inc();
+        self.writes
+            .get_or_create(&WriteLabels {
+                kind: kind.into(),
+                what: what.into(),
+            })
+            .inc();
     }
 
     /// The registry in Prometheus text format.

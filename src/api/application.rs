@@ -1,10 +1,7 @@
 //! Application: a web, mobile or API application, its versions and artifacts.
 //! The plan's "gestion des applications web et mobile", "gestion des versions", level 1.
 
-use k8s_openapi::{
-    api::core::v1::ResourceRequirements,
-    apimachinery::pkg::apis::meta::v1::Time,
-};
+use k8s_openapi::{api::core::v1::ResourceRequirements, apimachinery::pkg::apis::meta::v1::Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -25,10 +22,27 @@ use super::common::{Condition, Duration};
     shortname = "app",
     category = "reprise",
     printcolumn(name = "Type", type_ = "string", json_path = ".spec.type"),
-    printcolumn(name = "Version", type_ = "string", json_path = ".status.currentVersion"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Last Good", type_ = "string", json_path = ".status.lastGoodVersion", priority = 1),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Version",
+        type_ = "string",
+        json_path = ".status.currentVersion"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Last Good",
+        type_ = "string",
+        json_path = ".status.lastGoodVersion",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ApplicationSpec {
@@ -36,7 +50,10 @@ pub struct ApplicationSpec {
     #[serde(rename = "type")]
     pub type_: AppType,
     /// The version to run, e.g. `2.4.1`. Changing it starts a release.
-    #[schemars(length(min = 1, max = 128), regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._+-]*$"))]
+    #[schemars(
+        length(min = 1, max = 128),
+        regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+    )]
     pub version: String,
     /// Container image, with `{version}` where the version goes,
     /// e.g. `registry.plastprod.example/shop:{version}`.
@@ -105,7 +122,10 @@ pub enum AppType {
 #[serde(rename_all = "camelCase")]
 pub struct EnvVar {
     /// Variable name.
-    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"))]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+    )]
     pub name: String,
     /// Its value.
     #[serde(default)]
@@ -166,7 +186,10 @@ pub struct Dependency {
 #[serde(rename_all = "camelCase")]
 pub struct Artifact {
     /// Artifact name, e.g. `android-apk`.
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
     pub name: String,
     /// Where the artifact is stored (HTTP or HTTPS).
     #[schemars(length(min = 1, max = 2048), regex(pattern = r"^https?://.+$"))]
@@ -200,7 +223,10 @@ fn default_history_limit() -> u32 {
 
 impl Default for Rollout {
     fn default() -> Self {
-        Self { progress_deadline: default_progress_deadline(), history_limit: default_history_limit() }
+        Self {
+            progress_deadline: default_progress_deadline(),
+            history_limit: default_history_limit(),
+        }
     }
 }
 

@@ -74,7 +74,9 @@ pub struct SecretKeyRef {
 }
 
 /// The kinds of component a RecoveryPlan covers.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema,
+)]
 pub enum ComponentKind {
     Application,
     Database,
@@ -83,7 +85,12 @@ pub enum ComponentKind {
 }
 
 impl ComponentKind {
-    pub const ALL: [ComponentKind; 4] = [Self::Application, Self::Database, Self::VirtualMachine, Self::Server];
+    pub const ALL: [ComponentKind; 4] = [
+        Self::Application,
+        Self::Database,
+        Self::VirtualMachine,
+        Self::Server,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -102,7 +109,9 @@ impl fmt::Display for ComponentKind {
 }
 
 /// A component (Application, Database, VirtualMachine or Server) in the same namespace.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, KubeSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, KubeSchema,
+)]
 #[serde(rename_all = "camelCase")]
 pub struct ComponentRef {
     /// Kind of the component.
@@ -140,7 +149,10 @@ fn default_retention_count() -> u32 {
 
 impl Default for Retention {
     fn default() -> Self {
-        Self { count: default_retention_count(), max_age: None }
+        Self {
+            count: default_retention_count(),
+            max_age: None,
+        }
     }
 }
 
@@ -168,7 +180,10 @@ impl Duration {
     }
 
     pub fn from_secs(secs: u64) -> Self {
-        Self { text: format!("{secs}s"), value: std::time::Duration::from_secs(secs) }
+        Self {
+            text: format!("{secs}s"),
+            value: std::time::Duration::from_secs(secs),
+        }
     }
 }
 
@@ -186,9 +201,13 @@ impl FromStr for Duration {
         let mut total: u128 = 0;
         let mut rest = s;
         while !rest.is_empty() {
-            let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(|| bad("missing unit"))?;
+            let num_len = rest
+                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .ok_or_else(|| bad("missing unit"))?;
             let (num, tail) = rest.split_at(num_len);
-            let unit_len = tail.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(tail.len());
+            let unit_len = tail
+                .find(|c: char| c.is_ascii_digit() || c == '.')
+                .unwrap_or(tail.len());
             let (unit, tail) = tail.split_at(unit_len);
             let per_unit: u128 = match unit {
                 "ms" => 1_000_000,
@@ -209,14 +228,19 @@ impl FromStr for Duration {
                 let f: u128 = frac.parse().map_err(|_| bad("not a number"))?;
                 f * per_unit / 10u128.pow(frac.len() as u32)
             };
-            total = total.saturating_add(int.saturating_mul(per_unit)).saturating_add(frac_nanos);
+            total = total
+                .saturating_add(int.saturating_mul(per_unit))
+                .saturating_add(frac_nanos);
             if total > MAX_NANOS {
                 return Err(bad("longer than 100 years"));
             }
             rest = tail;
         }
         let value = std::time::Duration::from_nanos(total as u64);
-        Ok(Self { text: s.to_string(), value })
+        Ok(Self {
+            text: s.to_string(),
+            value,
+        })
     }
 }
 
@@ -278,10 +302,20 @@ pub fn set_condition(conditions: &mut Vec<Condition>, mut cond: Condition) {
 }
 
 /// Builds a condition stamped with `generation` and the current time.
-pub fn condition(type_: &str, ok: bool, reason: &str, message: impl Into<String>, generation: i64) -> Condition {
+pub fn condition(
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: impl Into<String>,
+    generation: i64,
+) -> Condition {
     Condition {
         type_: type_.to_string(),
-        status: if ok { ConditionStatus::True } else { ConditionStatus::False },
+        status: if ok {
+            ConditionStatus::True
+        } else {
+            ConditionStatus::False
+        },
         reason: reason.to_string(),
         message: message.into(),
         last_transition_time: Time(now()),
@@ -312,8 +346,14 @@ mod tests {
         assert!("5 minutes".parse::<Duration>().is_err());
         assert!("99999999999999999999h".parse::<Duration>().is_err());
         assert!("999999999999h".parse::<Duration>().is_err());
-        assert_eq!("1.5m".parse::<Duration>().unwrap().as_std(), std::time::Duration::from_secs(90));
-        assert_eq!("250ms".parse::<Duration>().unwrap().as_std(), std::time::Duration::from_millis(250));
+        assert_eq!(
+            "1.5m".parse::<Duration>().unwrap().as_std(),
+            std::time::Duration::from_secs(90)
+        );
+        assert_eq!(
+            "250ms".parse::<Duration>().unwrap().as_std(),
+            std::time::Duration::from_millis(250)
+        );
         assert!("5d".parse::<Duration>().is_err());
         assert!("".parse::<Duration>().is_err());
     }
@@ -330,7 +370,8 @@ mod tests {
         assert_eq!(conds[0].last_transition_time, first.last_transition_time);
         assert_eq!(conds[0].observed_generation, 2);
         let mut flipped = condition("Ready", true, "Reconciled", "", 2);
-        flipped.last_transition_time = Time(now() + k8s_openapi::jiff::SignedDuration::from_secs(60));
+        flipped.last_transition_time =
+            Time(now() + k8s_openapi::jiff::SignedDuration::from_secs(60));
         let expected = flipped.last_transition_time.clone();
         set_condition(&mut conds, flipped);
         assert_eq!(conds[0].last_transition_time, expected);

@@ -24,11 +24,27 @@ use super::{
     shortname = "rdb",
     category = "reprise",
     printcolumn(name = "Engine", type_ = "string", json_path = ".spec.engine"),
-    printcolumn(name = "Reachable", type_ = "string", json_path = ".status.conditions[?(@.type==\"Reachable\")].status"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Last Backup", type_ = "date", json_path = ".status.lastBackup.time"),
+    printcolumn(
+        name = "Reachable",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Reachable\")].status"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Last Backup",
+        type_ = "date",
+        json_path = ".status.lastBackup.time"
+    ),
     printcolumn(name = "RPO(s)", type_ = "integer", json_path = ".status.rpoSeconds"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct DatabaseSpec {
@@ -166,7 +182,10 @@ pub struct Grant {
     pub schema: String,
     /// Tables of the schema; unset: every table of the schema.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 256), inner(length(min = 1, max = 63), regex(pattern = r"^[a-z_][a-z0-9_]*$")))]
+    #[schemars(
+        length(max = 256),
+        inner(length(min = 1, max = 63), regex(pattern = r"^[a-z_][a-z0-9_]*$"))
+    )]
     pub tables: Option<Vec<String>>,
     /// Privileges granted.
     #[schemars(length(min = 1, max = 8))]
@@ -178,7 +197,9 @@ pub(crate) fn default_schema() -> String {
 }
 
 /// PostgreSQL privileges.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema,
+)]
 pub enum Privilege {
     Connect,
     Usage,

@@ -25,7 +25,11 @@ use super::common::{ComponentRef, Condition};
     printcolumn(name = "Start", type_ = "string", json_path = ".spec.start"),
     printcolumn(name = "End", type_ = "string", json_path = ".spec.end"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status")
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.end > self.start").message("spec.end must be after spec.start"))]

@@ -47,7 +47,10 @@ fn normalize_formats(crd: CustomResourceDefinition) -> CustomResourceDefinition 
     fn walk(v: &mut serde_json::Value) {
         match v {
             serde_json::Value::Object(map) => {
-                let format = map.get("format").and_then(|f| f.as_str()).map(str::to_owned);
+                let format = map
+                    .get("format")
+                    .and_then(|f| f.as_str())
+                    .map(str::to_owned);
                 match format.as_deref() {
                     Some("uint8" | "int8" | "uint16" | "int16" | "uint32") => {
                         map.insert("format".into(), "int32".into());

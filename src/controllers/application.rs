@@ -35,12 +35,20 @@ pub fn validate(ctx: &Context, app: &Application) -> Result<(), Invalid> {
     Ok(())
 }
 
-pub fn reconcile(obj: Arc<Application>, ctx: Arc<Context>) -> BoxFuture<'static, Result<Action, Error>> {
+pub fn reconcile(
+    obj: Arc<Application>,
+    ctx: Arc<Context>,
+) -> BoxFuture<'static, Result<Action, Error>> {
     async move {
         if let Err(invalid) = validate(&ctx, &obj) {
             return report_invalid(&ctx, obj.as_ref(), &invalid).await;
         }
-        let status = with_ready(obj.as_ref(), false, reasons::PENDING, "spec is valid; this version of reprise does not deploy applications yet");
+        let status = with_ready(
+            obj.as_ref(),
+            false,
+            reasons::PENDING,
+            "spec is valid; this version of reprise does not deploy applications yet",
+        );
         write_status(&ctx, obj.as_ref(), &status).await?;
         Ok(Action::await_change())
     }

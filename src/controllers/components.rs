@@ -19,11 +19,19 @@ pub struct Component {
     pub labels: BTreeMap<String, String>,
 }
 
-fn collect<K: Kind>(store: &Store<DeserializeGuard<K>>, kind: ComponentKind, ns: &str, out: &mut Vec<Component>) {
+fn collect<K: Kind>(
+    store: &Store<DeserializeGuard<K>>,
+    kind: ComponentKind,
+    ns: &str,
+    out: &mut Vec<Component>,
+) {
     for o in store.state() {
         if o.namespace().as_deref() == Some(ns) {
             out.push(Component {
-                reference: ComponentRef { kind, name: o.name_any() },
+                reference: ComponentRef {
+                    kind,
+                    name: o.name_any(),
+                },
                 labels: o.labels().clone(),
             });
         }
@@ -33,9 +41,19 @@ fn collect<K: Kind>(store: &Store<DeserializeGuard<K>>, kind: ComponentKind, ns:
 /// Every component in `ns`, sorted by kind and name.
 pub fn in_namespace(stores: &Stores, ns: &str) -> Vec<Component> {
     let mut out = vec![];
-    collect(&stores.applications, ComponentKind::Application, ns, &mut out);
+    collect(
+        &stores.applications,
+        ComponentKind::Application,
+        ns,
+        &mut out,
+    );
     collect(&stores.databases, ComponentKind::Database, ns, &mut out);
-    collect(&stores.virtual_machines, ComponentKind::VirtualMachine, ns, &mut out);
+    collect(
+        &stores.virtual_machines,
+        ComponentKind::VirtualMachine,
+        ns,
+        &mut out,
+    );
     collect(&stores.servers, ComponentKind::Server, ns, &mut out);
     out.sort_by(|a, b| a.reference.cmp(&b.reference));
     out
@@ -44,7 +62,8 @@ pub fn in_namespace(stores: &Stores, ns: &str) -> Vec<Component> {
 /// Whether the object `name` of `kind` exists in `ns`.
 pub fn exists(stores: &Stores, kind: ComponentKind, ns: &str, name: &str) -> bool {
     fn has<K: Kind>(s: &Store<DeserializeGuard<K>>, ns: &str, name: &str) -> bool {
-        s.get(&kube::runtime::reflector::ObjectRef::new(name).within(ns)).is_some()
+        s.get(&kube::runtime::reflector::ObjectRef::new(name).within(ns))
+            .is_some()
     }
     match kind {
         ComponentKind::Application => has(&stores.applications, ns, name),
@@ -56,10 +75,16 @@ pub fn exists(stores: &Stores, kind: ComponentKind, ns: &str, name: &str) -> boo
 
 /// A label selector, converted; `field` names it in the error.
 pub fn selector(field: &str, s: &LabelSelector) -> Result<Selector, super::validation::Invalid> {
-    Selector::try_from(s.clone()).map_err(|e| super::validation::Invalid::new(field, format!("not a valid label selector: {e}")))
+    Selector::try_from(s.clone()).map_err(|e| {
+        super::validation::Invalid::new(field, format!("not a valid label selector: {e}"))
+    })
 }
 
 /// The components of `ns` that `selector` selects.
 pub fn selected(stores: &Stores, ns: &str, selector: &Selector) -> Vec<ComponentRef> {
-    in_namespace(stores, ns).into_iter().filter(|c| selector.matches(&c.labels)).map(|c| c.reference).collect()
+    in_namespace(stores, ns)
+        .into_iter()
+        .filter(|c| selector.matches(&c.labels))
+        .map(|c| c.reference)
+        .collect()
 }

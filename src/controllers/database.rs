@@ -38,7 +38,14 @@ pub async fn validate(ctx: &Context, db: &Database) -> Result<Result<(), Invalid
     }
     let ns = db.namespace().unwrap_or_default();
     if let Some(ext) = &db.spec.instance.external {
-        let r = check_secret(ctx, &ns, "spec.instance.external.adminSecretRef", &ext.admin_secret_ref.name, &["username", "password"]).await?;
+        let r = check_secret(
+            ctx,
+            &ns,
+            "spec.instance.external.adminSecretRef",
+            &ext.admin_secret_ref.name,
+            &["username", "password"],
+        )
+        .await?;
         if r.is_err() {
             return Ok(r);
         }
@@ -55,12 +62,20 @@ pub async fn validate(ctx: &Context, db: &Database) -> Result<Result<(), Invalid
     Ok(Ok(()))
 }
 
-pub fn reconcile(obj: Arc<Database>, ctx: Arc<Context>) -> BoxFuture<'static, Result<Action, Error>> {
+pub fn reconcile(
+    obj: Arc<Database>,
+    ctx: Arc<Context>,
+) -> BoxFuture<'static, Result<Action, Error>> {
     async move {
         if let Err(invalid) = validate(&ctx, &obj).await? {
             return report_invalid(&ctx, obj.as_ref(), &invalid).await;
         }
-        let status = with_ready(obj.as_ref(), false, reasons::PENDING, "spec is valid; this version of reprise does not connect to PostgreSQL yet");
+        let status = with_ready(
+            obj.as_ref(),
+            false,
+            reasons::PENDING,
+            "spec is valid; this version of reprise does not connect to PostgreSQL yet",
+        );
         write_status(&ctx, obj.as_ref(), &status).await?;
         Ok(Action::await_change())
     }

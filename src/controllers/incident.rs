@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use futures::{FutureExt, future::BoxFuture};
-use kube::{ResourceExt, core::DeserializeGuard, runtime::controller::Action, runtime::reflector::ObjectRef};
+use kube::{
+    ResourceExt, core::DeserializeGuard, runtime::controller::Action, runtime::reflector::ObjectRef,
+};
 
 use super::{
     Context, Error,
@@ -13,20 +15,32 @@ use super::{
 };
 use crate::api::{Incident, RecoveryPlan, incident::IncidentPhase};
 
-pub fn reconcile(obj: Arc<Incident>, ctx: Arc<Context>) -> BoxFuture<'static, Result<Action, Error>> {
+pub fn reconcile(
+    obj: Arc<Incident>,
+    ctx: Arc<Context>,
+) -> BoxFuture<'static, Result<Action, Error>> {
     async move {
         let ns = obj.namespace().unwrap_or_default();
-        let plan = ObjectRef::<DeserializeGuard<RecoveryPlan>>::new(&obj.spec.plan_ref.name).within(&ns);
+        let plan =
+            ObjectRef::<DeserializeGuard<RecoveryPlan>>::new(&obj.spec.plan_ref.name).within(&ns);
         if ctx.stores.recovery_plans.get(&plan).is_none() {
             let invalid = Invalid::external(
                 "spec.planRef",
-                format!("RecoveryPlan {:?} does not exist in namespace {ns:?}", obj.spec.plan_ref.name),
+                format!(
+                    "RecoveryPlan {:?} does not exist in namespace {ns:?}",
+                    obj.spec.plan_ref.name
+                ),
             );
             return report_invalid(&ctx, obj.as_ref(), &invalid).await;
         }
         let phase = obj.status.as_ref().map(|s| s.phase).unwrap_or_default();
         let resolved = phase == IncidentPhase::Resolved;
-        let status = with_ready(obj.as_ref(), resolved, &format!("{phase:?}"), format!("incident is {phase:?}"));
+        let status = with_ready(
+            obj.as_ref(),
+            resolved,
+            &format!("{phase:?}"),
+            format!("incident is {phase:?}"),
+        );
         write_status(&ctx, obj.as_ref(), &status).await?;
         Ok(Action::await_change())
     }

@@ -11,15 +11,12 @@ use super::{
     status::{with_ready, write_status},
     validation::report_invalid,
 };
-use crate::api::{
-    MaintenanceWindow,
-    common::reasons,
-    maintenance_window::WindowPhase,
-};
+use crate::api::{MaintenanceWindow, common::reasons, maintenance_window::WindowPhase};
 
 /// Where `now` falls in the window, and how long until the next boundary.
 pub fn phase(start: Timestamp, end: Timestamp, now: Timestamp) -> (WindowPhase, Option<Duration>) {
-    let until = |t: Timestamp| Duration::from_secs_f64(now.duration_until(t).as_secs_f64().max(0.0));
+    let until =
+        |t: Timestamp| Duration::from_secs_f64(now.duration_until(t).as_secs_f64().max(0.0));
     if now < start {
         (WindowPhase::Scheduled, Some(until(start)))
     } else if now < end {
@@ -29,7 +26,10 @@ pub fn phase(start: Timestamp, end: Timestamp, now: Timestamp) -> (WindowPhase, 
     }
 }
 
-pub fn reconcile(obj: Arc<MaintenanceWindow>, ctx: Arc<Context>) -> BoxFuture<'static, Result<Action, Error>> {
+pub fn reconcile(
+    obj: Arc<MaintenanceWindow>,
+    ctx: Arc<Context>,
+) -> BoxFuture<'static, Result<Action, Error>> {
     async move {
         let selector = match components::selector("spec.selector", &obj.spec.selector) {
             Ok(s) => s,
@@ -37,12 +37,19 @@ pub fn reconcile(obj: Arc<MaintenanceWindow>, ctx: Arc<Context>) -> BoxFuture<'s
         };
         let ns = obj.namespace().unwrap_or_default();
         let (phase, next) = phase(obj.spec.start.0, obj.spec.end.0, Timestamp::now());
-        let mut status = with_ready(obj.as_ref(), true, reasons::RECONCILED, format!("{phase:?}"));
+        let mut status = with_ready(
+            obj.as_ref(),
+            true,
+            reasons::RECONCILED,
+            format!("{phase:?}"),
+        );
         status.phase = Some(phase);
         status.covered = components::selected(&ctx.stores, &ns, &selector);
         write_status(&ctx, obj.as_ref(), &status).await?;
         // Wake up right after the next boundary to move the phase.
-        Ok(next.map(|d| Action::requeue(d + Duration::from_secs(1))).unwrap_or_else(Action::await_change))
+        Ok(next
+            .map(|d| Action::requeue(d + Duration::from_secs(1)))
+            .unwrap_or_else(Action::await_change))
     }
     .boxed()
 }
@@ -57,8 +64,14 @@ mod tests {
         let end: Timestamp = "2026-12-05T22:00:00Z".parse().unwrap();
         let before: Timestamp = "2026-12-05T19:00:00Z".parse().unwrap();
         let during: Timestamp = "2026-12-05T21:30:00Z".parse().unwrap();
-        assert_eq!(phase(start, end, before), (WindowPhase::Scheduled, Some(Duration::from_secs(3600))));
-        assert_eq!(phase(start, end, during), (WindowPhase::Active, Some(Duration::from_secs(1800))));
+        assert_eq!(
+            phase(start, end, before),
+            (WindowPhase::Scheduled, Some(Duration::from_secs(3600)))
+        );
+        assert_eq!(
+            phase(start, end, during),
+            (WindowPhase::Active, Some(Duration::from_secs(1800)))
+        );
         assert_eq!(phase(start, end, end).0, WindowPhase::Ended);
     }
 }

@@ -31,7 +31,9 @@ use kube::{
 };
 
 use crate::{
-    api::{Application, Database, Incident, MaintenanceWindow, RecoveryPlan, Server, VirtualMachine},
+    api::{
+        Application, Database, Incident, MaintenanceWindow, RecoveryPlan, Server, VirtualMachine,
+    },
     telemetry::Metrics,
 };
 
@@ -63,8 +65,17 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(client: Client, metrics: Arc<Metrics>, namespace: Option<String>, stores: Stores, instance: String) -> Self {
-        let reporter = Reporter { controller: "reprise".into(), instance: Some(instance) };
+    pub fn new(
+        client: Client,
+        metrics: Arc<Metrics>,
+        namespace: Option<String>,
+        stores: Stores,
+        instance: String,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: "reprise".into(),
+            instance: Some(instance),
+        };
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,

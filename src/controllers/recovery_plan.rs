@@ -15,7 +15,9 @@ use super::{
 use crate::api::{
     RecoveryPlan, Server,
     common::{ComponentKind, ComponentRef, reasons},
-    recovery_plan::{Action as StepAction, Coverage, LevelReadiness, RecoveryPlan as Plan, ResponderType},
+    recovery_plan::{
+        Action as StepAction, Coverage, LevelReadiness, RecoveryPlan as Plan, ResponderType,
+    },
 };
 
 /// Checks only the operator can make.
@@ -46,7 +48,10 @@ pub fn validate(ctx: &Context, plan: &Plan, covered: &[ComponentRef]) -> Result<
                 if !has_image {
                     return Err(Invalid::external(
                         format!("spec.procedures[{p}].steps[{s}]"),
-                        format!("Reprovision needs spec.provisioning.image on every covered Server; Server {:?} has none", c.name),
+                        format!(
+                            "Reprovision needs spec.provisioning.image on every covered Server; Server {:?} has none",
+                            c.name
+                        ),
                     ));
                 }
             }
@@ -64,13 +69,24 @@ pub fn readiness(plan: &Plan, today: k8s_openapi::jiff::civil::Date) -> Vec<Leve
             let mut reasons = vec![];
             let mut reachable = 0;
             for lr in &level.responders {
-                let Some(r) = plan.spec.responders.iter().find(|r| r.name == lr.name) else { continue };
+                let Some(r) = plan.spec.responders.iter().find(|r| r.name == lr.name) else {
+                    continue;
+                };
                 let expired = r.type_ == ResponderType::Vendor
-                    && r.contract.as_ref().and_then(|c| c.until.parse::<k8s_openapi::jiff::civil::Date>().ok()).is_some_and(|until| until < today);
+                    && r.contract
+                        .as_ref()
+                        .and_then(|c| c.until.parse::<k8s_openapi::jiff::civil::Date>().ok())
+                        .is_some_and(|until| until < today);
                 if expired {
-                    reasons.push(format!("the contract of {} ended; it is not called", r.name));
+                    reasons.push(format!(
+                        "the contract of {} ended; it is not called",
+                        r.name
+                    ));
                 } else if r.webhook.is_none() && r.phone.is_none() {
-                    reasons.push(format!("{} has neither a webhook nor a phone number", r.name));
+                    reasons.push(format!(
+                        "{} has neither a webhook nor a phone number",
+                        r.name
+                    ));
                 } else {
                     reachable += 1;
                 }
@@ -78,7 +94,11 @@ pub fn readiness(plan: &Plan, today: k8s_openapi::jiff::civil::Date) -> Vec<Leve
             if reachable == 0 {
                 reasons.push(format!("no reachable responder for level {}", level.level));
             }
-            LevelReadiness { level: level.level, ready: reachable > 0, reasons }
+            LevelReadiness {
+                level: level.level,
+                ready: reachable > 0,
+                reasons,
+            }
         })
         .collect()
 }
@@ -98,11 +118,18 @@ fn coverage(ctx: &Context, plan: &Plan) -> Result<(Vec<ComponentRef>, Vec<Compon
             any.extend(components::selected(&ctx.stores, &ns, &sel));
         }
     }
-    let uncovered = components::in_namespace(&ctx.stores, &ns).into_iter().map(|c| c.reference).filter(|c| !any.contains(c)).collect();
+    let uncovered = components::in_namespace(&ctx.stores, &ns)
+        .into_iter()
+        .map(|c| c.reference)
+        .filter(|c| !any.contains(c))
+        .collect();
     Ok((covered, uncovered))
 }
 
-pub fn reconcile(obj: Arc<RecoveryPlan>, ctx: Arc<Context>) -> BoxFuture<'static, Result<Action, Error>> {
+pub fn reconcile(
+    obj: Arc<RecoveryPlan>,
+    ctx: Arc<Context>,
+) -> BoxFuture<'static, Result<Action, Error>> {
     async move {
         let (covered, uncovered) = match coverage(&ctx, &obj) {
             Ok(c) => c,
@@ -118,26 +145,46 @@ pub fn reconcile(obj: Arc<RecoveryPlan>, ctx: Arc<Context>) -> BoxFuture<'static
             .state()
             .iter()
             .filter_map(|i| i.0.as_ref().ok())
-            .filter(|i| i.namespace().as_deref() == Some(ns.as_str()) && i.spec.plan_ref.name == obj.name_any())
+            .filter(|i| {
+                i.namespace().as_deref() == Some(ns.as_str())
+                    && i.spec.plan_ref.name == obj.name_any()
+            })
             .filter(|i| {
                 !matches!(
                     i.status.as_ref().map(|s| s.phase),
-                    Some(crate::api::incident::IncidentPhase::Resolved | crate::api::incident::IncidentPhase::Failed)
+                    Some(
+                        crate::api::incident::IncidentPhase::Resolved
+                            | crate::api::incident::IncidentPhase::Failed
+                    )
                 )
             })
             .count() as u32;
-        let today = k8s_openapi::jiff::Timestamp::now().to_zoned(k8s_openapi::jiff::tz::TimeZone::UTC).date();
+        let today = k8s_openapi::jiff::Timestamp::now()
+            .to_zoned(k8s_openapi::jiff::tz::TimeZone::UTC)
+            .date();
         let readiness = readiness(&obj, today);
-        let not_ready: Vec<String> = readiness.iter().filter(|l| !l.ready).flat_map(|l| l.reasons.clone()).collect();
+        let not_ready: Vec<String> = readiness
+            .iter()
+            .filter(|l| !l.ready)
+            .flat_map(|l| l.reasons.clone())
+            .collect();
         let message = if not_ready.is_empty() {
-            format!("{} components covered, {} uncovered in the namespace", covered.len(), uncovered.len())
+            format!(
+                "{} components covered, {} uncovered in the namespace",
+                covered.len(),
+                uncovered.len()
+            )
         } else {
             not_ready.join("; ")
         };
         let mut status = with_ready(
             obj.as_ref(),
             not_ready.is_empty(),
-            if not_ready.is_empty() { reasons::RECONCILED } else { "ObjectivesAtRisk" },
+            if not_ready.is_empty() {
+                reasons::RECONCILED
+            } else {
+                "ObjectivesAtRisk"
+            },
             message,
         );
         status.coverage = Some(Coverage {

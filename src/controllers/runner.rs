@@ -21,7 +21,10 @@ use tracing::Instrument;
 
 use super::{Context, Error, Stores, kind::Kind};
 use crate::{
-    api::{self, Application, Database, Incident, MaintenanceWindow, RecoveryPlan, Server, VirtualMachine},
+    api::{
+        self, Application, Database, Incident, MaintenanceWindow, RecoveryPlan, Server,
+        VirtualMachine,
+    },
     http::Health,
     telemetry::Metrics,
 };
@@ -38,7 +41,9 @@ pub struct FastBackoff {
 
 impl Default for FastBackoff {
     fn default() -> Self {
-        Self { next: Duration::from_millis(200) }
+        Self {
+            next: Duration::from_millis(200),
+        }
     }
 }
 
@@ -74,10 +79,10 @@ async fn await_crds(client: &Client, shutdown: &CancellationToken) -> bool {
         let mut logged = false;
         loop {
             let established = match crds.get_opt(&name).await {
-                Ok(Some(c)) => c
-                    .status
-                    .and_then(|s| s.conditions)
-                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True")),
+                Ok(Some(c)) => c.status.and_then(|s| s.conditions).is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                }),
                 Ok(None) => false,
                 Err(e) => {
                     tracing::warn!(crd = %name, error = %e, "cannot read the CRD");
@@ -113,14 +118,19 @@ impl<K: Kind> Shared<K> {
     }
 
     fn subscribe(&self) -> impl futures::Stream<Item = Arc<DeserializeGuard<K>>> + Send + 'static {
-        self.writer.subscribe().expect("a shared store always has subscribers")
+        self.writer
+            .subscribe()
+            .expect("a shared store always has subscribers")
     }
 
     /// The task that runs the watch and feeds the store and subscribers.
     fn drive(self, client: &Client, namespace: Option<&str>) -> BoxFuture<'static, ()> {
-        let stream = watcher(api::<K>(client, namespace), watcher::Config::default().any_semantic())
-            .backoff(FastBackoff::default())
-            .reflect_shared(self.writer);
+        let stream = watcher(
+            api::<K>(client, namespace),
+            watcher::Config::default().any_semantic(),
+        )
+        .backoff(FastBackoff::default())
+        .reflect_shared(self.writer);
         stream
             .for_each(|event| async move {
                 if let Err(e) = event {
@@ -146,10 +156,19 @@ async fn guarded<K: Kind>(
                 "reconcile",
                 kind = %kind,
                 namespace = %o.namespace().unwrap_or_default(),
-                name = %o.name_any()
+                object = %o.name_any()
             );
             let key = format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any());
-            let result = reconcile(Arc::new(o.clone()), ctx.clone()).instrument(span).await;
+            let result = async {
+                let result = reconcile(Arc::new(o.clone()), ctx.clone()).await;
+                match &result {
+                    Ok(action) => tracing::debug!(?action, "reconciled"),
+                    Err(e) => tracing::debug!(error = %e, "reconcile failed"),
+                }
+                result
+            }
+            .instrument(span)
+            .await;
             if result.is_ok() {
                 ctx.succeeded(&key);
             }
@@ -164,12 +183,20 @@ async fn guarded<K: Kind>(
     result
 }
 
-async fn report_malformed<K: Kind>(ctx: &Context, invalid: &kube::core::error_boundary::InvalidObject) {
+async fn report_malformed<K: Kind>(
+    ctx: &Context,
+    invalid: &kube::core::error_boundary::InvalidObject,
+) {
     let kind = K::kind(&());
     let name = invalid.metadata.name.clone().unwrap_or_default();
     let namespace = invalid.metadata.namespace.clone().unwrap_or_default();
     tracing::error!(%kind, %namespace, %name, error = %invalid.error, "cannot read the object; fix it and it will be reconciled");
-    ctx.metrics.malformed_objects.get_or_create(&crate::telemetry::KindLabels { kind: kind.to_string() }).inc();
+    ctx.metrics
+        .malformed_objects
+        .get_or_create(&crate::telemetry::KindLabels {
+            kind: kind.to_string(),
+        })
+        .inc();
     // An Event needs a typed object; build a bare one that carries the metadata.
     let reference = k8s_openapi::api::core::v1::ObjectReference {
         api_version: Some(K::api_version(&()).to_string()),
@@ -183,7 +210,10 @@ async fn report_malformed<K: Kind>(ctx: &Context, invalid: &kube::core::error_bo
     let event = kube::runtime::events::Event {
         type_: EventType::Warning,
         reason: "MalformedObject".into(),
-        note: Some(format!("reprise cannot read this object: {}", invalid.error)),
+        note: Some(format!(
+            "reprise cannot read this object: {}",
+            invalid.error
+        )),
         action: "Read".into(),
         secondary: None,
     };
@@ -206,7 +236,9 @@ fn error_policy<K: Kind>(obj: Arc<DeserializeGuard<K>>, err: &Error, ctx: Arc<Co
 
 /// Maps any object to the objects of kind `K` in its namespace (used where a
 /// change of one kind can change the status of all objects of another).
-fn all_in_namespace<K: Kind, O: Resource>(store: Store<DeserializeGuard<K>>) -> impl Fn(Arc<O>) -> Vec<ObjectRef<DeserializeGuard<K>>> {
+fn all_in_namespace<K: Kind, O: Resource>(
+    store: Store<DeserializeGuard<K>>,
+) -> impl Fn(Arc<O>) -> Vec<ObjectRef<DeserializeGuard<K>>> {
     move |o: Arc<O>| {
         let ns = o.namespace();
         store
@@ -226,7 +258,11 @@ fn controller<K: Kind>(
     extra: impl FnOnce(Controller<DeserializeGuard<K>>) -> Controller<DeserializeGuard<K>>,
 ) -> BoxFuture<'static, ()> {
     let c = Controller::for_shared_stream(shared.subscribe(), shared.reader.clone())
-        .with_config(ControllerConfig::default().concurrency(16).debounce(Duration::from_millis(100)))
+        .with_config(
+            ControllerConfig::default()
+                .concurrency(16)
+                .debounce(Duration::from_millis(100)),
+        )
         .trigger_backoff(FastBackoff::default())
         .graceful_shutdown_on(shutdown.clone().cancelled_owned());
     extra(c)
@@ -269,34 +305,121 @@ pub async fn run(
         servers: servers.reader.clone(),
         virtual_machines: vms.reader.clone(),
     };
-    let ctx = Arc::new(Context::new(client.clone(), metrics, namespace.clone(), stores.clone(), instance));
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        metrics,
+        namespace.clone(),
+        stores.clone(),
+        instance,
+    ));
 
     let mut tasks: Vec<BoxFuture<'static, ()>> = vec![
-        controller(&apps, ctx.clone(), super::application::reconcile, &shutdown, |c| {
-            c.watches_shared_stream(dbs.subscribe(), all_in_namespace(stores.applications.clone()))
-                .watches_shared_stream(vms.subscribe(), all_in_namespace(stores.applications.clone()))
-        }),
-        controller(&dbs, ctx.clone(), super::database::reconcile, &shutdown, |c| c),
-        controller(&incidents, ctx.clone(), super::incident::reconcile, &shutdown, |c| {
-            c.watches_shared_stream(plans.subscribe(), all_in_namespace(stores.incidents.clone()))
-        }),
-        controller(&windows, ctx.clone(), super::maintenance_window::reconcile, &shutdown, |c| {
-            c.watches_shared_stream(apps.subscribe(), all_in_namespace(stores.maintenance_windows.clone()))
-                .watches_shared_stream(dbs.subscribe(), all_in_namespace(stores.maintenance_windows.clone()))
-                .watches_shared_stream(vms.subscribe(), all_in_namespace(stores.maintenance_windows.clone()))
-                .watches_shared_stream(servers.subscribe(), all_in_namespace(stores.maintenance_windows.clone()))
-        }),
-        controller(&plans, ctx.clone(), super::recovery_plan::reconcile, &shutdown, |c| {
-            c.watches_shared_stream(apps.subscribe(), all_in_namespace(stores.recovery_plans.clone()))
-                .watches_shared_stream(dbs.subscribe(), all_in_namespace(stores.recovery_plans.clone()))
-                .watches_shared_stream(vms.subscribe(), all_in_namespace(stores.recovery_plans.clone()))
-                .watches_shared_stream(servers.subscribe(), all_in_namespace(stores.recovery_plans.clone()))
-                .watches_shared_stream(incidents.subscribe(), all_in_namespace(stores.recovery_plans.clone()))
-        }),
-        controller(&servers, ctx.clone(), super::server::reconcile, &shutdown, |c| c),
-        controller(&vms, ctx.clone(), super::virtual_machine::reconcile, &shutdown, |c| {
-            c.watches_shared_stream(servers.subscribe(), all_in_namespace(stores.virtual_machines.clone()))
-        }),
+        controller(
+            &apps,
+            ctx.clone(),
+            super::application::reconcile,
+            &shutdown,
+            |c| {
+                c.watches_shared_stream(
+                    dbs.subscribe(),
+                    all_in_namespace(stores.applications.clone()),
+                )
+                .watches_shared_stream(
+                    vms.subscribe(),
+                    all_in_namespace(stores.applications.clone()),
+                )
+            },
+        ),
+        controller(
+            &dbs,
+            ctx.clone(),
+            super::database::reconcile,
+            &shutdown,
+            |c| c,
+        ),
+        controller(
+            &incidents,
+            ctx.clone(),
+            super::incident::reconcile,
+            &shutdown,
+            |c| {
+                c.watches_shared_stream(
+                    plans.subscribe(),
+                    all_in_namespace(stores.incidents.clone()),
+                )
+            },
+        ),
+        controller(
+            &windows,
+            ctx.clone(),
+            super::maintenance_window::reconcile,
+            &shutdown,
+            |c| {
+                c.watches_shared_stream(
+                    apps.subscribe(),
+                    all_in_namespace(stores.maintenance_windows.clone()),
+                )
+                .watches_shared_stream(
+                    dbs.subscribe(),
+                    all_in_namespace(stores.maintenance_windows.clone()),
+                )
+                .watches_shared_stream(
+                    vms.subscribe(),
+                    all_in_namespace(stores.maintenance_windows.clone()),
+                )
+                .watches_shared_stream(
+                    servers.subscribe(),
+                    all_in_namespace(stores.maintenance_windows.clone()),
+                )
+            },
+        ),
+        controller(
+            &plans,
+            ctx.clone(),
+            super::recovery_plan::reconcile,
+            &shutdown,
+            |c| {
+                c.watches_shared_stream(
+                    apps.subscribe(),
+                    all_in_namespace(stores.recovery_plans.clone()),
+                )
+                .watches_shared_stream(
+                    dbs.subscribe(),
+                    all_in_namespace(stores.recovery_plans.clone()),
+                )
+                .watches_shared_stream(
+                    vms.subscribe(),
+                    all_in_namespace(stores.recovery_plans.clone()),
+                )
+                .watches_shared_stream(
+                    servers.subscribe(),
+                    all_in_namespace(stores.recovery_plans.clone()),
+                )
+                .watches_shared_stream(
+                    incidents.subscribe(),
+                    all_in_namespace(stores.recovery_plans.clone()),
+                )
+            },
+        ),
+        controller(
+            &servers,
+            ctx.clone(),
+            super::server::reconcile,
+            &shutdown,
+            |c| c,
+        ),
+        controller(
+            &vms,
+            ctx.clone(),
+            super::virtual_machine::reconcile,
+            &shutdown,
+            |c| {
+                c.watches_shared_stream(
+                    servers.subscribe(),
+                    all_in_namespace(stores.virtual_machines.clone()),
+                )
+            },
+        ),
     ];
     // The watch drivers stop with the controllers: nothing reads them after.
     let stop = shutdown.clone();

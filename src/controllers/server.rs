@@ -17,12 +17,26 @@ use crate::api::{Server, common::reasons};
 pub async fn validate(ctx: &Context, s: &Server) -> Result<Result<(), Invalid>, Error> {
     let ns = s.namespace().unwrap_or_default();
     let bmc = &s.spec.bmc;
-    let creds = check_secret(ctx, &ns, "spec.bmc.credentialsSecretRef", &bmc.credentials_secret_ref.name, &["username", "password"]).await?;
+    let creds = check_secret(
+        ctx,
+        &ns,
+        "spec.bmc.credentialsSecretRef",
+        &bmc.credentials_secret_ref.name,
+        &["username", "password"],
+    )
+    .await?;
     if creds.is_err() {
         return Ok(creds);
     }
     if let Some(ca) = &bmc.ca_bundle_secret_ref {
-        return check_secret(ctx, &ns, "spec.bmc.caBundleSecretRef", &ca.name, &[ca.key.as_str()]).await;
+        return check_secret(
+            ctx,
+            &ns,
+            "spec.bmc.caBundleSecretRef",
+            &ca.name,
+            &[ca.key.as_str()],
+        )
+        .await;
     }
     Ok(Ok(()))
 }
@@ -32,7 +46,12 @@ pub fn reconcile(obj: Arc<Server>, ctx: Arc<Context>) -> BoxFuture<'static, Resu
         if let Err(invalid) = validate(&ctx, &obj).await? {
             return report_invalid(&ctx, obj.as_ref(), &invalid).await;
         }
-        let status = with_ready(obj.as_ref(), false, reasons::PENDING, "spec is valid; this version of reprise does not poll BMCs yet");
+        let status = with_ready(
+            obj.as_ref(),
+            false,
+            reasons::PENDING,
+            "spec is valid; this version of reprise does not poll BMCs yet",
+        );
         write_status(&ctx, obj.as_ref(), &status).await?;
         Ok(Action::await_change())
     }

@@ -10,7 +10,11 @@ use kube::{
 use super::{Context, Error, kind::Kind};
 
 /// Writes `status` if it differs from what the object has. Returns whether it wrote.
-pub async fn write_status<K: Kind>(ctx: &Context, obj: &K, status: &K::Status) -> Result<bool, Error> {
+pub async fn write_status<K: Kind>(
+    ctx: &Context,
+    obj: &K,
+    status: &K::Status,
+) -> Result<bool, Error> {
     if obj.status() == Some(status) {
         return Ok(false);
     }
@@ -21,14 +25,32 @@ pub async fn write_status<K: Kind>(ctx: &Context, obj: &K, status: &K::Status) -
         "kind": K::kind(&()),
         "status": status,
     });
-    api.patch_status(&obj.name_any(), &PatchParams::apply(K::MANAGER).force(), &Patch::Apply(&body)).await?;
+    api.patch_status(
+        &obj.name_any(),
+        &PatchParams::apply(K::MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await?;
     ctx.metrics.wrote(&K::kind(&()), "status");
     Ok(true)
 }
 
 /// Publishes an Event about `obj`. A failure to publish is logged, never fatal.
-pub async fn publish<K: Kind>(ctx: &Context, obj: &K, type_: EventType, reason: &str, action: &str, note: String) {
-    let event = Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: None };
+pub async fn publish<K: Kind>(
+    ctx: &Context,
+    obj: &K,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: action.into(),
+        secondary: None,
+    };
     match ctx.recorder.publish(&event, &obj.object_ref(&())).await {
         Ok(()) => ctx.metrics.wrote(&K::kind(&()), "event"),
         Err(e) => tracing::warn!(error = %e, reason, "could not publish an Event"),
@@ -37,12 +59,20 @@ pub async fn publish<K: Kind>(ctx: &Context, obj: &K, type_: EventType, reason: 
 
 /// The object's status with `Ready` set and `observedGeneration` moved to the
 /// current generation; everything else as it was.
-pub fn with_ready<K: Kind>(obj: &K, ok: bool, reason: &str, message: impl Into<String>) -> K::Status {
+pub fn with_ready<K: Kind>(
+    obj: &K,
+    ok: bool,
+    reason: &str,
+    message: impl Into<String>,
+) -> K::Status {
     use super::kind::CommonStatus;
     use crate::api::common::{condition, reasons, set_condition};
     let generation = obj.meta().generation.unwrap_or(0);
     let mut status = obj.status().cloned().unwrap_or_default();
     status.set_observed_generation(generation);
-    set_condition(status.conditions_mut(), condition(reasons::READY, ok, reason, message, generation));
+    set_condition(
+        status.conditions_mut(),
+        condition(reasons::READY, ok, reason, message, generation),
+    );
     status
 }

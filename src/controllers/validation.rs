@@ -29,11 +29,19 @@ pub struct Invalid {
 
 impl Invalid {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { field: field.into(), message: message.into(), external: false }
+        Self {
+            field: field.into(),
+            message: message.into(),
+            external: false,
+        }
     }
 
     pub fn external(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { field: field.into(), message: message.into(), external: true }
+        Self {
+            field: field.into(),
+            message: message.into(),
+            external: true,
+        }
     }
 }
 
@@ -47,19 +55,41 @@ impl fmt::Display for Invalid {
 pub const RECHECK_MISSING: Duration = Duration::from_secs(60);
 
 /// Reports `invalid` on `obj`: status first, and an Event only when the status changed.
-pub async fn report_invalid<K: Kind>(ctx: &Context, obj: &K, invalid: &Invalid) -> Result<Action, Error> {
+pub async fn report_invalid<K: Kind>(
+    ctx: &Context,
+    obj: &K,
+    invalid: &Invalid,
+) -> Result<Action, Error> {
     let generation = obj.meta().generation.unwrap_or(0);
     let mut status = obj.status().cloned().unwrap_or_default();
     status.set_observed_generation(generation);
     set_condition(
         status.conditions_mut(),
-        condition(reasons::READY, false, reasons::INVALID_SPEC, invalid.to_string(), generation),
+        condition(
+            reasons::READY,
+            false,
+            reasons::INVALID_SPEC,
+            invalid.to_string(),
+            generation,
+        ),
     );
     if write_status(ctx, obj, &status).await? {
-        publish(ctx, obj, EventType::Warning, reasons::INVALID_SPEC, "Validate", invalid.to_string()).await;
+        publish(
+            ctx,
+            obj,
+            EventType::Warning,
+            reasons::INVALID_SPEC,
+            "Validate",
+            invalid.to_string(),
+        )
+        .await;
         tracing::warn!(field = %invalid.field, message = %invalid.message, "invalid spec");
     }
-    Ok(if invalid.external { Action::requeue(RECHECK_MISSING) } else { Action::await_change() })
+    Ok(if invalid.external {
+        Action::requeue(RECHECK_MISSING)
+    } else {
+        Action::await_change()
+    })
 }
 
 /// A 5-field cron schedule (minute hour day-of-month month day-of-week), UTC.
@@ -68,7 +98,9 @@ pub fn check_cron(field: &str, expr: &str) -> Result<(), Invalid> {
     if fields != 5 {
         return Err(Invalid::new(
             field,
-            format!("{expr:?} is not a cron schedule: expected 5 fields (minute hour day month weekday), found {fields}"),
+            format!(
+                "{expr:?} is not a cron schedule: expected 5 fields (minute hour day month weekday), found {fields}"
+            ),
         ));
     }
     croner::Cron::from_str(expr)
@@ -78,18 +110,32 @@ pub fn check_cron(field: &str, expr: &str) -> Result<(), Invalid> {
 
 /// A date `YYYY-MM-DD` that exists in the calendar.
 pub fn check_date(field: &str, value: &str) -> Result<k8s_openapi::jiff::civil::Date, Invalid> {
-    value.parse().map_err(|e| Invalid::new(field, format!("{value:?} is not a date (YYYY-MM-DD): {e}")))
+    value
+        .parse()
+        .map_err(|e| Invalid::new(field, format!("{value:?} is not a date (YYYY-MM-DD): {e}")))
 }
 
 /// The Secret `name` exists in `ns` and holds every key in `keys`.
-pub async fn check_secret(ctx: &Context, ns: &str, field: &str, name: &str, keys: &[&str]) -> Result<Result<(), Invalid>, Error> {
+pub async fn check_secret(
+    ctx: &Context,
+    ns: &str,
+    field: &str,
+    name: &str,
+    keys: &[&str],
+) -> Result<Result<(), Invalid>, Error> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     let Some(secret) = api.get_opt(name).await? else {
-        return Ok(Err(Invalid::external(field, format!("Secret {name:?} does not exist in namespace {ns:?}"))));
+        return Ok(Err(Invalid::external(
+            field,
+            format!("Secret {name:?} does not exist in namespace {ns:?}"),
+        )));
     };
     let has = |k: &str| {
         secret.data.as_ref().is_some_and(|d| d.contains_key(k))
-            || secret.string_data.as_ref().is_some_and(|d| d.contains_key(k))
+            || secret
+                .string_data
+                .as_ref()
+                .is_some_and(|d| d.contains_key(k))
     };
     let missing: Vec<&str> = keys.iter().copied().filter(|k| !has(k)).collect();
     if missing.is_empty() {
@@ -97,7 +143,11 @@ pub async fn check_secret(ctx: &Context, ns: &str, field: &str, name: &str, keys
     } else {
         Ok(Err(Invalid::external(
             field,
-            format!("Secret {:?} lacks the key(s) {}", secret.name_any(), missing.join(", ")),
+            format!(
+                "Secret {:?} lacks the key(s) {}",
+                secret.name_any(),
+                missing.join(", ")
+            ),
         )))
     }
 }

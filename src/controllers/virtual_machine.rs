@@ -25,17 +25,28 @@ pub fn validate(ctx: &Context, vm: &VirtualMachine) -> Result<(), Invalid> {
     if let Some(host) = &vm.spec.host_ref
         && !components::exists(&ctx.stores, ComponentKind::Server, &ns, &host.name)
     {
-        return Err(Invalid::external("spec.hostRef", format!("Server {:?} does not exist in namespace {ns:?}", host.name)));
+        return Err(Invalid::external(
+            "spec.hostRef",
+            format!("Server {:?} does not exist in namespace {ns:?}", host.name),
+        ));
     }
     Ok(())
 }
 
-pub fn reconcile(obj: Arc<VirtualMachine>, ctx: Arc<Context>) -> BoxFuture<'static, Result<Action, Error>> {
+pub fn reconcile(
+    obj: Arc<VirtualMachine>,
+    ctx: Arc<Context>,
+) -> BoxFuture<'static, Result<Action, Error>> {
     async move {
         if let Err(invalid) = validate(&ctx, &obj) {
             return report_invalid(&ctx, obj.as_ref(), &invalid).await;
         }
-        let status = with_ready(obj.as_ref(), false, reasons::PENDING, "spec is valid; this version of reprise does not drive KubeVirt yet");
+        let status = with_ready(
+            obj.as_ref(),
+            false,
+            reasons::PENDING,
+            "spec is valid; this version of reprise does not drive KubeVirt yet",
+        );
         write_status(&ctx, obj.as_ref(), &status).await?;
         Ok(Action::await_change())
     }

@@ -1,0 +1,10 @@
+//! Integration tests against the real local control plane (hack/control-plane):
+//! kube-apiserver, etcd, kube-controller-manager, kube-scheduler and kwok.
+
+mod support;
+
+mod chart;
+mod control_plane;
+mod crds;
+mod leader;
+mod runtime;

@@ -1,0 +1,237 @@
+//! The operator process: health endpoints, metrics, clean shutdown, malformed
+//! objects, a quiet steady state, and watches that survive an API server restart.
+
+use std::time::Duration;
+
+use k8s_openapi::api::events::v1::Event;
+use kube::{Api, api::ListParams};
+
+use crate::support::{
+    OPERATOR_USER, Plane, TestNamespace, audit, eventually,
+    operator::{Operator, Options},
+    plane,
+};
+
+fn window(name: &str) -> String {
+    format!(
+        "apiVersion: reprise.dev/v1alpha1\nkind: MaintenanceWindow\nmetadata: {{name: {name}}}\nspec:\n  selector: {{matchLabels: {{tier: none}}}}\n  start: \"2030-01-01T00:00:00Z\"\n  end: \"2030-01-01T02:00:00Z\"\n  reason: runtime test\n"
+    )
+}
+
+#[tokio::test]
+async fn serves_health_readiness_and_metrics_and_stops_cleanly() {
+    let ns = TestNamespace::new("runtime");
+    let mut op = Operator::start(Options::namespace(&ns.name));
+    assert_eq!(op.get("/healthz").await, (200, "ok".to_string()));
+    op.wait_ready().await;
+    let (ok, out) = ns.apply(&window("w"));
+    assert!(ok, "{out}");
+    ns.k(&[
+        "wait",
+        "--for=condition=Ready",
+        "maintenancewindow/w",
+        "--timeout=30s",
+    ]);
+    let (code, metrics) = op.get("/metrics").await;
+    assert_eq!(code, 200);
+    for series in [
+        "reprise_reconciles_total{kind=\"MaintenanceWindow\"}",
+        "reprise_reconcile_duration_seconds_bucket",
+        "reprise_leader",
+    ] {
+        assert!(
+            metrics.contains(series),
+            "/metrics lacks {series}:\n{metrics}"
+        );
+    }
+    assert!(
+        op.metric("reprise_reconciles_total", "MaintenanceWindow")
+            .await
+            >= 1.0
+    );
+    assert!(
+        op.terminate().await,
+        "SIGTERM ends the operator with status 0; log:\n{}",
+        op.logs()
+    );
+    let log = op.logs();
+    let in_span = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .any(|v| {
+            v["message"] == "reconciled"
+                && v["span"]["name"] == "reconcile"
+                && v["span"]["kind"] == "MaintenanceWindow"
+                && v["span"]["namespace"] == ns.name.as_str()
+                && v["span"]["object"] == "w"
+        });
+    assert!(
+        in_span,
+        "each reconcile logs in a span carrying kind, namespace and name:\n{log}"
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_object_is_reported_and_the_watch_goes_on() {
+    let p = plane();
+    let ns = TestNamespace::new("malformed");
+    let mut op = Operator::start(Options::namespace(&ns.name));
+    op.wait_ready().await;
+    // Passes the schema's pattern, but is longer than reprise accepts (100 years).
+    let (ok, out) = ns.apply(
+        "apiVersion: reprise.dev/v1alpha1\nkind: RecoveryPlan\nmetadata: {name: broken}\nspec:\n  incidentRetention: 999999999999h\n",
+    );
+    assert!(ok, "{out}");
+    let events: Api<Event> = Api::namespaced(p.client().await, &ns.name);
+    let note = eventually(
+        "a MalformedObject Warning Event",
+        Duration::from_secs(30),
+        || {
+            let events = events.clone();
+            async move {
+                let list = events.list(&ListParams::default()).await.ok()?;
+                list.items
+                    .into_iter()
+                    .find(|e| e.reason.as_deref() == Some("MalformedObject"))
+                    .and_then(|e| e.note)
+            }
+        },
+    )
+    .await;
+    assert!(
+        note.contains("longer than 100 years"),
+        "the Event says what is wrong: {note}"
+    );
+    let (ok, out) = ns.apply(&window("after"));
+    assert!(ok, "{out}");
+    ns.k(&[
+        "wait",
+        "--for=condition=Ready",
+        "maintenancewindow/after",
+        "--timeout=30s",
+    ]);
+    assert!(
+        op.metric("reprise_malformed_objects_total", "RecoveryPlan")
+            .await
+            >= 1.0
+    );
+    assert!(op.exited().is_none(), "the operator is still running");
+}
+
+#[tokio::test]
+async fn steady_state_writes_nothing() {
+    let p = plane();
+    let audit_log = p
+        .audit_log
+        .clone()
+        .expect("the local control plane writes an audit log");
+    let ns = TestNamespace::new("quiet");
+    let mut op = Operator::start(Options::namespace(&ns.name));
+    op.wait_ready().await;
+    let (ok, out) = ns.apply(&format!(
+        "{}---\napiVersion: reprise.dev/v1alpha1\nkind: RecoveryPlan\nmetadata: {{name: plan}}\nspec: {{}}\n",
+        window("w")
+    ));
+    assert!(ok, "{out}");
+    ns.k(&[
+        "wait",
+        "--for=condition=Ready",
+        "maintenancewindow/w",
+        "--timeout=30s",
+    ]);
+    ns.k(&[
+        "wait",
+        "--for=jsonpath={.status.observedGeneration}=1",
+        "recoveryplan/plan",
+        "--timeout=30s",
+    ]);
+    let reconciles_before = op.metric("reprise_reconciles_total", "").await;
+    // Let in-flight writes land, then watch a quiet period.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let from = k8s_openapi::jiff::Timestamp::now();
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let to = k8s_openapi::jiff::Timestamp::now();
+    let writes = audit::writes(&audit_log, OPERATOR_USER, Some(&ns.name), from, to);
+    let all_before = audit::writes(
+        &audit_log,
+        OPERATOR_USER,
+        Some(&ns.name),
+        from - k8s_openapi::jiff::SignedDuration::from_secs(60),
+        from,
+    );
+    assert!(
+        !all_before.is_empty(),
+        "the audit log shows the operator's first writes (status), so the helper sees its writes"
+    );
+    assert!(
+        writes.is_empty(),
+        "the operator wrote in steady state:\n{}",
+        writes
+            .iter()
+            .map(|w| w.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    println!(
+        "steady state: 0 writes in 20s ({} writes before, {} reconciles before, {} after)",
+        all_before.len(),
+        reconciles_before,
+        op.metric("reprise_reconciles_total", "").await
+    );
+}
+
+#[tokio::test]
+async fn watches_resume_within_seconds_after_an_api_server_restart() {
+    // A private control plane: restarting the shared one would disturb the other tests.
+    let dir = std::env::temp_dir().join(format!("reprise-restart-plane-{}", std::process::id()));
+    let private = Plane::up(Some(&dir));
+    struct Down<'a>(&'a Plane);
+    impl Drop for Down<'_> {
+        fn drop(&mut self) {
+            self.0.script("down");
+        }
+    }
+    let _down = Down(&private);
+    let ns = "restart";
+    private.k(&["create", "namespace", ns]);
+    let mut op = Operator::start(Options {
+        plane: Some(&private),
+        ..Options::namespace(ns)
+    });
+    op.wait_ready().await;
+    let apply = |name: &str| {
+        let (ok, out) = private.k_stdin(&["apply", "-n", ns, "-f", "-"], &window(name));
+        assert!(ok, "{out}");
+    };
+    apply("before");
+    private.k(&[
+        "wait",
+        "-n",
+        ns,
+        "--for=condition=Ready",
+        "maintenancewindow/before",
+        "--timeout=30s",
+    ]);
+    private.script("restart-apiserver");
+    let back = std::time::Instant::now();
+    apply("after");
+    // kube-runtime's default backoff can leave a watch down for 30 s or more;
+    // reprise's is capped at 3 s.
+    private.k(&[
+        "wait",
+        "-n",
+        ns,
+        "--for=condition=Ready",
+        "maintenancewindow/after",
+        "--timeout=15s",
+    ]);
+    println!(
+        "reconciled {:.2}s after the API server came back",
+        back.elapsed().as_secs_f64()
+    );
+    assert!(
+        op.exited().is_none(),
+        "the operator rode out the restart; log:\n{}",
+        op.logs()
+    );
+}

@@ -1,0 +1,341 @@
+//! The integration-test harness: the local control plane (started once per
+//! run, or reused), the CRDs and the chart's RBAC installed once, a namespace
+//! per test, and the operator under test as a child process running under
+//! its own ServiceAccount (the chart's ClusterRole), never as cluster admin.
+//!
+//! A test that needs the control plane fails loudly when it cannot start.
+
+#![allow(dead_code)]
+
+pub mod audit;
+pub mod operator;
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+use kube::{
+    Client, Config,
+    config::{KubeConfigOptions, Kubeconfig},
+};
+
+pub const OPERATOR_NAMESPACE: &str = "reprise-system";
+pub const OPERATOR_SA: &str = "reprise";
+pub const OPERATOR_USER: &str = "system:serviceaccount:reprise-system:reprise";
+
+/// The running control plane, as `hack/control-plane env` describes it.
+pub struct Plane {
+    pub env: HashMap<String, String>,
+    pub kubeconfig: PathBuf,
+    pub kubectl: PathBuf,
+    pub helm: PathBuf,
+    pub audit_log: Option<PathBuf>,
+    /// Whether Deployments get pods (controller-manager, scheduler and kwok run).
+    pub pods: bool,
+    /// A kubeconfig with the operator's ServiceAccount token.
+    pub operator_kubeconfig: PathBuf,
+}
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn parse_env(text: &str) -> HashMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("export "))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Runs a command, panicking with its output when it fails.
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    if !out.status.success() {
+        panic!(
+            "{cmd:?} failed ({}):\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The shared control plane: started once per test run (or reused if up).
+pub fn plane() -> &'static Plane {
+    static PLANE: OnceLock<Plane> = OnceLock::new();
+    PLANE.get_or_init(|| Plane::up(None))
+}
+
+impl Plane {
+    /// Starts (or reuses) the control plane kept in `state_dir` (default: the
+    /// shared one), installs the CRDs and the operator's identity.
+    pub fn up(state_dir: Option<&Path>) -> Plane {
+        let script = repo_root().join("hack/control-plane");
+        let with_state = |c: &mut Command| {
+            if let Some(d) = state_dir {
+                c.env("REPRISE_STATE_DIR", d);
+            }
+        };
+        let mut up = Command::new(&script);
+        up.arg("up")
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::inherit());
+        with_state(&mut up);
+        let status = up.status().expect("cannot run hack/control-plane");
+        assert!(
+            status.success(),
+            "the control plane did not start: see the output of hack/control-plane above"
+        );
+        let mut env_cmd = Command::new(&script);
+        env_cmd.arg("env");
+        with_state(&mut env_cmd);
+        let env = parse_env(&run(&mut env_cmd));
+        let get = |k: &str| {
+            env.get(k)
+                .cloned()
+                .unwrap_or_else(|| panic!("hack/control-plane env lacks {k}"))
+        };
+        let kubectl = PathBuf::from(get("REPRISE_KUBECTL"));
+        let kubeconfig = PathBuf::from(get("KUBECONFIG"));
+        let helm = PathBuf::from(get("REPRISE_HELM"));
+        let audit_log = env
+            .get("REPRISE_AUDIT_LOG")
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from);
+        let pods = env
+            .get("REPRISE_PLANE_PODS")
+            .map(|v| v == "true")
+            .unwrap_or(false);
+        let mut plane = Plane {
+            env,
+            kubeconfig,
+            kubectl,
+            helm,
+            audit_log,
+            pods,
+            operator_kubeconfig: PathBuf::new(),
+        };
+        plane.install_crds();
+        plane.operator_kubeconfig = plane.install_operator_identity();
+        plane
+    }
+
+    /// Runs a hack/control-plane command against this plane.
+    pub fn script(&self, command: &str) {
+        let state = self
+            .env
+            .get("REPRISE_STATE_DIR")
+            .expect("REPRISE_STATE_DIR");
+        run(Command::new(repo_root().join("hack/control-plane"))
+            .arg(command)
+            .env("REPRISE_STATE_DIR", state));
+    }
+}
+
+impl Plane {
+    /// kubectl as the cluster admin (the test's own identity).
+    pub fn kubectl(&self) -> Command {
+        let mut c = Command::new(&self.kubectl);
+        c.env("KUBECONFIG", &self.kubeconfig);
+        c
+    }
+
+    /// Runs kubectl with `args`, panicking on failure.
+    pub fn k(&self, args: &[&str]) -> String {
+        run(self.kubectl().args(args))
+    }
+
+    /// Runs kubectl with `args` and `stdin`, returning (success, stdout+stderr).
+    pub fn k_stdin(&self, args: &[&str], stdin: &str) -> (bool, String) {
+        use std::io::Write;
+        let mut child = self
+            .kubectl()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes())
+            .expect("write stdin");
+        let out = child.wait_with_output().expect("kubectl output");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+
+    pub fn helm(&self) -> Command {
+        let mut c = Command::new(&self.helm);
+        c.env("KUBECONFIG", &self.kubeconfig);
+        c
+    }
+
+    fn install_crds(&self) {
+        let crds = repo_root().join("crds");
+        self.k(&[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            crds.to_str().expect("utf-8 path"),
+        ]);
+        self.k(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "-f",
+            crds.to_str().expect("utf-8 path"),
+        ]);
+    }
+
+    /// Renders the chart's ServiceAccount and RBAC, applies them, and writes a
+    /// kubeconfig with a token of that ServiceAccount.
+    fn install_operator_identity(&self) -> PathBuf {
+        let (ok, _) = self.k_stdin(
+            &["apply", "-f", "-"],
+            &format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {OPERATOR_NAMESPACE}\n"),
+        );
+        assert!(ok, "cannot create {OPERATOR_NAMESPACE}");
+        let chart = repo_root().join("charts/reprise");
+        let rendered = run(self.helm().args([
+            "template",
+            "reprise",
+            chart.to_str().expect("utf-8 path"),
+            "--namespace",
+            OPERATOR_NAMESPACE,
+            "--show-only",
+            "templates/serviceaccount.yaml",
+            "--show-only",
+            "templates/rbac.yaml",
+        ]));
+        let (ok, out) = self.k_stdin(
+            &["apply", "--server-side", "--force-conflicts", "-f", "-"],
+            &rendered,
+        );
+        assert!(ok, "cannot apply the chart's RBAC: {out}");
+        let token = self.k(&[
+            "create",
+            "token",
+            OPERATOR_SA,
+            "-n",
+            OPERATOR_NAMESPACE,
+            "--duration",
+            "6h",
+        ]);
+        let admin = Kubeconfig::read_from(&self.kubeconfig).expect("admin kubeconfig");
+        let cluster = admin
+            .clusters
+            .first()
+            .and_then(|c| c.cluster.clone())
+            .expect("a cluster in the kubeconfig");
+        let server = cluster.server.expect("server");
+        let ca = cluster.certificate_authority_data.expect("CA data");
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: plane\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\nusers:\n- name: reprise\n  user:\n    token: {}\ncontexts:\n- name: reprise\n  context: {{cluster: plane, user: reprise}}\ncurrent-context: reprise\n",
+            token.trim()
+        );
+        let path =
+            std::env::temp_dir().join(format!("reprise-operator-{}.kubeconfig", unique_suffix()));
+        std::fs::write(&path, text).expect("write operator kubeconfig");
+        path
+    }
+
+    /// A kube client as the cluster admin.
+    pub async fn client(&self) -> Client {
+        client_from(&self.kubeconfig).await
+    }
+
+    /// A kube client as the operator's ServiceAccount.
+    pub async fn operator_client(&self) -> Client {
+        client_from(&self.operator_kubeconfig).await
+    }
+}
+
+pub async fn client_from(path: &Path) -> Client {
+    let kc = Kubeconfig::read_from(path).expect("kubeconfig");
+    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .expect("client config");
+    Client::try_from(config).expect("client")
+}
+
+/// A namespace for one test, deleted when the test ends.
+pub struct TestNamespace {
+    pub name: String,
+}
+
+impl TestNamespace {
+    pub fn new(prefix: &str) -> Self {
+        let p = plane();
+        let name = format!("{prefix}-{}", unique_suffix());
+        p.k(&["create", "namespace", &name]);
+        Self { name }
+    }
+
+    /// Applies a manifest (YAML text) in this namespace; returns (ok, output).
+    pub fn apply(&self, yaml: &str) -> (bool, String) {
+        plane().k_stdin(&["apply", "-n", &self.name, "-f", "-"], yaml)
+    }
+
+    /// kubectl with `-n <this namespace>`, panicking on failure.
+    pub fn k(&self, args: &[&str]) -> String {
+        let mut all = vec!["-n", self.name.as_str()];
+        all.extend_from_slice(args);
+        plane().k(&all)
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        let _ = plane()
+            .kubectl()
+            .args(["delete", "namespace", &self.name, "--wait=false"])
+            .output();
+    }
+}
+
+/// A short suffix unique enough within a test run.
+pub fn unique_suffix() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::SeqCst);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis()
+        % 100_000;
+    format!("{}{t}{n}", std::process::id() % 1000)
+}
+
+/// Polls `f` until it returns Some, or panics with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
