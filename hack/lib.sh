@@ -45,3 +45,20 @@ build_kubernetes() {
     k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl >&2)
   rm -rf "$dir"; mv "$dir.tmp" "$dir"
 }
+
+# Commands the scripts call that a minimal machine may lack; installed from
+# Debian's packages when missing (CI starts as root on a fresh machine).
+ensure_host_tools() {
+  local missing=()
+  command -v openssl >/dev/null || missing+=(openssl)
+  command -v curl >/dev/null || missing+=(curl)
+  command -v ss >/dev/null || missing+=(iproute2)
+  command -v flock >/dev/null || missing+=(util-linux)
+  if ((${#missing[@]})); then
+    echo "hack: installing ${missing[*]}" >&2
+    if [[ $(id -u) == 0 ]]; then apt-get update -qq && apt-get install -y -qq "${missing[@]}" >&2
+    else sudo apt-get update -qq && sudo apt-get install -y -qq "${missing[@]}" >&2; fi
+  fi
+  command -v cargo >/dev/null || { echo "hack: Rust (cargo) is needed: https://rustup.rs" >&2; exit 1; }
+  need_go
+}

@@ -68,12 +68,7 @@ pub enum Decision {
 }
 
 /// Pure decision: `unchanged_for` is how long the record has been seen unchanged locally.
-pub fn decide(
-    spec: Option<&LeaseSpec>,
-    me: &str,
-    unchanged_for: Duration,
-    default_duration: Duration,
-) -> Decision {
+pub fn decide(spec: Option<&LeaseSpec>, me: &str, unchanged_for: Duration, default_duration: Duration) -> Decision {
     let Some(spec) = spec else {
         return Decision::Acquire;
     };
@@ -162,27 +157,13 @@ impl LeaderElector {
             Some(l) => l,
         };
         let unchanged = self.unchanged_for(&current);
-        if decide(
-            current.spec.as_ref(),
-            &me,
-            unchanged,
-            self.cfg.lease_duration,
-        ) == Decision::Follow
-        {
+        if decide(current.spec.as_ref(), &me, unchanged, self.cfg.lease_duration) == Decision::Follow {
             return Ok(false);
         }
-        let was_ours = current
-            .spec
-            .as_ref()
-            .and_then(|s| s.holder_identity.as_deref())
-            == Some(me.as_str());
+        let was_ours = current.spec.as_ref().and_then(|s| s.holder_identity.as_deref()) == Some(me.as_str());
         let mut next = current.clone();
         next.spec = Some(self.spec_for(current.spec.as_ref(), !was_ours));
-        match self
-            .api
-            .replace(&self.cfg.name, &PostParams::default(), &next)
-            .await
-        {
+        match self.api.replace(&self.cfg.name, &PostParams::default(), &next).await {
             Ok(_) => Ok(true),
             // Someone else wrote first: read again next round.
             Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
@@ -197,11 +178,7 @@ impl LeaderElector {
         LeaseSpec {
             holder_identity: Some(self.cfg.identity.clone()),
             lease_duration_seconds: Some(self.cfg.lease_duration.as_secs() as i32),
-            acquire_time: if new_term {
-                Some(now.clone())
-            } else {
-                prev.acquire_time
-            },
+            acquire_time: if new_term { Some(now.clone()) } else { prev.acquire_time },
             renew_time: Some(now),
             lease_transitions: Some(if new_term && previous.is_some() {
                 transitions + 1
@@ -214,11 +191,7 @@ impl LeaderElector {
 
     /// Waits until this replica leads. `on_follow` runs each time another holds the Lease.
     /// Returns false when shutdown was requested first.
-    pub async fn acquire(
-        &mut self,
-        shutdown: &CancellationToken,
-        mut on_follow: impl FnMut(),
-    ) -> bool {
+    pub async fn acquire(&mut self, shutdown: &CancellationToken, mut on_follow: impl FnMut()) -> bool {
         loop {
             match self.try_acquire().await {
                 Ok(true) => return true,
@@ -256,20 +229,13 @@ impl LeaderElector {
                 Err(_) => tracing::warn!("lease renewal timed out"),
             }
             if last_renew.elapsed() >= self.cfg.renew_deadline {
-                return Ended::Lost(format!(
-                    "no renewal succeeded for {:?}",
-                    self.cfg.renew_deadline
-                ));
+                return Ended::Lost(format!("no renewal succeeded for {:?}", self.cfg.renew_deadline));
             }
         }
     }
 
     async fn renew(&mut self) -> Result<(), RenewError> {
-        let current = self
-            .api
-            .get(&self.cfg.name)
-            .await
-            .map_err(RenewError::Api)?;
+        let current = self.api.get(&self.cfg.name).await.map_err(RenewError::Api)?;
         let holder = current
             .spec
             .as_ref()
@@ -292,12 +258,7 @@ impl LeaderElector {
         let Ok(Some(current)) = self.api.get_opt(&self.cfg.name).await else {
             return;
         };
-        if current
-            .spec
-            .as_ref()
-            .and_then(|s| s.holder_identity.as_deref())
-            != Some(self.cfg.identity.as_str())
-        {
+        if current.spec.as_ref().and_then(|s| s.holder_identity.as_deref()) != Some(self.cfg.identity.as_str()) {
             return;
         }
         let mut next = current.clone();
@@ -306,11 +267,7 @@ impl LeaderElector {
         spec.lease_duration_seconds = Some(1);
         spec.renew_time = Some(now_micro());
         next.spec = Some(spec);
-        match self
-            .api
-            .replace(&self.cfg.name, &PostParams::default(), &next)
-            .await
-        {
+        match self.api.replace(&self.cfg.name, &PostParams::default(), &next).await {
             Ok(_) => tracing::info!(lease = %current.name_any(), "released the Lease"),
             Err(e) => {
                 tracing::warn!(error = %e, "could not release the Lease; it expires by itself")
@@ -367,14 +324,8 @@ mod tests {
     fn another_holder_is_followed_until_its_record_goes_stale() {
         let d = Duration::from_secs(15);
         let spec = held_by("b", 15);
-        assert_eq!(
-            decide(Some(&spec), "a", Duration::from_secs(14), d),
-            Decision::Follow
-        );
-        assert_eq!(
-            decide(Some(&spec), "a", Duration::from_secs(15), d),
-            Decision::Acquire
-        );
+        assert_eq!(decide(Some(&spec), "a", Duration::from_secs(14), d), Decision::Follow);
+        assert_eq!(decide(Some(&spec), "a", Duration::from_secs(15), d), Decision::Acquire);
         // A released lease (duration 1s) is taken after a second even with a holder left in.
         assert_eq!(
             decide(Some(&held_by("b", 1)), "a", Duration::from_secs(1), d),

@@ -6,13 +6,7 @@ use reprise::{api, operator, telemetry};
 #[command(name = "reprise", version, about)]
 struct Cli {
     /// Log format.
-    #[arg(
-        long,
-        global = true,
-        env = "REPRISE_LOG_FORMAT",
-        value_enum,
-        default_value = "text"
-    )]
+    #[arg(long, global = true, env = "REPRISE_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: telemetry::LogFormat,
     #[command(subcommand)]
     command: Command,

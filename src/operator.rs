@@ -54,8 +54,7 @@ impl RunOptions {
         if let Ok(pod) = std::env::var("POD_NAME") {
             return pod;
         }
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .unwrap_or_else(|_| "reprise".into());
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "reprise".into());
         format!("{}-{}", host.trim(), std::process::id())
     }
 
@@ -100,14 +99,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let health = Arc::new(Health::default());
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone())?;
-    let (addr, server) = http::serve(
-        opts.http_addr,
-        health.clone(),
-        metrics.clone(),
-        shutdown.clone(),
-    )
-    .await
-    .with_context(|| format!("cannot listen on {}", opts.http_addr))?;
+    let (addr, server) = http::serve(opts.http_addr, health.clone(), metrics.clone(), shutdown.clone())
+        .await
+        .with_context(|| format!("cannot listen on {}", opts.http_addr))?;
     tracing::info!(%addr, namespace = ?opts.namespace, "health and metrics endpoints listening");
 
     let identity = opts.identity();

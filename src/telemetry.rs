@@ -23,9 +23,13 @@ pub fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let registry = tracing_subscriber::registry().with(filter);
     match format {
-        LogFormat::Text => registry
-            .with(tracing_subscriber::fmt::layer().with_target(false))
-            .init(),
+        LogFormat::Text => {
+            use std::io::IsTerminal;
+            let ansi = std::io::stdout().is_terminal();
+            registry
+                .with(tracing_subscriber::fmt::layer().with_target(false).with_ansi(ansi))
+                .init()
+        }
         LogFormat::Json => registry
             .with(
                 tracing_subscriber::fmt::layer()
@@ -113,9 +117,7 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn reconciled(&self, kind: &str, took: Duration) {
-        let labels = KindLabels {
-            kind: kind.to_string(),
-        };
+        let labels = KindLabels { kind: kind.to_string() };
         self.reconciles.get_or_create(&labels).inc();
         self.reconcile_duration
             .get_or_create(&labels)

@@ -22,11 +22,7 @@ use super::common::{Condition, Duration};
     shortname = "app",
     category = "reprise",
     printcolumn(name = "Type", type_ = "string", json_path = ".spec.type"),
-    printcolumn(
-        name = "Version",
-        type_ = "string",
-        json_path = ".status.currentVersion"
-    ),
+    printcolumn(name = "Version", type_ = "string", json_path = ".status.currentVersion"),
     printcolumn(
         name = "Ready",
         type_ = "string",
@@ -38,11 +34,7 @@ use super::common::{Condition, Duration};
         json_path = ".status.lastGoodVersion",
         priority = 1
     ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ApplicationSpec {
@@ -50,10 +42,7 @@ pub struct ApplicationSpec {
     #[serde(rename = "type")]
     pub type_: AppType,
     /// The version to run, e.g. `2.4.1`. Changing it starts a release.
-    #[schemars(
-        length(min = 1, max = 128),
-        regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
-    )]
+    #[schemars(length(min = 1, max = 128), regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._+-]*$"))]
     pub version: String,
     /// Container image, with `{version}` where the version goes,
     /// e.g. `registry.plastprod.example/shop:{version}`.
@@ -122,10 +111,7 @@ pub enum AppType {
 #[serde(rename_all = "camelCase")]
 pub struct EnvVar {
     /// Variable name.
-    #[schemars(
-        length(min = 1, max = 253),
-        regex(pattern = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
-    )]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"))]
     pub name: String,
     /// Its value.
     #[serde(default)]
@@ -186,10 +172,7 @@ pub struct Dependency {
 #[serde(rename_all = "camelCase")]
 pub struct Artifact {
     /// Artifact name, e.g. `android-apk`.
-    #[schemars(
-        length(min = 1, max = 63),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-    )]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub name: String,
     /// Where the artifact is stored (HTTP or HTTPS).
     #[schemars(length(min = 1, max = 2048), regex(pattern = r"^https?://.+$"))]

@@ -74,9 +74,7 @@ pub struct SecretKeyRef {
 }
 
 /// The kinds of component a RecoveryPlan covers.
-#[derive(
-    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema,
-)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema)]
 pub enum ComponentKind {
     Application,
     Database,
@@ -85,12 +83,7 @@ pub enum ComponentKind {
 }
 
 impl ComponentKind {
-    pub const ALL: [ComponentKind; 4] = [
-        Self::Application,
-        Self::Database,
-        Self::VirtualMachine,
-        Self::Server,
-    ];
+    pub const ALL: [ComponentKind; 4] = [Self::Application, Self::Database, Self::VirtualMachine, Self::Server];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -109,9 +102,7 @@ impl fmt::Display for ComponentKind {
 }
 
 /// A component (Application, Database, VirtualMachine or Server) in the same namespace.
-#[derive(
-    Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, KubeSchema,
-)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ComponentRef {
     /// Kind of the component.
@@ -302,13 +293,7 @@ pub fn set_condition(conditions: &mut Vec<Condition>, mut cond: Condition) {
 }
 
 /// Builds a condition stamped with `generation` and the current time.
-pub fn condition(
-    type_: &str,
-    ok: bool,
-    reason: &str,
-    message: impl Into<String>,
-    generation: i64,
-) -> Condition {
+pub fn condition(type_: &str, ok: bool, reason: &str, message: impl Into<String>, generation: i64) -> Condition {
     Condition {
         type_: type_.to_string(),
         status: if ok {
@@ -370,8 +355,7 @@ mod tests {
         assert_eq!(conds[0].last_transition_time, first.last_transition_time);
         assert_eq!(conds[0].observed_generation, 2);
         let mut flipped = condition("Ready", true, "Reconciled", "", 2);
-        flipped.last_transition_time =
-            Time(now() + k8s_openapi::jiff::SignedDuration::from_secs(60));
+        flipped.last_transition_time = Time(now() + k8s_openapi::jiff::SignedDuration::from_secs(60));
         let expected = flipped.last_transition_time.clone();
         set_condition(&mut conds, flipped);
         assert_eq!(conds[0].last_transition_time, expected);

@@ -34,17 +34,9 @@ use super::{
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
     ),
-    printcolumn(
-        name = "Last Backup",
-        type_ = "date",
-        json_path = ".status.lastBackup.time"
-    ),
+    printcolumn(name = "Last Backup", type_ = "date", json_path = ".status.lastBackup.time"),
     printcolumn(name = "RPO(s)", type_ = "integer", json_path = ".status.rpoSeconds"),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct DatabaseSpec {
@@ -197,9 +189,7 @@ pub(crate) fn default_schema() -> String {
 }
 
 /// PostgreSQL privileges.
-#[derive(
-    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema,
-)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema)]
 pub enum Privilege {
     Connect,
     Usage,

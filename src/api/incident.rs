@@ -29,21 +29,12 @@ pub const ACKNOWLEDGE_ANNOTATION: &str = "reprise.dev/acknowledge";
     shortname = "inc",
     category = "reprise",
     printcolumn(name = "Kind", type_ = "string", json_path = ".spec.component.kind"),
-    printcolumn(
-        name = "Component",
-        type_ = "string",
-        json_path = ".spec.component.name"
-    ),
+    printcolumn(name = "Component", type_ = "string", json_path = ".spec.component.name"),
     printcolumn(name = "Level", type_ = "integer", json_path = ".spec.level"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Elapsed", type_ = "date", json_path = ".status.detectedAt"),
     printcolumn(name = "Deadline", type_ = "string", json_path = ".status.deadline"),
-    printcolumn(
-        name = "Breached",
-        type_ = "boolean",
-        json_path = ".status.breached",
-        priority = 1
-    )
+    printcolumn(name = "Breached", type_ = "boolean", json_path = ".status.breached", priority = 1)
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self == oldSelf").message("spec is immutable: an Incident records what was detected"))]

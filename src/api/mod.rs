@@ -1,6 +1,10 @@
 //! The reprise API (group `reprise.dev`, version `v1alpha1`): one file per kind,
 //! shared types in `common`. The CRDs in `crds/` are generated from these types.
 
+// kube-derive's repeated `printcolumn(...)` arguments trip clippy's
+// duplicated_attributes lint; they are distinct columns.
+#![allow(clippy::duplicated_attributes)]
+
 pub mod application;
 pub mod common;
 pub mod database;
@@ -47,10 +51,7 @@ fn normalize_formats(crd: CustomResourceDefinition) -> CustomResourceDefinition 
     fn walk(v: &mut serde_json::Value) {
         match v {
             serde_json::Value::Object(map) => {
-                let format = map
-                    .get("format")
-                    .and_then(|f| f.as_str())
-                    .map(str::to_owned);
+                let format = map.get("format").and_then(|f| f.as_str()).map(str::to_owned);
                 match format.as_deref() {
                     Some("uint8" | "int8" | "uint16" | "int16" | "uint32") => {
                         map.insert("format".into(), "int32".into());

@@ -20,31 +20,15 @@ use super::common::{ComponentKind, ComponentRef, Condition, Duration, SecretKeyR
     status = "RecoveryPlanStatus",
     shortname = "rp",
     category = "reprise",
-    printcolumn(
-        name = "Covered",
-        type_ = "integer",
-        json_path = ".status.coverage.coveredCount"
-    ),
-    printcolumn(
-        name = "Uncovered",
-        type_ = "integer",
-        json_path = ".status.coverage.uncoveredCount"
-    ),
-    printcolumn(
-        name = "Open Incidents",
-        type_ = "integer",
-        json_path = ".status.openIncidents"
-    ),
+    printcolumn(name = "Covered", type_ = "integer", json_path = ".status.coverage.coveredCount"),
+    printcolumn(name = "Uncovered", type_ = "integer", json_path = ".status.coverage.uncoveredCount"),
+    printcolumn(name = "Open Incidents", type_ = "integer", json_path = ".status.openIncidents"),
     printcolumn(
         name = "Ready",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
     ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.levels.all(l, l.responders.all(r, self.responders.exists(x, x.name == r.name)))").message("spec.levels[].responders[].name must name one of spec.responders"))]
@@ -87,16 +71,15 @@ fn default_incident_retention() -> Duration {
 
 /// The plan's three levels, as the seed defines them.
 pub fn default_levels() -> Vec<Level> {
-    let level =
-        |n: u8, name: &str, kinds: Vec<ComponentKind>, min: &str, max: Option<&str>| Level {
-            level: n,
-            name: Some(name.to_string()),
-            applies_to: kinds,
-            min_window: min.parse().expect("valid duration"),
-            max_window: max.map(|m| m.parse().expect("valid duration")),
-            objectives: None,
-            responders: vec![],
-        };
+    let level = |n: u8, name: &str, kinds: Vec<ComponentKind>, min: &str, max: Option<&str>| Level {
+        level: n,
+        name: Some(name.to_string()),
+        applies_to: kinds,
+        min_window: min.parse().expect("valid duration"),
+        max_window: max.map(|m| m.parse().expect("valid duration")),
+        objectives: None,
+        responders: vec![],
+    };
     vec![
         level(
             1,
@@ -194,10 +177,7 @@ pub enum InterventionMode {
 #[x_kube(validation = Rule::new("self.type == 'Vendor' || !has(self.contract)").message("spec.responders[].contract applies to a Vendor responder only"))]
 pub struct Responder {
     /// Responder name, e.g. `plastprod-it`.
-    #[schemars(
-        length(min = 1, max = 63),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-    )]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub name: String,
     /// Internal team or vendor.
     #[serde(rename = "type")]
@@ -264,10 +244,7 @@ pub struct Procedure {
 #[serde(rename_all = "camelCase")]
 pub struct Step {
     /// Step name, unique in the procedure.
-    #[schemars(
-        length(min = 1, max = 63),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-    )]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub name: String,
     /// What the step does.
     pub action: Action,

@@ -28,11 +28,7 @@ use super::common::{Condition, Duration, SecretKeyRef, SecretRef};
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
     ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     printcolumn(
         name = "Model",
         type_ = "string",
@@ -111,10 +107,7 @@ pub struct ExpectedInterface {
     #[schemars(length(min = 1, max = 63))]
     pub name: String,
     /// Expected MAC address, e.g. `52:54:00:aa:bb:01`.
-    #[schemars(
-        length(max = 17),
-        regex(pattern = r"^([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}$")
-    )]
+    #[schemars(length(max = 17), regex(pattern = r"^([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}$"))]
     pub mac_address: String,
     /// Switch the interface is cabled to (from the cabling inventory).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -28,16 +28,8 @@ use super::common::{Condition, LocalRef, Retention};
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
     ),
-    printcolumn(
-        name = "Last Backup",
-        type_ = "date",
-        json_path = ".status.lastBackup.time"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Last Backup", type_ = "date", json_path = ".status.lastBackup.time"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualMachineSpec {
@@ -91,10 +83,7 @@ pub enum RunState {
 #[x_kube(validation = Rule::new("[has(self.containerDisk), has(self.persistentVolumeClaim), has(self.dataVolume)].filter(x, x).size() == 1").message("spec.disks[]: set exactly one of containerDisk, persistentVolumeClaim, dataVolume"))]
 pub struct Disk {
     /// Disk name, unique in the VM.
-    #[schemars(
-        length(min = 1, max = 63),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-    )]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub name: String,
     /// A read-only disk image from a container registry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -135,10 +124,7 @@ pub struct DataVolumeDisk {
 #[serde(rename_all = "camelCase")]
 pub struct SoftwarePackage {
     /// Package name as the guest's package manager knows it, e.g. `nginx`.
-    #[schemars(
-        length(min = 1, max = 128),
-        regex(pattern = r"^[a-zA-Z0-9][a-zA-Z0-9+._-]*$")
-    )]
+    #[schemars(length(min = 1, max = 128), regex(pattern = r"^[a-zA-Z0-9][a-zA-Z0-9+._-]*$"))]
     pub name: String,
     /// Exact version; unset: the newest available.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -19,12 +19,7 @@ pub struct Component {
     pub labels: BTreeMap<String, String>,
 }
 
-fn collect<K: Kind>(
-    store: &Store<DeserializeGuard<K>>,
-    kind: ComponentKind,
-    ns: &str,
-    out: &mut Vec<Component>,
-) {
+fn collect<K: Kind>(store: &Store<DeserializeGuard<K>>, kind: ComponentKind, ns: &str, out: &mut Vec<Component>) {
     for o in store.state() {
         if o.namespace().as_deref() == Some(ns) {
             out.push(Component {
@@ -41,19 +36,9 @@ fn collect<K: Kind>(
 /// Every component in `ns`, sorted by kind and name.
 pub fn in_namespace(stores: &Stores, ns: &str) -> Vec<Component> {
     let mut out = vec![];
-    collect(
-        &stores.applications,
-        ComponentKind::Application,
-        ns,
-        &mut out,
-    );
+    collect(&stores.applications, ComponentKind::Application, ns, &mut out);
     collect(&stores.databases, ComponentKind::Database, ns, &mut out);
-    collect(
-        &stores.virtual_machines,
-        ComponentKind::VirtualMachine,
-        ns,
-        &mut out,
-    );
+    collect(&stores.virtual_machines, ComponentKind::VirtualMachine, ns, &mut out);
     collect(&stores.servers, ComponentKind::Server, ns, &mut out);
     out.sort_by(|a, b| a.reference.cmp(&b.reference));
     out
@@ -75,9 +60,8 @@ pub fn exists(stores: &Stores, kind: ComponentKind, ns: &str, name: &str) -> boo
 
 /// A label selector, converted; `field` names it in the error.
 pub fn selector(field: &str, s: &LabelSelector) -> Result<Selector, super::validation::Invalid> {
-    Selector::try_from(s.clone()).map_err(|e| {
-        super::validation::Invalid::new(field, format!("not a valid label selector: {e}"))
-    })
+    Selector::try_from(s.clone())
+        .map_err(|e| super::validation::Invalid::new(field, format!("not a valid label selector: {e}")))
 }
 
 /// The components of `ns` that `selector` selects.

@@ -62,10 +62,7 @@ pub async fn validate(ctx: &Context, db: &Database) -> Result<Result<(), Invalid
     Ok(Ok(()))
 }
 
-pub fn reconcile(
-    obj: Arc<Database>,
-    ctx: Arc<Context>,
-) -> BoxFuture<'static, Result<Action, Error>> {
+pub fn reconcile(obj: Arc<Database>, ctx: Arc<Context>) -> BoxFuture<'static, Result<Action, Error>> {
     async move {
         if let Err(invalid) = validate(&ctx, &obj).await? {
             return report_invalid(&ctx, obj.as_ref(), &invalid).await;

@@ -4,9 +4,7 @@
 use std::sync::Arc;
 
 use futures::{FutureExt, future::BoxFuture};
-use kube::{
-    ResourceExt, core::DeserializeGuard, runtime::controller::Action, runtime::reflector::ObjectRef,
-};
+use kube::{ResourceExt, core::DeserializeGuard, runtime::controller::Action, runtime::reflector::ObjectRef};
 
 use super::{
     Context, Error,
@@ -15,14 +13,10 @@ use super::{
 };
 use crate::api::{Incident, RecoveryPlan, incident::IncidentPhase};
 
-pub fn reconcile(
-    obj: Arc<Incident>,
-    ctx: Arc<Context>,
-) -> BoxFuture<'static, Result<Action, Error>> {
+pub fn reconcile(obj: Arc<Incident>, ctx: Arc<Context>) -> BoxFuture<'static, Result<Action, Error>> {
     async move {
         let ns = obj.namespace().unwrap_or_default();
-        let plan =
-            ObjectRef::<DeserializeGuard<RecoveryPlan>>::new(&obj.spec.plan_ref.name).within(&ns);
+        let plan = ObjectRef::<DeserializeGuard<RecoveryPlan>>::new(&obj.spec.plan_ref.name).within(&ns);
         if ctx.stores.recovery_plans.get(&plan).is_none() {
             let invalid = Invalid::external(
                 "spec.planRef",

@@ -7,9 +7,9 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use crate::api::{
     Application, Database, Incident, MaintenanceWindow, RecoveryPlan, Server, VirtualMachine,
-    application::ApplicationStatus, common::Condition, database::DatabaseStatus,
-    incident::IncidentStatus, maintenance_window::MaintenanceWindowStatus,
-    recovery_plan::RecoveryPlanStatus, server::ServerStatus, virtual_machine::VirtualMachineStatus,
+    application::ApplicationStatus, common::Condition, database::DatabaseStatus, incident::IncidentStatus,
+    maintenance_window::MaintenanceWindowStatus, recovery_plan::RecoveryPlanStatus, server::ServerStatus,
+    virtual_machine::VirtualMachineStatus,
 };
 
 /// The parts every status has.
@@ -62,15 +62,7 @@ macro_rules! kind {
 kind!(Application, ApplicationStatus, "reprise/application");
 kind!(Database, DatabaseStatus, "reprise/database");
 kind!(Incident, IncidentStatus, "reprise/incident");
-kind!(
-    MaintenanceWindow,
-    MaintenanceWindowStatus,
-    "reprise/maintenancewindow"
-);
+kind!(MaintenanceWindow, MaintenanceWindowStatus, "reprise/maintenancewindow");
 kind!(RecoveryPlan, RecoveryPlanStatus, "reprise/recoveryplan");
 kind!(Server, ServerStatus, "reprise/server");
-kind!(
-    VirtualMachine,
-    VirtualMachineStatus,
-    "reprise/virtualmachine"
-);
+kind!(VirtualMachine, VirtualMachineStatus, "reprise/virtualmachine");

@@ -15,8 +15,7 @@ use crate::api::{MaintenanceWindow, common::reasons, maintenance_window::WindowP
 
 /// Where `now` falls in the window, and how long until the next boundary.
 pub fn phase(start: Timestamp, end: Timestamp, now: Timestamp) -> (WindowPhase, Option<Duration>) {
-    let until =
-        |t: Timestamp| Duration::from_secs_f64(now.duration_until(t).as_secs_f64().max(0.0));
+    let until = |t: Timestamp| Duration::from_secs_f64(now.duration_until(t).as_secs_f64().max(0.0));
     if now < start {
         (WindowPhase::Scheduled, Some(until(start)))
     } else if now < end {
@@ -26,10 +25,7 @@ pub fn phase(start: Timestamp, end: Timestamp, now: Timestamp) -> (WindowPhase, 
     }
 }
 
-pub fn reconcile(
-    obj: Arc<MaintenanceWindow>,
-    ctx: Arc<Context>,
-) -> BoxFuture<'static, Result<Action, Error>> {
+pub fn reconcile(obj: Arc<MaintenanceWindow>, ctx: Arc<Context>) -> BoxFuture<'static, Result<Action, Error>> {
     async move {
         let selector = match components::selector("spec.selector", &obj.spec.selector) {
             Ok(s) => s,
@@ -37,12 +33,7 @@ pub fn reconcile(
         };
         let ns = obj.namespace().unwrap_or_default();
         let (phase, next) = phase(obj.spec.start.0, obj.spec.end.0, Timestamp::now());
-        let mut status = with_ready(
-            obj.as_ref(),
-            true,
-            reasons::RECONCILED,
-            format!("{phase:?}"),
-        );
+        let mut status = with_ready(obj.as_ref(), true, reasons::RECONCILED, format!("{phase:?}"));
         status.phase = Some(phase);
         status.covered = components::selected(&ctx.stores, &ns, &selector);
         write_status(&ctx, obj.as_ref(), &status).await?;

@@ -31,9 +31,7 @@ use kube::{
 };
 
 use crate::{
-    api::{
-        Application, Database, Incident, MaintenanceWindow, RecoveryPlan, Server, VirtualMachine,
-    },
+    api::{Application, Database, Incident, MaintenanceWindow, RecoveryPlan, Server, VirtualMachine},
     telemetry::Metrics,
 };
 
@@ -62,6 +60,10 @@ pub struct Context {
     pub stores: Stores,
     /// Consecutive failures per object, for per-object backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// The last status written per object uid, with the resourceVersion the
+    /// write produced: a reconcile that runs before the watch delivers that
+    /// version must not write the same status again.
+    pub(crate) written: Mutex<HashMap<String, (u64, serde_json::Value)>>,
 }
 
 impl Context {
@@ -83,6 +85,7 @@ impl Context {
             namespace,
             stores,
             failures: Mutex::new(HashMap::new()),
+            written: Mutex::new(HashMap::new()),
         }
     }
 

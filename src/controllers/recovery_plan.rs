@@ -15,9 +15,7 @@ use super::{
 use crate::api::{
     RecoveryPlan, Server,
     common::{ComponentKind, ComponentRef, reasons},
-    recovery_plan::{
-        Action as StepAction, Coverage, LevelReadiness, RecoveryPlan as Plan, ResponderType,
-    },
+    recovery_plan::{Action as StepAction, Coverage, LevelReadiness, RecoveryPlan as Plan, ResponderType},
 };
 
 /// Checks only the operator can make.
@@ -38,7 +36,8 @@ pub fn validate(ctx: &Context, plan: &Plan, covered: &[ComponentRef]) -> Result<
                 continue;
             }
             for c in covered.iter().filter(|c| c.kind == ComponentKind::Server) {
-                let key = kube::runtime::reflector::ObjectRef::<kube::core::DeserializeGuard<Server>>::new(&c.name).within(&ns);
+                let key = kube::runtime::reflector::ObjectRef::<kube::core::DeserializeGuard<Server>>::new(&c.name)
+                    .within(&ns);
                 let has_image = ctx
                     .stores
                     .servers
@@ -78,15 +77,9 @@ pub fn readiness(plan: &Plan, today: k8s_openapi::jiff::civil::Date) -> Vec<Leve
                         .and_then(|c| c.until.parse::<k8s_openapi::jiff::civil::Date>().ok())
                         .is_some_and(|until| until < today);
                 if expired {
-                    reasons.push(format!(
-                        "the contract of {} ended; it is not called",
-                        r.name
-                    ));
+                    reasons.push(format!("the contract of {} ended; it is not called", r.name));
                 } else if r.webhook.is_none() && r.phone.is_none() {
-                    reasons.push(format!(
-                        "{} has neither a webhook nor a phone number",
-                        r.name
-                    ));
+                    reasons.push(format!("{} has neither a webhook nor a phone number", r.name));
                 } else {
                     reachable += 1;
                 }
@@ -126,10 +119,7 @@ fn coverage(ctx: &Context, plan: &Plan) -> Result<(Vec<ComponentRef>, Vec<Compon
     Ok((covered, uncovered))
 }
 
-pub fn reconcile(
-    obj: Arc<RecoveryPlan>,
-    ctx: Arc<Context>,
-) -> BoxFuture<'static, Result<Action, Error>> {
+pub fn reconcile(obj: Arc<RecoveryPlan>, ctx: Arc<Context>) -> BoxFuture<'static, Result<Action, Error>> {
     async move {
         let (covered, uncovered) = match coverage(&ctx, &obj) {
             Ok(c) => c,
@@ -145,17 +135,11 @@ pub fn reconcile(
             .state()
             .iter()
             .filter_map(|i| i.0.as_ref().ok())
-            .filter(|i| {
-                i.namespace().as_deref() == Some(ns.as_str())
-                    && i.spec.plan_ref.name == obj.name_any()
-            })
+            .filter(|i| i.namespace().as_deref() == Some(ns.as_str()) && i.spec.plan_ref.name == obj.name_any())
             .filter(|i| {
                 !matches!(
                     i.status.as_ref().map(|s| s.phase),
-                    Some(
-                        crate::api::incident::IncidentPhase::Resolved
-                            | crate::api::incident::IncidentPhase::Failed
-                    )
+                    Some(crate::api::incident::IncidentPhase::Resolved | crate::api::incident::IncidentPhase::Failed)
                 )
             })
             .count() as u32;

@@ -21,10 +21,7 @@ use tracing::Instrument;
 
 use super::{Context, Error, Stores, kind::Kind};
 use crate::{
-    api::{
-        self, Application, Database, Incident, MaintenanceWindow, RecoveryPlan, Server,
-        VirtualMachine,
-    },
+    api::{self, Application, Database, Incident, MaintenanceWindow, RecoveryPlan, Server, VirtualMachine},
     http::Health,
     telemetry::Metrics,
 };
@@ -79,10 +76,10 @@ async fn await_crds(client: &Client, shutdown: &CancellationToken) -> bool {
         let mut logged = false;
         loop {
             let established = match crds.get_opt(&name).await {
-                Ok(Some(c)) => c.status.and_then(|s| s.conditions).is_some_and(|cs| {
-                    cs.iter()
-                        .any(|c| c.type_ == "Established" && c.status == "True")
-                }),
+                Ok(Some(c)) => c
+                    .status
+                    .and_then(|s| s.conditions)
+                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True")),
                 Ok(None) => false,
                 Err(e) => {
                     tracing::warn!(crd = %name, error = %e, "cannot read the CRD");
@@ -118,19 +115,14 @@ impl<K: Kind> Shared<K> {
     }
 
     fn subscribe(&self) -> impl futures::Stream<Item = Arc<DeserializeGuard<K>>> + Send + 'static {
-        self.writer
-            .subscribe()
-            .expect("a shared store always has subscribers")
+        self.writer.subscribe().expect("a shared store always has subscribers")
     }
 
     /// The task that runs the watch and feeds the store and subscribers.
     fn drive(self, client: &Client, namespace: Option<&str>) -> BoxFuture<'static, ()> {
-        let stream = watcher(
-            api::<K>(client, namespace),
-            watcher::Config::default().any_semantic(),
-        )
-        .backoff(FastBackoff::default())
-        .reflect_shared(self.writer);
+        let stream = watcher(api::<K>(client, namespace), watcher::Config::default().any_semantic())
+            .backoff(FastBackoff::default())
+            .reflect_shared(self.writer);
         stream
             .for_each(|event| async move {
                 if let Err(e) = event {
@@ -183,19 +175,14 @@ async fn guarded<K: Kind>(
     result
 }
 
-async fn report_malformed<K: Kind>(
-    ctx: &Context,
-    invalid: &kube::core::error_boundary::InvalidObject,
-) {
+async fn report_malformed<K: Kind>(ctx: &Context, invalid: &kube::core::error_boundary::InvalidObject) {
     let kind = K::kind(&());
     let name = invalid.metadata.name.clone().unwrap_or_default();
     let namespace = invalid.metadata.namespace.clone().unwrap_or_default();
     tracing::error!(%kind, %namespace, %name, error = %invalid.error, "cannot read the object; fix it and it will be reconciled");
     ctx.metrics
         .malformed_objects
-        .get_or_create(&crate::telemetry::KindLabels {
-            kind: kind.to_string(),
-        })
+        .get_or_create(&crate::telemetry::KindLabels { kind: kind.to_string() })
         .inc();
     // An Event needs a typed object; build a bare one that carries the metadata.
     let reference = k8s_openapi::api::core::v1::ObjectReference {
@@ -210,10 +197,7 @@ async fn report_malformed<K: Kind>(
     let event = kube::runtime::events::Event {
         type_: EventType::Warning,
         reason: "MalformedObject".into(),
-        note: Some(format!(
-            "reprise cannot read this object: {}",
-            invalid.error
-        )),
+        note: Some(format!("reprise cannot read this object: {}", invalid.error)),
         action: "Read".into(),
         secondary: None,
     };
@@ -314,112 +298,40 @@ pub async fn run(
     ));
 
     let mut tasks: Vec<BoxFuture<'static, ()>> = vec![
-        controller(
-            &apps,
-            ctx.clone(),
-            super::application::reconcile,
-            &shutdown,
-            |c| {
-                c.watches_shared_stream(
-                    dbs.subscribe(),
-                    all_in_namespace(stores.applications.clone()),
-                )
-                .watches_shared_stream(
-                    vms.subscribe(),
-                    all_in_namespace(stores.applications.clone()),
-                )
-            },
-        ),
-        controller(
-            &dbs,
-            ctx.clone(),
-            super::database::reconcile,
-            &shutdown,
-            |c| c,
-        ),
-        controller(
-            &incidents,
-            ctx.clone(),
-            super::incident::reconcile,
-            &shutdown,
-            |c| {
-                c.watches_shared_stream(
-                    plans.subscribe(),
-                    all_in_namespace(stores.incidents.clone()),
-                )
-            },
-        ),
+        controller(&apps, ctx.clone(), super::application::reconcile, &shutdown, |c| {
+            c.watches_shared_stream(dbs.subscribe(), all_in_namespace(stores.applications.clone()))
+                .watches_shared_stream(vms.subscribe(), all_in_namespace(stores.applications.clone()))
+        }),
+        controller(&dbs, ctx.clone(), super::database::reconcile, &shutdown, |c| c),
+        controller(&incidents, ctx.clone(), super::incident::reconcile, &shutdown, |c| {
+            c.watches_shared_stream(plans.subscribe(), all_in_namespace(stores.incidents.clone()))
+        }),
         controller(
             &windows,
             ctx.clone(),
             super::maintenance_window::reconcile,
             &shutdown,
             |c| {
-                c.watches_shared_stream(
-                    apps.subscribe(),
-                    all_in_namespace(stores.maintenance_windows.clone()),
-                )
-                .watches_shared_stream(
-                    dbs.subscribe(),
-                    all_in_namespace(stores.maintenance_windows.clone()),
-                )
-                .watches_shared_stream(
-                    vms.subscribe(),
-                    all_in_namespace(stores.maintenance_windows.clone()),
-                )
-                .watches_shared_stream(
-                    servers.subscribe(),
-                    all_in_namespace(stores.maintenance_windows.clone()),
-                )
+                c.watches_shared_stream(apps.subscribe(), all_in_namespace(stores.maintenance_windows.clone()))
+                    .watches_shared_stream(dbs.subscribe(), all_in_namespace(stores.maintenance_windows.clone()))
+                    .watches_shared_stream(vms.subscribe(), all_in_namespace(stores.maintenance_windows.clone()))
+                    .watches_shared_stream(
+                        servers.subscribe(),
+                        all_in_namespace(stores.maintenance_windows.clone()),
+                    )
             },
         ),
-        controller(
-            &plans,
-            ctx.clone(),
-            super::recovery_plan::reconcile,
-            &shutdown,
-            |c| {
-                c.watches_shared_stream(
-                    apps.subscribe(),
-                    all_in_namespace(stores.recovery_plans.clone()),
-                )
-                .watches_shared_stream(
-                    dbs.subscribe(),
-                    all_in_namespace(stores.recovery_plans.clone()),
-                )
-                .watches_shared_stream(
-                    vms.subscribe(),
-                    all_in_namespace(stores.recovery_plans.clone()),
-                )
-                .watches_shared_stream(
-                    servers.subscribe(),
-                    all_in_namespace(stores.recovery_plans.clone()),
-                )
-                .watches_shared_stream(
-                    incidents.subscribe(),
-                    all_in_namespace(stores.recovery_plans.clone()),
-                )
-            },
-        ),
-        controller(
-            &servers,
-            ctx.clone(),
-            super::server::reconcile,
-            &shutdown,
-            |c| c,
-        ),
-        controller(
-            &vms,
-            ctx.clone(),
-            super::virtual_machine::reconcile,
-            &shutdown,
-            |c| {
-                c.watches_shared_stream(
-                    servers.subscribe(),
-                    all_in_namespace(stores.virtual_machines.clone()),
-                )
-            },
-        ),
+        controller(&plans, ctx.clone(), super::recovery_plan::reconcile, &shutdown, |c| {
+            c.watches_shared_stream(apps.subscribe(), all_in_namespace(stores.recovery_plans.clone()))
+                .watches_shared_stream(dbs.subscribe(), all_in_namespace(stores.recovery_plans.clone()))
+                .watches_shared_stream(vms.subscribe(), all_in_namespace(stores.recovery_plans.clone()))
+                .watches_shared_stream(servers.subscribe(), all_in_namespace(stores.recovery_plans.clone()))
+                .watches_shared_stream(incidents.subscribe(), all_in_namespace(stores.recovery_plans.clone()))
+        }),
+        controller(&servers, ctx.clone(), super::server::reconcile, &shutdown, |c| c),
+        controller(&vms, ctx.clone(), super::virtual_machine::reconcile, &shutdown, |c| {
+            c.watches_shared_stream(servers.subscribe(), all_in_namespace(stores.virtual_machines.clone()))
+        }),
     ];
     // The watch drivers stop with the controllers: nothing reads them after.
     let stop = shutdown.clone();

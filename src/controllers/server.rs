@@ -29,14 +29,7 @@ pub async fn validate(ctx: &Context, s: &Server) -> Result<Result<(), Invalid>, 
         return Ok(creds);
     }
     if let Some(ca) = &bmc.ca_bundle_secret_ref {
-        return check_secret(
-            ctx,
-            &ns,
-            "spec.bmc.caBundleSecretRef",
-            &ca.name,
-            &[ca.key.as_str()],
-        )
-        .await;
+        return check_secret(ctx, &ns, "spec.bmc.caBundleSecretRef", &ca.name, &[ca.key.as_str()]).await;
     }
     Ok(Ok(()))
 }

@@ -10,12 +10,18 @@ use kube::{
 use super::{Context, Error, kind::Kind};
 
 /// Writes `status` if it differs from what the object has. Returns whether it wrote.
-pub async fn write_status<K: Kind>(
-    ctx: &Context,
-    obj: &K,
-    status: &K::Status,
-) -> Result<bool, Error> {
+pub async fn write_status<K: Kind>(ctx: &Context, obj: &K, status: &K::Status) -> Result<bool, Error> {
     if obj.status() == Some(status) {
+        return Ok(false);
+    }
+    let uid = obj.uid().unwrap_or_default();
+    let value = serde_json::to_value(status)?;
+    let seen = rv(obj);
+    if let Some((written_rv, written)) = ctx.written.lock().unwrap_or_else(|p| p.into_inner()).get(&uid)
+        && *written == value
+        && seen < *written_rv
+    {
+        // Our own write has not come back through the watch yet.
         return Ok(false);
     }
     let ns = obj.namespace().unwrap_or_default();
@@ -23,27 +29,30 @@ pub async fn write_status<K: Kind>(
     let body = serde_json::json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
-        "status": status,
+        "status": value,
     });
-    api.patch_status(
-        &obj.name_any(),
-        &PatchParams::apply(K::MANAGER).force(),
-        &Patch::Apply(&body),
-    )
-    .await?;
+    let updated = api
+        .patch_status(
+            &obj.name_any(),
+            &PatchParams::apply(K::MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await?;
     ctx.metrics.wrote(&K::kind(&()), "status");
+    ctx.written
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(uid, (rv(&updated), value));
     Ok(true)
 }
 
+/// The resourceVersion as a number (etcd's revision), 0 when it is not one.
+fn rv<K: Kind>(obj: &K) -> u64 {
+    obj.resource_version().and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
 /// Publishes an Event about `obj`. A failure to publish is logged, never fatal.
-pub async fn publish<K: Kind>(
-    ctx: &Context,
-    obj: &K,
-    type_: EventType,
-    reason: &str,
-    action: &str,
-    note: String,
-) {
+pub async fn publish<K: Kind>(ctx: &Context, obj: &K, type_: EventType, reason: &str, action: &str, note: String) {
     let event = Event {
         type_,
         reason: reason.into(),
@@ -59,12 +68,7 @@ pub async fn publish<K: Kind>(
 
 /// The object's status with `Ready` set and `observedGeneration` moved to the
 /// current generation; everything else as it was.
-pub fn with_ready<K: Kind>(
-    obj: &K,
-    ok: bool,
-    reason: &str,
-    message: impl Into<String>,
-) -> K::Status {
+pub fn with_ready<K: Kind>(obj: &K, ok: bool, reason: &str, message: impl Into<String>) -> K::Status {
     use super::kind::CommonStatus;
     use crate::api::common::{condition, reasons, set_condition};
     let generation = obj.meta().generation.unwrap_or(0);

@@ -55,11 +55,7 @@ impl fmt::Display for Invalid {
 pub const RECHECK_MISSING: Duration = Duration::from_secs(60);
 
 /// Reports `invalid` on `obj`: status first, and an Event only when the status changed.
-pub async fn report_invalid<K: Kind>(
-    ctx: &Context,
-    obj: &K,
-    invalid: &Invalid,
-) -> Result<Action, Error> {
+pub async fn report_invalid<K: Kind>(ctx: &Context, obj: &K, invalid: &Invalid) -> Result<Action, Error> {
     let generation = obj.meta().generation.unwrap_or(0);
     let mut status = obj.status().cloned().unwrap_or_default();
     status.set_observed_generation(generation);
@@ -132,10 +128,7 @@ pub async fn check_secret(
     };
     let has = |k: &str| {
         secret.data.as_ref().is_some_and(|d| d.contains_key(k))
-            || secret
-                .string_data
-                .as_ref()
-                .is_some_and(|d| d.contains_key(k))
+            || secret.string_data.as_ref().is_some_and(|d| d.contains_key(k))
     };
     let missing: Vec<&str> = keys.iter().copied().filter(|k| !has(k)).collect();
     if missing.is_empty() {
@@ -143,11 +136,7 @@ pub async fn check_secret(
     } else {
         Ok(Err(Invalid::external(
             field,
-            format!(
-                "Secret {:?} lacks the key(s) {}",
-                secret.name_any(),
-                missing.join(", ")
-            ),
+            format!("Secret {:?} lacks the key(s) {}", secret.name_any(), missing.join(", ")),
         )))
     }
 }

@@ -33,10 +33,7 @@ pub fn validate(ctx: &Context, vm: &VirtualMachine) -> Result<(), Invalid> {
     Ok(())
 }
 
-pub fn reconcile(
-    obj: Arc<VirtualMachine>,
-    ctx: Arc<Context>,
-) -> BoxFuture<'static, Result<Action, Error>> {
+pub fn reconcile(obj: Arc<VirtualMachine>, ctx: Arc<Context>) -> BoxFuture<'static, Result<Action, Error>> {
     async move {
         if let Err(invalid) = validate(&ctx, &obj) {
             return report_invalid(&ctx, obj.as_ref(), &invalid).await;

@@ -44,10 +44,7 @@ fn chart_lints_renders_and_passes_server_side_dry_run() {
         } else {
             "--leader-election=true"
         };
-        assert!(
-            rendered.contains(le),
-            "leader election follows replicaCount ({le})"
-        );
+        assert!(rendered.contains(le), "leader election follows replicaCount ({le})");
         let (ok, out) = p.k_stdin(&["apply", "--dry-run=server", "-f", "-"], &rendered);
         assert!(ok, "the API server rejects the rendered chart:\n{out}");
         assert!(
@@ -62,8 +59,10 @@ fn chart_crds_are_the_generated_ones() {
     for crd in reprise::api::crds() {
         let name = reprise::api::crd_file_name(&crd);
         let expected = reprise::api::crd_yaml(&crd).expect("yaml");
-        let in_chart = std::fs::read_to_string(repo_root().join("charts/reprise/crds").join(&name))
-            .unwrap_or_else(|e| panic!("charts/reprise/crds/{name}: {e}; run `cargo run -- crds --out-dir charts/reprise/crds`"));
+        let in_chart =
+            std::fs::read_to_string(repo_root().join("charts/reprise/crds").join(&name)).unwrap_or_else(|e| {
+                panic!("charts/reprise/crds/{name}: {e}; run `cargo run -- crds --out-dir charts/reprise/crds`")
+            });
         assert!(
             in_chart == expected,
             "charts/reprise/crds/{name} differs from the code; run `cargo run -- crds --out-dir charts/reprise/crds`"

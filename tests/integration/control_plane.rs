@@ -12,14 +12,9 @@ use crate::support::{TestNamespace, eventually, plane};
 fn api_server_is_ready_and_reports_its_version() {
     let p = plane();
     assert_eq!(p.k(&["get", "--raw", "/readyz"]).trim(), "ok");
-    let version: serde_json::Value =
-        serde_json::from_str(&p.k(&["version", "-o", "json"])).expect("version JSON");
-    let server = version["serverVersion"]["gitVersion"]
-        .as_str()
-        .expect("server version");
-    let client = version["clientVersion"]["gitVersion"]
-        .as_str()
-        .expect("client version");
+    let version: serde_json::Value = serde_json::from_str(&p.k(&["version", "-o", "json"])).expect("version JSON");
+    let server = version["serverVersion"]["gitVersion"].as_str().expect("server version");
+    let client = version["clientVersion"]["gitVersion"].as_str().expect("client version");
     println!("kube-apiserver {server}, kubectl {client}");
     assert!(
         server.starts_with("v1.37."),
@@ -53,12 +48,7 @@ spec:
 "#,
     );
     assert!(ok, "{out}");
-    ns.k(&[
-        "wait",
-        "--for=condition=Available",
-        "deployment/web",
-        "--timeout=90s",
-    ]);
+    ns.k(&["wait", "--for=condition=Available", "deployment/web", "--timeout=90s"]);
     let client = p.client().await;
     let d: Deployment = Api::namespaced(client.clone(), &ns.name)
         .get("web")
@@ -66,33 +56,24 @@ spec:
         .expect("deployment");
     assert_eq!(d.status.and_then(|s| s.available_replicas), Some(3));
     let pods: Api<Pod> = Api::namespaced(client, &ns.name);
-    let running = eventually(
-        "3 Running pods on kwok nodes",
-        Duration::from_secs(60),
-        || {
-            let pods = pods.clone();
-            async move {
-                let list = pods
-                    .list(&ListParams::default().labels("app=web"))
-                    .await
-                    .ok()?;
-                let running: Vec<_> = list
-                    .items
-                    .into_iter()
-                    .filter(|p| {
-                        p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
-                    })
-                    .filter(|p| {
-                        p.spec
-                            .as_ref()
-                            .and_then(|s| s.node_name.as_deref())
-                            .is_some_and(|n| n.starts_with("kwok-node-"))
-                    })
-                    .collect();
-                (running.len() == 3).then_some(running.len())
-            }
-        },
-    )
+    let running = eventually("3 Running pods on kwok nodes", Duration::from_secs(60), || {
+        let pods = pods.clone();
+        async move {
+            let list = pods.list(&ListParams::default().labels("app=web")).await.ok()?;
+            let running: Vec<_> = list
+                .items
+                .into_iter()
+                .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+                .filter(|p| {
+                    p.spec
+                        .as_ref()
+                        .and_then(|s| s.node_name.as_deref())
+                        .is_some_and(|n| n.starts_with("kwok-node-"))
+                })
+                .collect();
+            (running.len() == 3).then_some(running.len())
+        }
+    })
     .await;
     assert_eq!(running, 3);
 }

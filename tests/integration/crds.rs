@@ -26,10 +26,7 @@ fn crds_directory_matches_the_code() {
         .collect();
     present.sort();
     expected_files.sort();
-    assert_eq!(
-        present, expected_files,
-        "crds/ holds files the code does not generate"
-    );
+    assert_eq!(present, expected_files, "crds/ holds files the code does not generate");
 }
 
 #[tokio::test]

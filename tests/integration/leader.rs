@@ -37,12 +37,7 @@ async fn leading(op: &mut Operator) -> bool {
 
 async fn holder(lease_ns: &str, lease: &str) -> Option<String> {
     let api: Api<Lease> = Api::namespaced(plane().client().await, lease_ns);
-    api.get_opt(lease)
-        .await
-        .ok()
-        .flatten()?
-        .spec?
-        .holder_identity
+    api.get_opt(lease).await.ok().flatten()?.spec?.holder_identity
 }
 
 #[tokio::test]
@@ -69,9 +64,7 @@ async fn one_leader_reconciles_and_a_follower_takes_over_after_sigkill() {
         "--timeout=30s",
     ]);
     assert!(
-        a.metric("reprise_reconciles_total", "MaintenanceWindow")
-            .await
-            >= 1.0,
+        a.metric("reprise_reconciles_total", "MaintenanceWindow").await >= 1.0,
         "the leader reconciles"
     );
     assert_eq!(
@@ -131,10 +124,7 @@ async fn a_leader_stopped_by_sigterm_releases_the_lease_at_once() {
         .await
         .expect("the follower never took over");
     let handover = stopped.elapsed();
-    println!(
-        "leader handover after SIGTERM: {:.2}s",
-        handover.as_secs_f64()
-    );
+    println!("leader handover after SIGTERM: {:.2}s", handover.as_secs_f64());
     // A released Lease has a 1 s duration: no waiting for the full lease.
     assert!(
         handover < Duration::from_secs(LEASE_S),

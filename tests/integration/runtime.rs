@@ -26,12 +26,7 @@ async fn serves_health_readiness_and_metrics_and_stops_cleanly() {
     op.wait_ready().await;
     let (ok, out) = ns.apply(&window("w"));
     assert!(ok, "{out}");
-    ns.k(&[
-        "wait",
-        "--for=condition=Ready",
-        "maintenancewindow/w",
-        "--timeout=30s",
-    ]);
+    ns.k(&["wait", "--for=condition=Ready", "maintenancewindow/w", "--timeout=30s"]);
     let (code, metrics) = op.get("/metrics").await;
     assert_eq!(code, 200);
     for series in [
@@ -39,16 +34,9 @@ async fn serves_health_readiness_and_metrics_and_stops_cleanly() {
         "reprise_reconcile_duration_seconds_bucket",
         "reprise_leader",
     ] {
-        assert!(
-            metrics.contains(series),
-            "/metrics lacks {series}:\n{metrics}"
-        );
+        assert!(metrics.contains(series), "/metrics lacks {series}:\n{metrics}");
     }
-    assert!(
-        op.metric("reprise_reconciles_total", "MaintenanceWindow")
-            .await
-            >= 1.0
-    );
+    assert!(op.metric("reprise_reconciles_total", "MaintenanceWindow").await >= 1.0);
     assert!(
         op.terminate().await,
         "SIGTERM ends the operator with status 0; log:\n{}",
@@ -83,20 +71,16 @@ async fn a_malformed_object_is_reported_and_the_watch_goes_on() {
     );
     assert!(ok, "{out}");
     let events: Api<Event> = Api::namespaced(p.client().await, &ns.name);
-    let note = eventually(
-        "a MalformedObject Warning Event",
-        Duration::from_secs(30),
-        || {
-            let events = events.clone();
-            async move {
-                let list = events.list(&ListParams::default()).await.ok()?;
-                list.items
-                    .into_iter()
-                    .find(|e| e.reason.as_deref() == Some("MalformedObject"))
-                    .and_then(|e| e.note)
-            }
-        },
-    )
+    let note = eventually("a MalformedObject Warning Event", Duration::from_secs(30), || {
+        let events = events.clone();
+        async move {
+            let list = events.list(&ListParams::default()).await.ok()?;
+            list.items
+                .into_iter()
+                .find(|e| e.reason.as_deref() == Some("MalformedObject"))
+                .and_then(|e| e.note)
+        }
+    })
     .await;
     assert!(
         note.contains("longer than 100 years"),
@@ -110,11 +94,7 @@ async fn a_malformed_object_is_reported_and_the_watch_goes_on() {
         "maintenancewindow/after",
         "--timeout=30s",
     ]);
-    assert!(
-        op.metric("reprise_malformed_objects_total", "RecoveryPlan")
-            .await
-            >= 1.0
-    );
+    assert!(op.metric("reprise_malformed_objects_total", "RecoveryPlan").await >= 1.0);
     assert!(op.exited().is_none(), "the operator is still running");
 }
 
@@ -133,12 +113,7 @@ async fn steady_state_writes_nothing() {
         window("w")
     ));
     assert!(ok, "{out}");
-    ns.k(&[
-        "wait",
-        "--for=condition=Ready",
-        "maintenancewindow/w",
-        "--timeout=30s",
-    ]);
+    ns.k(&["wait", "--for=condition=Ready", "maintenancewindow/w", "--timeout=30s"]);
     ns.k(&[
         "wait",
         "--for=jsonpath={.status.observedGeneration}=1",
@@ -166,11 +141,7 @@ async fn steady_state_writes_nothing() {
     assert!(
         writes.is_empty(),
         "the operator wrote in steady state:\n{}",
-        writes
-            .iter()
-            .map(|w| w.to_string())
-            .collect::<Vec<_>>()
-            .join("\n")
+        writes.iter().map(|w| w.to_string()).collect::<Vec<_>>().join("\n")
     );
     println!(
         "steady state: 0 writes in 20s ({} writes before, {} reconciles before, {} after)",

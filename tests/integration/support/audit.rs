@@ -76,24 +76,13 @@ impl std::fmt::Display for Write {
 const WRITE_VERBS: [&str; 5] = ["create", "update", "patch", "delete", "deletecollection"];
 
 /// Writes by `user` in namespace `ns` (None: any) received in `[from, to]`.
-pub fn writes(
-    log: &Path,
-    user: &str,
-    ns: Option<&str>,
-    from: Timestamp,
-    to: Timestamp,
-) -> Vec<Write> {
-    let file = std::fs::File::open(log)
-        .unwrap_or_else(|e| panic!("cannot open the audit log {}: {e}", log.display()));
+pub fn writes(log: &Path, user: &str, ns: Option<&str>, from: Timestamp, to: Timestamp) -> Vec<Write> {
+    let file = std::fs::File::open(log).unwrap_or_else(|e| panic!("cannot open the audit log {}: {e}", log.display()));
     std::io::BufReader::new(file)
         .lines()
         .map_while(Result::ok)
         .filter_map(|l| serde_json::from_str::<Line>(&l).ok())
-        .filter(|l| {
-            l.stage == "ResponseComplete"
-                && l.user.username == user
-                && WRITE_VERBS.contains(&l.verb.as_str())
-        })
+        .filter(|l| l.stage == "ResponseComplete" && l.user.username == user && WRITE_VERBS.contains(&l.verb.as_str()))
         .filter_map(|l| {
             let at: Timestamp = l.request_received_timestamp.parse().ok()?;
             let object = l.object_ref?;

@@ -54,9 +54,7 @@ fn parse_env(text: &str) -> HashMap<String, String> {
 
 /// Runs a command, panicking with its output when it fails.
 pub fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     if !out.status.success() {
         panic!(
             "{cmd:?} failed ({}):\n{}\n{}",
@@ -85,9 +83,7 @@ impl Plane {
             }
         };
         let mut up = Command::new(&script);
-        up.arg("up")
-            .stdout(Stdio::inherit())
-            .stderr(Stdio::inherit());
+        up.arg("up").stdout(Stdio::inherit()).stderr(Stdio::inherit());
         with_state(&mut up);
         let status = up.status().expect("cannot run hack/control-plane");
         assert!(
@@ -110,10 +106,7 @@ impl Plane {
             .get("REPRISE_AUDIT_LOG")
             .filter(|s| !s.is_empty())
             .map(PathBuf::from);
-        let pods = env
-            .get("REPRISE_PLANE_PODS")
-            .map(|v| v == "true")
-            .unwrap_or(false);
+        let pods = env.get("REPRISE_PLANE_PODS").map(|v| v == "true").unwrap_or(false);
         let mut plane = Plane {
             env,
             kubeconfig,
@@ -130,10 +123,7 @@ impl Plane {
 
     /// Runs a hack/control-plane command against this plane.
     pub fn script(&self, command: &str) {
-        let state = self
-            .env
-            .get("REPRISE_STATE_DIR")
-            .expect("REPRISE_STATE_DIR");
+        let state = self.env.get("REPRISE_STATE_DIR").expect("REPRISE_STATE_DIR");
         run(Command::new(repo_root().join("hack/control-plane"))
             .arg(command)
             .env("REPRISE_STATE_DIR", state));
@@ -223,10 +213,7 @@ impl Plane {
             "--show-only",
             "templates/rbac.yaml",
         ]));
-        let (ok, out) = self.k_stdin(
-            &["apply", "--server-side", "--force-conflicts", "-f", "-"],
-            &rendered,
-        );
+        let (ok, out) = self.k_stdin(&["apply", "--server-side", "--force-conflicts", "-f", "-"], &rendered);
         assert!(ok, "cannot apply the chart's RBAC: {out}");
         let token = self.k(&[
             "create",
@@ -249,8 +236,7 @@ impl Plane {
             "apiVersion: v1\nkind: Config\nclusters:\n- name: plane\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\nusers:\n- name: reprise\n  user:\n    token: {}\ncontexts:\n- name: reprise\n  context: {{cluster: plane, user: reprise}}\ncurrent-context: reprise\n",
             token.trim()
         );
-        let path =
-            std::env::temp_dir().join(format!("reprise-operator-{}.kubeconfig", unique_suffix()));
+        let path = std::env::temp_dir().join(format!("reprise-operator-{}.kubeconfig", unique_suffix()));
         std::fs::write(&path, text).expect("write operator kubeconfig");
         path
     }

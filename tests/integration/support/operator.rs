@@ -153,10 +153,7 @@ impl Operator {
                 );
             }
             if start.elapsed() > timeout {
-                panic!(
-                    "the operator was not ready after {timeout:?}; log:\n{}",
-                    self.logs()
-                );
+                panic!("the operator was not ready after {timeout:?}; log:\n{}", self.logs());
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -172,9 +169,7 @@ impl Operator {
     }
 
     fn signal(&self, sig: &str) {
-        let _ = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status();
+        let _ = Command::new("kill").args([sig, &self.child.id().to_string()]).status();
     }
 
     pub fn kill(&mut self) {
@@ -191,10 +186,7 @@ impl Operator {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!(
-            "the operator did not stop within 15s of SIGTERM; log:\n{}",
-            self.logs()
-        );
+        panic!("the operator did not stop within 15s of SIGTERM; log:\n{}", self.logs());
     }
 
     /// Waits until this replica leads; returns how long that took, None on timeout.
