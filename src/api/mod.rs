@@ -81,3 +81,42 @@ pub fn crd_file_name(crd: &CustomResourceDefinition) -> String {
 pub fn crd_yaml(crd: &CustomResourceDefinition) -> Result<String, serde_yaml_ng::Error> {
     serde_yaml_ng::to_string(crd)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every field of every spec and status has a description: it is what
+    /// `kubectl explain` prints.
+    #[test]
+    fn every_field_is_documented() {
+        fn walk(path: &str, schema: &serde_json::Value, missing: &mut Vec<String>, seen: &mut usize) {
+            if let Some(props) = schema.get("properties").and_then(|p| p.as_object()) {
+                for (name, prop) in props {
+                    *seen += 1;
+                    let here = format!("{path}.{name}");
+                    let described = prop.get("description").and_then(|d| d.as_str()).is_some_and(|d| !d.trim().is_empty());
+                    if !described {
+                        missing.push(here.clone());
+                    }
+                    walk(&here, prop, missing, seen);
+                }
+            }
+            if let Some(items) = schema.get("items") {
+                walk(&format!("{path}[]"), items, missing, seen);
+            }
+        }
+        let mut missing = vec![];
+        let mut seen = 0;
+        for crd in crds() {
+            let kind = crd.spec.names.kind.clone();
+            let schema = serde_json::to_value(&crd.spec.versions[0].schema).expect("schema");
+            let root = &schema["openAPIV3Schema"]["properties"];
+            for part in ["spec", "status"] {
+                walk(&format!("{kind}.{part}"), &root[part], &mut missing, &mut seen);
+            }
+        }
+        assert!(seen > 200, "only {seen} fields visited");
+        assert!(missing.is_empty(), "fields without a description:\n{}", missing.join("\n"));
+    }
+}

@@ -3,8 +3,10 @@
 
 mod support;
 
+mod api_validation;
 mod chart;
 mod control_plane;
 mod crds;
 mod leader;
+mod operator_validation;
 mod runtime;
