@@ -22,6 +22,8 @@ enum Command {
         #[arg(long)]
         out_dir: Option<std::path::PathBuf>,
     },
+    /// Print the API reference (Markdown), as docs/api.md holds it.
+    Docs,
     /// Print the version.
     Version,
 }
@@ -43,6 +45,10 @@ async fn main() -> anyhow::Result<()> {
                     None => print!("---\n{yaml}"),
                 }
             }
+            Ok(())
+        }
+        Command::Docs => {
+            print!("{}", reprise::docs::api_reference());
             Ok(())
         }
         Command::Version => {

@@ -95,7 +95,10 @@ mod tests {
                 for (name, prop) in props {
                     *seen += 1;
                     let here = format!("{path}.{name}");
-                    let described = prop.get("description").and_then(|d| d.as_str()).is_some_and(|d| !d.trim().is_empty());
+                    let described = prop
+                        .get("description")
+                        .and_then(|d| d.as_str())
+                        .is_some_and(|d| !d.trim().is_empty());
                     if !described {
                         missing.push(here.clone());
                     }
@@ -117,6 +120,10 @@ mod tests {
             }
         }
         assert!(seen > 200, "only {seen} fields visited");
-        assert!(missing.is_empty(), "fields without a description:\n{}", missing.join("\n"));
+        assert!(
+            missing.is_empty(),
+            "fields without a description:\n{}",
+            missing.join("\n")
+        );
     }
 }

@@ -76,3 +76,12 @@ fn every_example_applies_to_the_api_server() {
     }
     println!("{} example files applied", files.len());
 }
+
+#[test]
+fn api_reference_matches_the_code() {
+    let on_disk = std::fs::read_to_string(repo_root().join("docs/api.md")).expect("docs/api.md");
+    assert!(
+        on_disk == reprise::docs::api_reference(),
+        "docs/api.md differs from the CRDs; run `cargo run -- docs > docs/api.md`"
+    );
+}

@@ -153,14 +153,24 @@ spec:
 "#;
 
 fn ready_condition(obj: &serde_json::Value) -> Option<(String, String, String)> {
-    let c = obj["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == "Ready")?;
-    Some((c["status"].as_str()?.into(), c["reason"].as_str()?.into(), c["message"].as_str()?.into()))
+    let c = obj["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Ready")?;
+    Some((
+        c["status"].as_str()?.into(),
+        c["reason"].as_str()?.into(),
+        c["message"].as_str()?.into(),
+    ))
 }
 
 #[tokio::test]
 async fn specs_only_the_operator_can_judge_end_in_invalid_spec() {
     let p = plane();
-    let audit_log = p.audit_log.clone().expect("the local control plane writes an audit log");
+    let audit_log = p
+        .audit_log
+        .clone()
+        .expect("the local control plane writes an audit log");
     let ns = TestNamespace::new("opval");
     let mut op = Operator::start(Options::namespace(&ns.name));
     op.wait_ready().await;
@@ -178,8 +188,15 @@ async fn specs_only_the_operator_can_judge_end_in_invalid_spec() {
             },
         )
         .await;
-        assert_eq!((status.as_str(), reason.as_str()), ("False", "InvalidSpec"), "{resource}/{name}: {message}");
-        assert!(message.starts_with(field), "{resource}/{name}: the message names {field}: {message}");
+        assert_eq!(
+            (status.as_str(), reason.as_str()),
+            ("False", "InvalidSpec"),
+            "{resource}/{name}: {message}"
+        );
+        assert!(
+            message.starts_with(field),
+            "{resource}/{name}: the message names {field}: {message}"
+        );
     }
     // Anything written twice would show up in this time.
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -193,7 +210,11 @@ async fn specs_only_the_operator_can_judge_end_in_invalid_spec() {
             .filter(|w| w.object.resource == *resource && w.object.name.as_deref() == Some(name))
             .filter(|w| w.object.subresource.as_deref() == Some("status"))
             .collect();
-        assert_eq!(status_writes.len(), 1, "{resource}/{name}: exactly one status write, saw {status_writes:?}");
+        assert_eq!(
+            status_writes.len(),
+            1,
+            "{resource}/{name}: exactly one status write, saw {status_writes:?}"
+        );
         let warned = events.iter().any(|e| {
             e.type_.as_deref() == Some("Warning")
                 && e.reason.as_deref() == Some("InvalidSpec")
@@ -202,7 +223,10 @@ async fn specs_only_the_operator_can_judge_end_in_invalid_spec() {
         });
         assert!(warned, "{resource}/{name}: a Warning Event InvalidSpec naming {field}");
     }
-    println!("{} invalid specs: Ready=False/InvalidSpec, one status write and one Warning Event each", CASES.len());
+    println!(
+        "{} invalid specs: Ready=False/InvalidSpec, one status write and one Warning Event each",
+        CASES.len()
+    );
 }
 
 #[tokio::test]
@@ -214,7 +238,13 @@ async fn kubectl_wait_for_ready_returns_once_the_controller_sets_it() {
         "apiVersion: reprise.dev/v1alpha1\nkind: RecoveryPlan\nmetadata: {name: plan}\nspec:\n  responders: [{name: it, type: Internal, phone: \"+33 1 23\"}]\n  levels: [{level: 1, appliesTo: [Application], minWindow: 15m, maxWindow: 30m, responders: [{name: it}]}]\n---\napiVersion: reprise.dev/v1alpha1\nkind: MaintenanceWindow\nmetadata: {name: mw}\nspec:\n  selector: {}\n  start: \"2030-01-01T00:00:00Z\"\n  end: \"2030-01-01T01:00:00Z\"\n  reason: test\n",
     );
     assert!(ok, "{out}");
-    let out = ns.k(&["wait", "--for=condition=Ready", "recoveryplan/plan", "maintenancewindow/mw", "--timeout=30s"]);
+    let out = ns.k(&[
+        "wait",
+        "--for=condition=Ready",
+        "recoveryplan/plan",
+        "maintenancewindow/mw",
+        "--timeout=30s",
+    ]);
     assert!(out.contains("recoveryplan.reprise.dev/plan condition met"), "{out}");
     assert!(out.contains("maintenancewindow.reprise.dev/mw condition met"), "{out}");
 }
@@ -222,7 +252,15 @@ async fn kubectl_wait_for_ready_returns_once_the_controller_sets_it() {
 #[test]
 fn kubectl_explain_describes_every_kind() {
     let p = plane();
-    for kind in ["server", "virtualmachine", "database", "application", "recoveryplan", "incident", "maintenancewindow"] {
+    for kind in [
+        "server",
+        "virtualmachine",
+        "database",
+        "application",
+        "recoveryplan",
+        "incident",
+        "maintenancewindow",
+    ] {
         let out = p.k(&["explain", &format!("{kind}.spec")]);
         assert!(out.contains("DESCRIPTION:") && out.contains("FIELDS:"), "{kind}: {out}");
         // Every field listed has a description line under it.
@@ -237,7 +275,10 @@ fn kubectl_explain_describes_every_kind() {
             }
         }
         assert!(seen >= 3, "{kind}.spec lists {seen} fields:\n{out}");
-        assert!(undocumented.is_empty(), "{kind}.spec fields without a description: {undocumented:?}");
+        assert!(
+            undocumented.is_empty(),
+            "{kind}.spec fields without a description: {undocumented:?}"
+        );
     }
     let levels = p.k(&["explain", "recoveryplan.spec.levels.maxWindow"]);
     assert!(levels.contains("deadline"), "{levels}");
