@@ -170,11 +170,14 @@ impl Duration {
         &self.text
     }
 
+    /// A whole number of seconds, written in the largest exact unit (`1h`, `10m`, `90s`).
     pub fn from_secs(secs: u64) -> Self {
-        Self {
-            text: format!("{secs}s"),
-            value: std::time::Duration::from_secs(secs),
-        }
+        let text = match secs {
+            s if s > 0 && s % 3600 == 0 => format!("{}h", s / 3600),
+            s if s > 0 && s % 60 == 0 => format!("{}m", s / 60),
+            s => format!("{s}s"),
+        };
+        Self { text, value: std::time::Duration::from_secs(secs) }
     }
 }
 
