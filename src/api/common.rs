@@ -177,7 +177,10 @@ impl Duration {
             s if s > 0 && s % 60 == 0 => format!("{}m", s / 60),
             s => format!("{s}s"),
         };
-        Self { text, value: std::time::Duration::from_secs(secs) }
+        Self {
+            text,
+            value: std::time::Duration::from_secs(secs),
+        }
     }
 }
 
