@@ -27,9 +27,23 @@ const CASES: &[(&str, &str, &str)] = &[
     ("applications", "no-dependency", "spec.dependsOn[0]"),
     ("recoveryplans", "bad-drill", "spec.drills.schedule"),
     ("recoveryplans", "bad-contract", "spec.responders[0].contract.until"),
+    (
+        "recoveryplans",
+        "reprovision-without-image",
+        "spec.procedures[0].steps[0]",
+    ),
     ("incidents", "no-plan", "spec.planRef"),
     ("maintenancewindows", "bad-selector", "spec.selector"),
 ];
+
+/// Applied first, so that the plan that covers it sees it from its first reconcile.
+const FIRST: &str = r#"
+apiVersion: reprise.dev/v1alpha1
+kind: Server
+metadata: {name: bare, labels: {tier: metal}}
+spec:
+  bmc: {address: "https://10.0.10.13", credentialsSecretRef: {name: bmc}}
+"#;
 
 const MANIFESTS: &str = r#"
 apiVersion: v1
@@ -134,6 +148,13 @@ spec:
   responders: [{name: vendor, type: Vendor, phone: "+33 1", contract: {until: "2027-02-30"}}]
 ---
 apiVersion: reprise.dev/v1alpha1
+kind: RecoveryPlan
+metadata: {name: reprovision-without-image}
+spec:
+  selector: {matchLabels: {tier: metal}}
+  procedures: [{kind: Server, steps: [{name: reinstall, action: Reprovision}]}]
+---
+apiVersion: reprise.dev/v1alpha1
 kind: Incident
 metadata: {name: no-plan}
 spec:
@@ -174,6 +195,14 @@ async fn specs_only_the_operator_can_judge_end_in_invalid_spec() {
     let ns = TestNamespace::new("opval");
     let mut op = Operator::start(Options::namespace(&ns.name));
     op.wait_ready().await;
+    let (ok, out) = ns.apply(FIRST);
+    assert!(ok, "{out}");
+    ns.k(&[
+        "wait",
+        "--for=jsonpath={.status.observedGeneration}=1",
+        "server/bare",
+        "--timeout=30s",
+    ]);
     let from = k8s_openapi::jiff::Timestamp::now();
     let (ok, out) = ns.apply(MANIFESTS);
     assert!(ok, "the API server accepts every manifest: {out}");
