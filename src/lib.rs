@@ -7,6 +7,7 @@ pub mod docs;
 pub mod http;
 pub mod leader;
 pub mod operator;
+pub mod providers;
 pub mod telemetry;
 
 /// Selects ring as rustls' process-wide crypto provider (kube uses ring), so

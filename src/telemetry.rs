@@ -58,6 +58,13 @@ pub struct WriteLabels {
     pub what: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RepairLabels {
+    pub kind: String,
+    pub object: String,
+    pub action: String,
+}
+
 /// The operator's metrics, registered once and shared by every controller.
 pub struct Metrics {
     pub registry: Registry,
@@ -67,6 +74,8 @@ pub struct Metrics {
     pub malformed_objects: Family<KindLabels, Counter>,
     /// Writes the operator made to the API server, by kind and what was written.
     pub writes: Family<WriteLabels, Counter>,
+    /// Owned objects put back after a deletion or a change by hand.
+    pub repairs: Family<RepairLabels, Counter>,
     pub leader: Gauge,
 }
 
@@ -81,6 +90,12 @@ impl Default for Metrics {
         let malformed_objects = Family::<KindLabels, Counter>::default();
         let writes = Family::<WriteLabels, Counter>::default();
         let leader = Gauge::default();
+        let repairs = Family::<RepairLabels, Counter>::default();
+        registry.register(
+            "repairs",
+            "Owned objects recreated or reverted, by owner kind, object kind and action",
+            repairs.clone(),
+        );
         registry.register("reconciles", "Reconciles run, by kind", reconciles.clone());
         registry.register(
             "reconcile_errors",
@@ -110,6 +125,7 @@ impl Default for Metrics {
             reconcile_duration,
             malformed_objects,
             writes,
+            repairs,
             leader,
         }
     }
@@ -138,6 +154,16 @@ impl Metrics {
             .get_or_create(&WriteLabels {
                 kind: kind.into(),
                 what: what.into(),
+            })
+            .inc();
+    }
+
+    pub fn repaired(&self, kind: &str, object: &str, action: &str) {
+        self.repairs
+            .get_or_create(&RepairLabels {
+                kind: kind.into(),
+                object: object.into(),
+                action: action.into(),
             })
             .inc();
     }

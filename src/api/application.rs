@@ -232,6 +232,110 @@ pub struct ApplicationStatus {
     /// Release history, newest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub releases: Vec<Release>,
+    /// A version whose rollout failed: it is not tried again until the spec changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_version: Option<FailedVersion>,
+    /// The health signal the recovery engine reads (see `AppHealth`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<AppHealth>,
+    /// The last repair reprise made to the Deployment or Service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_repair: Option<Repair>,
+    /// The last recovery action asked through the `reprise.dev/action` annotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_action: Option<ActionRecord>,
+    /// The last check of each artifact.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub artifacts: Vec<ArtifactStatus>,
+}
+
+/// Annotation through which the recovery engine (or a person) asks an
+/// Application for a recovery action: `<action>/<id>`, where action is
+/// `restart` (rolling restart), `recreate` (delete and recreate the Deployment
+/// and Service) or `rollback` (back to `status.lastGoodVersion`). Each id runs once.
+pub const ACTION_ANNOTATION: &str = "reprise.dev/action";
+
+/// What the recovery engine reads to know whether an application failed.
+///
+/// - `Healthy`: the desired version runs with every replica available.
+/// - `Progressing`: a release or a restart is under way (not a failure).
+/// - `Degraded`: it serves, but not as desired (rolled back, an artifact is bad,
+///   some replicas unavailable).
+/// - `Failed`: it does not serve: no replica available, or the Deployment is gone
+///   and could not be recreated.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum AppHealth {
+    Healthy,
+    Progressing,
+    Degraded,
+    Failed,
+}
+
+/// A version that failed to roll out.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FailedVersion {
+    /// The version.
+    pub version: String,
+    /// The `metadata.generation` of the spec that asked for it.
+    pub generation: i64,
+    /// Why it failed.
+    pub reason: String,
+}
+
+/// A repair of an owned object.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Repair {
+    /// When.
+    pub time: Time,
+    /// `Deployment` or `Service`.
+    pub object: String,
+    /// `Recreated` (it was deleted) or `Reverted` (it was changed by someone else).
+    pub action: String,
+    /// What was found.
+    pub message: String,
+}
+
+/// A recovery action run on request.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ActionRecord {
+    /// The request id (after the `/` in the annotation).
+    pub id: String,
+    /// `restart`, `recreate` or `rollback`.
+    pub action: String,
+    /// When it was carried out.
+    pub time: Time,
+    /// `Done`, or `Rejected` with why.
+    pub outcome: String,
+    /// Details.
+    #[serde(default)]
+    pub message: String,
+}
+
+/// The last check of one artifact.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ArtifactStatus {
+    /// Artifact name.
+    pub name: String,
+    /// Whether it was reachable and its content matched the sha256.
+    pub ok: bool,
+    /// When it was checked.
+    pub checked: Time,
+    /// Bytes read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<u64>,
+    /// How long the check took (a duration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<String>,
+    /// The sha256 found, when it differs, or the error.
+    #[serde(default)]
+    pub message: String,
+    /// The URL and sha256 that were checked, so a change of either re-checks at once.
+    #[serde(default)]
+    pub checked_spec: String,
 }
 
 /// One release of a version.

@@ -2,6 +2,7 @@
 //! watch per kind (shared reflector stores).
 
 pub mod application;
+pub mod apply;
 pub mod components;
 pub mod database;
 pub mod error;
@@ -21,6 +22,7 @@ use std::{
     time::Duration,
 };
 
+use k8s_openapi::api::{apps::v1::Deployment, core::v1::Service};
 use kube::{
     Client,
     core::DeserializeGuard,
@@ -48,6 +50,9 @@ pub struct Stores {
     pub recovery_plans: Store<DeserializeGuard<RecoveryPlan>>,
     pub servers: Store<DeserializeGuard<Server>>,
     pub virtual_machines: Store<DeserializeGuard<VirtualMachine>>,
+    /// Deployments and Services reprise owns (label `app.kubernetes.io/managed-by=reprise`).
+    pub deployments: Store<Deployment>,
+    pub services: Store<Service>,
 }
 
 /// What every reconciler shares.
@@ -58,6 +63,8 @@ pub struct Context {
     /// The namespace the operator is limited to, if any.
     pub namespace: Option<String>,
     pub stores: Stores,
+    /// HTTP client for artifact checks.
+    pub http: reqwest::Client,
     /// Consecutive failures per object, for per-object backoff.
     failures: Mutex<HashMap<String, u32>>,
     /// The last status written per object uid, with the resourceVersion the
@@ -84,6 +91,7 @@ impl Context {
             metrics,
             namespace,
             stores,
+            http: crate::providers::artifacts::client(Duration::from_secs(300)),
             failures: Mutex::new(HashMap::new()),
             written: Mutex::new(HashMap::new()),
         }

@@ -3,6 +3,7 @@
 use std::{sync::Arc, time::Duration};
 
 use futures::{FutureExt, StreamExt, future::BoxFuture};
+use k8s_openapi::api::{apps::v1::Deployment, core::v1::Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{
     Api, Client, Resource, ResourceExt,
@@ -131,6 +132,43 @@ impl<K: Kind> Shared<K> {
             })
             .boxed()
     }
+}
+
+/// A watch of objects reprise owns (selected by the managed-by label): the
+/// store, and the stream of changed *and deleted* objects that triggers the
+/// owner's reconcile (a shared stream would not carry deletions, and a deleted
+/// Deployment is exactly what must be repaired).
+fn owned<T>(
+    client: &Client,
+    namespace: Option<&str>,
+) -> (
+    Store<T>,
+    impl futures::Stream<Item = Result<T, watcher::Error>> + Send + 'static,
+)
+where
+    T: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let api: Api<T> = match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let label = format!(
+        "{}={}",
+        super::application::desired::MANAGED_BY.0,
+        super::application::desired::MANAGED_BY.1
+    );
+    let stream = watcher(api, watcher::Config::default().labels(&label).any_semantic())
+        .backoff(FastBackoff::default())
+        .reflect(writer)
+        .touched_objects();
+    (reader, stream)
 }
 
 /// Wraps a kind's reconcile: the span, the metrics, and malformed objects
@@ -280,7 +318,11 @@ pub async fn run(
     let plans = Shared::<RecoveryPlan>::new();
     let servers = Shared::<Server>::new();
     let vms = Shared::<VirtualMachine>::new();
+    let (deployments, deployment_changes) = owned::<Deployment>(&client, ns);
+    let (services, service_changes) = owned::<Service>(&client, ns);
     let stores = Stores {
+        deployments: deployments.clone(),
+        services: services.clone(),
         applications: apps.reader.clone(),
         databases: dbs.reader.clone(),
         incidents: incidents.reader.clone(),
@@ -299,7 +341,9 @@ pub async fn run(
 
     let mut tasks: Vec<BoxFuture<'static, ()>> = vec![
         controller(&apps, ctx.clone(), super::application::reconcile, &shutdown, |c| {
-            c.watches_shared_stream(dbs.subscribe(), all_in_namespace(stores.applications.clone()))
+            c.owns_stream(deployment_changes)
+                .owns_stream(service_changes)
+                .watches_shared_stream(dbs.subscribe(), all_in_namespace(stores.applications.clone()))
                 .watches_shared_stream(vms.subscribe(), all_in_namespace(stores.applications.clone()))
         }),
         controller(&dbs, ctx.clone(), super::database::reconcile, &shutdown, |c| c),
@@ -363,6 +407,8 @@ pub async fn run(
             s.recovery_plans.wait_until_ready().boxed(),
             s.servers.wait_until_ready().boxed(),
             s.virtual_machines.wait_until_ready().boxed(),
+            s.deployments.wait_until_ready().boxed(),
+            s.services.wait_until_ready().boxed(),
         ])
         .await;
         health.set_caches_synced(true);

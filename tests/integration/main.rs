@@ -4,6 +4,7 @@
 mod support;
 
 mod api_validation;
+mod applications;
 mod chart;
 mod control_plane;
 mod crds;

@@ -1,0 +1,3 @@
+//! Peers reprise talks to besides the Kubernetes API.
+
+pub mod artifacts;
