@@ -16,6 +16,8 @@ struct Line {
     object_ref: Option<ObjectRef>,
     request_received_timestamp: String,
     #[serde(default)]
+    stage_timestamp: Option<String>,
+    #[serde(default)]
     response_status: Option<ResponseStatus>,
 }
 
@@ -49,7 +51,10 @@ pub struct ObjectRef {
 #[derive(Debug, Clone)]
 pub struct Write {
     pub verb: String,
+    /// When the API server received the request.
     pub at: Timestamp,
+    /// When it answered (the change is committed by then).
+    pub done: Timestamp,
     pub object: ObjectRef,
     pub code: i32,
 }
@@ -94,9 +99,11 @@ pub fn writes(log: &Path, user: &str, ns: Option<&str>, from: Timestamp, to: Tim
             {
                 return None;
             }
+            let done = l.stage_timestamp.as_deref().and_then(|t| t.parse().ok()).unwrap_or(at);
             Some(Write {
                 verb: l.verb,
                 at,
+                done,
                 object,
                 code: l.response_status.map(|s| s.code).unwrap_or(0),
             })
