@@ -367,3 +367,67 @@ async fn steady_state_writes_nothing_for_a_minute() {
     println!("steady state: 0 writes in 60s for the Application and its Deployment");
     assert!(op.exited().is_none());
 }
+
+#[tokio::test]
+async fn recovery_actions_roll_back_and_recreate_on_request() {
+    let ns = TestNamespace::new("app-actions");
+    let mut op = Operator::start(Options::namespace(&ns.name));
+    op.wait_ready().await;
+    for v in ["1.0.0", "1.1.0"] {
+        let (ok, out) = ns.apply(&app_yaml("shop", v, ""));
+        assert!(ok, "{out}");
+        eventually(&format!("{v} to roll out"), Duration::from_secs(60), || async {
+            (get(&ns, "application/shop")["status"]["lastGoodVersion"] == v).then_some(())
+        })
+        .await;
+    }
+    ns.k(&["annotate", "application", "shop", "reprise.dev/action=rollback/r1"]);
+    let app = eventually("the rollback to 1.0.0", Duration::from_secs(60), || async {
+        let app = get(&ns, "application/shop");
+        (app["status"]["releases"][0]["version"] == "1.0.0" && app["status"]["releases"][0]["outcome"] == "Succeeded")
+            .then_some(app)
+    })
+    .await;
+    assert_eq!(app["status"]["releases"][0]["message"], "rollback from 1.1.0");
+    assert_eq!(app["status"]["lastAction"]["outcome"], "Done");
+    assert_eq!(
+        image_of(&deployment(&ns.name, "shop").await.expect("deployment")),
+        "registry.example/shop:1.0.0"
+    );
+
+    let uid = deployment(&ns.name, "shop")
+        .await
+        .expect("deployment")
+        .uid()
+        .expect("uid");
+    ns.k(&[
+        "annotate",
+        "--overwrite",
+        "application",
+        "shop",
+        "reprise.dev/action=recreate/r2",
+    ]);
+    eventually("a new Deployment", Duration::from_secs(60), || async {
+        deployment(&ns.name, "shop")
+            .await
+            .filter(|d| d.uid() != Some(uid.clone()) && d.metadata.deletion_timestamp.is_none())
+            .map(|_| ())
+    })
+    .await;
+    let app = get(&ns, "application/shop");
+    assert_eq!(app["status"]["lastAction"]["id"], "r2");
+    assert_eq!(app["status"]["lastAction"]["action"], "recreate");
+    ns.k(&[
+        "annotate",
+        "--overwrite",
+        "application",
+        "shop",
+        "reprise.dev/action=explode/r3",
+    ]);
+    let app = eventually("the unknown action to be rejected", Duration::from_secs(30), || async {
+        let app = get(&ns, "application/shop");
+        (app["status"]["lastAction"]["id"] == "r3").then_some(app)
+    })
+    .await;
+    assert_eq!(app["status"]["lastAction"]["outcome"], "Rejected");
+}

@@ -314,20 +314,27 @@ pub fn reconcile(obj: Arc<Application>, ctx: Arc<Context>) -> BoxFuture<'static,
                     live_service = None;
                     ("Done", "deleted and recreated the Deployment and Service".to_string())
                 }
-                "rollback" => match (&status.last_good_version, &status.current_version) {
-                    (Some(good), Some(cur)) if good != cur => {
-                        status.failed_version = Some(FailedVersion {
-                            version: cur.clone(),
-                            generation,
-                            reason: format!("rollback requested ({id})"),
-                        });
-                        ("Done", format!("rolling back from {cur} to {good}"))
+                "rollback" => {
+                    // Back to the newest version that rolled out well before the current one.
+                    let current = status.current_version.clone();
+                    let previous = status
+                        .releases
+                        .iter()
+                        .find(|r| r.outcome == rollout::SUCCEEDED && Some(&r.version) != current.as_ref())
+                        .map(|r| r.version.clone());
+                    match (previous, current) {
+                        (Some(previous), Some(cur)) => {
+                            status.last_good_version = Some(previous.clone());
+                            status.failed_version = Some(FailedVersion {
+                                version: cur.clone(),
+                                generation,
+                                reason: format!("rollback requested ({id})"),
+                            });
+                            ("Done", format!("rolling back from {cur} to {previous}"))
+                        }
+                        _ => ("Rejected", "no earlier version rolled out well".to_string()),
                     }
-                    _ => (
-                        "Rejected",
-                        "no last good version other than the current one".to_string(),
-                    ),
-                },
+                }
                 other => (
                     "Rejected",
                     format!("unknown action {other:?}: use restart, recreate or rollback"),
