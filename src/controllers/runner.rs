@@ -283,7 +283,7 @@ fn controller<K: Kind>(
         .with_config(
             ControllerConfig::default()
                 .concurrency(16)
-                .debounce(Duration::from_millis(100)),
+                .debounce(Duration::from_millis(20)),
         )
         .trigger_backoff(FastBackoff::default())
         .graceful_shutdown_on(shutdown.clone().cancelled_owned());

@@ -401,11 +401,28 @@ pub fn reconcile(obj: Arc<Application>, ctx: Arc<Context>) -> BoxFuture<'static,
         let deploy = desired::deployment(app, &decision.version, restarted_at.as_deref());
         let service = desired::service(app);
         let mut repairs = vec![];
-        if let Some(r) = ensure(&ctx, live_deploy.clone(), &deploy, existed_before).await? {
-            repairs.push(("Deployment", r));
+        let applied = async {
+            if let Some(r) = ensure(&ctx, live_deploy.clone(), &deploy, existed_before).await? {
+                repairs.push(("Deployment", r));
+            }
+            if let Some(r) = ensure(&ctx, live_service.clone(), &service, existed_before).await? {
+                repairs.push(("Service", r));
+            }
+            Ok::<(), Error>(())
         }
-        if let Some(r) = ensure(&ctx, live_service.clone(), &service, existed_before).await? {
-            repairs.push(("Service", r));
+        .await;
+        if let Err(e) = applied {
+            // Say why in status and an Event (once: both only when the status changes), then back off.
+            status.observed_generation = generation;
+            let message = format!("cannot apply the Deployment or Service: {e}");
+            set_condition(
+                &mut status.conditions,
+                condition(reasons::READY, false, "ApplyFailed", message.clone(), generation),
+            );
+            if write_status(&ctx, app, &status).await? {
+                publish(&ctx, app, EventType::Warning, "ApplyFailed", "Apply", message).await;
+            }
+            return Err(e);
         }
         for (object, (action, message)) in repairs {
             ctx.metrics.repaired("Application", object, &action);
