@@ -8,10 +8,9 @@ use kube::{ResourceExt, runtime::controller::Action};
 
 use super::{
     Context, Error,
-    status::{with_ready, write_status},
-    validation::{Invalid, check_cron, check_secret, report_invalid},
+    validation::{Invalid, check_cron, check_secret, validated_only},
 };
-use crate::api::{Database, common::reasons};
+use crate::api::Database;
 
 /// Checks that need no API call.
 pub fn validate_spec(db: &Database) -> Result<(), Invalid> {
@@ -64,17 +63,14 @@ pub async fn validate(ctx: &Context, db: &Database) -> Result<Result<(), Invalid
 
 pub fn reconcile(obj: Arc<Database>, ctx: Arc<Context>) -> BoxFuture<'static, Result<Action, Error>> {
     async move {
-        if let Err(invalid) = validate(&ctx, &obj).await? {
-            return report_invalid(&ctx, obj.as_ref(), &invalid).await;
-        }
-        let status = with_ready(
+        let checked = validate(&ctx, &obj).await?;
+        validated_only(
+            &ctx,
             obj.as_ref(),
-            false,
-            reasons::PENDING,
-            "spec is valid; this version of reprise does not connect to PostgreSQL yet",
-        );
-        write_status(&ctx, obj.as_ref(), &status).await?;
-        Ok(Action::await_change())
+            checked,
+            "this version of reprise does not connect to PostgreSQL yet",
+        )
+        .await
     }
     .boxed()
 }

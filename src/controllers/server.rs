@@ -8,10 +8,9 @@ use kube::{ResourceExt, runtime::controller::Action};
 
 use super::{
     Context, Error,
-    status::{with_ready, write_status},
-    validation::{Invalid, check_secret, report_invalid},
+    validation::{Invalid, check_secret, validated_only},
 };
-use crate::api::{Server, common::reasons};
+use crate::api::Server;
 
 /// Checks only the operator can make.
 pub async fn validate(ctx: &Context, s: &Server) -> Result<Result<(), Invalid>, Error> {
@@ -36,17 +35,14 @@ pub async fn validate(ctx: &Context, s: &Server) -> Result<Result<(), Invalid>, 
 
 pub fn reconcile(obj: Arc<Server>, ctx: Arc<Context>) -> BoxFuture<'static, Result<Action, Error>> {
     async move {
-        if let Err(invalid) = validate(&ctx, &obj).await? {
-            return report_invalid(&ctx, obj.as_ref(), &invalid).await;
-        }
-        let status = with_ready(
+        let checked = validate(&ctx, &obj).await?;
+        validated_only(
+            &ctx,
             obj.as_ref(),
-            false,
-            reasons::PENDING,
-            "spec is valid; this version of reprise does not poll BMCs yet",
-        );
-        write_status(&ctx, obj.as_ref(), &status).await?;
-        Ok(Action::await_change())
+            checked,
+            "this version of reprise does not poll BMCs yet",
+        )
+        .await
     }
     .boxed()
 }

@@ -88,6 +88,23 @@ pub async fn report_invalid<K: Kind>(ctx: &Context, obj: &K, invalid: &Invalid) 
     })
 }
 
+/// The reconcile of a kind whose driving is still to come: an invalid spec is
+/// reported; a valid one is `Ready=False`, reason `Pending`, saying what is
+/// not done yet.
+pub async fn validated_only<K: Kind>(
+    ctx: &Context,
+    obj: &K,
+    checked: Result<(), Invalid>,
+    not_yet: &str,
+) -> Result<Action, Error> {
+    if let Err(invalid) = checked {
+        return report_invalid(ctx, obj, &invalid).await;
+    }
+    let status = super::status::with_ready(obj, false, reasons::PENDING, format!("spec is valid; {not_yet}"));
+    write_status(ctx, obj, &status).await?;
+    Ok(Action::await_change())
+}
+
 /// A 5-field cron schedule (minute hour day-of-month month day-of-week), UTC.
 pub fn check_cron(field: &str, expr: &str) -> Result<(), Invalid> {
     let fields = expr.split_whitespace().count();

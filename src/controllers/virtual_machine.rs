@@ -8,13 +8,9 @@ use kube::{ResourceExt, runtime::controller::Action};
 
 use super::{
     Context, Error, components,
-    status::{with_ready, write_status},
-    validation::{Invalid, check_cron, report_invalid},
+    validation::{Invalid, check_cron, validated_only},
 };
-use crate::api::{
-    VirtualMachine,
-    common::{ComponentKind, reasons},
-};
+use crate::api::{VirtualMachine, common::ComponentKind};
 
 /// Checks only the operator can make (pure: reads the shared stores).
 pub fn validate(ctx: &Context, vm: &VirtualMachine) -> Result<(), Invalid> {
@@ -35,17 +31,14 @@ pub fn validate(ctx: &Context, vm: &VirtualMachine) -> Result<(), Invalid> {
 
 pub fn reconcile(obj: Arc<VirtualMachine>, ctx: Arc<Context>) -> BoxFuture<'static, Result<Action, Error>> {
     async move {
-        if let Err(invalid) = validate(&ctx, &obj) {
-            return report_invalid(&ctx, obj.as_ref(), &invalid).await;
-        }
-        let status = with_ready(
+        let checked = validate(&ctx, &obj);
+        validated_only(
+            &ctx,
             obj.as_ref(),
-            false,
-            reasons::PENDING,
-            "spec is valid; this version of reprise does not drive KubeVirt yet",
-        );
-        write_status(&ctx, obj.as_ref(), &status).await?;
-        Ok(Action::await_change())
+            checked,
+            "this version of reprise does not drive KubeVirt yet",
+        )
+        .await
     }
     .boxed()
 }
