@@ -197,6 +197,11 @@ async fn full_pass(plane: &Plane, ns: &str, apps: usize) {
 }
 
 fn main() {
+    // `cargo bench` passes --bench; a test run (`cargo test --benches`) does not: it is no place for this.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("benchmark: run it with `cargo bench --bench applications`");
+        return;
+    }
     // Set before any thread starts: the control-plane script reads it.
     unsafe { std::env::set_var("REPRISE_KWOK_NODES", "50") };
     let deletions = env_usize("REPRISE_BENCH_DELETIONS", 100);
