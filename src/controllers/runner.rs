@@ -120,9 +120,16 @@ impl<K: Kind> Shared<K> {
     }
 
     /// The task that runs the watch and feeds the store and subscribers.
-    fn drive(self, client: &Client, namespace: Option<&str>) -> BoxFuture<'static, ()> {
+    /// `deleted` hears of every deletion: shared streams carry only applied
+    /// objects, and a deleted component changes what plans cover.
+    fn drive(self, client: &Client, namespace: Option<&str>, deleted: Option<Deletions>) -> BoxFuture<'static, ()> {
         let stream = watcher(api::<K>(client, namespace), watcher::Config::default().any_semantic())
             .backoff(FastBackoff::default())
+            .inspect(move |event| {
+                if let (Ok(watcher::Event::Delete(_)), Some(tx)) = (event, &deleted) {
+                    let _ = tx.send(());
+                }
+            })
             .reflect_shared(self.writer);
         stream
             .for_each(|event| async move {
@@ -132,6 +139,20 @@ impl<K: Kind> Shared<K> {
             })
             .boxed()
     }
+}
+
+/// Tells the plan and window controllers that a component was deleted.
+type Deletions = tokio::sync::broadcast::Sender<()>;
+
+/// A stream that yields once per deletion heard (or once for many, when it lagged).
+fn on_deletion(tx: &Deletions) -> impl futures::Stream<Item = ()> + Send + 'static {
+    use tokio::sync::broadcast::error::RecvError;
+    futures::stream::unfold(tx.subscribe(), |mut rx| async move {
+        match rx.recv().await {
+            Ok(()) | Err(RecvError::Lagged(_)) => Some(((), rx)),
+            Err(RecvError::Closed) => None,
+        }
+    })
 }
 
 /// A watch of objects reprise owns (selected by the managed-by label): the
@@ -318,6 +339,7 @@ pub async fn run(
     let plans = Shared::<RecoveryPlan>::new();
     let servers = Shared::<Server>::new();
     let vms = Shared::<VirtualMachine>::new();
+    let (deleted, _) = tokio::sync::broadcast::channel(64);
     let (deployments, deployment_changes) = owned::<Deployment>(&client, ns);
     let (services, service_changes) = owned::<Service>(&client, ns);
     let stores = Stores {
@@ -366,7 +388,8 @@ pub async fn run(
             },
         ),
         controller(&plans, ctx.clone(), super::recovery_plan::reconcile, &shutdown, |c| {
-            c.watches_shared_stream(apps.subscribe(), all_in_namespace(stores.recovery_plans.clone()))
+            c.reconcile_all_on(on_deletion(&deleted))
+                .watches_shared_stream(apps.subscribe(), all_in_namespace(stores.recovery_plans.clone()))
                 .watches_shared_stream(dbs.subscribe(), all_in_namespace(stores.recovery_plans.clone()))
                 .watches_shared_stream(vms.subscribe(), all_in_namespace(stores.recovery_plans.clone()))
                 .watches_shared_stream(servers.subscribe(), all_in_namespace(stores.recovery_plans.clone()))
@@ -380,13 +403,13 @@ pub async fn run(
     // The watch drivers stop with the controllers: nothing reads them after.
     let stop = shutdown.clone();
     let drivers = futures::future::join_all(vec![
-        apps.drive(&client, ns),
-        dbs.drive(&client, ns),
-        incidents.drive(&client, ns),
-        windows.drive(&client, ns),
-        plans.drive(&client, ns),
-        servers.drive(&client, ns),
-        vms.drive(&client, ns),
+        apps.drive(&client, ns, Some(deleted.clone())),
+        dbs.drive(&client, ns, Some(deleted.clone())),
+        incidents.drive(&client, ns, Some(deleted.clone())),
+        windows.drive(&client, ns, None),
+        plans.drive(&client, ns, Some(deleted.clone())),
+        servers.drive(&client, ns, Some(deleted.clone())),
+        vms.drive(&client, ns, Some(deleted.clone())),
     ]);
     tasks.push(
         async move {

@@ -10,4 +10,5 @@ mod control_plane;
 mod crds;
 mod leader;
 mod operator_validation;
+mod plans;
 mod runtime;
