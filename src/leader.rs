@@ -120,10 +120,6 @@ impl LeaderElector {
         }
     }
 
-    pub fn config(&self) -> &LeaseConfig {
-        &self.cfg
-    }
-
     fn unchanged_for(&mut self, lease: &Lease) -> Duration {
         let spec = lease.spec.clone().unwrap_or_default();
         let holder = spec.holder_identity.unwrap_or_default();

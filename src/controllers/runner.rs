@@ -61,7 +61,12 @@ impl Backoff for FastBackoff {
     }
 }
 
-fn api<K: Kind>(client: &Client, namespace: Option<&str>) -> Api<DeserializeGuard<K>> {
+/// The Api of `T` in the operator's namespace, or in all namespaces.
+fn scoped_api<T>(client: &Client, namespace: Option<&str>) -> Api<T>
+where
+    T: Resource<Scope = kube::core::NamespaceResourceScope>,
+    T::DynamicType: Default,
+{
     match namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
@@ -123,14 +128,17 @@ impl<K: Kind> Shared<K> {
     /// `deleted` hears of every deletion: shared streams carry only applied
     /// objects, and a deleted component changes what plans cover.
     fn drive(self, client: &Client, namespace: Option<&str>, deleted: Option<Deletions>) -> BoxFuture<'static, ()> {
-        let stream = watcher(api::<K>(client, namespace), watcher::Config::default().any_semantic())
-            .backoff(FastBackoff::default())
-            .inspect(move |event| {
-                if let (Ok(watcher::Event::Delete(_)), Some(tx)) = (event, &deleted) {
-                    let _ = tx.send(());
-                }
-            })
-            .reflect_shared(self.writer);
+        let stream = watcher(
+            scoped_api::<DeserializeGuard<K>>(client, namespace),
+            watcher::Config::default().any_semantic(),
+        )
+        .backoff(FastBackoff::default())
+        .inspect(move |event| {
+            if let (Ok(watcher::Event::Delete(_)), Some(tx)) = (event, &deleted) {
+                let _ = tx.send(());
+            }
+        })
+        .reflect_shared(self.writer);
         stream
             .for_each(|event| async move {
                 if let Err(e) = event {
@@ -176,10 +184,7 @@ where
         + 'static,
 {
     let (reader, writer) = reflector::store();
-    let api: Api<T> = match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
+    let api: Api<T> = scoped_api(client, namespace);
     let label = format!(
         "{}={}",
         super::application::desired::MANAGED_BY.0,
