@@ -12,7 +12,7 @@ use kube::{Api, ResourceExt, api::ListParams};
 use serde_json::Value;
 
 use crate::support::{
-    OPERATOR_USER, TestNamespace, audit, eventually,
+    OPERATOR_USER, TestNamespace, audit, condition, eventually,
     operator::{Operator, Options},
     plane,
 };
@@ -25,18 +25,6 @@ fn app_yaml(name: &str, version: &str, extra: &str) -> String {
 
 fn get(ns: &TestNamespace, what: &str) -> Value {
     serde_json::from_str(&ns.k(&["get", what, "-o", "json"])).expect("json")
-}
-
-fn condition(obj: &Value, type_: &str) -> Option<(String, String, String)> {
-    let c = obj["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == type_)?;
-    Some((
-        c["status"].as_str()?.into(),
-        c["reason"].as_str()?.into(),
-        c["message"].as_str()?.into(),
-    ))
 }
 
 async fn events_with_reason(ns: &str, reason: &str) -> Vec<Event> {
@@ -326,10 +314,7 @@ async fn a_dependency_that_is_not_ready_holds_new_versions() {
 #[tokio::test]
 async fn steady_state_writes_nothing_for_a_minute() {
     let p = plane();
-    let audit_log = p
-        .audit_log
-        .clone()
-        .expect("the local control plane writes an audit log");
+    let audit_log = p.audit();
     let ns = TestNamespace::new("app-quiet");
     let mut op = Operator::start(Options::namespace(&ns.name));
     op.wait_ready().await;
@@ -348,7 +333,7 @@ async fn steady_state_writes_nothing_for_a_minute() {
     let from = k8s_openapi::jiff::Timestamp::now();
     tokio::time::sleep(Duration::from_secs(60)).await;
     let to = k8s_openapi::jiff::Timestamp::now();
-    let writes = audit::writes(&audit_log, OPERATOR_USER, Some(&ns.name), from, to);
+    let writes = audit::writes(audit_log, OPERATOR_USER, Some(&ns.name), from, to);
     assert!(
         writes.is_empty(),
         "the operator wrote in steady state:\n{}",

@@ -6,7 +6,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 
 use crate::support::{
-    OPERATOR_NAMESPACE, OPERATOR_SA, TestNamespace,
+    OPERATOR_NAMESPACE, OPERATOR_SA, TestNamespace, maintenance_window,
     operator::{Operator, Options, lease_args},
     plane, unique_suffix,
 };
@@ -14,12 +14,6 @@ use crate::support::{
 const LEASE_S: u64 = 6;
 const RENEW_S: u64 = 4;
 const RETRY_S: u64 = 1;
-
-fn window(name: &str) -> String {
-    format!(
-        "apiVersion: reprise.dev/v1alpha1\nkind: MaintenanceWindow\nmetadata: {{name: {name}}}\nspec:\n  selector: {{matchLabels: {{tier: none}}}}\n  start: \"2030-01-01T00:00:00Z\"\n  end: \"2030-01-01T02:00:00Z\"\n  reason: leader test\n"
-    )
-}
 
 fn start(ns: &str, lease: &str, lease_ns: &str, who: &str) -> Operator {
     Operator::start(Options {
@@ -55,7 +49,7 @@ async fn one_leader_reconciles_and_a_follower_takes_over_after_sigkill() {
         Some(a.identity.as_str())
     );
 
-    let (ok, out) = ns.apply(&window("first"));
+    let (ok, out) = ns.apply(&maintenance_window("first", "leader test"));
     assert!(ok, "{out}");
     ns.k(&[
         "wait",
@@ -90,7 +84,7 @@ async fn one_leader_reconciles_and_a_follower_takes_over_after_sigkill() {
         holder(OPERATOR_NAMESPACE, &lease).await.as_deref(),
         Some(b.identity.as_str())
     );
-    let (ok, out) = ns.apply(&window("second"));
+    let (ok, out) = ns.apply(&maintenance_window("second", "leader test"));
     assert!(ok, "{out}");
     ns.k(&[
         "wait",

@@ -9,7 +9,7 @@ use k8s_openapi::api::events::v1::Event;
 use kube::{Api, api::ListParams};
 
 use crate::support::{
-    OPERATOR_USER, TestNamespace, audit, eventually,
+    OPERATOR_USER, TestNamespace, audit, condition, eventually,
     operator::{Operator, Options},
     plane,
 };
@@ -173,25 +173,10 @@ spec:
   reason: test
 "#;
 
-fn ready_condition(obj: &serde_json::Value) -> Option<(String, String, String)> {
-    let c = obj["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == "Ready")?;
-    Some((
-        c["status"].as_str()?.into(),
-        c["reason"].as_str()?.into(),
-        c["message"].as_str()?.into(),
-    ))
-}
-
 #[tokio::test]
 async fn specs_only_the_operator_can_judge_end_in_invalid_spec() {
     let p = plane();
-    let audit_log = p
-        .audit_log
-        .clone()
-        .expect("the local control plane writes an audit log");
+    let audit_log = p.audit();
     let ns = TestNamespace::new("opval");
     let mut op = Operator::start(Options::namespace(&ns.name));
     op.wait_ready().await;
@@ -213,7 +198,7 @@ async fn specs_only_the_operator_can_judge_end_in_invalid_spec() {
             Duration::from_secs(30),
             || async {
                 let json = ns.k(&["get", resource, name, "-o", "json"]);
-                ready_condition(&serde_json::from_str(&json).ok()?)
+                condition(&serde_json::from_str(&json).ok()?, "Ready")
             },
         )
         .await;
@@ -230,7 +215,7 @@ async fn specs_only_the_operator_can_judge_end_in_invalid_spec() {
     // Anything written twice would show up in this time.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let to = k8s_openapi::jiff::Timestamp::now();
-    let writes = audit::writes(&audit_log, OPERATOR_USER, Some(&ns.name), from, to);
+    let writes = audit::writes(audit_log, OPERATOR_USER, Some(&ns.name), from, to);
     let events: Api<Event> = Api::namespaced(p.client().await, &ns.name);
     let events = events.list(&ListParams::default()).await.expect("events").items;
     for (resource, name, field) in CASES {

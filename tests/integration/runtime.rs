@@ -7,16 +7,10 @@ use k8s_openapi::api::events::v1::Event;
 use kube::{Api, api::ListParams};
 
 use crate::support::{
-    OPERATOR_USER, Plane, TestNamespace, audit, eventually,
+    OPERATOR_USER, Plane, TestNamespace, audit, eventually, maintenance_window,
     operator::{Operator, Options},
     plane,
 };
-
-fn window(name: &str) -> String {
-    format!(
-        "apiVersion: reprise.dev/v1alpha1\nkind: MaintenanceWindow\nmetadata: {{name: {name}}}\nspec:\n  selector: {{matchLabels: {{tier: none}}}}\n  start: \"2030-01-01T00:00:00Z\"\n  end: \"2030-01-01T02:00:00Z\"\n  reason: runtime test\n"
-    )
-}
 
 #[tokio::test]
 async fn serves_health_readiness_and_metrics_and_stops_cleanly() {
@@ -24,7 +18,7 @@ async fn serves_health_readiness_and_metrics_and_stops_cleanly() {
     let mut op = Operator::start(Options::namespace(&ns.name));
     assert_eq!(op.get("/healthz").await, (200, "ok".to_string()));
     op.wait_ready().await;
-    let (ok, out) = ns.apply(&window("w"));
+    let (ok, out) = ns.apply(&maintenance_window("w", "runtime test"));
     assert!(ok, "{out}");
     ns.k(&["wait", "--for=condition=Ready", "maintenancewindow/w", "--timeout=30s"]);
     let (code, metrics) = op.get("/metrics").await;
@@ -86,7 +80,7 @@ async fn a_malformed_object_is_reported_and_the_watch_goes_on() {
         note.contains("longer than 100 years"),
         "the Event says what is wrong: {note}"
     );
-    let (ok, out) = ns.apply(&window("after"));
+    let (ok, out) = ns.apply(&maintenance_window("after", "runtime test"));
     assert!(ok, "{out}");
     ns.k(&[
         "wait",
@@ -101,16 +95,13 @@ async fn a_malformed_object_is_reported_and_the_watch_goes_on() {
 #[tokio::test]
 async fn steady_state_writes_nothing() {
     let p = plane();
-    let audit_log = p
-        .audit_log
-        .clone()
-        .expect("the local control plane writes an audit log");
+    let audit_log = p.audit();
     let ns = TestNamespace::new("quiet");
     let mut op = Operator::start(Options::namespace(&ns.name));
     op.wait_ready().await;
     let (ok, out) = ns.apply(&format!(
         "{}---\napiVersion: reprise.dev/v1alpha1\nkind: RecoveryPlan\nmetadata: {{name: plan}}\nspec: {{}}\n",
-        window("w")
+        maintenance_window("w", "runtime test")
     ));
     assert!(ok, "{out}");
     ns.k(&["wait", "--for=condition=Ready", "maintenancewindow/w", "--timeout=30s"]);
@@ -126,9 +117,9 @@ async fn steady_state_writes_nothing() {
     let from = k8s_openapi::jiff::Timestamp::now();
     tokio::time::sleep(Duration::from_secs(20)).await;
     let to = k8s_openapi::jiff::Timestamp::now();
-    let writes = audit::writes(&audit_log, OPERATOR_USER, Some(&ns.name), from, to);
+    let writes = audit::writes(audit_log, OPERATOR_USER, Some(&ns.name), from, to);
     let all_before = audit::writes(
-        &audit_log,
+        audit_log,
         OPERATOR_USER,
         Some(&ns.name),
         from - k8s_openapi::jiff::SignedDuration::from_secs(60),
@@ -171,7 +162,10 @@ async fn watches_resume_within_seconds_after_an_api_server_restart() {
     });
     op.wait_ready().await;
     let apply = |name: &str| {
-        let (ok, out) = private.k_stdin(&["apply", "-n", ns, "-f", "-"], &window(name));
+        let (ok, out) = private.k_stdin(
+            &["apply", "-n", ns, "-f", "-"],
+            &maintenance_window(name, "runtime test"),
+        );
         assert!(ok, "{out}");
     };
     apply("before");

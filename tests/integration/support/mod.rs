@@ -246,9 +246,11 @@ impl Plane {
         client_from(&self.kubeconfig).await
     }
 
-    /// A kube client as the operator's ServiceAccount.
-    pub async fn operator_client(&self) -> Client {
-        client_from(&self.operator_kubeconfig).await
+    /// The API server's audit log; the local control plane always writes one.
+    pub fn audit(&self) -> &Path {
+        self.audit_log
+            .as_deref()
+            .expect("the local control plane writes an audit log")
     }
 }
 
@@ -324,4 +326,25 @@ where
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// A MaintenanceWindow far in the future that selects nothing: an object any
+/// operator reconciles to `Ready=True` without touching anything else.
+pub fn maintenance_window(name: &str, reason: &str) -> String {
+    format!(
+        "apiVersion: reprise.dev/v1alpha1\nkind: MaintenanceWindow\nmetadata: {{name: {name}}}\nspec:\n  selector: {{matchLabels: {{tier: none}}}}\n  start: \"2030-01-01T00:00:00Z\"\n  end: \"2030-01-01T02:00:00Z\"\n  reason: {reason}\n"
+    )
+}
+
+/// The condition `type_` of an object read as JSON: (status, reason, message).
+pub fn condition(obj: &serde_json::Value, type_: &str) -> Option<(String, String, String)> {
+    let c = obj["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)?;
+    Some((
+        c["status"].as_str()?.into(),
+        c["reason"].as_str()?.into(),
+        c["message"].as_str()?.into(),
+    ))
 }
