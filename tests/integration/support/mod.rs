@@ -40,8 +40,13 @@ pub struct Plane {
     pub operator_kubeconfig: PathBuf,
 }
 
+/// The checkout under test. Read at run time: cargo's builds are relocatable,
+/// so a test binary built from another clone sharing the target directory
+/// carries that clone's compile-time path.
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }
 
 fn parse_env(text: &str) -> HashMap<String, String> {
