@@ -6,6 +6,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use super::common::{ACTION_ANNOTATION, ActionRecord};
 use super::common::{Condition, Duration};
 
 /// An application run as a Deployment and a Service that reprise owns. A new
@@ -241,19 +242,15 @@ pub struct ApplicationStatus {
     /// The last repair reprise made to the Deployment or Service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_repair: Option<Repair>,
-    /// The last recovery action asked through the `reprise.dev/action` annotation.
+    /// The last recovery action asked through the `reprise.dev/action`
+    /// annotation: `restart` (rolling restart), `recreate` (delete and recreate
+    /// the Deployment and Service) or `rollback` (back to the last good version).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_action: Option<ActionRecord>,
     /// The last check of each artifact.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub artifacts: Vec<ArtifactStatus>,
 }
-
-/// Annotation through which the recovery engine (or a person) asks an
-/// Application for a recovery action: `<action>/<id>`, where action is
-/// `restart` (rolling restart), `recreate` (delete and recreate the Deployment
-/// and Service) or `rollback` (back to `status.lastGoodVersion`). Each id runs once.
-pub const ACTION_ANNOTATION: &str = "reprise.dev/action";
 
 /// What the recovery engine reads to know whether an application failed.
 ///
@@ -294,23 +291,6 @@ pub struct Repair {
     /// `Recreated` (it was deleted) or `Reverted` (it was changed by someone else).
     pub action: String,
     /// What was found.
-    pub message: String,
-}
-
-/// A recovery action run on request.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ActionRecord {
-    /// The request id (after the `/` in the annotation).
-    pub id: String,
-    /// `restart`, `recreate` or `rollback`.
-    pub action: String,
-    /// When it was carried out.
-    pub time: Time,
-    /// `Done`, or `Rejected` with why.
-    pub outcome: String,
-    /// Details.
-    #[serde(default)]
     pub message: String,
 }
 

@@ -367,3 +367,26 @@ mod tests {
         assert_eq!(conds[0].last_transition_time, expected);
     }
 }
+
+/// Annotation through which the recovery engine (or a person) asks a
+/// component's controller for a recovery action: `<action>/<request id>`, e.g.
+/// `restart/7f3a`. Each request id is carried out once.
+pub const ACTION_ANNOTATION: &str = "reprise.dev/action";
+
+/// A recovery action run on request.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ActionRecord {
+    /// The request id (after the `/` in the annotation).
+    pub id: String,
+    /// The action asked, e.g. `restart` or `restore`.
+    pub action: String,
+    /// When it was carried out.
+    pub time: Time,
+    /// `Done`, or `Rejected` with why.
+    pub outcome: String,
+    /// Details.
+    #[serde(default)]
+    pub message: String,
+}
+

@@ -281,6 +281,10 @@ pub struct VerifyTable {
     pub name: String,
 }
 
+/// Annotation asking for a backup outside the schedule: any new value
+/// (e.g. a timestamp) runs one. The engine uses `reprise.dev/action: backup/<id>`.
+pub const BACKUP_NOW_ANNOTATION: &str = "reprise.dev/backup-now";
+
 /// Observed state of a Database.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -294,13 +298,70 @@ pub struct DatabaseStatus {
     /// Version the server reports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_version: Option<String>,
+    /// The health signal the recovery engine reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<DatabaseHealth>,
+    /// Roles reprise created that are no longer in `spec.roles` (kept because `spec.prune` is off).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub orphan_roles: Vec<String>,
+    /// Grants waiting for their schema or table to exist, as `role: PRIVILEGES on object`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_grants: Vec<String>,
     /// The newest good backup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_backup: Option<BackupRecord>,
+    /// When the last backup was attempted, good or not (the schedule counts from it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backup_attempt: Option<Time>,
+    /// The last value of the `reprise.dev/backup-now` annotation acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_now: Option<String>,
     /// Seconds between the newest good backup and the last status update: the
-    /// data that a restore now would lose.
+    /// data a restore would lose. Refreshed with every status write and at
+    /// least every 5 minutes; the metric `reprise_database_last_backup_timestamp_seconds`
+    /// is always current.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rpo_seconds: Option<i64>,
+    /// The last restore, automatic or asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_restore: Option<RestoreRecord>,
+    /// The last recovery action asked through the `reprise.dev/action` annotation:
+    /// `reconnect` (probe the instance now), `backup` (back up now) or `restore`
+    /// (restore each database that is gone, or each verify table that is gone, from
+    /// the newest backup that verifies; a database that is present is never overwritten).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_action: Option<super::common::ActionRecord>,
+}
+
+/// What the recovery engine reads to know whether a database failed.
+///
+/// - `Healthy`: the instance answers, every database and verify table exists.
+/// - `Unreachable`: the instance does not answer or refuses reprise's login
+///   (`message` says why; the `Reachable` condition carries the reason).
+/// - `DataMissing`: a database or a verify table is gone; a restore follows
+///   when a backup holds it.
+/// - `Restoring`: a restore is under way.
+/// - `RestoreFailed`: no backup could be restored and verified.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum DatabaseHealthState {
+    Healthy,
+    Unreachable,
+    DataMissing,
+    Restoring,
+    RestoreFailed,
+}
+
+/// The health signal, with when it last changed.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseHealth {
+    /// The state.
+    pub state: DatabaseHealthState,
+    /// When the state last changed: for a failure, when it was observed.
+    pub since: Time,
+    /// What was observed.
+    #[serde(default)]
+    pub message: String,
 }
 
 /// A backup as recorded in status.
@@ -309,12 +370,79 @@ pub struct DatabaseStatus {
 pub struct BackupRecord {
     /// Backup id in the store.
     pub id: String,
-    /// When the backup started.
+    /// When the backup started: the moment its data is from.
     pub time: Time,
-    /// Size in bytes.
-    pub bytes: u64,
-    /// SHA-256 of the backup file.
-    pub sha256: String,
     /// How long it took (a duration).
     pub duration: String,
+    /// Total size in bytes.
+    pub bytes: u64,
+    /// One file per database.
+    #[serde(default)]
+    pub files: Vec<BackupFileRecord>,
+}
+
+/// One database's dump in a backup.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupFileRecord {
+    /// Database dumped.
+    pub database: String,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// SHA-256 of the file.
+    pub sha256: String,
+}
+
+/// A restore and its verification.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreRecord {
+    /// `Verified` (every verify table matches the backup's manifest),
+    /// `VerificationFailed` or `Failed`.
+    pub outcome: String,
+    /// What was restored: `database shop` or `table shop.public.orders`, one per line.
+    pub targets: Vec<String>,
+    /// When the failure was observed.
+    pub failure_observed: Time,
+    /// When the restore started.
+    pub started: Time,
+    /// When it finished.
+    pub finished: Time,
+    /// How long it took (a duration).
+    pub duration: String,
+    /// The backup used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_id: Option<String>,
+    /// When that backup's data is from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_time: Option<Time>,
+    /// Bytes of backup read into the database.
+    #[serde(default)]
+    pub bytes_restored: u64,
+    /// Seconds of data lost: from the backup's time to the failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_loss_window_seconds: Option<i64>,
+    /// Newer backups passed over, and why (e.g. a checksum that does not match).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped_backups: Vec<String>,
+    /// Each verify table: expected and found.
+    #[serde(default)]
+    pub verification: Vec<TableVerification>,
+    /// Why it failed, when it did.
+    #[serde(default)]
+    pub message: String,
+}
+
+/// One verify table after a restore.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TableVerification {
+    /// `database.schema.table`.
+    pub table: String,
+    /// Row count in the backup's manifest.
+    pub expected_rows: i64,
+    /// Row count found after the restore.
+    pub rows: i64,
+    /// Whether the content checksum matches the manifest's.
+    pub checksum_matches: bool,
 }

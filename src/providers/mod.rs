@@ -1,3 +1,5 @@
 //! Peers reprise talks to besides the Kubernetes API.
 
 pub mod artifacts;
+pub mod backup_store;
+pub mod postgres;

@@ -1,0 +1,240 @@
+//! Where backups live: a local directory (a mounted volume) or an
+//! S3-compatible bucket, both through the `object_store` crate. A backup is a
+//! folder `<namespace>/<object>/<id>/` holding one dump per database and a
+//! `manifest.json` written last: a backup without a manifest is unfinished.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt, TryStreamExt};
+use k8s_openapi::jiff::Timestamp;
+use object_store::{
+    ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart, aws::AmazonS3Builder, local::LocalFileSystem,
+    path::Path,
+};
+use serde::{Deserialize, Serialize};
+
+use super::postgres::tables::TableMeasure;
+use crate::api::database::BackupStore as StoreSpec;
+
+/// What a backup holds, to restore it and to check a restore against.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Manifest {
+    pub id: String,
+    /// When the dumps' snapshot was taken: the moment the data is from.
+    pub started: Timestamp,
+    pub finished: Timestamp,
+    pub server_version: String,
+    pub databases: Vec<DumpRecord>,
+}
+
+impl Manifest {
+    pub fn bytes(&self) -> u64 {
+        self.databases.iter().map(|d| d.bytes).sum()
+    }
+    pub fn database(&self, name: &str) -> Option<&DumpRecord> {
+        self.databases.iter().find(|d| d.name == name)
+    }
+}
+
+/// One database's dump (pg_dump's custom format).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DumpRecord {
+    pub name: String,
+    /// Object name inside the backup's folder.
+    pub file: String,
+    pub bytes: u64,
+    pub sha256: String,
+    /// The verify tables of this database, measured in the dump's snapshot.
+    pub tables: Vec<TableMeasure>,
+}
+
+/// A store of backups for one Database object.
+#[derive(Clone, Debug)]
+pub struct Store {
+    inner: Arc<dyn ObjectStore>,
+    prefix: Path,
+}
+
+/// S3 credentials from the store's Secret.
+pub struct S3Credentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+pub type StoreError = object_store::Error;
+
+impl Store {
+    /// Opens the store the spec names, for the Database `namespace/name`.
+    pub fn open(spec: &StoreSpec, creds: Option<S3Credentials>, namespace: &str, name: &str) -> Result<Self, String> {
+        let (inner, base): (Arc<dyn ObjectStore>, Option<&str>) = if let Some(local) = &spec.local {
+            std::fs::create_dir_all(&local.path).map_err(|e| format!("cannot create {}: {e}", local.path))?;
+            let fs = LocalFileSystem::new_with_prefix(&local.path)
+                .map_err(|e| format!("cannot open {}: {e}", local.path))?
+                .with_automatic_cleanup(true);
+            (Arc::new(fs), None)
+        } else if let Some(s3) = &spec.s3 {
+            let creds = creds.ok_or("the S3 store needs its credentials Secret")?;
+            let mut b = AmazonS3Builder::new()
+                .with_bucket_name(&s3.bucket)
+                .with_access_key_id(creds.access_key_id)
+                .with_secret_access_key(creds.secret_access_key);
+            if let Some(r) = &s3.region {
+                b = b.with_region(r);
+            }
+            if let Some(e) = &s3.endpoint {
+                b = b
+                    .with_endpoint(e)
+                    .with_allow_http(e.starts_with("http://"))
+                    .with_virtual_hosted_style_request(false);
+            }
+            let store = b.build().map_err(|e| format!("cannot configure the S3 store: {e}"))?;
+            (Arc::new(store), s3.prefix.as_deref())
+        } else {
+            return Err("the backup store names no location".into());
+        };
+        let mut prefix = base.map(Path::from).unwrap_or_default();
+        for part in [namespace, name] {
+            prefix = prefix.clone().join(part);
+        }
+        Ok(Self { inner, prefix })
+    }
+
+    fn path(&self, id: &str, file: &str) -> Path {
+        self.prefix.clone().join(id).join(file)
+    }
+
+    /// Every finished backup, newest first. Unreadable manifests are skipped.
+    pub async fn manifests(&self) -> Result<Vec<Manifest>, StoreError> {
+        let listing = self.inner.list_with_delimiter(Some(&self.prefix)).await?;
+        let mut out = vec![];
+        for dir in listing.common_prefixes {
+            let Some(id) = dir.filename() else { continue };
+            match self.inner.get(&self.path(id, "manifest.json")).await {
+                Ok(r) => match serde_json::from_slice::<Manifest>(&r.bytes().await?) {
+                    Ok(m) => out.push(m),
+                    Err(e) => tracing::warn!(backup = id, error = %e, "unreadable backup manifest; skipped"),
+                },
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        out.sort_by(|a, b| b.started.cmp(&a.started).then(b.id.cmp(&a.id)));
+        Ok(out)
+    }
+
+    /// A writer for one file of backup `id`, uploaded in parts as it is written.
+    pub async fn writer(&self, id: &str, file: &str) -> Result<WriteMultipart, StoreError> {
+        let upload = self.inner.put_multipart(&self.path(id, file)).await?;
+        Ok(WriteMultipart::new_with_chunk_size(upload, 8 << 20))
+    }
+
+    /// Writes the manifest: from then on the backup counts.
+    pub async fn finish(&self, manifest: &Manifest) -> Result<(), StoreError> {
+        let body = serde_json::to_vec_pretty(manifest).expect("a manifest serializes");
+        self.inner
+            .put(&self.path(&manifest.id, "manifest.json"), PutPayload::from(body))
+            .await?;
+        Ok(())
+    }
+
+    /// Reads one file of backup `id` as a stream.
+    pub async fn read(
+        &self,
+        id: &str,
+        file: &str,
+    ) -> Result<impl Stream<Item = Result<Bytes, StoreError>> + Send + 'static, StoreError> {
+        Ok(self.inner.get(&self.path(id, file)).await?.into_stream())
+    }
+
+    /// Deletes a backup: its manifest first (so it stops counting), then its files.
+    pub async fn delete(&self, id: &str) -> Result<(), StoreError> {
+        let dir = self.prefix.clone().join(id);
+        match self.inner.delete(&self.path(id, "manifest.json")).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        let files: Vec<_> = self.inner.list(Some(&dir)).map_ok(|m| m.location).try_collect().await?;
+        for f in files {
+            match self.inner.delete(&f).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Folders without a manifest, older than `min_age`: backups that never finished.
+    pub async fn unfinished(&self, min_age: std::time::Duration) -> Result<Vec<String>, StoreError> {
+        let listing = self.inner.list_with_delimiter(Some(&self.prefix)).await?;
+        let mut out = vec![];
+        let cutoff = cutoff(min_age);
+        for dir in listing.common_prefixes {
+            let Some(id) = dir.filename().map(str::to_string) else { continue };
+            let files: Vec<_> = self.inner.list(Some(&dir)).try_collect().await?;
+            let finished = files.iter().any(|m| m.location.filename() == Some("manifest.json"));
+            let newest = files.iter().map(|m| m.last_modified.timestamp()).max().unwrap_or(0);
+            if !finished && newest < cutoff {
+                out.push(id);
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn cutoff(min_age: std::time::Duration) -> i64 {
+    Timestamp::now().as_second() - min_age.as_secs() as i64
+}
+
+/// Which backups retention removes: beyond the newest `count`, or older than
+/// `max_age`; never the newest one. `manifests` is newest first.
+pub fn expired(manifests: &[Manifest], count: usize, max_age: Option<std::time::Duration>, now: Timestamp) -> Vec<String> {
+    manifests
+        .iter()
+        .enumerate()
+        .skip(1)
+        .filter(|(i, m)| {
+            *i >= count
+                || max_age.is_some_and(|a| now.as_second() - m.started.as_second() > a.as_secs() as i64)
+        })
+        .map(|(_, m)| m.id.clone())
+        .collect()
+}
+
+/// Keeps `read` as a byte stream usable by tokio's readers.
+pub fn into_reader(
+    s: impl Stream<Item = Result<Bytes, StoreError>> + Send + Unpin + 'static,
+) -> impl tokio::io::AsyncRead + Send + Unpin {
+    tokio_util::io::StreamReader::new(s.map(|r| r.map_err(std::io::Error::other)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(id: &str, age_secs: i64, now: Timestamp) -> Manifest {
+        let t = Timestamp::from_second(now.as_second() - age_secs).unwrap();
+        Manifest {
+            id: id.into(),
+            started: t,
+            finished: t,
+            server_version: "15".into(),
+            databases: vec![],
+        }
+    }
+
+    #[test]
+    fn retention_keeps_the_newest_count_within_max_age_and_always_one() {
+        let now = Timestamp::now();
+        let ms = vec![
+            manifest("c", 10, now),
+            manifest("b", 100, now),
+            manifest("a", 1000, now),
+        ];
+        assert_eq!(expired(&ms, 2, None, now), ["a"]);
+        assert_eq!(expired(&ms, 5, Some(std::time::Duration::from_secs(50)), now), ["b", "a"]);
+        assert!(expired(&ms[..1], 1, Some(std::time::Duration::from_secs(1)), now).is_empty());
+    }
+}

@@ -1,0 +1,383 @@
+//! Dumps and restores with PostgreSQL's own tools, streamed: `pg_dump`'s
+//! output goes to the backup store as it comes (hashed on the way), and
+//! `pg_restore` reads straight from the store. Memory stays bounded by the
+//! upload's part size, whatever the database's size.
+
+use std::{path::PathBuf, process::Stdio, time::Instant};
+
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+use tokio::{
+    io::{AsyncRead, AsyncReadExt},
+    process::{Child, Command},
+};
+
+use super::{PgError, Target, tables};
+use crate::providers::{
+    artifacts::hex,
+    backup_store::{DumpRecord, Store, into_reader},
+};
+
+/// Where PostgreSQL's client tools are: a directory, or the PATH.
+#[derive(Clone, Debug, Default)]
+pub struct Tools {
+    pub bin_dir: Option<PathBuf>,
+}
+
+impl Tools {
+    fn command(&self, name: &str) -> Command {
+        let program = self.bin_dir.as_ref().map(|d| d.join(name)).unwrap_or_else(|| name.into());
+        let mut c = Command::new(program);
+        c.kill_on_drop(true).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        c
+    }
+}
+
+/// Why a dump or restore failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DumpError {
+    #[error(transparent)]
+    Postgres(#[from] PgError),
+    #[error("backup store: {0}")]
+    Store(#[from] object_store::Error),
+    #[error("{0}")]
+    Tool(String),
+    #[error("{0}")]
+    Corrupt(String),
+}
+
+/// A libpq tool's environment, with the CA bundle in a file while it runs.
+struct Env {
+    vars: Vec<(String, String)>,
+    _ca: Option<tempfile::NamedTempFile>,
+}
+
+fn env(target: &Target) -> Result<Env, DumpError> {
+    let ca = match &target.ca_pem {
+        Some(pem) => {
+            let mut f = tempfile::NamedTempFile::new().map_err(|e| DumpError::Tool(format!("CA file: {e}")))?;
+            std::io::Write::write_all(&mut f, pem).map_err(|e| DumpError::Tool(format!("CA file: {e}")))?;
+            Some(f)
+        }
+        None => None,
+    };
+    Ok(Env {
+        vars: target.libpq_env(ca.as_ref().map(|f| f.path())),
+        _ca: ca,
+    })
+}
+
+fn spawn(tools: &Tools, name: &str, args: &[&str], env: &Env, stdin: bool) -> Result<Child, DumpError> {
+    let mut c = tools.command(name);
+    c.args(args).envs(env.vars.iter().map(|(k, v)| (k, v)));
+    if stdin {
+        c.stdin(Stdio::piped());
+    }
+    c.spawn().map_err(|e| DumpError::Tool(format!("cannot run {name}: {e}")))
+}
+
+/// The last 2 KiB of a tool's stderr, read while it runs.
+fn stderr_tail(child: &mut Child) -> tokio::task::JoinHandle<String> {
+    let mut err = child.stderr.take().expect("stderr is piped");
+    tokio::spawn(async move {
+        let mut all = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = err.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            all.extend_from_slice(&buf[..n]);
+            if all.len() > 2048 {
+                all.drain(..all.len() - 2048);
+            }
+        }
+        String::from_utf8_lossy(&all).trim().to_string()
+    })
+}
+
+async fn finish(name: &str, mut child: Child, tail: tokio::task::JoinHandle<String>) -> Result<(), DumpError> {
+    let status = child
+        .wait()
+        .await
+        .map_err(|e| DumpError::Tool(format!("{name}: {e}")))?;
+    let tail = tail.await.unwrap_or_default();
+    if status.success() {
+        Ok(())
+    } else {
+        Err(DumpError::Tool(format!("{name} failed ({status}): {tail}")))
+    }
+}
+
+/// Dumps `db` into backup `id` (pg_dump's custom format) and measures the
+/// verify `tables` in the same snapshot, so the manifest describes exactly
+/// what the dump holds.
+pub async fn dump(
+    tools: &Tools,
+    target: &Target,
+    store: &Store,
+    id: &str,
+    db: &str,
+    verify: &[(String, String)],
+) -> Result<DumpRecord, DumpError> {
+    let conn = target.connect(db).await?;
+    conn.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .await
+        .map_err(PgError::from)?;
+    let snapshot: String = conn
+        .query_one("SELECT pg_export_snapshot()", &[])
+        .await
+        .map_err(PgError::from)?
+        .get(0);
+    let mut measures = vec![];
+    for (schema, name) in verify {
+        if !tables::exists(&conn, schema, name).await? {
+            return Err(DumpError::Tool(format!(
+                "verify table {db}.{schema}.{name} does not exist: a backup without it could not be verified"
+            )));
+        }
+        measures.push(tables::measure_with_objects(&conn, schema, name).await?);
+    }
+    let env = env(target)?;
+    let file = format!("{db}.dump");
+    let snapshot_arg = format!("--snapshot={snapshot}");
+    let mut child = spawn(
+        tools,
+        "pg_dump",
+        &["--format=custom", "--no-password", &snapshot_arg, "--dbname", db],
+        &env,
+        false,
+    )?;
+    let tail = stderr_tail(&mut child);
+    let mut out = child.stdout.take().expect("stdout is piped");
+    let mut writer = store.writer(id, &file).await?;
+    let mut hasher = Sha256::new();
+    let mut bytes = 0u64;
+    let mut buf = vec![0u8; 1 << 20];
+    let copied: Result<(), DumpError> = async {
+        loop {
+            let n = out
+                .read(&mut buf)
+                .await
+                .map_err(|e| DumpError::Tool(format!("reading pg_dump: {e}")))?;
+            if n == 0 {
+                return Ok(());
+            }
+            hasher.update(&buf[..n]);
+            bytes += n as u64;
+            writer.wait_for_capacity(4).await?;
+            writer.write(&buf[..n]);
+        }
+    }
+    .await;
+    let ended = finish("pg_dump", child, tail).await;
+    if let Err(e) = copied.and(ended) {
+        let _ = writer.abort().await;
+        return Err(e);
+    }
+    writer.finish().await?;
+    let _ = conn.batch_execute("COMMIT").await;
+    Ok(DumpRecord {
+        name: db.into(),
+        file,
+        bytes,
+        sha256: hex(&hasher.finalize()),
+        tables: measures,
+    })
+}
+
+/// Reads the dump through and checks its size and SHA-256 against the manifest.
+pub async fn check(store: &Store, id: &str, rec: &DumpRecord) -> Result<(), DumpError> {
+    let mut stream = match store.read(id, &rec.file).await {
+        Ok(s) => s,
+        Err(object_store::Error::NotFound { .. }) => {
+            return Err(DumpError::Corrupt(format!("backup {id}: {} is missing", rec.file)));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut hasher = Sha256::new();
+    let mut bytes = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        bytes += chunk.len() as u64;
+        hasher.update(&chunk);
+    }
+    let sha = hex(&hasher.finalize());
+    if sha != rec.sha256 || bytes != rec.bytes {
+        return Err(DumpError::Corrupt(format!(
+            "backup {id}: {} has sha256 {sha} ({bytes} bytes), the manifest says {} ({} bytes)",
+            rec.file, rec.sha256, rec.bytes
+        )));
+    }
+    Ok(())
+}
+
+/// Streams `input` into `child`'s stdin; returns the bytes written.
+async fn feed(child: &mut Child, mut input: impl AsyncRead + Unpin) -> Result<u64, DumpError> {
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    let n = tokio::io::copy(&mut input, &mut stdin).await;
+    drop(stdin);
+    n.map_err(|e| DumpError::Tool(format!("streaming the backup: {e}")))
+}
+
+/// What to restore from a dump.
+pub enum Scope<'a> {
+    /// The whole database, into an empty database of that name.
+    Database,
+    /// These tables (with their data, constraints, indexes, sequences,
+    /// triggers and privileges) into the live database, which lacks them.
+    Tables(&'a [tables::TableMeasure]),
+}
+
+/// Restores dump `rec` of backup `id` into `into` (a database name), in one
+/// transaction: a failed restore leaves nothing half-done. Returns the bytes read.
+pub async fn restore(
+    tools: &Tools,
+    target: &Target,
+    store: &Store,
+    id: &str,
+    rec: &DumpRecord,
+    into: &str,
+    scope: Scope<'_>,
+) -> Result<u64, DumpError> {
+    let env = env(target)?;
+    let list = match scope {
+        Scope::Database => None,
+        Scope::Tables(wanted) => {
+            let mut child = spawn(tools, "pg_restore", &["--list"], &env, true)?;
+            let tail = stderr_tail(&mut child);
+            let mut out = child.stdout.take().expect("stdout is piped");
+            let reader = tokio::spawn(async move {
+                let mut s = String::new();
+                out.read_to_string(&mut s).await.map(|_| s)
+            });
+            // pg_restore stops reading once it has the table of contents.
+            let _ = feed(&mut child, into_reader(Box::pin(store.read(id, &rec.file).await?))).await;
+            finish("pg_restore --list", child, tail).await?;
+            let toc = reader
+                .await
+                .map_err(|e| DumpError::Tool(e.to_string()))?
+                .map_err(|e| DumpError::Tool(format!("reading pg_restore --list: {e}")))?;
+            let mut f = tempfile::NamedTempFile::new().map_err(|e| DumpError::Tool(format!("list file: {e}")))?;
+            let selected = select_tables(&toc, wanted);
+            std::io::Write::write_all(&mut f, selected.as_bytes())
+                .map_err(|e| DumpError::Tool(format!("list file: {e}")))?;
+            Some(f)
+        }
+    };
+    let list_arg = list.as_ref().map(|f| format!("--use-list={}", f.path().display()));
+    let mut args = vec!["--no-password", "--exit-on-error", "--single-transaction", "--dbname", into];
+    if let Some(l) = &list_arg {
+        args.push(l);
+    }
+    let started = Instant::now();
+    let mut child = spawn(tools, "pg_restore", &args, &env, true)?;
+    let tail = stderr_tail(&mut child);
+    let mut out = child.stdout.take().expect("stdout is piped");
+    let drain = tokio::spawn(async move { tokio::io::copy(&mut out, &mut tokio::io::sink()).await });
+    let fed = feed(&mut child, into_reader(Box::pin(store.read(id, &rec.file).await?))).await;
+    let ended = finish("pg_restore", child, tail).await;
+    let _ = drain.await;
+    ended?;
+    let bytes = fed?;
+    tracing::debug!(backup = id, database = into, bytes, took = ?started.elapsed(), "pg_restore done");
+    Ok(bytes)
+}
+
+/// The table-of-contents lines of `toc` (pg_restore --list) that belong to the
+/// `wanted` tables, in their order (a streamed archive is read in order).
+pub fn select_tables(toc: &str, wanted: &[tables::TableMeasure]) -> String {
+    const TYPES: [&str; 14] = [
+        "SEQUENCE OWNED BY",
+        "SEQUENCE SET",
+        "FK CONSTRAINT",
+        "TABLE DATA",
+        "ROW SECURITY",
+        "CONSTRAINT",
+        "SEQUENCE",
+        "DEFAULT",
+        "TRIGGER",
+        "COMMENT",
+        "POLICY",
+        "INDEX",
+        "TABLE",
+        "ACL",
+    ];
+    let mut out = String::new();
+    for line in toc.lines() {
+        if line.starts_with(';') || line.trim().is_empty() {
+            continue;
+        }
+        // `<id>; <catalog oid> <oid> <TYPE> <schema> <name...> <owner>`
+        let Some((_, rest)) = line.split_once("; ") else { continue };
+        let mut parts = rest.splitn(3, ' ');
+        let (Some(_), Some(_), Some(rest)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        let Some(ty) = TYPES.iter().find(|t| rest.starts_with(&format!("{t} "))) else {
+            continue;
+        };
+        let words: Vec<&str> = rest[ty.len()..].split_whitespace().collect();
+        let keep = wanted.iter().any(|t| {
+            let schema_is = words.first() == Some(&t.schema.as_str());
+            let name = words.get(1).copied().unwrap_or_default();
+            let of_table = |w: &[&str]| w.windows(2).any(|p| p[0] == "TABLE" && p[1] == t.name);
+            let of_sequence = |w: &[&str]| {
+                w.windows(2)
+                    .any(|p| p[0] == "SEQUENCE" && t.sequences.iter().any(|s| s == p[1]))
+            };
+            schema_is
+                && match *ty {
+                    "TABLE" | "TABLE DATA" | "CONSTRAINT" | "FK CONSTRAINT" | "DEFAULT" | "TRIGGER" | "POLICY"
+                    | "ROW SECURITY" => name == t.name,
+                    "INDEX" => t.indexes.iter().any(|i| i == name),
+                    "SEQUENCE" | "SEQUENCE OWNED BY" | "SEQUENCE SET" => t.sequences.iter().any(|s| s == name),
+                    "ACL" | "COMMENT" => of_table(&words) || of_sequence(&words),
+                    _ => false,
+                }
+        });
+        if keep {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_table_restore_takes_the_table_and_what_belongs_to_it_only() {
+        let toc = "\
+;\n; Archive created at 2026-11-29\n;\n\
+215; 1259 16390 TABLE public orders shop_admin\n\
+216; 1259 16389 SEQUENCE public orders_id_seq shop_admin\n\
+3340; 0 0 SEQUENCE OWNED BY public orders_id_seq shop_admin\n\
+217; 1259 16400 TABLE public products shop_admin\n\
+3190; 2604 16393 DEFAULT public orders id shop_admin\n\
+3335; 0 16390 TABLE DATA public orders shop_admin\n\
+3336; 0 16400 TABLE DATA public products shop_admin\n\
+3345; 0 0 SEQUENCE SET public orders_id_seq shop_admin\n\
+3192; 2606 16395 CONSTRAINT public orders orders_pkey shop_admin\n\
+3193; 1259 16398 INDEX public orders_created_idx shop_admin\n\
+3194; 1259 16399 INDEX public products_name_idx shop_admin\n\
+3195; 2606 16401 FK CONSTRAINT public order_lines order_lines_order_fkey shop_admin\n\
+3346; 0 0 ACL public TABLE orders shop_admin\n\
+3347; 0 0 ACL public TABLE products shop_admin\n";
+        let wanted = [tables::TableMeasure {
+            schema: "public".into(),
+            name: "orders".into(),
+            rows: 0,
+            checksum: "0".into(),
+            indexes: vec!["orders_pkey".into(), "orders_created_idx".into()],
+            sequences: vec!["orders_id_seq".into()],
+        }];
+        let selected = select_tables(toc, &wanted);
+        let ids: Vec<&str> = selected
+            .lines()
+            .map(|l| l.split(';').next().unwrap())
+            .collect();
+        assert_eq!(ids, ["215", "216", "3340", "3190", "3335", "3345", "3192", "3193", "3346"]);
+    }
+}

@@ -1,0 +1,88 @@
+//! What a verify table holds: its row count and a checksum of its content,
+//! computed in the server in one pass (order-independent: the sum of each
+//! row's hash), so it needs no memory in reprise whatever the table's size.
+
+use serde::{Deserialize, Serialize};
+use tokio_postgres::GenericClient;
+
+use super::{PgError, qualified};
+
+/// A table's measure.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct TableMeasure {
+    pub schema: String,
+    pub name: String,
+    pub rows: i64,
+    /// Sum over rows of the first 64 bits of md5(row as text), in decimal.
+    pub checksum: String,
+    /// Indexes of the table (recorded at backup, to restore the table alone).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub indexes: Vec<String>,
+    /// Sequences the table owns (serial and identity columns).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sequences: Vec<String>,
+}
+
+/// Measures `schema.name` in the client's current transaction.
+pub async fn measure(client: &impl GenericClient, schema: &str, name: &str) -> Result<TableMeasure, PgError> {
+    let sql = format!(
+        "SELECT count(*)::bigint, \
+         coalesce(sum(('x' || substr(md5(t::text), 1, 16))::bit(64)::bigint::numeric), 0)::text \
+         FROM {} AS t",
+        qualified(schema, name)
+    );
+    let row = client.query_one(sql.as_str(), &[]).await?;
+    Ok(TableMeasure {
+        schema: schema.into(),
+        name: name.into(),
+        rows: row.get(0),
+        checksum: row.get(1),
+        indexes: vec![],
+        sequences: vec![],
+    })
+}
+
+/// The measure plus the table's indexes and owned sequences, as a backup records them.
+pub async fn measure_with_objects(
+    client: &impl GenericClient,
+    schema: &str,
+    name: &str,
+) -> Result<TableMeasure, PgError> {
+    let mut m = measure(client, schema, name).await?;
+    let table = qualified(schema, name);
+    m.indexes = client
+        .query(
+            "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+             WHERE i.indrelid = $1::text::regclass ORDER BY 1",
+            &[&table],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    m.sequences = client
+        .query(
+            "SELECT s.relname FROM pg_depend d JOIN pg_class s ON s.oid = d.objid \
+             WHERE d.refobjid = $1::text::regclass AND d.classid = 'pg_class'::regclass \
+             AND s.relkind = 'S' AND d.deptype IN ('a', 'i') ORDER BY 1",
+            &[&table],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    Ok(m)
+}
+
+/// Whether `schema.name` exists (as a table, view or other relation).
+pub async fn exists(client: &impl GenericClient, schema: &str, name: &str) -> Result<bool, PgError> {
+    let row = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = $2)",
+            &[&schema, &name],
+        )
+        .await?;
+    Ok(row.get(0))
+}
