@@ -61,4 +61,22 @@ ensure_host_tools() {
   fi
   command -v cargo >/dev/null || { echo "hack: Rust (cargo) is needed: https://rustup.rs" >&2; exit 1; }
   need_go
+  need_postgres
+}
+
+# PostgreSQL's server and client programs (Debian's packages), for the tests
+# and the demo: exports REPRISE_POSTGRES_BIN_DIR (initdb, postgres, pg_dump,
+# pg_restore, psql). No cluster is created or started by the package.
+need_postgres() {
+  local dir
+  dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+  if [[ -z $dir || ! -x $dir/initdb ]]; then
+    echo "hack: installing PostgreSQL (Debian's postgresql package)" >&2
+    local sudo=; [[ $(id -u) == 0 ]] || sudo=sudo
+    $sudo mkdir -p /etc/postgresql-common/createcluster.d
+    echo "create_main_cluster = false" | $sudo tee /etc/postgresql-common/createcluster.d/reprise.conf >/dev/null
+    $sudo apt-get update -qq && $sudo apt-get install -y -qq postgresql >&2
+    dir=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+  fi
+  export REPRISE_POSTGRES_BIN_DIR=$dir
 }

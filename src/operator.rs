@@ -44,6 +44,12 @@ pub struct RunOptions {
     /// Seconds between renewals and between a follower's attempts.
     #[arg(long, default_value_t = 2)]
     pub retry_period_seconds: u64,
+    /// Seconds between probes of each Database's instance (reachability, data present, accounts).
+    #[arg(long, env = "REPRISE_DATABASE_PROBE_SECONDS", default_value_t = 30)]
+    pub database_probe_seconds: u64,
+    /// Directory of pg_dump and pg_restore (default: found on the PATH).
+    #[arg(long, env = "REPRISE_POSTGRES_BIN_DIR")]
+    pub postgres_bin_dir: Option<std::path::PathBuf>,
 }
 
 impl RunOptions {
@@ -137,6 +143,10 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         metrics.clone(),
         opts.namespace.clone(),
         identity,
+        crate::controllers::Settings {
+            database_probe_interval: std::time::Duration::from_secs(opts.database_probe_seconds.max(1)),
+            postgres_bin_dir: opts.postgres_bin_dir.clone(),
+        },
         health.clone(),
         shutdown.clone()
     ));

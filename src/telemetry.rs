@@ -65,6 +65,17 @@ pub struct RepairLabels {
     pub action: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ObjectLabels {
+    pub namespace: String,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: String,
+}
+
 /// The operator's metrics, registered once and shared by every controller.
 pub struct Metrics {
     pub registry: Registry,
@@ -77,6 +88,14 @@ pub struct Metrics {
     /// Owned objects put back after a deletion or a change by hand.
     pub repairs: Family<RepairLabels, Counter>,
     pub leader: Gauge,
+    /// Unix time of each Database's newest good backup (`time() - x` is the RPO now).
+    pub database_last_backup: Family<ObjectLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// Backups run, by outcome (`Succeeded`, `Failed`).
+    pub database_backups: Family<OutcomeLabels, Counter>,
+    /// Restores run, by outcome (`Verified`, `VerificationFailed`, `Failed`).
+    pub database_restores: Family<OutcomeLabels, Counter>,
+    /// Bytes written to backup stores.
+    pub database_backup_bytes: Counter,
 }
 
 impl Default for Metrics {
@@ -118,7 +137,35 @@ impl Default for Metrics {
             writes.clone(),
         );
         registry.register("leader", "1 while this replica leads", leader.clone());
+        let database_last_backup = Family::default();
+        registry.register(
+            "database_last_backup_timestamp_seconds",
+            "Unix time of each Database's newest good backup",
+            database_last_backup.clone(),
+        );
+        let database_backups = Family::default();
+        registry.register(
+            "database_backups",
+            "Database backups run, by outcome",
+            database_backups.clone(),
+        );
+        let database_restores = Family::default();
+        registry.register(
+            "database_restores",
+            "Database restores run, by outcome",
+            database_restores.clone(),
+        );
+        let database_backup_bytes = Counter::default();
+        registry.register(
+            "database_backup_bytes",
+            "Bytes written to backup stores",
+            database_backup_bytes.clone(),
+        );
         Self {
+            database_last_backup,
+            database_backups,
+            database_restores,
+            database_backup_bytes,
             registry,
             reconciles,
             reconcile_errors,

@@ -389,4 +389,3 @@ pub struct ActionRecord {
     #[serde(default)]
     pub message: String,
 }
-

@@ -11,6 +11,7 @@ pub mod kind;
 pub mod maintenance_window;
 pub mod recovery_plan;
 pub mod runner;
+pub mod secrets;
 pub mod server;
 pub mod status;
 pub mod validation;
@@ -22,10 +23,13 @@ use std::{
     time::Duration,
 };
 
-use k8s_openapi::api::{apps::v1::Deployment, core::v1::Service};
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    core::v1::{Secret, Service},
+};
 use kube::{
     Client,
-    core::DeserializeGuard,
+    core::{DeserializeGuard, PartialObjectMeta},
     runtime::{
         events::{Recorder, Reporter},
         reflector::Store,
@@ -53,6 +57,27 @@ pub struct Stores {
     /// Deployments and Services reprise owns (label `app.kubernetes.io/managed-by=reprise`).
     pub deployments: Store<Deployment>,
     pub services: Store<Service>,
+    /// Every Secret in scope, metadata only (see `secrets`).
+    pub secrets: Store<PartialObjectMeta<Secret>>,
+}
+
+/// Settings of the controllers that are not per object.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// How often a Database's instance is probed (reachability, databases and
+    /// verify tables present, accounts as specified).
+    pub database_probe_interval: Duration,
+    /// Where pg_dump and pg_restore are (unset: the PATH).
+    pub postgres_bin_dir: Option<std::path::PathBuf>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            database_probe_interval: Duration::from_secs(30),
+            postgres_bin_dir: None,
+        }
+    }
 }
 
 /// What every reconciler shares.
@@ -71,6 +96,11 @@ pub struct Context {
     /// write produced: a reconcile that runs before the watch delivers that
     /// version must not write the same status again.
     pub(crate) written: Mutex<HashMap<String, (u64, serde_json::Value)>>,
+    /// Secret data by `ns/name`, with the resourceVersion it was read at.
+    pub(crate) secret_cache: Mutex<HashMap<String, (String, secrets::Data)>>,
+    /// Owned Secrets reprise applied, by `ns/name`: resourceVersion and content fingerprint.
+    pub(crate) applied: Mutex<HashMap<String, (String, String)>>,
+    pub settings: Settings,
 }
 
 impl Context {
@@ -80,6 +110,7 @@ impl Context {
         namespace: Option<String>,
         stores: Stores,
         instance: String,
+        settings: Settings,
     ) -> Self {
         let reporter = Reporter {
             controller: "reprise".into(),
@@ -94,6 +125,9 @@ impl Context {
             http: crate::providers::artifacts::client(Duration::from_secs(300)),
             failures: Mutex::new(HashMap::new()),
             written: Mutex::new(HashMap::new()),
+            secret_cache: Mutex::new(HashMap::new()),
+            applied: Mutex::new(HashMap::new()),
+            settings,
         }
     }
 

@@ -3,11 +3,14 @@
 use std::{sync::Arc, time::Duration};
 
 use futures::{FutureExt, StreamExt, future::BoxFuture};
-use k8s_openapi::api::{apps::v1::Deployment, core::v1::Service};
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    core::v1::{Secret, Service},
+};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{
     Api, Client, Resource, ResourceExt,
-    core::DeserializeGuard,
+    core::{DeserializeGuard, PartialObjectMeta},
     runtime::{
         Controller, WatchStreamExt,
         controller::{Action, Config as ControllerConfig},
@@ -20,7 +23,7 @@ use kube::{
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::{Context, Error, Stores, kind::Kind};
+use super::{Context, Error, Settings, Stores, kind::Kind};
 use crate::{
     api::{self, Application, Database, Incident, MaintenanceWindow, RecoveryPlan, Server, VirtualMachine},
     http::Health,
@@ -197,6 +200,51 @@ where
     (reader, stream)
 }
 
+/// A metadata-only watch of every Secret in scope: the store (to know each
+/// Secret's resourceVersion) and the stream of changed and deleted Secrets.
+fn secrets(
+    client: &Client,
+    namespace: Option<&str>,
+) -> (
+    Store<PartialObjectMeta<Secret>>,
+    impl futures::Stream<Item = Result<PartialObjectMeta<Secret>, watcher::Error>> + Send + 'static,
+) {
+    let (reader, writer) = reflector::store();
+    let api: Api<PartialObjectMeta<Secret>> = scoped_api(client, namespace);
+    let stream = watcher(api, watcher::Config::default().any_semantic())
+        .backoff(FastBackoff::default())
+        .reflect(writer)
+        .touched_objects();
+    (reader, stream)
+}
+
+/// The Databases a Secret matters to: those that name it, and the owner of a
+/// connection Secret reprise wrote.
+fn databases_using(
+    store: Store<DeserializeGuard<Database>>,
+) -> impl Fn(PartialObjectMeta<Secret>) -> Vec<ObjectRef<DeserializeGuard<Database>>> {
+    move |s: PartialObjectMeta<Secret>| {
+        let ns = s.namespace();
+        let name = s.name_any();
+        let owners: Vec<String> = s
+            .owner_references()
+            .iter()
+            .filter(|o| o.kind == "Database")
+            .map(|o| o.name.clone())
+            .collect();
+        store
+            .state()
+            .iter()
+            .filter(|d| d.namespace() == ns)
+            .filter(|d| match &d.0 {
+                Ok(db) => owners.contains(&db.name_any()) || super::database::secrets_named(db).contains(&name),
+                Err(_) => false,
+            })
+            .map(|d| ObjectRef::from_obj(d.as_ref()))
+            .collect()
+    }
+}
+
 /// Wraps a kind's reconcile: the span, the metrics, and malformed objects
 /// (reported, never reconciled, never fatal).
 async fn guarded<K: Kind>(
@@ -330,6 +378,7 @@ pub async fn run(
     metrics: Arc<Metrics>,
     namespace: Option<String>,
     instance: String,
+    settings: Settings,
     health: Arc<Health>,
     shutdown: CancellationToken,
 ) {
@@ -347,7 +396,9 @@ pub async fn run(
     let (deleted, _) = tokio::sync::broadcast::channel(64);
     let (deployments, deployment_changes) = owned::<Deployment>(&client, ns);
     let (services, service_changes) = owned::<Service>(&client, ns);
+    let (secret_meta, secret_changes) = secrets(&client, ns);
     let stores = Stores {
+        secrets: secret_meta.clone(),
         deployments: deployments.clone(),
         services: services.clone(),
         applications: apps.reader.clone(),
@@ -364,6 +415,7 @@ pub async fn run(
         namespace.clone(),
         stores.clone(),
         instance,
+        settings,
     ));
 
     let mut tasks: Vec<BoxFuture<'static, ()>> = vec![
@@ -373,7 +425,9 @@ pub async fn run(
                 .watches_shared_stream(dbs.subscribe(), all_in_namespace(stores.applications.clone()))
                 .watches_shared_stream(vms.subscribe(), all_in_namespace(stores.applications.clone()))
         }),
-        controller(&dbs, ctx.clone(), super::database::reconcile, &shutdown, |c| c),
+        controller(&dbs, ctx.clone(), super::database::reconcile, &shutdown, |c| {
+            c.watches_stream(secret_changes, databases_using(stores.databases.clone()))
+        }),
         controller(&incidents, ctx.clone(), super::incident::reconcile, &shutdown, |c| {
             c.watches_shared_stream(plans.subscribe(), all_in_namespace(stores.incidents.clone()))
         }),
@@ -437,6 +491,7 @@ pub async fn run(
             s.virtual_machines.wait_until_ready().boxed(),
             s.deployments.wait_until_ready().boxed(),
             s.services.wait_until_ready().boxed(),
+            s.secrets.wait_until_ready().boxed(),
         ])
         .await;
         health.set_caches_synced(true);

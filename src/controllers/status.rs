@@ -80,3 +80,15 @@ pub fn with_ready<K: Kind>(obj: &K, ok: bool, reason: &str, message: impl Into<S
     );
     status
 }
+
+/// The recovery action asked through the `reprise.dev/action` annotation
+/// (`<action>/<id>`) and not yet carried out (`last` has another id).
+pub fn requested_action<K: kube::Resource>(
+    obj: &K,
+    last: Option<&crate::api::common::ActionRecord>,
+) -> Option<(String, String)> {
+    let v = obj.annotations().get(crate::api::common::ACTION_ANNOTATION)?;
+    let (action, id) = v.split_once('/')?;
+    let (action, id) = (action.trim().to_lowercase(), id.trim().to_string());
+    last.is_none_or(|a| a.id != id).then_some((action, id))
+}

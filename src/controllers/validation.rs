@@ -5,8 +5,7 @@
 
 use std::{fmt, str::FromStr, time::Duration};
 
-use k8s_openapi::api::core::v1::Secret;
-use kube::{Api, ResourceExt, runtime::controller::Action, runtime::events::EventType};
+use kube::{runtime::controller::Action, runtime::events::EventType};
 
 use super::{
     Context, Error,
@@ -128,7 +127,8 @@ pub fn check_date(field: &str, value: &str) -> Result<k8s_openapi::jiff::civil::
         .map_err(|e| Invalid::new(field, format!("{value:?} is not a date (YYYY-MM-DD): {e}")))
 }
 
-/// The Secret `name` exists in `ns` and holds every key in `keys`.
+/// The Secret `name` exists in `ns` and holds every key in `keys` (read
+/// through the Secret cache: no API call while the Secret is unchanged).
 pub async fn check_secret(
     ctx: &Context,
     ns: &str,
@@ -136,24 +136,19 @@ pub async fn check_secret(
     name: &str,
     keys: &[&str],
 ) -> Result<Result<(), Invalid>, Error> {
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    let Some(secret) = api.get_opt(name).await? else {
+    let Some(data) = super::secrets::data(ctx, ns, name).await? else {
         return Ok(Err(Invalid::external(
             field,
             format!("Secret {name:?} does not exist in namespace {ns:?}"),
         )));
     };
-    let has = |k: &str| {
-        secret.data.as_ref().is_some_and(|d| d.contains_key(k))
-            || secret.string_data.as_ref().is_some_and(|d| d.contains_key(k))
-    };
-    let missing: Vec<&str> = keys.iter().copied().filter(|k| !has(k)).collect();
+    let missing: Vec<&str> = keys.iter().copied().filter(|k| !data.contains_key(*k)).collect();
     if missing.is_empty() {
         Ok(Ok(()))
     } else {
         Ok(Err(Invalid::external(
             field,
-            format!("Secret {:?} lacks the key(s) {}", secret.name_any(), missing.join(", ")),
+            format!("Secret {name:?} lacks the key(s) {}", missing.join(", ")),
         )))
     }
 }

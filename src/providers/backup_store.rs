@@ -9,8 +9,7 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::jiff::Timestamp;
 use object_store::{
-    ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart, aws::AmazonS3Builder, local::LocalFileSystem,
-    path::Path,
+    ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart, aws::AmazonS3Builder, local::LocalFileSystem, path::Path,
 };
 use serde::{Deserialize, Serialize};
 
@@ -172,7 +171,9 @@ impl Store {
         let mut out = vec![];
         let cutoff = cutoff(min_age);
         for dir in listing.common_prefixes {
-            let Some(id) = dir.filename().map(str::to_string) else { continue };
+            let Some(id) = dir.filename().map(str::to_string) else {
+                continue;
+            };
             let files: Vec<_> = self.inner.list(Some(&dir)).try_collect().await?;
             let finished = files.iter().any(|m| m.location.filename() == Some("manifest.json"));
             let newest = files.iter().map(|m| m.last_modified.timestamp()).max().unwrap_or(0);
@@ -190,14 +191,18 @@ fn cutoff(min_age: std::time::Duration) -> i64 {
 
 /// Which backups retention removes: beyond the newest `count`, or older than
 /// `max_age`; never the newest one. `manifests` is newest first.
-pub fn expired(manifests: &[Manifest], count: usize, max_age: Option<std::time::Duration>, now: Timestamp) -> Vec<String> {
+pub fn expired(
+    manifests: &[Manifest],
+    count: usize,
+    max_age: Option<std::time::Duration>,
+    now: Timestamp,
+) -> Vec<String> {
     manifests
         .iter()
         .enumerate()
         .skip(1)
         .filter(|(i, m)| {
-            *i >= count
-                || max_age.is_some_and(|a| now.as_second() - m.started.as_second() > a.as_secs() as i64)
+            *i >= count || max_age.is_some_and(|a| now.as_second() - m.started.as_second() > a.as_secs() as i64)
         })
         .map(|(_, m)| m.id.clone())
         .collect()
@@ -234,7 +239,10 @@ mod tests {
             manifest("a", 1000, now),
         ];
         assert_eq!(expired(&ms, 2, None, now), ["a"]);
-        assert_eq!(expired(&ms, 5, Some(std::time::Duration::from_secs(50)), now), ["b", "a"]);
+        assert_eq!(
+            expired(&ms, 5, Some(std::time::Duration::from_secs(50)), now),
+            ["b", "a"]
+        );
         assert!(expired(&ms[..1], 1, Some(std::time::Duration::from_secs(1)), now).is_empty());
     }
 }

@@ -8,6 +8,7 @@ mod applications;
 mod chart;
 mod control_plane;
 mod crds;
+mod databases;
 mod leader;
 mod operator_validation;
 mod plans;

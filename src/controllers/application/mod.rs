@@ -33,8 +33,7 @@ use crate::{
     api::{
         Application, Database, VirtualMachine,
         application::{
-            ACTION_ANNOTATION, ActionRecord, AppHealth, ApplicationStatus, ArtifactStatus, DependencyKind,
-            FailedVersion, Repair,
+            ActionRecord, AppHealth, ApplicationStatus, ArtifactStatus, DependencyKind, FailedVersion, Repair,
         },
         common::{ComponentKind, condition, find_condition, reasons, set_condition},
     },
@@ -205,13 +204,6 @@ where
     Ok(repair)
 }
 
-/// `<action>/<id>` from the action annotation.
-fn requested_action(app: &Application) -> Option<(String, String)> {
-    let v = app.annotations().get(ACTION_ANNOTATION)?;
-    let (action, id) = v.split_once('/')?;
-    Some((action.trim().to_lowercase(), id.trim().to_string()))
-}
-
 /// Checks the artifacts that are due; returns when the next one is.
 async fn check_artifacts(
     ctx: &Context,
@@ -299,9 +291,7 @@ pub fn reconcile(obj: Arc<Application>, ctx: Arc<Context>) -> BoxFuture<'static,
         });
 
         // A recovery action asked through the annotation runs once per id.
-        if let Some((action, id)) = requested_action(app)
-            && status.last_action.as_ref().is_none_or(|a| a.id != id)
-        {
+        if let Some((action, id)) = super::status::requested_action(app, status.last_action.as_ref()) {
             let (outcome, message) = match action.as_str() {
                 "restart" => {
                     restarted_at = Some(now.to_string());

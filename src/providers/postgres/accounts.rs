@@ -80,7 +80,11 @@ pub async fn ensure_roles(
                     .batch_execute(&format!("CREATE ROLE {} {login}{password}", ident(&role.name)))
                     .await?;
                 admin
-                    .batch_execute(&format!("COMMENT ON ROLE {} IS {}", ident(&role.name), literal(&marker)))
+                    .batch_execute(&format!(
+                        "COMMENT ON ROLE {} IS {}",
+                        ident(&role.name),
+                        literal(&marker)
+                    ))
                     .await?;
                 out.changes.push(format!("created role {}", role.name));
             }
@@ -144,7 +148,8 @@ pub async fn ensure_roles(
                 r = ident(&name)
             ))
             .await?;
-        out.changes.push(format!("dropped role {name} (no longer in spec.roles)"));
+        out.changes
+            .push(format!("dropped role {name} (no longer in spec.roles)"));
     }
     Ok(())
 }
@@ -202,6 +207,7 @@ enum Object {
     Database(String),
     Schema(String),
     Table(String, String),
+    Sequence(String, String),
 }
 
 impl Object {
@@ -210,6 +216,7 @@ impl Object {
             Object::Database(d) => format!("DATABASE {}", ident(d)),
             Object::Schema(s) => format!("SCHEMA {}", ident(s)),
             Object::Table(s, t) => format!("TABLE {}", qualified(s, t)),
+            Object::Sequence(s, q) => format!("SEQUENCE {}", qualified(s, q)),
         }
     }
     fn describe(&self, db: &str) -> String {
@@ -217,6 +224,7 @@ impl Object {
             Object::Database(d) => format!("database {d}"),
             Object::Schema(s) => format!("schema {db}.{s}"),
             Object::Table(s, t) => format!("table {db}.{s}.{t}"),
+            Object::Sequence(s, q) => format!("sequence {db}.{s}.{q}"),
         }
     }
 }
@@ -227,7 +235,15 @@ type Privileges = BTreeMap<(Object, String), BTreeSet<String>>;
 const TABLE_BASE: [&str; 4] = ["SELECT", "INSERT", "UPDATE", "DELETE"];
 
 fn table_all(version_num: i32) -> Vec<&'static str> {
-    let mut all = vec!["SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER"];
+    let mut all = vec![
+        "SELECT",
+        "INSERT",
+        "UPDATE",
+        "DELETE",
+        "TRUNCATE",
+        "REFERENCES",
+        "TRIGGER",
+    ];
     if version_num >= 170000 {
         all.push("MAINTAIN");
     }
@@ -240,7 +256,12 @@ struct Catalog {
     database_owner: String,
     schemas: BTreeMap<String, String>,
     tables: BTreeMap<(String, String), String>,
+    /// Sequences owned by a table (serial and identity columns), with their owners.
+    sequences: BTreeMap<(String, String), Vec<(String, String)>>,
 }
+
+/// Records a wanted privilege: object, role, privileges, the object's owner.
+type Add<'a> = dyn FnMut(Object, &str, &[&str], Option<&String>) + 'a;
 
 /// What the spec grants in `db`, with grants on missing objects set aside as pending.
 fn desired(db: &str, roles: &[DesiredRole], cat: &Catalog, version_num: i32, pending: &mut Vec<String>) -> Privileges {
@@ -268,9 +289,7 @@ fn desired(db: &str, roles: &[DesiredRole], cat: &Catalog, version_num: i32, pen
                     .map(|((_, t), o)| (t.clone(), Some(o)))
                     .collect(),
             };
-            let on_tables = |privs: &[&str],
-                             add: &mut dyn FnMut(Object, &str, &[&str], Option<&String>),
-                             pending: &mut Vec<String>| {
+            let on_tables = |privs: &[&str], add: &mut Add<'_>, pending: &mut Vec<String>| {
                 if schema_owner.is_none() && g.tables.is_some() {
                     pending.push(format!(
                         "{}: {} on schema {db}.{} (it does not exist yet)",
@@ -282,7 +301,28 @@ fn desired(db: &str, roles: &[DesiredRole], cat: &Catalog, version_num: i32, pen
                 }
                 for (t, owner) in &tables {
                     match owner {
-                        Some(o) => add(Object::Table(g.schema.clone(), t.clone()), &role.name, privs, Some(o)),
+                        Some(o) => {
+                            add(Object::Table(g.schema.clone(), t.clone()), &role.name, privs, Some(o));
+                            // Inserting into a serial or identity column takes the sequence's next value.
+                            let seq_privs: &[&str] = if privs.contains(&"TRUNCATE") {
+                                &["USAGE", "SELECT", "UPDATE"]
+                            } else if privs.contains(&"INSERT") {
+                                &["USAGE"]
+                            } else {
+                                &[]
+                            };
+                            if !seq_privs.is_empty() {
+                                let owned = cat.sequences.get(&(g.schema.clone(), t.clone()));
+                                for (q, q_owner) in owned.into_iter().flatten() {
+                                    add(
+                                        Object::Sequence(g.schema.clone(), q.clone()),
+                                        &role.name,
+                                        seq_privs,
+                                        Some(q_owner),
+                                    );
+                                }
+                            }
+                        }
                         None => pending.push(format!(
                             "{}: {} on table {db}.{}.{t} (it does not exist yet)",
                             role.name,
@@ -320,7 +360,12 @@ fn desired(db: &str, roles: &[DesiredRole], cat: &Catalog, version_num: i32, pen
                                 Some(&cat.database_owner),
                             );
                             if let Some(o) = schema_owner {
-                                add(Object::Schema(g.schema.clone()), &role.name, &["USAGE", "CREATE"], Some(o));
+                                add(
+                                    Object::Schema(g.schema.clone()),
+                                    &role.name,
+                                    &["USAGE", "CREATE"],
+                                    Some(o),
+                                );
                             }
                         }
                         on_tables(&table_all(version_num), &mut add, pending);
@@ -348,7 +393,8 @@ pub async fn ensure_grants(
         .collect();
     for db in dbs {
         if !database_exists(admin, db).await? {
-            out.pending.push(format!("grants on database {db} (it does not exist yet)"));
+            out.pending
+                .push(format!("grants on database {db} (it does not exist yet)"));
             continue;
         }
         let conn = target.connect(db).await?;
@@ -362,13 +408,25 @@ pub async fn ensure_grants(
             let h = have.get(key).unwrap_or(&empty);
             let grant: Vec<&str> = w.difference(h).map(String::as_str).collect();
             let revoke: Vec<&str> = h.difference(w).map(String::as_str).collect();
-            let run_on = if matches!(obj, Object::Database(_)) { admin } else { &conn };
+            let run_on = if matches!(obj, Object::Database(_)) {
+                admin
+            } else {
+                &conn
+            };
             if !grant.is_empty() {
                 run_on
-                    .batch_execute(&format!("GRANT {} ON {} TO {}", grant.join(", "), obj.sql(), ident(role)))
+                    .batch_execute(&format!(
+                        "GRANT {} ON {} TO {}",
+                        grant.join(", "),
+                        obj.sql(),
+                        ident(role)
+                    ))
                     .await?;
-                out.changes
-                    .push(format!("granted {} on {} to {role}", grant.join(", "), obj.describe(db)));
+                out.changes.push(format!(
+                    "granted {} on {} to {role}",
+                    grant.join(", "),
+                    obj.describe(db)
+                ));
             }
             if !revoke.is_empty() {
                 run_on
@@ -379,8 +437,11 @@ pub async fn ensure_grants(
                         ident(role)
                     ))
                     .await?;
-                out.changes
-                    .push(format!("revoked {} on {} from {role}", revoke.join(", "), obj.describe(db)));
+                out.changes.push(format!(
+                    "revoked {} on {} from {role}",
+                    revoke.join(", "),
+                    obj.describe(db)
+                ));
             }
         }
     }
@@ -438,6 +499,25 @@ async fn current(admin: &Client, conn: &Client, db: &str, roles: &[String]) -> R
     for r in conn
         .query(
             &format!(
+                "SELECT n.nspname, t.relname, s.relname, pg_get_userbyid(s.relowner) FROM pg_depend d \
+                 JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S' \
+                 JOIN pg_class t ON t.oid = d.refobjid \
+                 JOIN pg_namespace n ON n.oid = t.relnamespace \
+                 WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass \
+                 AND d.deptype IN ('a', 'i') AND {USER_SCHEMAS}"
+            ),
+            &[],
+        )
+        .await?
+    {
+        cat.sequences
+            .entry((r.get(0), r.get(1)))
+            .or_default()
+            .push((r.get(2), r.get(3)));
+    }
+    for r in conn
+        .query(
+            &format!(
                 "SELECT n.nspname, g.rolname, a.privilege_type FROM pg_namespace n \
                  CROSS JOIN LATERAL aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a \
                  JOIN pg_roles g ON g.oid = a.grantee \
@@ -454,20 +534,24 @@ async fn current(admin: &Client, conn: &Client, db: &str, roles: &[String]) -> R
     for r in conn
         .query(
             &format!(
-                "SELECT n.nspname, c.relname, g.rolname, a.privilege_type FROM pg_class c \
+                "SELECT n.nspname, c.relname, g.rolname, a.privilege_type, c.relkind = 'S' FROM pg_class c \
                  JOIN pg_namespace n ON n.oid = c.relnamespace \
-                 CROSS JOIN LATERAL aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) a \
+                 CROSS JOIN LATERAL aclexplode(coalesce(c.relacl, \
+                     acldefault(CASE WHEN c.relkind = 'S' THEN 's' ELSE 'r' END::\"char\", c.relowner))) a \
                  JOIN pg_roles g ON g.oid = a.grantee \
-                 WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND {USER_SCHEMAS} \
+                 WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') AND {USER_SCHEMAS} \
                  AND g.rolname = ANY($1) AND a.grantee <> c.relowner"
             ),
             &[&roles],
         )
         .await?
     {
-        have.entry((Object::Table(r.get(0), r.get(1)), r.get(2)))
-            .or_default()
-            .insert(r.get(3));
+        let object = if r.get::<_, bool>(4) {
+            Object::Sequence(r.get(0), r.get(1))
+        } else {
+            Object::Table(r.get(0), r.get(1))
+        };
+        have.entry((object, r.get(2))).or_default().insert(r.get(3));
     }
     Ok((cat, have))
 }
@@ -511,7 +595,10 @@ mod tests {
         };
         assert_eq!(get(Object::Database("shop".into())), ["CONNECT"]);
         assert_eq!(get(Object::Schema("public".into())), ["USAGE"]);
-        assert_eq!(get(Object::Table("public".into(), "orders".into())), ["DELETE", "SELECT"]);
+        assert_eq!(
+            get(Object::Table("public".into(), "orders".into())),
+            ["DELETE", "SELECT"]
+        );
         assert_eq!(pending.len(), 2, "{pending:?}");
         assert!(pending[0].contains("shop.public.invoices"), "{pending:?}");
     }
@@ -529,13 +616,17 @@ mod tests {
             ..Default::default()
         };
         cat.schemas.insert("public".into(), "pg_database_owner".into());
-        cat.tables.insert(("public".into(), "orders".into()), "shop_admin".into());
+        cat.tables
+            .insert(("public".into(), "orders".into()), "shop_admin".into());
         cat.tables.insert(("public".into(), "legacy".into()), "postgres".into());
         let want = desired("shop", &roles, &cat, 150000, &mut vec![]);
         let objects: Vec<&Object> = want.keys().map(|(o, _)| o).collect();
         assert_eq!(
             objects,
-            [&Object::Schema("public".into()), &Object::Table("public".into(), "legacy".into())]
+            [
+                &Object::Schema("public".into()),
+                &Object::Table("public".into(), "legacy".into())
+            ]
         );
     }
 }

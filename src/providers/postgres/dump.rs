@@ -26,9 +26,16 @@ pub struct Tools {
 
 impl Tools {
     fn command(&self, name: &str) -> Command {
-        let program = self.bin_dir.as_ref().map(|d| d.join(name)).unwrap_or_else(|| name.into());
+        let program = self
+            .bin_dir
+            .as_ref()
+            .map(|d| d.join(name))
+            .unwrap_or_else(|| name.into());
         let mut c = Command::new(program);
-        c.kill_on_drop(true).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        c.kill_on_drop(true)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         c
     }
 }
@@ -73,7 +80,8 @@ fn spawn(tools: &Tools, name: &str, args: &[&str], env: &Env, stdin: bool) -> Re
     if stdin {
         c.stdin(Stdio::piped());
     }
-    c.spawn().map_err(|e| DumpError::Tool(format!("cannot run {name}: {e}")))
+    c.spawn()
+        .map_err(|e| DumpError::Tool(format!("cannot run {name}: {e}")))
 }
 
 /// The last 2 KiB of a tool's stderr, read while it runs.
@@ -265,7 +273,13 @@ pub async fn restore(
         }
     };
     let list_arg = list.as_ref().map(|f| format!("--use-list={}", f.path().display()));
-    let mut args = vec!["--no-password", "--exit-on-error", "--single-transaction", "--dbname", into];
+    let mut args = vec![
+        "--no-password",
+        "--exit-on-error",
+        "--single-transaction",
+        "--dbname",
+        into,
+    ];
     if let Some(l) = &list_arg {
         args.push(l);
     }
@@ -308,7 +322,9 @@ pub fn select_tables(toc: &str, wanted: &[tables::TableMeasure]) -> String {
             continue;
         }
         // `<id>; <catalog oid> <oid> <TYPE> <schema> <name...> <owner>`
-        let Some((_, rest)) = line.split_once("; ") else { continue };
+        let Some((_, rest)) = line.split_once("; ") else {
+            continue;
+        };
         let mut parts = rest.splitn(3, ' ');
         let (Some(_), Some(_), Some(rest)) = (parts.next(), parts.next(), parts.next()) else {
             continue;
@@ -374,10 +390,10 @@ mod tests {
             sequences: vec!["orders_id_seq".into()],
         }];
         let selected = select_tables(toc, &wanted);
-        let ids: Vec<&str> = selected
-            .lines()
-            .map(|l| l.split(';').next().unwrap())
-            .collect();
-        assert_eq!(ids, ["215", "216", "3340", "3190", "3335", "3345", "3192", "3193", "3346"]);
+        let ids: Vec<&str> = selected.lines().map(|l| l.split(';').next().unwrap()).collect();
+        assert_eq!(
+            ids,
+            ["215", "216", "3340", "3190", "3335", "3345", "3192", "3193", "3346"]
+        );
     }
 }

@@ -66,7 +66,10 @@ pub const QUERY_FAILED: &str = "QueryFailed";
 pub fn classify(e: &tokio_postgres::Error) -> PgError {
     let text = crate::providers::artifacts::error_chain(e);
     if let Some(db) = e.as_db_error() {
-        let auth = [SqlState::INVALID_PASSWORD, SqlState::INVALID_AUTHORIZATION_SPECIFICATION];
+        let auth = [
+            SqlState::INVALID_PASSWORD,
+            SqlState::INVALID_AUTHORIZATION_SPECIFICATION,
+        ];
         let reason = if auth.contains(db.code()) {
             AUTHENTICATION_FAILED
         } else {
@@ -164,7 +167,10 @@ impl Target {
             ("PGUSER".into(), self.user.clone()),
             ("PGPASSWORD".into(), self.password.0.clone()),
             ("PGSSLMODE".into(), mode.into()),
-            ("PGCONNECT_TIMEOUT".into(), self.connect_timeout.as_secs().max(2).to_string()),
+            (
+                "PGCONNECT_TIMEOUT".into(),
+                self.connect_timeout.as_secs().max(2).to_string(),
+            ),
             ("PGAPPNAME".into(), "reprise".into()),
         ];
         if let Some(f) = ca_file {

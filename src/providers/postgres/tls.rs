@@ -23,9 +23,7 @@ pub fn connector(mode: SslMode, ca_pem: Option<&[u8]>) -> Result<MakeRustlsConne
         .cloned()
         .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()));
     let verifier: Arc<dyn ServerCertVerifier> = match (mode, ca_pem) {
-        (SslMode::Disable, _) | (SslMode::Prefer | SslMode::Require, None) => {
-            Arc::new(EncryptOnly(provider.clone()))
-        }
+        (SslMode::Disable, _) | (SslMode::Prefer | SslMode::Require, None) => Arc::new(EncryptOnly(provider.clone())),
         (SslMode::VerifyCA | SslMode::VerifyFull, None) => {
             return Err(format!("sslMode {mode:?} needs a CA bundle (caBundleSecretRef)"));
         }

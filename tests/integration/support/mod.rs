@@ -9,6 +9,7 @@
 
 pub mod audit;
 pub mod operator;
+pub mod postgres;
 
 use std::{
     collections::HashMap,

@@ -1,0 +1,720 @@
+//! Database reconciler: reaches the PostgreSQL instance, keeps its
+//! databases, roles, passwords and grants as the spec says, writes a
+//! connection Secret per login role, takes scheduled and asked-for backups,
+//! restores what disappears from the newest backup that verifies, and
+//! publishes the health signal the recovery engine reads.
+
+pub mod backup;
+pub mod connection;
+pub mod restore;
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use futures::{FutureExt, future::BoxFuture};
+use k8s_openapi::{ByteString, api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+use kube::{
+    Resource, ResourceExt,
+    api::ObjectMeta,
+    runtime::{controller::Action, events::EventType},
+};
+
+use super::{
+    Context, Error,
+    application::desired::MANAGED_BY,
+    kind::Kind,
+    secrets,
+    status::{publish, requested_action, write_status},
+    validation::{Invalid, check_cron, report_invalid},
+};
+use crate::{
+    api::{
+        Database,
+        common::{ActionRecord, ConditionStatus, condition, find_condition, reasons, set_condition},
+        database::{BACKUP_NOW_ANNOTATION, DatabaseHealth, DatabaseHealthState, DatabaseStatus, SslMode},
+    },
+    providers::postgres::{
+        self, PgError, Target,
+        accounts::{self, Outcome},
+        dump::Tools,
+    },
+    telemetry::{ObjectLabels, OutcomeLabels},
+};
+use restore::Missing;
+
+pub const REACHABLE: &str = "Reachable";
+pub const ACCOUNTS_READY: &str = "AccountsReady";
+pub const BACKUPS_HEALTHY: &str = "BackupsHealthy";
+
+/// Checks that need no API call.
+pub fn validate_spec(db: &Database) -> Result<(), Invalid> {
+    if let Some(b) = &db.spec.backup {
+        check_cron("spec.backup.schedule", &b.schedule)?;
+    }
+    if let Some(v) = &db.spec.verify {
+        for (i, t) in v.tables.iter().enumerate() {
+            if !db.spec.databases.iter().any(|d| d.name == t.database) {
+                return Err(Invalid::new(
+                    format!("spec.verify.tables[{i}].database"),
+                    format!("{:?} is not one of spec.databases", t.database),
+                ));
+            }
+        }
+    }
+    if let Some(ext) = &db.spec.instance.external
+        && matches!(ext.ssl_mode, SslMode::VerifyCA | SslMode::VerifyFull)
+        && ext.ca_bundle_secret_ref.is_none()
+    {
+        return Err(Invalid::new(
+            "spec.instance.external.caBundleSecretRef",
+            format!(
+                "sslMode {:?} verifies the server against a CA bundle: name one",
+                ext.ssl_mode
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The Secrets a Database reads (a change to any of them reconciles it).
+pub fn secrets_named(db: &Database) -> Vec<String> {
+    let mut names = vec![];
+    if let Some(ext) = &db.spec.instance.external {
+        names.push(ext.admin_secret_ref.name.clone());
+        names.extend(ext.ca_bundle_secret_ref.iter().map(|r| r.name.clone()));
+    }
+    names.extend(
+        db.spec
+            .roles
+            .iter()
+            .filter_map(|r| r.password_secret_ref.as_ref().map(|p| p.name.clone())),
+    );
+    if let Some(s3) = db.spec.backup.as_ref().and_then(|b| b.store.s3.as_ref()) {
+        names.push(s3.credentials_secret_ref.name.clone());
+    }
+    names
+}
+
+/// The connection Secret of a login role: `<database object>-<role>` (`_` → `-`).
+pub fn connection_secret_name(db: &str, role: &str) -> String {
+    format!("{db}-{}", role.replace('_', "-"))
+}
+
+fn percent(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The connection Secret applications mount: host, port, database, user, password, uri.
+fn connection_secret(db: &Database, target: &Target, role: &accounts::DesiredRole) -> Option<Secret> {
+    let password = role.password.as_ref()?;
+    let database = role
+        .grants
+        .first()
+        .map(|g| g.database.clone())
+        .or_else(|| db.spec.databases.first().map(|d| d.name.clone()))
+        .unwrap_or_else(|| "postgres".into());
+    let mode = match target.ssl_mode {
+        SslMode::Disable => "disable",
+        SslMode::Prefer => "prefer",
+        SslMode::Require => "require",
+        SslMode::VerifyCA => "verify-ca",
+        SslMode::VerifyFull => "verify-full",
+    };
+    let host = if target.host.contains(':') {
+        format!("[{}]", target.host)
+    } else {
+        target.host.clone()
+    };
+    let uri = format!(
+        "postgresql://{}:{}@{host}:{}/{}?sslmode={mode}",
+        percent(&role.name),
+        percent(&password.0),
+        target.port,
+        percent(&database)
+    );
+    let data: BTreeMap<String, ByteString> = [
+        ("host", target.host.clone()),
+        ("port", target.port.to_string()),
+        ("database", database),
+        ("user", role.name.clone()),
+        ("password", password.0.clone()),
+        ("sslmode", mode.to_string()),
+        ("uri", uri),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), ByteString(v.into_bytes())))
+    .collect();
+    Some(Secret {
+        metadata: ObjectMeta {
+            name: Some(connection_secret_name(&db.name_any(), &role.name)),
+            namespace: db.namespace(),
+            labels: Some(BTreeMap::from([
+                (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
+                ("reprise.dev/database".to_string(), db.name_any()),
+                ("reprise.dev/role".to_string(), role.name.replace('_', "-")),
+            ])),
+            owner_references: db.controller_owner_ref(&()).map(|o| vec![o]),
+            ..Default::default()
+        },
+        type_: Some("Opaque".into()),
+        data: Some(data),
+        ..Default::default()
+    })
+}
+
+/// One reconcile's view: the status being built and the Events to publish.
+struct Pass<'a> {
+    ctx: &'a Context,
+    db: &'a Database,
+    status: DatabaseStatus,
+    generation: i64,
+    now: Timestamp,
+    events: Vec<(EventType, &'static str, &'static str, String)>,
+}
+
+impl<'a> Pass<'a> {
+    fn new(ctx: &'a Context, db: &'a Database) -> Self {
+        let generation = db.metadata.generation.unwrap_or(0);
+        let mut status = db.status.clone().unwrap_or_default();
+        status.observed_generation = generation;
+        Self {
+            ctx,
+            db,
+            status,
+            generation,
+            now: Timestamp::now(),
+            events: vec![],
+        }
+    }
+
+    fn set(&mut self, type_: &str, ok: bool, reason: &str, message: impl Into<String>) {
+        set_condition(
+            &mut self.status.conditions,
+            condition(type_, ok, reason, message, self.generation),
+        );
+    }
+
+    fn state(&self) -> Option<DatabaseHealthState> {
+        self.status.health.as_ref().map(|h| h.state)
+    }
+
+    /// Sets the health signal; `since` moves only when the state changes.
+    fn health(&mut self, state: DatabaseHealthState, message: impl Into<String>) {
+        let since = match &self.status.health {
+            Some(h) if h.state == state => h.since.clone(),
+            _ => Time(self.now),
+        };
+        self.status.health = Some(DatabaseHealth {
+            state,
+            since,
+            message: message.into(),
+        });
+    }
+
+    fn event(&mut self, type_: EventType, reason: &'static str, action: &'static str, note: impl Into<String>) {
+        self.events.push((type_, reason, action, note.into()));
+    }
+
+    fn action(&mut self, action: String, id: String, outcome: &str, message: String) {
+        let type_ = if outcome == "Done" {
+            EventType::Normal
+        } else {
+            EventType::Warning
+        };
+        self.event(
+            type_,
+            "RecoveryAction",
+            "Recover",
+            format!("{action} ({id}): {message}"),
+        );
+        self.status.last_action = Some(ActionRecord {
+            id,
+            action,
+            time: Time(self.now),
+            outcome: outcome.into(),
+            message,
+        });
+    }
+
+    /// Writes the status now, before a long step (the engine sees `Restoring`).
+    async fn checkpoint(&mut self) -> Result<(), Error> {
+        write_status(self.ctx, self.db, &self.status).await?;
+        Ok(())
+    }
+
+    /// Ready, the RPO, the status write, the Events; then when to look again.
+    async fn finish(mut self, requeue: Duration) -> Result<Action, Error> {
+        fn ok(s: &DatabaseStatus, t: &str) -> bool {
+            find_condition(&s.conditions, t).is_some_and(|c| c.status == ConditionStatus::True)
+        }
+        let healthy = self.state() == Some(DatabaseHealthState::Healthy);
+        let (ready, reason, message) = if !ok(&self.status, REACHABLE) {
+            let c = find_condition(&self.status.conditions, REACHABLE).cloned();
+            let (r, m) = c.map(|c| (c.reason, c.message)).unwrap_or_default();
+            (false, r, m)
+        } else if !healthy {
+            let h = self.status.health.clone().map(|h| h.message).unwrap_or_default();
+            (false, "DataMissing".to_string(), h)
+        } else if !ok(&self.status, ACCOUNTS_READY) {
+            let c = find_condition(&self.status.conditions, ACCOUNTS_READY).cloned();
+            (
+                false,
+                "AccountsNotReady".to_string(),
+                c.map(|c| c.message).unwrap_or_default(),
+            )
+        } else {
+            (
+                true,
+                reasons::RECONCILED.to_string(),
+                "reachable; databases, roles and grants as specified".to_string(),
+            )
+        };
+        self.set(reasons::READY, ready, &reason, message);
+        // The RPO moves with time; refresh it with other changes, or every 5 minutes.
+        if let Some(b) = &self.status.last_backup {
+            let rpo = (self.now.as_second() - b.time.0.as_second()).max(0);
+            let old = self.db.status.as_ref().and_then(|s| s.rpo_seconds);
+            let mut same = self.status.clone();
+            same.rpo_seconds = old;
+            let unchanged = self.db.status.as_ref() == Some(&same);
+            if !unchanged || old.is_none_or(|o| (rpo - o).abs() >= 300) {
+                self.status.rpo_seconds = Some(rpo);
+            } else {
+                self.status.rpo_seconds = old;
+            }
+            self.ctx
+                .metrics
+                .database_last_backup
+                .get_or_create(&ObjectLabels {
+                    namespace: self.db.namespace().unwrap_or_default(),
+                    name: self.db.name_any(),
+                })
+                .set(b.time.0.as_millisecond() as f64 / 1000.0);
+        }
+        // Events on transitions of reachability, and everything gathered.
+        let was = self
+            .db
+            .status
+            .as_ref()
+            .and_then(|s| find_condition(&s.conditions, REACHABLE).map(|c| c.status));
+        let now_ok = ok(&self.status, REACHABLE);
+        if was
+            != Some(if now_ok {
+                ConditionStatus::True
+            } else {
+                ConditionStatus::False
+            })
+        {
+            let c = find_condition(&self.status.conditions, REACHABLE).cloned();
+            if let Some(c) = c {
+                let type_ = if now_ok { EventType::Normal } else { EventType::Warning };
+                let reason = if now_ok { "Reachable" } else { "Unreachable" };
+                self.events.insert(0, (type_, reason, "Connect", c.message));
+            }
+        }
+        write_status(self.ctx, self.db, &self.status).await?;
+        for (type_, reason, action, note) in self.events {
+            publish(self.ctx, self.db, type_, reason, action, truncate(note)).await;
+        }
+        Ok(Action::requeue(requeue))
+    }
+}
+
+/// Event notes are limited to 1 KiB by the API server.
+fn truncate(mut s: String) -> String {
+    if s.len() > 1000 {
+        let mut cut = 990;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push_str(" …");
+    }
+    s
+}
+
+pub fn reconcile(obj: Arc<Database>, ctx: Arc<Context>) -> BoxFuture<'static, Result<Action, Error>> {
+    async move {
+        let db = obj.as_ref();
+        if let Err(invalid) = validate_spec(db) {
+            return report_invalid(&ctx, db, &invalid).await;
+        }
+        let resolved = match connection::resolve(&ctx, db).await? {
+            Ok(r) => r,
+            Err(invalid) => return report_invalid(&ctx, db, &invalid).await,
+        };
+        run(&ctx, db, resolved).await
+    }
+    .boxed()
+}
+
+async fn run(ctx: &Context, db: &Database, r: connection::Resolved) -> Result<Action, Error> {
+    let tools = Tools {
+        bin_dir: ctx.settings.postgres_bin_dir.clone(),
+    };
+    let probe = ctx.settings.database_probe_interval;
+    let mut pass = Pass::new(ctx, db);
+    let mut action = requested_action(db, pass.status.last_action.as_ref());
+
+    // 1. Reach the instance.
+    let reached = match r.target.connect("postgres").await {
+        Ok(admin) => postgres::server_version(&admin).await.map(|v| (admin, v)),
+        Err(e) => Err(e),
+    };
+    let (admin, (version, version_num)) = match reached {
+        Ok(a) => a,
+        Err(e) => {
+            pass.set(REACHABLE, false, e.reason, e.message.clone());
+            pass.health(DatabaseHealthState::Unreachable, format!("{}: {}", e.reason, e.message));
+            if let Some((a, id)) = action {
+                pass.action(a, id, "Failed", format!("the instance is unreachable: {}", e.message));
+            }
+            return pass.finish(probe).await;
+        }
+    };
+    pass.set(
+        REACHABLE,
+        true,
+        "Connected",
+        format!("PostgreSQL {version} at {}:{}", r.target.host, r.target.port),
+    );
+    pass.status.server_version = Some(version);
+    if let Some((a, id)) = action.take_if(|(a, _)| a == "reconnect") {
+        pass.action(a, id, "Done", "the instance answered".into());
+    }
+
+    // 2. Roles first: databases may be owned by them.
+    let owner = format!("{}/{}", db.namespace().unwrap_or_default(), db.name_any());
+    let names: Vec<String> = db.spec.databases.iter().map(|d| d.name.clone()).collect();
+    let mut out = Outcome::default();
+    let mut accounts_error: Option<PgError> =
+        accounts::ensure_roles(&admin, &r.target, &owner, &r.roles, db.spec.prune, &names, &mut out)
+            .await
+            .err();
+
+    // 3. What is gone: restored when a backup holds it, else created (new database).
+    let store = r.store.as_ref().and_then(|s| s.as_ref().ok());
+    let manifests = match store {
+        Some(s) => match s.manifests().await {
+            Ok(m) => m,
+            Err(e) => {
+                pass.set(
+                    BACKUPS_HEALTHY,
+                    false,
+                    "StoreUnavailable",
+                    format!("cannot list backups: {e}"),
+                );
+                vec![]
+            }
+        },
+        None => vec![],
+    };
+    let missing = match restore::find_missing(&admin, &r.target, db).await {
+        Ok(m) => m,
+        Err(e) => {
+            accounts_error.get_or_insert(e);
+            vec![]
+        }
+    };
+    let (restorable, fresh): (Vec<Missing>, Vec<Missing>) = missing
+        .into_iter()
+        .partition(|m| manifests.iter().any(|b| m.held_by(b)));
+    let mut notes = vec![];
+    for m in &fresh {
+        match m {
+            Missing::Database(name) => {
+                let owner = db
+                    .spec
+                    .databases
+                    .iter()
+                    .find(|d| &d.name == name)
+                    .and_then(|d| d.owner.as_deref());
+                match accounts::create_database(&admin, name, owner).await {
+                    Ok(()) => out.changes.push(format!("created database {name}")),
+                    Err(e) => {
+                        accounts_error.get_or_insert(e);
+                    }
+                }
+            }
+            Missing::Table { .. } => notes.push(format!("{} does not exist yet (no backup holds it)", m.describe())),
+        }
+    }
+    let asked_restore = action.take_if(|(a, _)| a == "restore");
+    if restorable.is_empty() {
+        pass.health(
+            DatabaseHealthState::Healthy,
+            if notes.is_empty() {
+                "every database and verify table is present".to_string()
+            } else {
+                notes.join("; ")
+            },
+        );
+        if let Some((a, id)) = asked_restore {
+            pass.action(
+                a,
+                id,
+                "Done",
+                "nothing to restore: every database and verify table is present (a present database is never overwritten)"
+                    .into(),
+            );
+        }
+    } else {
+        let what: Vec<String> = restorable.iter().map(Missing::describe).collect();
+        pass.health(DatabaseHealthState::DataMissing, format!("gone: {}", what.join(", ")));
+        let observed = pass.status.health.as_ref().map(|h| h.since.0).unwrap_or(pass.now);
+        pass.health(DatabaseHealthState::Restoring, format!("restoring {}", what.join(", ")));
+        // Keep the time the failure was observed, not when the restore began.
+        if let Some(h) = pass.status.health.as_mut() {
+            h.since = Time(observed);
+        }
+        pass.event(
+            EventType::Warning,
+            "DataMissing",
+            "Restore",
+            format!(
+                "{} gone; restoring from the newest backup that verifies",
+                what.join(", ")
+            ),
+        );
+        pass.checkpoint().await?;
+        let store = store.expect("manifests come from a store");
+        let peers = restore::Peers {
+            tools: &tools,
+            target: &r.target,
+            admin: &admin,
+            store,
+        };
+        let rec = restore::run(&peers, db, &restorable, &manifests, observed).await;
+        for why in &rec.skipped_backups {
+            pass.event(
+                EventType::Warning,
+                "BackupCorrupt",
+                "Restore",
+                format!("skipped: {why}"),
+            );
+        }
+        ctx.metrics
+            .database_restores
+            .get_or_create(&OutcomeLabels {
+                outcome: rec.outcome.clone(),
+            })
+            .inc();
+        let summary = format!(
+            "{} from backup {} ({} bytes in {}, data-loss window {}s): {}",
+            rec.targets.join(", "),
+            rec.backup_id.as_deref().unwrap_or("none"),
+            rec.bytes_restored,
+            rec.duration,
+            rec.data_loss_window_seconds.unwrap_or(0),
+            if rec.outcome == "Verified" {
+                format!("{} verify table(s) match the manifest", rec.verification.len())
+            } else {
+                format!("{}: {}", rec.outcome, rec.message)
+            }
+        );
+        if rec.outcome == "Verified" {
+            pass.event(EventType::Normal, "Restored", "Restore", format!("restored {summary}"));
+            pass.health(DatabaseHealthState::Healthy, format!("restored {summary}"));
+        } else {
+            pass.event(
+                EventType::Warning,
+                "RestoreFailed",
+                "Restore",
+                format!("restore of {summary}"),
+            );
+            pass.health(DatabaseHealthState::RestoreFailed, format!("restore of {summary}"));
+        }
+        if let Some((a, id)) = asked_restore {
+            let outcome = if rec.outcome == "Verified" { "Done" } else { "Failed" };
+            pass.action(a, id, outcome, summary);
+        }
+        pass.status.last_restore = Some(rec);
+    }
+
+    // 4. Owners and grants, once databases and tables are there.
+    if accounts_error.is_none() {
+        for d in &db.spec.databases {
+            if let Some(o) = &d.owner
+                && accounts::database_exists(&admin, &d.name).await.unwrap_or(false)
+            {
+                match accounts::ensure_owner(&admin, &d.name, o).await {
+                    Ok(true) => out.changes.push(format!("database {} is now owned by {o}", d.name)),
+                    Ok(false) => {}
+                    Err(e) => {
+                        accounts_error.get_or_insert(e);
+                    }
+                }
+            }
+        }
+    }
+    if accounts_error.is_none() {
+        accounts_error = accounts::ensure_grants(&admin, &r.target, &r.roles, version_num, &mut out)
+            .await
+            .err();
+    }
+    match &accounts_error {
+        Some(e) => pass.set(ACCOUNTS_READY, false, e.reason, e.message.clone()),
+        None => {
+            let waiting = if out.pending.is_empty() {
+                String::new()
+            } else {
+                format!("; {} grant(s) wait for their objects", out.pending.len())
+            };
+            pass.set(
+                ACCOUNTS_READY,
+                true,
+                "AsSpecified",
+                format!("{} role(s) as specified{waiting}", r.roles.len()),
+            );
+        }
+    }
+    pass.status.pending_grants = out.pending;
+    pass.status.orphan_roles = out.orphans;
+    if !out.changes.is_empty() {
+        pass.event(
+            EventType::Normal,
+            "AccountsChanged",
+            "Reconcile",
+            out.changes.join("; "),
+        );
+    }
+
+    // 5. A connection Secret per login role.
+    for role in &r.roles {
+        let Some(secret) = connection_secret(db, &r.target, role) else {
+            continue;
+        };
+        if let Some(true) = secrets::apply_owned(ctx, Database::MANAGER, &secret).await? {
+            ctx.metrics.repaired("Database", "Secret", "Recreated");
+            pass.event(
+                EventType::Warning,
+                "Recreated",
+                "Repair",
+                format!("connection Secret {} was deleted; recreated it", secret.name_any()),
+            );
+        }
+    }
+
+    // 6. Backups: on schedule, on request, never of a database missing data.
+    let mut requeue = probe;
+    if let Some(spec_store) = &r.store {
+        match spec_store {
+            Err(e) => pass.set(BACKUPS_HEALTHY, false, "StoreUnavailable", e.clone()),
+            Ok(store) => {
+                let last_attempt = pass.status.last_backup_attempt.as_ref().map(|t| t.0);
+                let due = backup::next_due(db, last_attempt);
+                let now_asked = db
+                    .annotations()
+                    .get(BACKUP_NOW_ANNOTATION)
+                    .filter(|v| pass.status.backup_now.as_ref() != Some(*v))
+                    .cloned();
+                let asked = action.take_if(|(a, _)| a == "backup");
+                let scheduled = due.is_some_and(|d| d <= pass.now);
+                let healthy = pass.state() == Some(DatabaseHealthState::Healthy);
+                if (scheduled || now_asked.is_some() || asked.is_some()) && healthy && accounts_error.is_none() {
+                    pass.status.last_backup_attempt = Some(Time(pass.now));
+                    if let Some(v) = now_asked {
+                        pass.status.backup_now = Some(v);
+                    }
+                    let result = backup::take(&tools, &r.target, store, db).await;
+                    let (outcome, message) = match result {
+                        Ok(m) => {
+                            let rec = backup::record(&m);
+                            ctx.metrics.database_backup_bytes.inc_by(rec.bytes);
+                            let pruned = backup::prune(store, db).await;
+                            let mut message = format!("backup {}: {} bytes in {}", rec.id, rec.bytes, rec.duration);
+                            match pruned {
+                                Ok(gone) if !gone.is_empty() => {
+                                    message.push_str(&format!("; retention removed {}", gone.join(", ")))
+                                }
+                                Ok(_) => {}
+                                Err(e) => message.push_str(&format!("; retention failed: {e}")),
+                            }
+                            pass.set(BACKUPS_HEALTHY, true, "BackupSucceeded", message.clone());
+                            pass.event(EventType::Normal, "BackupSucceeded", "Backup", message.clone());
+                            pass.status.last_backup = Some(rec);
+                            ("Succeeded", message)
+                        }
+                        Err(e) => {
+                            let last = pass
+                                .status
+                                .last_backup
+                                .as_ref()
+                                .map(|b| format!("; the last good backup is still {}", b.id))
+                                .unwrap_or_default();
+                            let message = format!("backup failed: {e}{last}");
+                            pass.set(BACKUPS_HEALTHY, false, "BackupFailed", message.clone());
+                            pass.event(EventType::Warning, "BackupFailed", "Backup", message.clone());
+                            ("Failed", message)
+                        }
+                    };
+                    ctx.metrics
+                        .database_backups
+                        .get_or_create(&OutcomeLabels {
+                            outcome: outcome.into(),
+                        })
+                        .inc();
+                    if let Some((a, id)) = asked {
+                        pass.action(a, id, if outcome == "Succeeded" { "Done" } else { "Failed" }, message);
+                    }
+                } else if let Some((a, id)) = asked {
+                    pass.action(
+                        a,
+                        id,
+                        "Rejected",
+                        "the database is not healthy: no backup of missing data".into(),
+                    );
+                } else if pass.status.last_backup.is_none()
+                    && find_condition(&pass.status.conditions, BACKUPS_HEALTHY).is_none()
+                {
+                    let when = due.map(|d| d.to_string()).unwrap_or_default();
+                    pass.set(
+                        BACKUPS_HEALTHY,
+                        false,
+                        "NoBackupYet",
+                        format!("the first backup is due at {when}"),
+                    );
+                }
+                let next = backup::next_due(db, pass.status.last_backup_attempt.as_ref().map(|t| t.0));
+                if let Some(next) = next {
+                    let wait = next.as_second() - Timestamp::now().as_second();
+                    requeue = requeue.min(Duration::from_secs(wait.max(1) as u64));
+                }
+            }
+        }
+    }
+    if let Some((a, id)) = action {
+        pass.action(
+            a.clone(),
+            id,
+            "Rejected",
+            format!("unknown action {a:?}: use reconnect, backup or restore"),
+        );
+    }
+    pass.finish(requeue).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verify_tables_must_be_in_declared_databases() {
+        let db: Database = serde_json::from_value(serde_json::json!({
+            "apiVersion": "reprise.dev/v1alpha1", "kind": "Database",
+            "metadata": {"name": "d"},
+            "spec": {
+                "instance": {"external": {"host": "db", "adminSecretRef": {"name": "a"}}},
+                "databases": [{"name": "shop"}],
+                "verify": {"tables": [{"database": "shop", "name": "orders"}, {"database": "crm", "name": "x"}]}
+            }
+        }))
+        .unwrap();
+        let e = validate_spec(&db).unwrap_err();
+        assert_eq!(e.field, "spec.verify.tables[1].database");
+    }
+}
