@@ -5,7 +5,19 @@ WORKDIR /src
 COPY . .
 RUN cargo build --release --locked
 
-FROM gcr.io/distroless/cc-debian12:nonroot
+# Database backups and restores run pg_dump and pg_restore, which must be at
+# least as new as the servers they read: take them from the PostgreSQL
+# project's Debian repository (PG_CLIENT major version, default 17).
+FROM debian:bookworm-slim
+ARG PG_CLIENT=17
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates curl gnupg \
+ && curl -fsSL https://www.postgresql.org/media/keys/ACCC4CF8.asc | gpg --dearmor -o /usr/share/keyrings/pgdg.gpg \
+ && echo "deb [signed-by=/usr/share/keyrings/pgdg.gpg] https://apt.postgresql.org/pub/repos/apt bookworm-pgdg main" > /etc/apt/sources.list.d/pgdg.list \
+ && apt-get update \
+ && apt-get install -y --no-install-recommends postgresql-client-${PG_CLIENT} \
+ && apt-get purge -y curl gnupg && apt-get autoremove -y && rm -rf /var/lib/apt/lists/*
+ENV REPRISE_POSTGRES_BIN_DIR=/usr/lib/postgresql/${PG_CLIENT}/bin
 COPY --from=build /src/target/release/reprise /reprise
 USER 65532:65532
 ENTRYPOINT ["/reprise"]
