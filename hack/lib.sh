@@ -80,3 +80,31 @@ need_postgres() {
   fi
   export REPRISE_POSTGRES_BIN_DIR=$dir
 }
+
+# Runs a PostgreSQL program as the postgres user when we are root (the server
+# refuses to run as root).
+as_pg() {
+  if [[ $(id -u) == 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+# pg_up DIR PORT PASSWORD: a PostgreSQL server for the demo, data in DIR, on
+# 127.0.0.1:PORT, superuser `postgres` with PASSWORD (SCRAM over TCP).
+pg_up() {
+  local dir=$1 port=$2 password=$3 bin=$REPRISE_POSTGRES_BIN_DIR
+  if [[ ! -f $dir/data/PG_VERSION ]]; then
+    mkdir -p "$dir"
+    printf '%s' "$password" >"$dir/pw"
+    [[ $(id -u) == 0 ]] && chown -R postgres:postgres "$dir"
+    as_pg "$bin/initdb" -U postgres -E UTF8 --locale=C --auth-local=trust --auth-host=scram-sha-256 \
+      --pwfile="$dir/pw" -D "$dir/data" >"$dir/initdb.log"
+    rm -f "$dir/pw"
+  fi
+  as_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w \
+    -o "-p $port -c listen_addresses=127.0.0.1 -k $dir" start >/dev/null
+}
+
+pg_down() {
+  local dir=$1
+  [[ -f $dir/data/postmaster.pid ]] || return 0
+  as_pg "$REPRISE_POSTGRES_BIN_DIR/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
+}

@@ -164,7 +164,7 @@ impl Drop for Postgres {
         // SIGINT is PostgreSQL's fast shutdown (SIGTERM would wait for clients).
         // The child may be runuser: signal the postmaster by its command line.
         let _ = Command::new("pkill")
-            .args(["-INT", "-f", &format!("-p {} -c listen_addresses", self.port)])
+            .args(["-INT", "-f", &format!("bin/postgres -D .* -p {} -c listen_addresses", self.port)])
             .status();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {

@@ -1,0 +1,207 @@
+//! Benchmark (not a test): Database backups and restores of a generated
+//! PostgreSQL database, reprise side by side with bare pg_dump/pg_restore to
+//! the same disk in the same run, and the operator's memory while it backs up.
+//!
+//! For each size (REPRISE_BENCH_DB_MIB, default "256,1024"): generate a
+//! database of at least that size, time `pg_dump -Fc` to a file and
+//! `pg_restore --single-transaction --exit-on-error` from it, then have
+//! reprise (release build, under its ServiceAccount) back it up to a local
+//! store on the same disk and restore it after a `DROP DATABASE`, reading the
+//! durations reprise records in status. reprise's backup also measures the
+//! verify table in the dump's snapshot, and its restore first reads the whole
+//! file to check its SHA-256, then verifies the table: both are counted.
+//! The operator's RSS is sampled every 100 ms during the backup.
+//!
+//! `cargo bench --bench databases` (uses the shared local control plane).
+
+#[path = "../tests/integration/support/mod.rs"]
+#[allow(unused_imports)]
+mod support;
+
+use std::{
+    path::Path,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use support::{
+    TestNamespace,
+    operator::{Operator, Options},
+    postgres::{ADMIN, Postgres},
+};
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn seconds(d: &str) -> f64 {
+    d.trim_end_matches('s').parse().expect("a duration in seconds")
+}
+
+fn timed(cmd: &mut Command) -> f64 {
+    let t = Instant::now();
+    let out = cmd.output().expect("run");
+    assert!(out.status.success(), "{:?}: {}", cmd, String::from_utf8_lossy(&out.stderr));
+    t.elapsed().as_secs_f64()
+}
+
+fn tool(pg: &Postgres, name: &str) -> Command {
+    let mut c = Command::new(pg.bin.join(name));
+    c.env("PGHOST", "127.0.0.1")
+        .env("PGPORT", pg.port.to_string())
+        .env("PGUSER", ADMIN)
+        .env("PGPASSWORD", &pg.admin_password);
+    c
+}
+
+/// Grows database `bench` to at least `mib` MiB; returns its size in bytes.
+fn generate(pg: &Postgres, mib: u64) -> u64 {
+    pg.sql("postgres", "DROP DATABASE IF EXISTS bench WITH (FORCE)");
+    pg.sql("postgres", "CREATE DATABASE bench");
+    pg.sql(
+        "bench",
+        "CREATE TABLE big (id bigint PRIMARY KEY, a text, b text, n int); \
+         CREATE TABLE orders (id serial PRIMARY KEY, qty int); \
+         INSERT INTO orders (qty) SELECT g FROM generate_series(1, 10000) g",
+    );
+    let mut next = 1u64;
+    loop {
+        let size: u64 = pg.sql("bench", "SELECT pg_database_size('bench')").parse().unwrap();
+        if size >= mib << 20 {
+            return size;
+        }
+        let n = 500_000;
+        pg.sql(
+            "bench",
+            &format!(
+                "INSERT INTO big SELECT g, md5(g::text) || md5((g + 1)::text), md5((g * 7)::text), g % 1000 \
+                 FROM generate_series({next}, {}) g",
+                next + n - 1
+            ),
+        );
+        next += n;
+    }
+}
+
+fn database(port: u16, store: &Path) -> String {
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: pg-admin}}\nstringData: {{username: {ADMIN}, password: \"PW\"}}\n---\n\
+         apiVersion: reprise.dev/v1alpha1\nkind: Database\nmetadata: {{name: bench}}\nspec:\n  instance:\n    external: {{host: 127.0.0.1, port: {port}, adminSecretRef: {{name: pg-admin}}, sslMode: Disable}}\n  databases: [{{name: bench}}]\n  backup:\n    schedule: \"0 0 1 1 *\"\n    retention: {{count: 1}}\n    store: {{local: {{path: {}}}}}\n  verify:\n    tables: [{{database: bench, name: orders}}]\n",
+        store.display()
+    )
+}
+
+fn status(ns: &TestNamespace) -> serde_json::Value {
+    serde_json::from_str(&ns.k(&["get", "database/bench", "-o", "json"])).unwrap()
+}
+
+async fn run(pg: &Postgres, mib: u64, work: &Path) {
+    let size = generate(pg, mib);
+    println!("\n== database of {} MiB (pg_database_size)", size >> 20);
+    let bare = work.join("bare.dump");
+    let dump_s = timed(tool(pg, "pg_dump").args(["-Fc", "-f"]).arg(&bare).arg("bench"));
+    let dump_bytes = std::fs::metadata(&bare).unwrap().len();
+    pg.sql("postgres", "CREATE DATABASE bare_restore");
+    let restore_s = timed(
+        tool(pg, "pg_restore")
+            .args(["--single-transaction", "--exit-on-error", "-d", "bare_restore"])
+            .arg(&bare),
+    );
+    pg.sql("postgres", "DROP DATABASE bare_restore");
+    std::fs::remove_file(&bare).unwrap();
+
+    let ns = TestNamespace::new("bench-db");
+    let mut op = Operator::start(Options {
+        extra: vec!["--database-probe-seconds".into(), "2".into()],
+        ..Options::namespace(&ns.name)
+    });
+    op.wait_ready().await;
+    let store = work.join("store");
+    let (ok, out) = ns.apply(&database(pg.port, &store).replace("\"PW\"", &format!("\"{}\"", pg.admin_password)));
+    assert!(ok, "{out}");
+    ns.k(&["wait", "--for=condition=Ready", "database/bench", "--timeout=120s"]);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle = rss_kib(op.pid());
+    ns.k(&["annotate", "--overwrite", "database/bench", "reprise.dev/backup-now=1"]);
+    let mut peak = idle;
+    let backup = loop {
+        peak = peak.max(rss_kib(op.pid()));
+        let s = status(&ns);
+        if s["status"]["lastBackup"]["id"].is_string() {
+            break s["status"]["lastBackup"].clone();
+        }
+        if s["status"]["conditions"].to_string().contains("BackupFailed") {
+            panic!("backup failed: {}", s["status"]);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let r_dump_s = seconds(backup["duration"].as_str().unwrap());
+    let r_bytes = backup["bytes"].as_u64().unwrap();
+
+    pg.sql("postgres", "DROP DATABASE bench WITH (FORCE)");
+    let restore = loop {
+        let s = status(&ns);
+        let r = &s["status"]["lastRestore"];
+        if r["outcome"].is_string() {
+            break r.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(restore["outcome"], "Verified", "{restore}");
+    let r_restore_s = seconds(restore["duration"].as_str().unwrap());
+    let rows: String = pg.sql("bench", "SELECT count(*) FROM big");
+    op.kill();
+
+    let mib_s = |b: u64, s: f64| b as f64 / s / (1 << 20) as f64;
+    println!(
+        "backup : bare pg_dump {dump_s:.1}s ({} MiB, {:.1} MiB/s) | reprise {r_dump_s:.1}s ({} MiB, {:.1} MiB/s) | ratio {:.2}",
+        dump_bytes >> 20,
+        mib_s(dump_bytes, dump_s),
+        r_bytes >> 20,
+        mib_s(r_bytes, r_dump_s),
+        dump_s / r_dump_s
+    );
+    println!(
+        "restore: bare pg_restore {restore_s:.1}s ({:.1} MiB/s) | reprise {r_restore_s:.1}s ({:.1} MiB/s, checksum pass and verification included) | ratio {:.2}; {rows} rows back",
+        mib_s(dump_bytes, restore_s),
+        mib_s(r_bytes, r_restore_s),
+        restore_s / r_restore_s
+    );
+    println!(
+        "operator RSS: {} MiB before the backup, peak {} MiB during it",
+        idle / 1024,
+        peak / 1024
+    );
+    std::fs::remove_dir_all(&store).ok();
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("benchmark: run it with `cargo bench --bench databases`");
+        return;
+    }
+    let sizes: Vec<u64> = std::env::var("REPRISE_BENCH_DB_MIB")
+        .unwrap_or_else(|_| "256,1024".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        support::plane();
+        let pg = Postgres::start();
+        let work = tempfile::Builder::new().prefix("reprise-bench-db-").tempdir().unwrap();
+        println!("PostgreSQL {} on 127.0.0.1:{}; files under {}", pg.sql("postgres", "SHOW server_version"), pg.port, work.path().display());
+        for mib in sizes {
+            run(&pg, mib, work.path()).await;
+        }
+    });
+}
