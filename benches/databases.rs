@@ -46,7 +46,12 @@ fn seconds(d: &str) -> f64 {
 fn timed(cmd: &mut Command) -> f64 {
     let t = Instant::now();
     let out = cmd.output().expect("run");
-    assert!(out.status.success(), "{:?}: {}", cmd, String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{:?}: {}",
+        cmd,
+        String::from_utf8_lossy(&out.stderr)
+    );
     t.elapsed().as_secs_f64()
 }
 
@@ -199,7 +204,12 @@ fn main() {
         support::plane();
         let pg = Postgres::start();
         let work = tempfile::Builder::new().prefix("reprise-bench-db-").tempdir().unwrap();
-        println!("PostgreSQL {} on 127.0.0.1:{}; files under {}", pg.sql("postgres", "SHOW server_version"), pg.port, work.path().display());
+        println!(
+            "PostgreSQL {} on 127.0.0.1:{}; files under {}",
+            pg.sql("postgres", "SHOW server_version"),
+            pg.port,
+            work.path().display()
+        );
         for mib in sizes {
             run(&pg, mib, work.path()).await;
         }

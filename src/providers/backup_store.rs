@@ -55,6 +55,9 @@ pub struct DumpRecord {
 pub struct Store {
     inner: Arc<dyn ObjectStore>,
     prefix: Path,
+    /// The directory of a local store: its files are read directly (large
+    /// reads; pg_restore opens them itself) rather than in object_store's 8 KiB chunks.
+    local_root: Option<std::path::PathBuf>,
 }
 
 /// S3 credentials from the store's Secret.
@@ -68,6 +71,7 @@ pub type StoreError = object_store::Error;
 impl Store {
     /// Opens the store the spec names, for the Database `namespace/name`.
     pub fn open(spec: &StoreSpec, creds: Option<S3Credentials>, namespace: &str, name: &str) -> Result<Self, String> {
+        let local_root = spec.local.as_ref().map(|l| std::path::PathBuf::from(&l.path));
         let (inner, base): (Arc<dyn ObjectStore>, Option<&str>) = if let Some(local) = &spec.local {
             std::fs::create_dir_all(&local.path).map_err(|e| format!("cannot create {}: {e}", local.path))?;
             let fs = LocalFileSystem::new_with_prefix(&local.path)
@@ -98,7 +102,21 @@ impl Store {
         for part in [namespace, name] {
             prefix = prefix.clone().join(part);
         }
-        Ok(Self { inner, prefix })
+        Ok(Self {
+            inner,
+            prefix,
+            local_root,
+        })
+    }
+
+    /// The file's path when the store is a local directory.
+    pub fn local_file(&self, id: &str, file: &str) -> Option<std::path::PathBuf> {
+        let root = self.local_root.as_ref()?;
+        Some(
+            self.path(id, file)
+                .parts()
+                .fold(root.clone(), |p, part| p.join(part.as_ref())),
+        )
     }
 
     fn path(&self, id: &str, file: &str) -> Path {

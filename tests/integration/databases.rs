@@ -149,6 +149,26 @@ async fn roles_grants_and_password_rotation_follow_the_spec() {
         "shop_admin"
     );
 
+    // A backup before the verify tables exist cannot be verified: it fails, and says so.
+    ns.k(&["annotate", "database/shop-db", "reprise.dev/backup-now=early"]);
+    let v = wait_for(&ns, "BackupsHealthy=False", 30, |v| {
+        condition(v, "BackupsHealthy").is_some_and(|(s, r, _)| s == "False" && r == "BackupFailed")
+    })
+    .await;
+    let (_, _, message) = condition(&v, "BackupsHealthy").unwrap();
+    assert!(
+        message.contains("verify table shop.public.orders does not exist"),
+        "{message}"
+    );
+    assert!(v["status"]["lastBackup"].is_null());
+    let reasons = ns.k(&[
+        "get",
+        "events",
+        "-o",
+        "jsonpath={range .items[*]}{.reason}{\"\\n\"}{end}",
+    ]);
+    assert!(reasons.lines().any(|r| r == "BackupFailed"), "{reasons}");
+
     // The owner creates the tables; the waiting grants follow.
     pg.try_sql("shop_admin", SHOP_ADMIN_PW, "shop", SCHEMA)
         .expect("the owner logs in and creates tables");
@@ -425,8 +445,43 @@ async fn backups_are_restored_and_verified_past_a_corrupted_one() {
         "{events}"
     );
 
-    // Retention keeps 2: a third backup removes the first.
-    let third = backup_now(&ns, "3", Some(&second)).await;
+    // The engine's actions: `restore` with nothing gone touches nothing; `backup` runs one.
+    ns.k(&[
+        "annotate",
+        "--overwrite",
+        "database/shop-db",
+        "reprise.dev/action=restore/r1",
+    ]);
+    let v = wait_for(&ns, "the restore action to be answered", 30, |v| {
+        v["status"]["lastAction"]["id"] == "r1"
+    })
+    .await;
+    assert_eq!(v["status"]["lastAction"]["outcome"], "Done");
+    assert!(
+        v["status"]["lastAction"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("nothing to restore")
+    );
+    ns.k(&[
+        "annotate",
+        "--overwrite",
+        "database/shop-db",
+        "reprise.dev/action=backup/b3",
+    ]);
+    let v = wait_for(&ns, "the backup action to be answered", 60, |v| {
+        v["status"]["lastAction"]["id"] == "b3"
+    })
+    .await;
+    assert_eq!(
+        v["status"]["lastAction"]["outcome"], "Done",
+        "{}",
+        v["status"]["lastAction"]
+    );
+    let third = v["status"]["lastBackup"]["id"].as_str().unwrap().to_string();
+    assert_ne!(third, second);
+
+    // Retention keeps 2: the third backup removed the first.
     let dir = backups.path().join(&ns.name).join("shop-db");
     eventually("retention to leave two backups", Duration::from_secs(10), || async {
         let mut ids: Vec<String> = std::fs::read_dir(&dir)
@@ -493,4 +548,142 @@ fn a_hostile_role_name_is_rejected_by_the_api_server() {
     let (ok, out) = ns.apply(&yaml);
     assert!(!ok, "the API server accepted a hostile role name: {out}");
     assert!(out.contains("spec.roles[0].name"), "{out}");
+}
+
+/// A CA and a server certificate for 127.0.0.1, made with openssl: (ca.pem, server.crt, server.key).
+fn tls_files(dir: &Path, name: &str) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ca_key = format!("{name}-ca.key");
+    let ca = format!("{name}-ca.pem");
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        &ca_key,
+        "-out",
+        &ca,
+        "-days",
+        "2",
+        "-subj",
+        &format!("/CN={name} test CA"),
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(dir.join("ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        &ca,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "ext",
+    ]);
+    let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
+    (read(&ca), read("server.crt"), read("server.key"))
+}
+
+#[tokio::test]
+async fn connection_failures_name_their_reason() {
+    use reprise::{
+        api::database::SslMode,
+        providers::postgres::{Password, Target},
+    };
+    reprise::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = tls_files(dir.path(), "right");
+    let (wrong_ca, _, _) = tls_files(dir.path(), "wrong");
+    let pg = Postgres::start_with(
+        &["ssl=on", "ssl_cert_file=server.crt", "ssl_key_file=server.key"],
+        &[("server.crt", &cert), ("server.key", &key)],
+    );
+    let target = |port: u16, mode: SslMode, ca: Option<&[u8]>| Target {
+        host: "127.0.0.1".into(),
+        port,
+        user: ADMIN.into(),
+        password: Password(pg.admin_password.clone()),
+        ssl_mode: mode,
+        ca_pem: ca.map(<[u8]>::to_vec),
+        connect_timeout: Duration::from_secs(2),
+    };
+    // TLS verified against the right CA, with and without the host name check.
+    for mode in [SslMode::VerifyFull, SslMode::VerifyCA, SslMode::Require] {
+        let c = target(pg.port, mode, Some(&ca)).connect("postgres").await;
+        let c = c.unwrap_or_else(|e| panic!("{mode:?} with the right CA: {e}"));
+        let ssl: bool = c
+            .query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert!(ssl, "{mode:?} encrypts");
+    }
+    let e = target(pg.port, SslMode::VerifyFull, Some(&wrong_ca))
+        .connect("postgres")
+        .await
+        .unwrap_err();
+    assert_eq!(e.reason, "TLSFailed", "{e}");
+    // Authentication.
+    let mut bad = target(pg.port, SslMode::Prefer, None);
+    bad.password = Password("wrong-password".into());
+    let e = bad.connect("postgres").await.unwrap_err();
+    assert_eq!(e.reason, "AuthenticationFailed", "{e}");
+    assert!(!e.message.contains("wrong-password"));
+    // Nothing listens.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let e = target(closed, SslMode::Prefer, None)
+        .connect("postgres")
+        .await
+        .unwrap_err();
+    assert_eq!(e.reason, "ConnectionRefused", "{e}");
+    // Accepts and never answers: bounded by the connect timeout.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let hold = tokio::spawn(async move {
+        let mut held = vec![];
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    let e = target(port, SslMode::Prefer, None)
+        .connect("postgres")
+        .await
+        .unwrap_err();
+    assert_eq!(e.reason, "Timeout", "{e}");
+    hold.abort();
 }

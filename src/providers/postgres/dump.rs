@@ -195,6 +195,30 @@ pub async fn dump(
 
 /// Reads the dump through and checks its size and SHA-256 against the manifest.
 pub async fn check(store: &Store, id: &str, rec: &DumpRecord) -> Result<(), DumpError> {
+    let mut hasher = Sha256::new();
+    let mut bytes = 0u64;
+    if let Some(path) = store.local_file(id, &rec.file) {
+        let mut f = match tokio::fs::File::open(&path).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(DumpError::Corrupt(format!("backup {id}: {} is missing", rec.file)));
+            }
+            Err(e) => return Err(DumpError::Tool(format!("{}: {e}", path.display()))),
+        };
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = f
+                .read(&mut buf)
+                .await
+                .map_err(|e| DumpError::Tool(format!("{}: {e}", path.display())))?;
+            if n == 0 {
+                break;
+            }
+            bytes += n as u64;
+            hasher.update(&buf[..n]);
+        }
+        return matches(id, rec, hex(&hasher.finalize()), bytes);
+    }
     let mut stream = match store.read(id, &rec.file).await {
         Ok(s) => s,
         Err(object_store::Error::NotFound { .. }) => {
@@ -202,14 +226,15 @@ pub async fn check(store: &Store, id: &str, rec: &DumpRecord) -> Result<(), Dump
         }
         Err(e) => return Err(e.into()),
     };
-    let mut hasher = Sha256::new();
-    let mut bytes = 0u64;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk?;
         bytes += chunk.len() as u64;
         hasher.update(&chunk);
     }
-    let sha = hex(&hasher.finalize());
+    matches(id, rec, hex(&hasher.finalize()), bytes)
+}
+
+fn matches(id: &str, rec: &DumpRecord, sha: String, bytes: u64) -> Result<(), DumpError> {
     if sha != rec.sha256 || bytes != rec.bytes {
         return Err(DumpError::Corrupt(format!(
             "backup {id}: {} has sha256 {sha} ({bytes} bytes), the manifest says {} ({} bytes)",
@@ -248,18 +273,25 @@ pub async fn restore(
     scope: Scope<'_>,
 ) -> Result<u64, DumpError> {
     let env = env(target)?;
+    // A local store's file is read by pg_restore itself, as from any dump file.
+    let local = store.local_file(id, &rec.file);
     let list = match scope {
         Scope::Database => None,
         Scope::Tables(wanted) => {
-            let mut child = spawn(tools, "pg_restore", &["--list"], &env, true)?;
+            let local = local.as_ref().map(|p| p.display().to_string());
+            let mut args = vec!["--list"];
+            args.extend(local.as_deref());
+            let mut child = spawn(tools, "pg_restore", &args, &env, local.is_none())?;
             let tail = stderr_tail(&mut child);
             let mut out = child.stdout.take().expect("stdout is piped");
             let reader = tokio::spawn(async move {
                 let mut s = String::new();
                 out.read_to_string(&mut s).await.map(|_| s)
             });
-            // pg_restore stops reading once it has the table of contents.
-            let _ = feed(&mut child, into_reader(Box::pin(store.read(id, &rec.file).await?))).await;
+            if local.is_none() {
+                // pg_restore stops reading once it has the table of contents.
+                let _ = feed(&mut child, into_reader(Box::pin(store.read(id, &rec.file).await?))).await;
+            }
             finish("pg_restore --list", child, tail).await?;
             let toc = reader
                 .await
@@ -283,12 +315,17 @@ pub async fn restore(
     if let Some(l) = &list_arg {
         args.push(l);
     }
+    let local_arg = local.as_ref().map(|p| p.display().to_string());
+    args.extend(local_arg.as_deref());
     let started = Instant::now();
-    let mut child = spawn(tools, "pg_restore", &args, &env, true)?;
+    let mut child = spawn(tools, "pg_restore", &args, &env, local.is_none())?;
     let tail = stderr_tail(&mut child);
     let mut out = child.stdout.take().expect("stdout is piped");
     let drain = tokio::spawn(async move { tokio::io::copy(&mut out, &mut tokio::io::sink()).await });
-    let fed = feed(&mut child, into_reader(Box::pin(store.read(id, &rec.file).await?))).await;
+    let fed = match &local {
+        Some(_) => Ok(rec.bytes),
+        None => feed(&mut child, into_reader(Box::pin(store.read(id, &rec.file).await?))).await,
+    };
     let ended = finish("pg_restore", child, tail).await;
     let _ = drain.await;
     ended?;

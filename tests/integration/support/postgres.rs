@@ -53,6 +53,12 @@ fn free_port() -> u16 {
 
 impl Postgres {
     pub fn start() -> Self {
+        Self::start_with(&[], &[])
+    }
+
+    /// Starts with extra `-c name=value` settings, after copying `files`
+    /// (name, content) into the data directory (e.g. TLS key and certificate).
+    pub fn start_with(settings: &[&str], files: &[(&str, &[u8])]) -> Self {
         let bin = bin_dir();
         let dir = tempfile::Builder::new().prefix("reprise-pg-").tempdir().unwrap();
         let admin_password = format!("adm-{}", super::unique_suffix());
@@ -93,6 +99,23 @@ impl Postgres {
             .output()
             .unwrap();
         assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+        for (name, content) in files {
+            let path = data.join(name);
+            std::fs::write(&path, content).unwrap();
+            let mut cmd = Command::new("chmod");
+            cmd.arg("600").arg(&path);
+            assert!(cmd.status().unwrap().success());
+            if as_root() {
+                assert!(
+                    Command::new("chown")
+                        .arg("postgres:postgres")
+                        .arg(&path)
+                        .status()
+                        .unwrap()
+                        .success()
+                );
+            }
+        }
         let port = free_port();
         let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
         let child = wrap(bin.join("postgres"))
@@ -107,6 +130,7 @@ impl Postgres {
                 "fsync=off",
             ])
             .args(["-c", "full_page_writes=off", "-c", "max_connections=50"])
+            .args(settings.iter().flat_map(|s| ["-c", s]))
             .arg("-k")
             .arg(dir.path())
             .stdout(Stdio::null())
@@ -164,7 +188,11 @@ impl Drop for Postgres {
         // SIGINT is PostgreSQL's fast shutdown (SIGTERM would wait for clients).
         // The child may be runuser: signal the postmaster by its command line.
         let _ = Command::new("pkill")
-            .args(["-INT", "-f", &format!("bin/postgres -D .* -p {} -c listen_addresses", self.port)])
+            .args([
+                "-INT",
+                "-f",
+                &format!("bin/postgres -D .* -p {} -c listen_addresses", self.port),
+            ])
             .status();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
