@@ -62,6 +62,25 @@ ensure_host_tools() {
   command -v cargo >/dev/null || { echo "hack: Rust (cargo) is needed: https://rustup.rs" >&2; exit 1; }
   need_go
   need_postgres
+  need_sushy
+}
+
+# sushy-tools' Redfish emulator (PyPI), in a virtualenv under the cache, for
+# the Server tests and the demo: exports REPRISE_SUSHY_VENV.
+SUSHY_VERSION=2.2.0
+need_sushy() {
+  local venv=$REPRISE_CACHE/sushy-venv-$SUSHY_VERSION
+  if [[ ! -x $venv/bin/sushy-emulator ]]; then
+    echo "hack: installing sushy-tools $SUSHY_VERSION into $venv" >&2
+    if ! python3 -m venv --help >/dev/null 2>&1; then
+      local sudo=; [[ $(id -u) == 0 ]] || sudo=sudo
+      $sudo apt-get update -qq && $sudo apt-get install -y -qq python3-venv >&2
+    fi
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q "sushy-tools==$SUSHY_VERSION" >&2
+  fi
+  export REPRISE_SUSHY_VENV=$venv
 }
 
 # PostgreSQL's server and client programs (Debian's packages), for the tests

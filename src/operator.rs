@@ -47,6 +47,12 @@ pub struct RunOptions {
     /// Seconds between probes of each Database's instance (reachability, data present, accounts).
     #[arg(long, env = "REPRISE_DATABASE_PROBE_SECONDS", default_value_t = 30)]
     pub database_probe_seconds: u64,
+    /// Seconds each call to a BMC may take.
+    #[arg(long, env = "REPRISE_BMC_TIMEOUT_SECONDS", default_value_t = 10)]
+    pub bmc_timeout_seconds: u64,
+    /// BMC conversations in flight at most.
+    #[arg(long, env = "REPRISE_BMC_CONCURRENCY", default_value_t = 8)]
+    pub bmc_concurrency: usize,
     /// Directory of pg_dump and pg_restore (default: found on the PATH).
     #[arg(long, env = "REPRISE_POSTGRES_BIN_DIR")]
     pub postgres_bin_dir: Option<std::path::PathBuf>,
@@ -146,6 +152,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         crate::controllers::Settings {
             database_probe_interval: std::time::Duration::from_secs(opts.database_probe_seconds.max(1)),
             postgres_bin_dir: opts.postgres_bin_dir.clone(),
+            bmc_timeout: std::time::Duration::from_secs(opts.bmc_timeout_seconds.max(1)),
+            bmc_concurrency: opts.bmc_concurrency,
         },
         health.clone(),
         shutdown.clone()

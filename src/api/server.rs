@@ -1,6 +1,7 @@
 //! Server: a physical machine reached through its BMC over Redfish.
 //! The plan's "inventaire et câblage", "installation du serveur", level 3.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -22,7 +23,8 @@ use super::common::{Condition, Duration, SecretKeyRef, SecretRef};
     shortname = "srv",
     category = "reprise",
     printcolumn(name = "Power", type_ = "string", json_path = ".status.powerState"),
-    printcolumn(name = "Health", type_ = "string", json_path = ".status.health"),
+    printcolumn(name = "Health", type_ = "string", json_path = ".status.health.state"),
+    printcolumn(name = "BMC Health", type_ = "string", json_path = ".status.bmcHealth", priority = 1),
     printcolumn(
         name = "Ready",
         type_ = "string",
@@ -58,6 +60,13 @@ pub struct ServerSpec {
     /// How often the BMC is polled (a duration, e.g. `60s`); a jitter of up to 10% is added.
     #[serde(default = "default_poll_interval")]
     pub poll_interval: Duration,
+    /// How long a graceful shutdown may take before reprise forces the power off.
+    #[serde(default = "default_shutdown_timeout")]
+    pub shutdown_timeout: Duration,
+}
+
+fn default_shutdown_timeout() -> Duration {
+    Duration::from_secs(300)
 }
 
 fn default_poll_interval() -> Duration {
@@ -140,6 +149,14 @@ pub struct ProvisioningSpec {
     /// Firmware boot mode used to boot the image.
     #[serde(default)]
     pub boot_mode: BootMode,
+    /// How long the installer needs the image after the server booted from
+    /// it; then the virtual media is ejected.
+    #[serde(default = "default_eject_after")]
+    pub eject_after: Duration,
+}
+
+fn default_eject_after() -> Duration {
+    Duration::from_secs(1800)
 }
 
 /// Firmware boot mode.
@@ -163,9 +180,24 @@ pub struct ServerStatus {
     /// Power state the BMC reports (`On`, `Off`, `PoweringOn`, `PoweringOff`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub power_state: Option<String>,
-    /// Health the BMC reports (`OK`, `Warning`, `Critical`).
+    /// Health the BMC reports for the system (`Status.HealthRollup`, else
+    /// `Status.Health`: `OK`, `Warning`, `Critical`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub health: Option<String>,
+    pub bmc_health: Option<String>,
+    /// The health signal the recovery engine reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<ServerHealth>,
+    /// The power change reprise asked the BMC for and is waiting on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub power_request: Option<PowerRequest>,
+    /// The last (re)provisioning, step by step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provisioning: Option<ProvisioningStatus>,
+    /// The last recovery action asked through the `reprise.dev/action`
+    /// annotation: `powerCycle` (restart now, forcefully) or `reprovision`
+    /// (install from `spec.provisioning.image`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_action: Option<super::common::ActionRecord>,
     /// Hardware and network inventory read from the BMC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inventory: Option<Inventory>,
@@ -235,4 +267,77 @@ pub struct CablingDrift {
     /// What the BMC reports.
     #[serde(default)]
     pub observed: String,
+}
+
+/// What the recovery engine reads to know whether a server failed.
+///
+/// - `Healthy`: the BMC answers, the power is as desired, health is not Critical.
+/// - `Unreachable`: the BMC does not answer or refuses reprise's credentials.
+/// - `PowerLost`: the server is off while it should be on, and reprise did not turn it off.
+/// - `Critical`: the BMC reports the system's health as Critical.
+/// - `Provisioning`: a reprovisioning is under way (not a failure).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ServerHealthState {
+    Healthy,
+    Unreachable,
+    PowerLost,
+    Critical,
+    Provisioning,
+}
+
+/// The health signal, with when it last changed.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerHealth {
+    /// The state.
+    pub state: ServerHealthState,
+    /// When the state last changed: for a failure, when it was observed.
+    pub since: Time,
+    /// What was observed.
+    #[serde(default)]
+    pub message: String,
+}
+
+/// A power change asked of the BMC.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PowerRequest {
+    /// The Redfish reset type asked: `On`, `GracefulShutdown`, `ForceOff`, `ForceRestart`.
+    pub reset_type: String,
+    /// When it was asked.
+    pub time: Time,
+}
+
+/// A (re)provisioning and its steps.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProvisioningStatus {
+    /// The request id (from the action annotation).
+    pub id: String,
+    /// The image installed.
+    pub image: String,
+    /// `InProgress`, `Succeeded` or `Failed`.
+    pub phase: String,
+    /// Steps in order: `InsertMedia`, `SetBootOverride`, `Reset`, `Booted`, `EjectMedia`.
+    #[serde(default)]
+    pub steps: Vec<ProvisioningStep>,
+}
+
+/// One step of a provisioning.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProvisioningStep {
+    /// The step.
+    pub step: String,
+    /// When it started.
+    pub started: Time,
+    /// When it finished.
+    pub finished: Time,
+    /// How long it took (a duration).
+    pub duration: String,
+    /// `Succeeded` or `Failed`.
+    pub outcome: String,
+    /// Details.
+    #[serde(default)]
+    pub message: String,
 }

@@ -69,6 +69,10 @@ pub struct Settings {
     pub database_probe_interval: Duration,
     /// Where pg_dump and pg_restore are (unset: the PATH).
     pub postgres_bin_dir: Option<std::path::PathBuf>,
+    /// Timeout of each call to a BMC.
+    pub bmc_timeout: Duration,
+    /// BMC conversations in flight at most.
+    pub bmc_concurrency: usize,
 }
 
 impl Default for Settings {
@@ -76,6 +80,8 @@ impl Default for Settings {
         Self {
             database_probe_interval: Duration::from_secs(30),
             postgres_bin_dir: None,
+            bmc_timeout: Duration::from_secs(10),
+            bmc_concurrency: 8,
         }
     }
 }
@@ -101,6 +107,8 @@ pub struct Context {
     /// Owned Secrets reprise applied, by `ns/name`: resourceVersion and content fingerprint.
     pub(crate) applied: Mutex<HashMap<String, (String, String)>>,
     pub settings: Settings,
+    /// Slots for BMC conversations (see `Settings::bmc_concurrency`).
+    pub bmc_slots: tokio::sync::Semaphore,
 }
 
 impl Context {
@@ -127,6 +135,7 @@ impl Context {
             written: Mutex::new(HashMap::new()),
             secret_cache: Mutex::new(HashMap::new()),
             applied: Mutex::new(HashMap::new()),
+            bmc_slots: tokio::sync::Semaphore::new(settings.bmc_concurrency.max(1)),
             settings,
         }
     }

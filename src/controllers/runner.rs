@@ -218,31 +218,65 @@ fn secrets(
     (reader, stream)
 }
 
-/// The Databases a Secret matters to: those that name it, and the owner of a
-/// connection Secret reprise wrote.
-fn databases_using(
-    store: Store<DeserializeGuard<Database>>,
-) -> impl Fn(PartialObjectMeta<Secret>) -> Vec<ObjectRef<DeserializeGuard<Database>>> {
-    move |s: PartialObjectMeta<Secret>| {
+/// The objects of kind `K` a Secret matters to: those that name it
+/// (`named`), and the owner of a Secret reprise wrote for one of them.
+fn users_of<K: Kind>(
+    store: Store<DeserializeGuard<K>>,
+    named: fn(&K) -> Vec<String>,
+) -> impl Fn(Arc<PartialObjectMeta<Secret>>) -> Vec<ObjectRef<DeserializeGuard<K>>> {
+    move |s: Arc<PartialObjectMeta<Secret>>| {
         let ns = s.namespace();
         let name = s.name_any();
+        let kind = K::kind(&());
         let owners: Vec<String> = s
             .owner_references()
             .iter()
-            .filter(|o| o.kind == "Database")
+            .filter(|o| o.kind == kind)
             .map(|o| o.name.clone())
             .collect();
         store
             .state()
             .iter()
-            .filter(|d| d.namespace() == ns)
-            .filter(|d| match &d.0 {
-                Ok(db) => owners.contains(&db.name_any()) || super::database::secrets_named(db).contains(&name),
+            .filter(|o| o.namespace() == ns)
+            .filter(|o| match &o.0 {
+                Ok(obj) => owners.contains(&obj.name_any()) || named(obj).contains(&name),
                 Err(_) => false,
             })
-            .map(|d| ObjectRef::from_obj(d.as_ref()))
+            .map(|o| ObjectRef::from_obj(o.as_ref()))
             .collect()
     }
+}
+
+type SecretChanges = tokio::sync::broadcast::Sender<Arc<PartialObjectMeta<Secret>>>;
+
+/// Forwards the Secret watch's changes (deletions included) to every subscriber.
+fn fan_out(
+    stream: impl futures::Stream<Item = Result<PartialObjectMeta<Secret>, watcher::Error>> + Send + 'static,
+    tx: SecretChanges,
+) -> BoxFuture<'static, ()> {
+    stream
+        .for_each(move |r| {
+            if let Ok(s) = r {
+                let _ = tx.send(Arc::new(s));
+            }
+            futures::future::ready(())
+        })
+        .boxed()
+}
+
+/// One subscriber's stream of Secret changes. A subscriber that falls behind
+/// skips what it missed: every Secret user is polled again anyway.
+fn secret_changes(tx: &SecretChanges) -> impl futures::Stream<Item = Arc<PartialObjectMeta<Secret>>> + Send + 'static {
+    use tokio::sync::broadcast::error::RecvError;
+    futures::stream::unfold(tx.subscribe(), |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(s) => return Some((s, rx)),
+                Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    })
 }
 
 /// Wraps a kind's reconcile: the span, the metrics, and malformed objects
@@ -396,7 +430,8 @@ pub async fn run(
     let (deleted, _) = tokio::sync::broadcast::channel(64);
     let (deployments, deployment_changes) = owned::<Deployment>(&client, ns);
     let (services, service_changes) = owned::<Service>(&client, ns);
-    let (secret_meta, secret_changes) = secrets(&client, ns);
+    let (secret_meta, secret_stream) = secrets(&client, ns);
+    let (secrets_tx, _) = tokio::sync::broadcast::channel(256);
     let stores = Stores {
         secrets: secret_meta.clone(),
         deployments: deployments.clone(),
@@ -426,7 +461,10 @@ pub async fn run(
                 .watches_shared_stream(vms.subscribe(), all_in_namespace(stores.applications.clone()))
         }),
         controller(&dbs, ctx.clone(), super::database::reconcile, &shutdown, |c| {
-            c.watches_stream(secret_changes, databases_using(stores.databases.clone()))
+            c.watches_shared_stream(
+                secret_changes(&secrets_tx),
+                users_of(stores.databases.clone(), super::database::secrets_named),
+            )
         }),
         controller(&incidents, ctx.clone(), super::incident::reconcile, &shutdown, |c| {
             c.watches_shared_stream(plans.subscribe(), all_in_namespace(stores.incidents.clone()))
@@ -454,7 +492,12 @@ pub async fn run(
                 .watches_shared_stream(servers.subscribe(), all_in_namespace(stores.recovery_plans.clone()))
                 .watches_shared_stream(incidents.subscribe(), all_in_namespace(stores.recovery_plans.clone()))
         }),
-        controller(&servers, ctx.clone(), super::server::reconcile, &shutdown, |c| c),
+        controller(&servers, ctx.clone(), super::server::reconcile, &shutdown, |c| {
+            c.watches_shared_stream(
+                secret_changes(&secrets_tx),
+                users_of(stores.servers.clone(), super::server::secrets_named),
+            )
+        }),
         controller(&vms, ctx.clone(), super::virtual_machine::reconcile, &shutdown, |c| {
             c.watches_shared_stream(servers.subscribe(), all_in_namespace(stores.virtual_machines.clone()))
         }),
@@ -462,6 +505,7 @@ pub async fn run(
     // The watch drivers stop with the controllers: nothing reads them after.
     let stop = shutdown.clone();
     let drivers = futures::future::join_all(vec![
+        fan_out(secret_stream, secrets_tx.clone()),
         apps.drive(&client, ns, Some(deleted.clone())),
         dbs.drive(&client, ns, Some(deleted.clone())),
         incidents.drive(&client, ns, Some(deleted.clone())),

@@ -92,3 +92,116 @@ pub fn requested_action<K: kube::Resource>(
     let (action, id) = (action.trim().to_lowercase(), id.trim().to_string());
     last.is_none_or(|a| a.id != id).then_some((action, id))
 }
+
+/// One reconcile's report: the status being built from the object's current
+/// one, and the Events to publish once the status is written.
+pub struct Report<'a, K: Kind> {
+    pub ctx: &'a Context,
+    pub obj: &'a K,
+    pub status: K::Status,
+    pub generation: i64,
+    pub now: k8s_openapi::jiff::Timestamp,
+    events: Vec<(EventType, &'static str, &'static str, String)>,
+}
+
+impl<'a, K: Kind> Report<'a, K> {
+    pub fn new(ctx: &'a Context, obj: &'a K) -> Self {
+        use super::kind::CommonStatus;
+        let generation = obj.meta().generation.unwrap_or(0);
+        let mut status = obj.status().cloned().unwrap_or_default();
+        status.set_observed_generation(generation);
+        Self {
+            ctx,
+            obj,
+            status,
+            generation,
+            now: k8s_openapi::jiff::Timestamp::now(),
+            events: vec![],
+        }
+    }
+
+    /// Sets condition `type_`.
+    pub fn set(&mut self, type_: &str, ok: bool, reason: &str, message: impl Into<String>) {
+        use super::kind::CommonStatus;
+        use crate::api::common::{condition, set_condition};
+        set_condition(
+            self.status.conditions_mut(),
+            condition(type_, ok, reason, message, self.generation),
+        );
+    }
+
+    /// Whether condition `type_` is True in the status being built.
+    pub fn is(&self, type_: &str) -> bool {
+        use super::kind::CommonStatus;
+        crate::api::common::find_condition(self.status.conditions(), type_)
+            .is_some_and(|c| c.status == crate::api::common::ConditionStatus::True)
+    }
+
+    /// Whether condition `type_` was True before this reconcile (None: not set).
+    pub fn was(&self, type_: &str) -> Option<bool> {
+        use super::kind::CommonStatus;
+        self.obj
+            .status()
+            .and_then(|s| crate::api::common::find_condition(s.conditions(), type_).cloned())
+            .map(|c| c.status == crate::api::common::ConditionStatus::True)
+    }
+
+    pub fn event(&mut self, type_: EventType, reason: &'static str, action: &'static str, note: impl Into<String>) {
+        self.events.push((type_, reason, action, note.into()));
+    }
+
+    /// Writes the status now, before a long step, so watchers see it.
+    pub async fn checkpoint(&mut self) -> Result<(), Error> {
+        write_status(self.ctx, self.obj, &self.status).await?;
+        Ok(())
+    }
+
+    /// Writes the status (if it changed), then publishes the Events.
+    pub async fn write(self) -> Result<(), Error> {
+        write_status(self.ctx, self.obj, &self.status).await?;
+        for (type_, reason, action, note) in self.events {
+            publish(self.ctx, self.obj, type_, reason, action, truncate(note)).await;
+        }
+        Ok(())
+    }
+}
+
+/// Event notes are limited to 1 KiB by the API server.
+pub fn truncate(mut s: String) -> String {
+    if s.len() > 1000 {
+        let mut cut = 990;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push_str(" …");
+    }
+    s
+}
+
+/// An action record for a recovery action asked through the annotation, and its Event.
+pub fn action_record(
+    now: k8s_openapi::jiff::Timestamp,
+    action: String,
+    id: String,
+    outcome: &str,
+    message: String,
+) -> (crate::api::common::ActionRecord, EventType, String) {
+    let type_ = if outcome == "Done" {
+        EventType::Normal
+    } else {
+        EventType::Warning
+    };
+    let note = format!("{action} ({id}): {message}");
+    (
+        crate::api::common::ActionRecord {
+            id,
+            action,
+            time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now),
+            outcome: outcome.into(),
+            message,
+        },
+        type_,
+        note,
+    )
+}

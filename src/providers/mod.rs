@@ -3,3 +3,5 @@
 pub mod artifacts;
 pub mod backup_store;
 pub mod postgres;
+pub mod redfish;
+pub mod tls;

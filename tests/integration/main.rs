@@ -13,3 +13,4 @@ mod leader;
 mod operator_validation;
 mod plans;
 mod runtime;
+mod servers;

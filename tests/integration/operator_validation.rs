@@ -42,7 +42,7 @@ apiVersion: reprise.dev/v1alpha1
 kind: Server
 metadata: {name: bare, labels: {tier: metal}}
 spec:
-  bmc: {address: "https://10.0.10.13", credentialsSecretRef: {name: bmc}}
+  bmc: {address: "http://127.0.0.1:9", credentialsSecretRef: {name: bmc}}
 "#;
 
 const MANIFESTS: &str = r#"
@@ -98,13 +98,13 @@ apiVersion: reprise.dev/v1alpha1
 kind: Server
 metadata: {name: no-bmc-secret}
 spec:
-  bmc: {address: "https://10.0.10.11", credentialsSecretRef: {name: missing}}
+  bmc: {address: "http://127.0.0.1:9", credentialsSecretRef: {name: missing}}
 ---
 apiVersion: reprise.dev/v1alpha1
 kind: Server
 metadata: {name: ca-key-missing}
 spec:
-  bmc: {address: "https://10.0.10.11", credentialsSecretRef: {name: bmc}, caBundleSecretRef: {name: ca, key: ca.crt}}
+  bmc: {address: "http://127.0.0.1:9", credentialsSecretRef: {name: bmc}, caBundleSecretRef: {name: ca, key: ca.crt}}
 ---
 apiVersion: reprise.dev/v1alpha1
 kind: VirtualMachine

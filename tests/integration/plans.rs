@@ -10,7 +10,7 @@ use crate::support::{
 
 fn server(name: &str, labels: &str) -> String {
     format!(
-        "---\napiVersion: reprise.dev/v1alpha1\nkind: Server\nmetadata: {{name: {name}, labels: {{{labels}}}}}\nspec:\n  bmc: {{address: \"https://10.0.10.11\", credentialsSecretRef: {{name: bmc}}}}\n"
+        "---\napiVersion: reprise.dev/v1alpha1\nkind: Server\nmetadata: {{name: {name}, labels: {{{labels}}}}}\nspec:\n  bmc: {{address: \"http://127.0.0.1:9\", credentialsSecretRef: {{name: bmc}}}}\n"
     )
 }
 

@@ -6,7 +6,6 @@ pub mod accounts;
 pub mod dump;
 pub mod scram;
 pub mod tables;
-mod tls;
 
 use std::{fmt, time::Duration};
 
@@ -129,7 +128,7 @@ impl Target {
                 SslMode::Prefer => PgSslMode::Prefer,
                 _ => PgSslMode::Require,
             });
-        let tls = tls::connector(self.ssl_mode, self.ca_pem.as_deref()).map_err(|e| PgError::new(TLS_FAILED, e))?;
+        let tls = connector(self.ssl_mode, self.ca_pem.as_deref()).map_err(|e| PgError::new(TLS_FAILED, e))?;
         // tokio-postgres bounds each connect attempt; bound the whole of it too
         // (a server that accepts and never answers the startup message).
         let (client, connection) = tokio::time::timeout(self.connect_timeout, config.connect(tls))
@@ -178,6 +177,25 @@ impl Target {
         }
         env
     }
+}
+
+/// TLS with libpq's sslmode semantics: `Prefer`/`Require` encrypt without
+/// checking the certificate (unless a CA bundle is given: then the CA is
+/// checked, as libpq does with a root certificate), `VerifyCA` checks the chain
+/// but not the host name, `VerifyFull` checks both.
+fn connector(mode: SslMode, ca_pem: Option<&[u8]>) -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
+    use crate::providers::tls::{Check, client_config};
+    let check = match (mode, ca_pem) {
+        (SslMode::Disable, _) | (SslMode::Prefer | SslMode::Require, None) => Check::Nothing,
+        (SslMode::VerifyCA | SslMode::VerifyFull, None) => {
+            return Err(format!("sslMode {mode:?} needs a CA bundle (caBundleSecretRef)"));
+        }
+        (SslMode::VerifyFull, Some(_)) => Check::Full,
+        (_, Some(_)) => Check::Chain,
+    };
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(client_config(
+        check, ca_pem,
+    )?))
 }
 
 /// Quotes an identifier as PostgreSQL's `quote_ident` does: any name, even

@@ -10,6 +10,7 @@
 pub mod audit;
 pub mod operator;
 pub mod postgres;
+pub mod redfish;
 
 use std::{
     collections::HashMap,

@@ -1,7 +1,6 @@
-//! TLS for PostgreSQL connections, with libpq's sslmode semantics:
-//! `Prefer`/`Require` encrypt without checking the certificate (unless a CA
-//! bundle is given, then the CA is checked, as libpq does with a root cert),
-//! `VerifyCA` checks the chain but not the host name, `VerifyFull` checks both.
+//! TLS client settings shared by the peers reprise talks to (PostgreSQL,
+//! Redfish BMCs): a certificate checked against a CA bundle with or without
+//! its host name, or — where the user says so — not checked at all.
 
 use std::sync::Arc;
 
@@ -14,20 +13,26 @@ use rustls::{
     crypto::CryptoProvider,
     pki_types::{CertificateDer, ServerName, UnixTime, pem::PemObject},
 };
-use tokio_postgres_rustls::MakeRustlsConnect;
+/// How the peer's certificate is checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Check {
+    /// Not at all: the traffic is encrypted, the peer is not authenticated.
+    Nothing,
+    /// The chain must lead to the CA bundle; any host name.
+    Chain,
+    /// The chain and the host name.
+    Full,
+}
 
-use crate::api::database::SslMode;
-
-pub fn connector(mode: SslMode, ca_pem: Option<&[u8]>) -> Result<MakeRustlsConnect, String> {
+/// A rustls client configuration checking peers as `check` says, against `ca_pem`.
+pub fn client_config(check: Check, ca_pem: Option<&[u8]>) -> Result<ClientConfig, String> {
     let provider = CryptoProvider::get_default()
         .cloned()
         .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()));
-    let verifier: Arc<dyn ServerCertVerifier> = match (mode, ca_pem) {
-        (SslMode::Disable, _) | (SslMode::Prefer | SslMode::Require, None) => Arc::new(EncryptOnly(provider.clone())),
-        (SslMode::VerifyCA | SslMode::VerifyFull, None) => {
-            return Err(format!("sslMode {mode:?} needs a CA bundle (caBundleSecretRef)"));
-        }
-        (mode, Some(pem)) => {
+    let verifier: Arc<dyn ServerCertVerifier> = match (check, ca_pem) {
+        (Check::Nothing, _) => Arc::new(EncryptOnly(provider.clone())),
+        (_, None) => return Err("checking the certificate needs a CA bundle".into()),
+        (check, Some(pem)) => {
             let mut roots = RootCertStore::empty();
             for cert in CertificateDer::pem_slice_iter(pem) {
                 let cert = cert.map_err(|e| format!("the CA bundle is not PEM: {e}"))?;
@@ -41,23 +46,22 @@ pub fn connector(mode: SslMode, ca_pem: Option<&[u8]>) -> Result<MakeRustlsConne
             let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                 .build()
                 .map_err(|e| format!("cannot build a verifier from the CA bundle: {e}"))?;
-            if mode == SslMode::VerifyFull {
+            if check == Check::Full {
                 webpki
             } else {
                 Arc::new(AnyName(webpki))
             }
         }
     };
-    let config = ClientConfig::builder_with_provider(provider)
+    Ok(ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
-    Ok(MakeRustlsConnect::new(config))
+        .with_no_client_auth())
 }
 
-/// `VerifyCA`: the chain must lead to the bundle; the name may be anything.
+/// The chain must lead to the bundle; the name may be anything.
 #[derive(Debug)]
 struct AnyName(Arc<WebPkiServerVerifier>);
 
@@ -101,8 +105,8 @@ impl ServerCertVerifier for AnyName {
     }
 }
 
-/// `Prefer`/`Require` without a CA: encrypted, not authenticated (libpq's meaning).
-/// Handshake signatures are still checked, so the session key is the peer's.
+/// Encrypted, not authenticated. Handshake signatures are still checked, so
+/// the session key is the peer's.
 #[derive(Debug)]
 struct EncryptOnly(Arc<CryptoProvider>);
 
