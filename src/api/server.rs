@@ -234,6 +234,26 @@ pub struct Inventory {
     /// Network interfaces the BMC reports.
     #[serde(default)]
     pub nics: Vec<ObservedNic>,
+    /// Network adapters of the chassis (where the BMC reports them), e.g. for the technician.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub network_adapters: Vec<ObservedAdapter>,
+}
+
+/// A network adapter card as the BMC reports it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ObservedAdapter {
+    /// Adapter id.
+    pub id: String,
+    /// Manufacturer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manufacturer: Option<String>,
+    /// Model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Health the BMC reports for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<String>,
 }
 
 /// A network interface as the BMC reports it.

@@ -328,6 +328,7 @@ impl Bmc {
             cpu_model: sys.processor_summary.as_ref().and_then(|p| p.model.clone()),
             memory_gib: sys.memory_summary.as_ref().and_then(|m| m.total_system_memory_gib),
             nics: vec![],
+            network_adapters: vec![],
         };
         if inv.cpu_model.is_none()
             && let Some(p) = &sys.processors
@@ -337,8 +338,27 @@ impl Bmc {
         {
             inv.cpu_model = cpu.model;
         }
+        // Optional parts: a BMC that lacks one (404) still has an inventory.
+        let optional = |r: Result<(Collection, Option<String>), RedfishError>| match r {
+            Ok((c, _)) => Ok(c),
+            Err(e) if e.reason == NOT_SUPPORTED => Ok(Collection::default()),
+            Err(e) => Err(e),
+        };
+        for c in sys.links.iter().flat_map(|l| l.chassis.iter()) {
+            let Ok((chassis, _)) = self.get::<Chassis>(&c.id).await else { continue };
+            let Some(adapters) = chassis.network_adapters else { continue };
+            for m in optional(self.get::<Collection>(&adapters.id).await)?.members {
+                let (a, _) = self.get::<NetworkAdapter>(&m.id).await?;
+                inv.network_adapters.push(crate::api::server::ObservedAdapter {
+                    id: a.id.unwrap_or_else(|| m.id.rsplit('/').next().unwrap_or_default().to_string()),
+                    manufacturer: a.manufacturer,
+                    model: a.model,
+                    health: a.status.and_then(|s| s.health),
+                });
+            }
+        }
         if let Some(e) = &sys.ethernet_interfaces {
-            let (list, _) = self.get::<Collection>(&e.id).await?;
+            let list = optional(self.get::<Collection>(&e.id).await)?;
             for m in list.members {
                 let (nic, _) = self.get::<EthernetInterface>(&m.id).await?;
                 let name = nic
