@@ -345,12 +345,18 @@ impl Bmc {
             Err(e) => Err(e),
         };
         for c in sys.links.iter().flat_map(|l| l.chassis.iter()) {
-            let Ok((chassis, _)) = self.get::<Chassis>(&c.id).await else { continue };
-            let Some(adapters) = chassis.network_adapters else { continue };
+            let Ok((chassis, _)) = self.get::<Chassis>(&c.id).await else {
+                continue;
+            };
+            let Some(adapters) = chassis.network_adapters else {
+                continue;
+            };
             for m in optional(self.get::<Collection>(&adapters.id).await)?.members {
                 let (a, _) = self.get::<NetworkAdapter>(&m.id).await?;
                 inv.network_adapters.push(crate::api::server::ObservedAdapter {
-                    id: a.id.unwrap_or_else(|| m.id.rsplit('/').next().unwrap_or_default().to_string()),
+                    id: a
+                        .id
+                        .unwrap_or_else(|| m.id.rsplit('/').next().unwrap_or_default().to_string()),
                     manufacturer: a.manufacturer,
                     model: a.model,
                     health: a.status.and_then(|s| s.health),
