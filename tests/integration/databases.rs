@@ -14,7 +14,12 @@ use crate::support::{
     operator::{Operator, Options},
     plane,
     postgres::{ADMIN, Postgres},
+    tls::certs,
 };
+
+fn read(p: &Path) -> Vec<u8> {
+    std::fs::read(p).unwrap()
+}
 
 const APP_PW: &str = "app-Pw-5e1f0c";
 const SHOP_ADMIN_PW: &str = "shopadmin-Pw-77b2";
@@ -550,71 +555,6 @@ fn a_hostile_role_name_is_rejected_by_the_api_server() {
     assert!(out.contains("spec.roles[0].name"), "{out}");
 }
 
-/// A CA and a server certificate for 127.0.0.1, made with openssl: (ca.pem, server.crt, server.key).
-fn tls_files(dir: &Path, name: &str) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let ca_key = format!("{name}-ca.key");
-    let ca = format!("{name}-ca.pem");
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        &ca_key,
-        "-out",
-        &ca,
-        "-days",
-        "2",
-        "-subj",
-        &format!("/CN={name} test CA"),
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-    ]);
-    std::fs::write(dir.join("ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        &ca,
-        "-CAkey",
-        &ca_key,
-        "-CAcreateserial",
-        "-out",
-        "server.crt",
-        "-days",
-        "2",
-        "-extfile",
-        "ext",
-    ]);
-    let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
-    (read(&ca), read("server.crt"), read("server.key"))
-}
-
 #[tokio::test]
 async fn connection_failures_name_their_reason() {
     use reprise::{
@@ -623,8 +563,10 @@ async fn connection_failures_name_their_reason() {
     };
     reprise::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = tls_files(dir.path(), "right");
-    let (wrong_ca, _, _) = tls_files(dir.path(), "wrong");
+    let right = certs(dir.path(), "right");
+    let wrong = certs(dir.path(), "wrong");
+    let (ca, cert, key) = (read(&right.ca), read(&right.cert), read(&right.key));
+    let wrong_ca = read(&wrong.ca);
     let pg = Postgres::start_with(
         &["ssl=on", "ssl_cert_file=server.crt", "ssl_key_file=server.key"],
         &[("server.crt", &cert), ("server.key", &key)],

@@ -14,6 +14,7 @@ use crate::support::{
     operator::{Operator, Options},
     plane,
     redfish::{FakeSystem, Sushy},
+    tls::{Certs, certs},
 };
 
 const A: &str = "a0000000-0000-4000-8000-00000000000a";
@@ -273,70 +274,6 @@ async fn inventory_cabling_power_and_reprovisioning() {
     );
 }
 
-/// A CA and a certificate for 127.0.0.1, made with openssl, in `dir`: returns (ca.pem, cert, key) paths.
-fn tls_files(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let (ca_key, ca) = (format!("{name}-ca.key"), format!("{name}-ca.pem"));
-    let (key, csr, cert) = (format!("{name}.key"), format!("{name}.csr"), format!("{name}.crt"));
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        &ca_key,
-        "-out",
-        &ca,
-        "-days",
-        "2",
-        "-subj",
-        &format!("/CN={name} CA"),
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        &key,
-        "-out",
-        &csr,
-        "-subj",
-        "/CN=127.0.0.1",
-    ]);
-    std::fs::write(dir.join("ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        &csr,
-        "-CA",
-        &ca,
-        "-CAkey",
-        &ca_key,
-        "-CAcreateserial",
-        "-out",
-        &cert,
-        "-days",
-        "2",
-        "-extfile",
-        "ext",
-    ]);
-    (dir.join(ca), dir.join(cert), dir.join(key))
-}
-
 fn indent(pem: &str) -> String {
     pem.lines().map(|l| format!("    {l}\n")).collect()
 }
@@ -344,8 +281,8 @@ fn indent(pem: &str) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn credentials_and_tls_failures_are_named() {
     let dir = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = tls_files(dir.path(), "bmc");
-    let (wrong_ca, _, _) = tls_files(dir.path(), "other");
+    let Certs { ca, cert, key } = certs(dir.path(), "bmc");
+    let wrong_ca = certs(dir.path(), "other").ca;
     let sushy = Sushy::start(
         &[FakeSystem {
             uuid: A,

@@ -318,23 +318,10 @@ impl<'a> Pass<'a> {
         }
         write_status(self.ctx, self.db, &self.status).await?;
         for (type_, reason, action, note) in self.events {
-            publish(self.ctx, self.db, type_, reason, action, truncate(note)).await;
+            publish(self.ctx, self.db, type_, reason, action, super::status::truncate(note)).await;
         }
         Ok(Action::requeue(requeue))
     }
-}
-
-/// Event notes are limited to 1 KiB by the API server.
-fn truncate(mut s: String) -> String {
-    if s.len() > 1000 {
-        let mut cut = 990;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
-        s.push_str(" …");
-    }
-    s
 }
 
 pub fn reconcile(obj: Arc<Database>, ctx: Arc<Context>) -> BoxFuture<'static, Result<Action, Error>> {

@@ -283,18 +283,7 @@ async fn poll(
                     let started = provisioning::start(&bmc, system_id, &sys, p, &id).await;
                     let failed = started.phase == "Failed";
                     let last = started.steps.last().map(|s| s.message.clone()).unwrap_or_default();
-                    for st in &started.steps {
-                        r.event(
-                            if st.outcome == "Succeeded" {
-                                EventType::Normal
-                            } else {
-                                EventType::Warning
-                            },
-                            "Provisioning",
-                            "Reprovision",
-                            format!("{}: {} ({})", st.step, st.message, st.duration),
-                        );
-                    }
+                    step_events(r, &started.steps);
                     r.status.provisioning = Some(started);
                     again = Some(Duration::from_secs(2));
                     if failed {
@@ -321,18 +310,7 @@ async fn poll(
         let mut p = p;
         let before = p.steps.len();
         again = provisioning::advance(&bmc, &sys, spec, &mut p).await;
-        for st in &p.steps[before..] {
-            r.event(
-                if st.outcome == "Succeeded" {
-                    EventType::Normal
-                } else {
-                    EventType::Warning
-                },
-                "Provisioning",
-                "Reprovision",
-                format!("{}: {} ({})", st.step, st.message, st.duration),
-            );
-        }
+        step_events(r, &p.steps[before..]);
         r.status.provisioning = Some(p);
     }
     let provisioning = r
@@ -442,6 +420,23 @@ async fn poll(
     }
     bmc.close().await;
     again.map(|a| a.min(s.spec.poll_interval.as_std()))
+}
+
+/// An Event per provisioning step.
+fn step_events(r: &mut Report<'_, Server>, steps: &[crate::api::server::ProvisioningStep]) {
+    for st in steps {
+        let type_ = if st.outcome == "Succeeded" {
+            EventType::Normal
+        } else {
+            EventType::Warning
+        };
+        r.event(
+            type_,
+            "Provisioning",
+            "Reprovision",
+            format!("{}: {} ({})", st.step, st.message, st.duration),
+        );
+    }
 }
 
 fn unreachable(r: &mut Report<'_, Server>, e: &redfish::RedfishError) {

@@ -11,6 +11,7 @@ pub mod audit;
 pub mod operator;
 pub mod postgres;
 pub mod redfish;
+pub mod tls;
 
 use std::{
     collections::HashMap,
@@ -354,4 +355,13 @@ pub fn condition(obj: &serde_json::Value, type_: &str) -> Option<(String, String
         c["reason"].as_str()?.into(),
         c["message"].as_str()?.into(),
     ))
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

@@ -43,14 +43,6 @@ fn as_root() -> bool {
     String::from_utf8_lossy(&out.stdout).trim() == "0"
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Postgres {
     pub fn start() -> Self {
         Self::start_with(&[], &[])
@@ -116,7 +108,7 @@ impl Postgres {
                 );
             }
         }
-        let port = free_port();
+        let port = super::free_port();
         let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
         let child = wrap(bin.join("postgres"))
             .arg("-D")

@@ -37,14 +37,6 @@ pub fn venv() -> PathBuf {
         })
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Sushy {
     /// Starts the emulator with `systems`; HTTPS with (certificate, key) files when given.
     pub fn start(systems: &[FakeSystem<'_>], tls: Option<(&Path, &Path)>) -> Self {
@@ -90,7 +82,7 @@ impl Sushy {
                 )
             })
             .collect();
-        let port = free_port();
+        let port = super::free_port();
         let mut config = format!(
             "SUSHY_EMULATOR_LISTEN_IP = '127.0.0.1'\nSUSHY_EMULATOR_LISTEN_PORT = {port}\n\
              SUSHY_EMULATOR_FAKE_DRIVER = True\nSUSHY_EMULATOR_AUTH_FILE = '{}'\n\
