@@ -53,6 +53,9 @@ pub struct RunOptions {
     /// BMC conversations in flight at most.
     #[arg(long, env = "REPRISE_BMC_CONCURRENCY", default_value_t = 8)]
     pub bmc_concurrency: usize,
+    /// Seconds a VM may take to become ready before the health signal says NotReady.
+    #[arg(long, env = "REPRISE_VM_READY_GRACE_SECONDS", default_value_t = 300)]
+    pub vm_ready_grace_seconds: u64,
     /// Directory of pg_dump and pg_restore (default: found on the PATH).
     #[arg(long, env = "REPRISE_POSTGRES_BIN_DIR")]
     pub postgres_bin_dir: Option<std::path::PathBuf>,
@@ -154,6 +157,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             postgres_bin_dir: opts.postgres_bin_dir.clone(),
             bmc_timeout: std::time::Duration::from_secs(opts.bmc_timeout_seconds.max(1)),
             bmc_concurrency: opts.bmc_concurrency,
+            vm_ready_grace: std::time::Duration::from_secs(opts.vm_ready_grace_seconds),
+            kubevirt_installed: false,
         },
         health.clone(),
         shutdown.clone()

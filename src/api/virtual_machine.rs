@@ -169,6 +169,89 @@ pub struct VirtualMachineStatus {
     /// The newest snapshot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_backup: Option<VmBackupStatus>,
+    /// When the last snapshot was asked for, ready or not (the schedule counts from it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backup_attempt: Option<Time>,
+    /// The last value of the `reprise.dev/backup-now` annotation acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_now: Option<String>,
+    /// Whether the guest agent reports in, and what it says (OS, kernel).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest: Option<String>,
+    /// The health signal the recovery engine reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<VmHealth>,
+    /// The last recovery action asked through the `reprise.dev/action`
+    /// annotation — `restart` (a new VM instance), `recreate` (the KubeVirt VM
+    /// deleted and created again from the spec), `restoreSnapshot` (stop,
+    /// restore the newest ready snapshot, start) — and its steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_action: Option<super::common::ActionRecord>,
+    /// The steps of the last multi-step action (`restoreSnapshot`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action_progress: Option<VmActionProgress>,
+}
+
+/// What the recovery engine reads to know whether a VM failed.
+///
+/// - `Healthy`: running and ready (or stopped, as asked).
+/// - `Starting`: not ready yet, within the grace period (not a failure).
+/// - `NotReady`: not ready beyond the grace period.
+/// - `Failed`: the VM instance failed.
+/// - `Missing`: the provider's VM is gone (reprise recreates it).
+/// - `Restoring`: a snapshot restore is under way (not a failure).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum VmHealthState {
+    Healthy,
+    Starting,
+    NotReady,
+    Failed,
+    Missing,
+    Restoring,
+}
+
+/// The health signal, with when it last changed.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VmHealth {
+    /// The state.
+    pub state: VmHealthState,
+    /// When the state last changed: for a failure, when it was observed.
+    pub since: Time,
+    /// What was observed.
+    #[serde(default)]
+    pub message: String,
+}
+
+/// A multi-step recovery action in progress or done.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VmActionProgress {
+    /// The request id.
+    pub id: String,
+    /// The action.
+    pub action: String,
+    /// The snapshot restored from (for `restoreSnapshot`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
+    /// `Stopping`, `Restoring`, `Starting`, `Succeeded` or `Failed`.
+    pub phase: String,
+    /// The steps done so far, each with when it finished.
+    #[serde(default)]
+    pub steps: Vec<VmActionStep>,
+}
+
+/// One step of a multi-step action.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VmActionStep {
+    /// The step: `Stopped`, `Restored`, `Started`.
+    pub step: String,
+    /// When it finished.
+    pub time: Time,
+    /// Details.
+    #[serde(default)]
+    pub message: String,
 }
 
 /// A VM snapshot as recorded in status.

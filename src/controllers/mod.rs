@@ -73,6 +73,10 @@ pub struct Settings {
     pub bmc_timeout: Duration,
     /// BMC conversations in flight at most.
     pub bmc_concurrency: usize,
+    /// How long a VM may take to become ready before it counts as failed.
+    pub vm_ready_grace: Duration,
+    /// Whether KubeVirt's CRDs were there when reprise started (found, not configured).
+    pub kubevirt_installed: bool,
 }
 
 impl Default for Settings {
@@ -82,6 +86,8 @@ impl Default for Settings {
             postgres_bin_dir: None,
             bmc_timeout: Duration::from_secs(10),
             bmc_concurrency: 8,
+            vm_ready_grace: Duration::from_secs(300),
+            kubevirt_installed: false,
         }
     }
 }

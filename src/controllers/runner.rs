@@ -279,6 +279,43 @@ fn secret_changes(tx: &SecretChanges) -> impl futures::Stream<Item = Arc<Partial
     })
 }
 
+/// Whether CRD `name` is installed.
+async fn crd_installed(client: &Client, name: &str) -> bool {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    matches!(crds.get_opt(name).await, Ok(Some(_)))
+}
+
+/// Changes (deletions included) of KubeVirt objects reprise made, as a
+/// trigger for the reprise VirtualMachine they belong to (label `reprise.dev/vm`,
+/// else the same name: a VM instance carries its VM's template labels and name).
+fn kubevirt_changes(
+    client: &Client,
+    namespace: Option<&str>,
+    ar: &kube::api::ApiResource,
+) -> impl futures::Stream<Item = Result<kube::api::DynamicObject, watcher::Error>> + Send + 'static {
+    let api: Api<kube::api::DynamicObject> = match namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, ar),
+        None => Api::all_with(client.clone(), ar),
+    };
+    let label = format!(
+        "{}={}",
+        super::application::desired::MANAGED_BY.0,
+        super::application::desired::MANAGED_BY.1
+    );
+    watcher(api, watcher::Config::default().labels(&label).any_semantic())
+        .backoff(FastBackoff::default())
+        .touched_objects()
+}
+
+fn vm_of(o: kube::api::DynamicObject) -> Option<ObjectRef<DeserializeGuard<VirtualMachine>>> {
+    let name = o
+        .labels()
+        .get(crate::providers::vm::kubevirt::VM_LABEL)
+        .cloned()
+        .unwrap_or_else(|| o.name_any());
+    Some(ObjectRef::new(&name).within(&o.namespace()?))
+}
+
 /// Wraps a kind's reconcile: the span, the metrics, and malformed objects
 /// (reported, never reconciled, never fatal).
 async fn guarded<K: Kind>(
@@ -412,13 +449,21 @@ pub async fn run(
     metrics: Arc<Metrics>,
     namespace: Option<String>,
     instance: String,
-    settings: Settings,
+    mut settings: Settings,
     health: Arc<Health>,
     shutdown: CancellationToken,
 ) {
     if !await_crds(&client, &shutdown).await {
         return;
     }
+    settings.kubevirt_installed = crd_installed(&client, "virtualmachines.kubevirt.io").await
+        && crd_installed(&client, "virtualmachinesnapshots.snapshot.kubevirt.io").await;
+    if !settings.kubevirt_installed {
+        tracing::warn!(
+            "KubeVirt's CRDs are not installed: VirtualMachines will wait (restart reprise after installing KubeVirt)"
+        );
+    }
+    let kubevirt = settings.kubevirt_installed;
     let ns = namespace.as_deref();
     let apps = Shared::<Application>::new();
     let dbs = Shared::<Database>::new();
@@ -499,7 +544,16 @@ pub async fn run(
             )
         }),
         controller(&vms, ctx.clone(), super::virtual_machine::reconcile, &shutdown, |c| {
-            c.watches_shared_stream(servers.subscribe(), all_in_namespace(stores.virtual_machines.clone()))
+            let c = c.watches_shared_stream(servers.subscribe(), all_in_namespace(stores.virtual_machines.clone()));
+            if !kubevirt {
+                return c;
+            }
+            use crate::providers::vm::kubevirt::{restore_resource, snapshot_resource, vm_resource, vmi_resource};
+            [vm_resource(), vmi_resource(), snapshot_resource(), restore_resource()]
+                .into_iter()
+                .fold(c, |c, ar| {
+                    c.watches_stream_with(kubevirt_changes(&client, ns, &ar), vm_of, ar)
+                })
         }),
     ];
     // The watch drivers stop with the controllers: nothing reads them after.

@@ -5,3 +5,4 @@ pub mod backup_store;
 pub mod postgres;
 pub mod redfish;
 pub mod tls;
+pub mod vm;

@@ -14,3 +14,4 @@ mod operator_validation;
 mod plans;
 mod runtime;
 mod servers;
+mod virtual_machines;

@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod audit;
+pub mod kubevirt;
 pub mod operator;
 pub mod postgres;
 pub mod redfish;
@@ -183,22 +184,15 @@ impl Plane {
         c
     }
 
+    /// reprise's CRDs, and KubeVirt's (generated from its Go module by
+    /// hack/kubevirt-crds), which the VirtualMachine controller drives.
     fn install_crds(&self) {
-        let crds = repo_root().join("crds");
-        self.k(&[
-            "apply",
-            "--server-side",
-            "--force-conflicts",
-            "-f",
-            crds.to_str().expect("utf-8 path"),
-        ]);
-        self.k(&[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "-f",
-            crds.to_str().expect("utf-8 path"),
-        ]);
+        let kubevirt = run(Command::new(repo_root().join("hack/kubevirt-crds")).stderr(Stdio::inherit()));
+        for dir in [repo_root().join("crds"), PathBuf::from(kubevirt.trim())] {
+            let dir = dir.to_str().expect("utf-8 path");
+            self.k(&["apply", "--server-side", "--force-conflicts", "-f", dir]);
+            self.k(&["wait", "--for=condition=Established", "--timeout=60s", "-f", dir]);
+        }
     }
 
     /// Renders the chart's ServiceAccount and RBAC, applies them, and writes a

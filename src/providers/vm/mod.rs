@@ -1,0 +1,71 @@
+//! Virtual machine providers. reprise drives an engine that runs VMs rather
+//! than running them itself; KubeVirt is the first provider, behind this
+//! trait so that another (libvirt) can follow.
+
+pub mod kubevirt;
+
+use std::future::Future;
+
+use k8s_openapi::jiff::Timestamp;
+
+use crate::api::VirtualMachine;
+
+/// What the provider reports about a VM.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Observed {
+    /// The provider's VM object exists.
+    pub exists: bool,
+    /// A running instance exists.
+    pub instance: bool,
+    /// The instance's phase (`Pending`, `Scheduling`, `Running`, `Failed`, …).
+    pub phase: Option<String>,
+    pub ready: bool,
+    pub node: Option<String>,
+    pub ip_addresses: Vec<String>,
+    /// The guest agent's report (OS and kernel), when it runs.
+    pub guest: Option<String>,
+    /// When the instance was created (the grace period counts from it).
+    pub instance_created: Option<Timestamp>,
+    /// The software revision the provider's VM carries.
+    pub software_revision: Option<String>,
+}
+
+/// A snapshot as the provider reports it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Snapshot {
+    pub name: String,
+    pub created: Timestamp,
+    pub ready: bool,
+    /// When it became ready, where the provider says.
+    pub ready_at: Option<Timestamp>,
+    pub size_bytes: Option<u64>,
+}
+
+/// The operations reprise needs from a VM engine.
+pub trait VmProvider {
+    type Error: std::error::Error;
+    /// Creates or updates the provider's VM from the spec, running or not.
+    /// Returns the software revision applied.
+    fn apply(&self, vm: &VirtualMachine, running: bool) -> impl Future<Output = Result<String, Self::Error>> + Send;
+    fn observe(&self, vm: &VirtualMachine) -> impl Future<Output = Result<Observed, Self::Error>> + Send;
+    /// A new instance (the provider starts it again).
+    fn restart(&self, vm: &VirtualMachine) -> impl Future<Output = Result<(), Self::Error>> + Send;
+    fn delete(&self, vm: &VirtualMachine) -> impl Future<Output = Result<(), Self::Error>> + Send;
+    fn snapshot(&self, vm: &VirtualMachine, name: &str) -> impl Future<Output = Result<(), Self::Error>> + Send;
+    /// The VM's snapshots, newest first.
+    fn snapshots(&self, vm: &VirtualMachine) -> impl Future<Output = Result<Vec<Snapshot>, Self::Error>> + Send;
+    fn delete_snapshot(&self, vm: &VirtualMachine, name: &str) -> impl Future<Output = Result<(), Self::Error>> + Send;
+    /// Restores `snapshot` into the VM (stopped), as restore object `name`.
+    fn restore(
+        &self,
+        vm: &VirtualMachine,
+        snapshot: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+    /// Whether restore `name` is complete (None: it does not exist).
+    fn restore_complete(
+        &self,
+        vm: &VirtualMachine,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<bool>, Self::Error>> + Send;
+}
