@@ -184,12 +184,30 @@ pub struct VirtualMachineStatus {
     /// The last recovery action asked through the `reprise.dev/action`
     /// annotation — `restart` (a new VM instance), `recreate` (the KubeVirt VM
     /// deleted and created again from the spec), `restoreSnapshot` (stop,
-    /// restore the newest ready snapshot, start) — and its steps.
+    /// restore the newest ready snapshot, start), `move` (to the Server named
+    /// by the `reprise.dev/move-to` annotation: placed there, instance restarted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_action: Option<super::common::ActionRecord>,
+    /// Where the engine's `move` action put the VM: overrides `spec.hostRef`
+    /// until the spec changes (its generation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moved_to: Option<MovedTo>,
     /// The steps of the last multi-step action (`restoreSnapshot`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action_progress: Option<VmActionProgress>,
+}
+
+/// Annotation naming the Server a `move` action moves the VM to.
+pub const MOVE_TO_ANNOTATION: &str = "reprise.dev/move-to";
+
+/// A move asked by the engine.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MovedTo {
+    /// The Server the VM runs on now.
+    pub server: String,
+    /// The `metadata.generation` the move applies to.
+    pub generation: i64,
 }
 
 /// What the recovery engine reads to know whether a VM failed.

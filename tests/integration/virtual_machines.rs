@@ -31,13 +31,21 @@ fn get(ns: &TestNamespace) -> Value {
     serde_json::from_str(&ns.k(&["get", "virtualmachines.reprise.dev", "vm-web", "-o", "json"])).expect("json")
 }
 
+/// Polls the VM until `f` holds; on timeout, fails showing its last status.
 async fn wait_for(ns: &TestNamespace, what: &str, secs: u64, f: impl Fn(&Value) -> bool) -> Value {
-    eventually(what, Duration::from_secs(secs), || {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
         let v = get(ns);
-        let ok = f(&v);
-        async move { ok.then_some(v) }
-    })
-    .await
+        if f(&v) {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {secs}s waiting for {what}; status: {}",
+            v["status"]
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 fn ready(v: &Value) -> bool {
@@ -61,7 +69,17 @@ async fn a_vm_runs_fails_restarts_follows_its_software_and_comes_back() {
     let _standin = StandIn::start(plane().client().await, &ns.name);
     let mut op = operator(&ns);
     op.wait_ready().await;
-    let (ok, out) = ns.apply(&vm_yaml("1.22.1-9", ""));
+    // Two hosts (their BMC address is a closed loopback port: polled in vain, never needed here).
+    let servers = ["hv-01", "hv-02"]
+        .map(|s| {
+            format!(
+                "apiVersion: reprise.dev/v1alpha1\nkind: Server\nmetadata: {{name: {s}}}\nspec:\n  bmc: {{address: \"http://127.0.0.1:9\", credentialsSecretRef: {{name: bmc}}}}\n---\n"
+            )
+        })
+        .concat();
+    let (ok, out) = ns.apply(&servers);
+    assert!(ok, "{out}");
+    let (ok, out) = ns.apply(&vm_yaml("1.22.1-9", "  hostRef: {name: hv-01}\n"));
     assert!(ok, "{out}");
     let out = ns.k(&[
         "wait",
@@ -78,6 +96,12 @@ async fn a_vm_runs_fails_restarts_follows_its_software_and_comes_back() {
     assert_eq!(spec["runStrategy"], "Always");
     assert_eq!(spec["template"]["spec"]["domain"]["cpu"]["cores"], 2);
     assert_eq!(spec["template"]["spec"]["domain"]["memory"]["guest"], "1Gi");
+    assert_eq!(
+        spec["template"]["spec"]["nodeSelector"]["reprise.dev/server"],
+        "hv-01",
+        "{}",
+        get(&ns)["spec"]
+    );
     let user_data = spec["template"]["spec"]["volumes"][1]["cloudInitNoCloud"]["userData"]
         .as_str()
         .unwrap();
@@ -122,8 +146,42 @@ async fn a_vm_runs_fails_restarts_follows_its_software_and_comes_back() {
     );
     assert_eq!(get(&ns)["status"]["lastAction"]["outcome"], "Done");
 
+    // `move` to hv-02: placed there, a new instance.
+    let before = vmi_api.get("vm-web").await.unwrap().metadata.uid;
+    ns.k(&[
+        "annotate",
+        "virtualmachines.reprise.dev",
+        "vm-web",
+        "reprise.dev/move-to=hv-02",
+        "reprise.dev/action=move/m1",
+        "--overwrite",
+    ]);
+    wait_for(&ns, "the move to be done", 30, |v| {
+        v["status"]["lastAction"]["id"] == "m1" && ready(v)
+    })
+    .await;
+    assert_eq!(get(&ns)["status"]["lastAction"]["outcome"], "Done");
+    let kvm = vm_api.get("vm-web").await.unwrap();
+    assert_eq!(
+        kvm.data["spec"]["template"]["spec"]["nodeSelector"]["reprise.dev/server"],
+        "hv-02"
+    );
+    eventually("a new instance after the move", Duration::from_secs(30), || {
+        let vmi_api = vmi_api.clone();
+        let before = before.clone();
+        async move {
+            vmi_api
+                .get_opt("vm-web")
+                .await
+                .ok()?
+                .filter(|o| o.metadata.uid != before)
+                .map(|_| ())
+        }
+    })
+    .await;
+
     // New software: a new revision, in status and on the KubeVirt VM.
-    let (ok, out) = ns.apply(&vm_yaml("1.22.1-10", ""));
+    let (ok, out) = ns.apply(&vm_yaml("1.22.1-10", "  hostRef: {name: hv-01}\n"));
     assert!(ok, "{out}");
     let v = wait_for(&ns, "a new software revision", 30, |v| {
         v["status"]["softwareRevision"].as_str().is_some_and(|r| r != revision)

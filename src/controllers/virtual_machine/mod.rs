@@ -24,7 +24,7 @@ use crate::{
     api::{
         VirtualMachine,
         common::{ComponentKind, reasons},
-        virtual_machine::{VmActionProgress, VmActionStep, VmHealth, VmHealthState},
+        virtual_machine::{MOVE_TO_ANNOTATION, MovedTo, VmActionProgress, VmActionStep, VmHealth, VmHealthState},
     },
     providers::vm::{
         VmProvider,
@@ -133,6 +133,33 @@ async fn drive(
                     "deleted the KubeVirt VirtualMachine; created again from the spec".to_string(),
                 )
             }
+            "move" => match vm.annotations().get(MOVE_TO_ANNOTATION) {
+                None => (
+                    "Rejected",
+                    format!("set the {MOVE_TO_ANNOTATION} annotation to the target Server"),
+                ),
+                Some(target)
+                    if !components::exists(
+                        &ctx.stores,
+                        ComponentKind::Server,
+                        &vm.namespace().unwrap_or_default(),
+                        target,
+                    ) =>
+                {
+                    ("Rejected", format!("Server {target:?} does not exist"))
+                }
+                Some(target) => {
+                    r.status.moved_to = Some(MovedTo {
+                        server: target.clone(),
+                        generation: r.generation,
+                    });
+                    let mut moved = vm.clone();
+                    moved.status = Some(r.status.clone());
+                    kv.apply(&moved, wants_running(vm)).await?;
+                    kv.restart(vm).await?;
+                    ("Done", format!("placed on Server {target}; instance restarted there"))
+                }
+            },
             "restoresnapshot" if in_progress(&progress) => ("Rejected", "a restore is already under way".to_string()),
             "restoresnapshot" => match kv.snapshots(vm).await?.into_iter().find(|s| s.ready) {
                 None => ("Rejected", "no snapshot is ready to restore from".to_string()),
@@ -149,7 +176,7 @@ async fn drive(
             },
             other => (
                 "Rejected",
-                format!("unknown action {other:?}: use restart, recreate or restoreSnapshot"),
+                format!("unknown action {other:?}: use restart, recreate, restoreSnapshot or move"),
             ),
         };
         let (record, type_, note) = action_record(r.now, action, id, outcome, message);
@@ -174,9 +201,12 @@ async fn drive(
         );
         set_health(r, VmHealthState::Missing, "the KubeVirt VirtualMachine was gone");
     }
-    let live_matches = observed.exists && kv_matches(kv, vm, running).await?;
+    // What is applied follows the status being built (a move changes the placement).
+    let mut current = vm.clone();
+    current.status = Some(r.status.clone());
+    let live_matches = observed.exists && kv_matches(kv, &current, running).await?;
     if !live_matches {
-        let revision = kv.apply(vm, running).await?;
+        let revision = kv.apply(&current, running).await?;
         ctx.metrics.wrote("VirtualMachine", "VirtualMachine");
         if r.status.software_revision.as_ref() != Some(&revision) {
             r.event(
@@ -214,7 +244,7 @@ async fn drive(
                         format!("VirtualMachineRestore {restore} complete"),
                     );
                     p.phase = "Starting".into();
-                    kv.apply(vm, wants_running(vm)).await?;
+                    kv.apply(&current, wants_running(vm)).await?;
                     observed = kv.observe(vm).await?;
                 }
                 Some(false) => {}

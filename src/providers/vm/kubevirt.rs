@@ -83,6 +83,18 @@ fn volume(vm: &VirtualMachine, d: &Disk) -> Value {
     }
 }
 
+/// The Server the VM is placed on: where the engine moved it for this
+/// generation of the spec, else `spec.hostRef`.
+pub fn host(vm: &VirtualMachine) -> Option<String> {
+    let generation = vm.metadata.generation.unwrap_or(0);
+    vm.status
+        .as_ref()
+        .and_then(|s| s.moved_to.as_ref())
+        .filter(|m| m.generation == generation)
+        .map(|m| m.server.clone())
+        .or_else(|| vm.spec.host_ref.as_ref().map(|h| h.name.clone()))
+}
+
 /// The KubeVirt VirtualMachine for `vm`.
 pub fn desired(vm: &VirtualMachine, running: bool) -> Value {
     let name = vm.name_any();
@@ -129,8 +141,8 @@ pub fn desired(vm: &VirtualMachine, running: bool) -> Value {
         "networks": [{"name": "default", "pod": {}}],
         "volumes": volumes,
     });
-    if let Some(host) = &vm.spec.host_ref {
-        template_spec["nodeSelector"] = json!({SERVER_NODE_LABEL: host.name});
+    if let Some(host) = host(vm) {
+        template_spec["nodeSelector"] = json!({SERVER_NODE_LABEL: host});
     }
     let mut spec = json!({
         "runStrategy": if running { "Always" } else { "Halted" },
