@@ -76,6 +76,18 @@ pub struct OutcomeLabels {
     pub outcome: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IncidentLabels {
+    pub level: String,
+    pub kind: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LevelLabels {
+    pub level: String,
+}
+
 /// The operator's metrics, registered once and shared by every controller.
 pub struct Metrics {
     pub registry: Registry,
@@ -96,6 +108,14 @@ pub struct Metrics {
     pub database_restores: Family<OutcomeLabels, Counter>,
     /// Bytes written to backup stores.
     pub database_backup_bytes: Counter,
+    /// Incidents ended, by level, component kind and outcome (`Resolved`, `Breached`).
+    pub incidents: Family<IncidentLabels, Counter>,
+    /// Time from detection to resolution, by level.
+    pub recovery_duration: Family<LevelLabels, Histogram>,
+    /// Incidents whose deadline passed before resolution, by level.
+    pub deadline_breaches: Family<LevelLabels, Counter>,
+    /// Incidents open now, by level.
+    pub open_incidents: Family<LevelLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -161,7 +181,33 @@ impl Default for Metrics {
             "Bytes written to backup stores",
             database_backup_bytes.clone(),
         );
+        let incidents = Family::default();
+        registry.register(
+            "incidents",
+            "Incidents ended, by level, kind and outcome",
+            incidents.clone(),
+        );
+        let recovery_duration = Family::<LevelLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 2700.0, 3600.0, 7200.0])
+        });
+        registry.register(
+            "recovery_duration_seconds",
+            "Time from detection to resolution, by level",
+            recovery_duration.clone(),
+        );
+        let deadline_breaches = Family::default();
+        registry.register(
+            "deadline_breaches",
+            "Incidents not resolved by their deadline, by level",
+            deadline_breaches.clone(),
+        );
+        let open_incidents = Family::default();
+        registry.register("open_incidents", "Incidents open now, by level", open_incidents.clone());
         Self {
+            incidents,
+            recovery_duration,
+            deadline_breaches,
+            open_incidents,
             database_last_backup,
             database_backups,
             database_restores,

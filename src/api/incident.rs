@@ -52,6 +52,9 @@ pub struct IncidentSpec {
     /// A drill: runs on scratch copies, never on the live component.
     #[serde(default)]
     pub drill: bool,
+    /// When the failure was observed (the component's health signal `since`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_at: Option<Time>,
 }
 
 /// Phases of an incident.

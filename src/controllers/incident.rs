@@ -1,42 +1,176 @@
-//! Incident reconciler. This version validates the plan reference and keeps
-//! `Ready` in step with the phase; the procedure executor builds on it.
+//! Incident reconciler: the incident's times (failure observed, detected,
+//! deadline from the plan's level), its measures, and its resolution once the
+//! component's health signal is good again (the component controllers repair
+//! what they can on their own). The procedure executor builds on it.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use futures::{FutureExt, future::BoxFuture};
-use kube::{ResourceExt, core::DeserializeGuard, runtime::controller::Action, runtime::reflector::ObjectRef};
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+use kube::{
+    ResourceExt,
+    core::DeserializeGuard,
+    runtime::{controller::Action, events::EventType, reflector::ObjectRef},
+};
 
 use super::{
-    Context, Error,
-    status::{with_ready, write_status},
+    Context, Error, components,
+    detection::failure,
+    status::Report,
     validation::{Invalid, report_invalid},
 };
-use crate::api::{Incident, RecoveryPlan, incident::IncidentPhase};
+use crate::{
+    api::{
+        Database, Incident, RecoveryPlan,
+        common::{ComponentKind, reasons},
+        incident::{IncidentPhase, Measures},
+    },
+    telemetry::{IncidentLabels, LevelLabels},
+};
+
+fn secs(d: i64) -> String {
+    format!("{}s", d.max(0))
+}
 
 pub fn reconcile(obj: Arc<Incident>, ctx: Arc<Context>) -> BoxFuture<'static, Result<Action, Error>> {
     async move {
-        let ns = obj.namespace().unwrap_or_default();
-        let plan = ObjectRef::<DeserializeGuard<RecoveryPlan>>::new(&obj.spec.plan_ref.name).within(&ns);
-        if ctx.stores.recovery_plans.get(&plan).is_none() {
+        let inc = obj.as_ref();
+        let ns = inc.namespace().unwrap_or_default();
+        let plan_ref = ObjectRef::<DeserializeGuard<RecoveryPlan>>::new(&inc.spec.plan_ref.name).within(&ns);
+        let Some(plan) = ctx
+            .stores
+            .recovery_plans
+            .get(&plan_ref)
+            .and_then(|p| p.0.as_ref().ok().cloned())
+        else {
             let invalid = Invalid::external(
                 "spec.planRef",
                 format!(
                     "RecoveryPlan {:?} does not exist in namespace {ns:?}",
-                    obj.spec.plan_ref.name
+                    inc.spec.plan_ref.name
                 ),
             );
-            return report_invalid(&ctx, obj.as_ref(), &invalid).await;
+            return report_invalid(&ctx, inc, &invalid).await;
+        };
+        let mut r = Report::new(&ctx, inc);
+        let now = r.now;
+        let detected = inc.metadata.creation_timestamp.as_ref().map(|t| t.0).unwrap_or(now);
+        let observed = inc.spec.observed_at.as_ref().map(|t| t.0).unwrap_or(detected);
+        let window = plan
+            .spec
+            .levels
+            .iter()
+            .find(|l| l.level == inc.spec.level)
+            .and_then(|l| l.max_window.as_ref())
+            .map(|w| w.as_std());
+        let deadline = window.and_then(|w| detected.checked_add(w).ok());
+        r.status.detected_at = Some(Time(detected));
+        r.status.failure_observed_at = Some(Time(observed));
+        r.status.deadline = deadline.map(Time);
+        let mut measures = r.status.measures.clone().unwrap_or_default();
+        measures.time_to_detect = Some(secs(detected.as_second() - observed.as_second()));
+        let level = inc.spec.level.to_string();
+        let mut again = None;
+        let open = !matches!(r.status.phase, IncidentPhase::Resolved | IncidentPhase::Failed);
+        if open {
+            let c = &inc.spec.component;
+            let exists = components::exists(&ctx.stores, c.kind, &ns, &c.name);
+            let healthy = exists && failure(&ctx.stores, &ns, c).is_none();
+            if c.kind == ComponentKind::Database {
+                data_measures(&ctx, &ns, &c.name, observed, &mut measures);
+            }
+            if healthy {
+                let took = now.as_second() - detected.as_second();
+                r.status.phase = IncidentPhase::Resolved;
+                r.status.breached = deadline.is_some_and(|d| now > d);
+                measures.time_to_recover = Some(secs(took));
+                let outcome = if r.status.breached { "Breached" } else { "Resolved" };
+                ctx.metrics
+                    .incidents
+                    .get_or_create(&IncidentLabels {
+                        level: level.clone(),
+                        kind: c.kind.as_str().into(),
+                        outcome: outcome.into(),
+                    })
+                    .inc();
+                ctx.metrics
+                    .recovery_duration
+                    .get_or_create(&LevelLabels { level: level.clone() })
+                    .observe(took.max(0) as f64);
+                r.event(
+                    EventType::Normal,
+                    "Resolved",
+                    "Recover",
+                    format!(
+                        "{} {} is healthy again after {}s (deadline {})",
+                        c.kind,
+                        c.name,
+                        took.max(0),
+                        if r.status.breached { "breached" } else { "met" }
+                    ),
+                );
+            } else {
+                if let Some(d) = deadline {
+                    if now > d && !r.status.breached {
+                        r.status.breached = true;
+                        ctx.metrics
+                            .deadline_breaches
+                            .get_or_create(&LevelLabels { level: level.clone() })
+                            .inc();
+                        r.event(
+                            EventType::Warning,
+                            "DeadlineBreached",
+                            "Recover",
+                            format!("level {level}: not resolved by {d}"),
+                        );
+                    } else if now <= d {
+                        again = Some(Duration::from_secs((d.as_second() - now.as_second()).max(1) as u64));
+                    }
+                }
+            }
         }
-        let phase = obj.status.as_ref().map(|s| s.phase).unwrap_or_default();
-        let resolved = phase == IncidentPhase::Resolved;
-        let status = with_ready(
-            obj.as_ref(),
+        r.status.measures = Some(measures);
+        let resolved = r.status.phase == IncidentPhase::Resolved;
+        let phase = r.status.phase;
+        r.set(
+            reasons::READY,
             resolved,
             &format!("{phase:?}"),
             format!("incident is {phase:?}"),
         );
-        write_status(&ctx, obj.as_ref(), &status).await?;
-        Ok(Action::await_change())
+        r.write().await?;
+        // Open incidents per level, from the store (this write included or not, it converges).
+        let open_now = ctx
+            .stores
+            .incidents
+            .state()
+            .iter()
+            .filter_map(|i| i.0.as_ref().ok())
+            .filter(|i| i.spec.level == inc.spec.level && super::opening::is_open(i) && i.uid() != inc.uid())
+            .count()
+            + usize::from(!resolved);
+        ctx.metrics
+            .open_incidents
+            .get_or_create(&LevelLabels { level })
+            .set(open_now as i64);
+        Ok(again.map(Action::requeue).unwrap_or_else(Action::await_change))
     }
     .boxed()
+}
+
+/// For a Database: the data its restore after this failure moved and lost.
+fn data_measures(ctx: &Context, ns: &str, name: &str, observed: Timestamp, m: &mut Measures) {
+    let db = ctx
+        .stores
+        .databases
+        .get(&ObjectRef::<DeserializeGuard<Database>>::new(name).within(ns))
+        .and_then(|d| d.0.as_ref().ok().cloned());
+    let Some(restore) = db.and_then(|d| d.status).and_then(|s| s.last_restore) else {
+        return;
+    };
+    if restore.failure_observed.0.as_second() + 1 < observed.as_second() {
+        return; // an older restore
+    }
+    m.data_restored_bytes = Some(restore.bytes_restored);
+    m.data_loss_window = restore.data_loss_window_seconds.map(secs);
 }

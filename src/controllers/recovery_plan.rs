@@ -178,6 +178,16 @@ pub fn reconcile(obj: Arc<RecoveryPlan>, ctx: Arc<Context>) -> BoxFuture<'static
             uncovered,
         });
         status.readiness = readiness;
+        // Detection: failed covered components get an Incident.
+        let paused = super::opening::open_incidents(
+            &ctx,
+            &obj,
+            &status.coverage.as_ref().map(|c| c.covered.clone()).unwrap_or_default(),
+        )
+        .await?;
+        if !paused.is_empty() {
+            tracing::info!(components = ?paused, "failures inside a Pause maintenance window: no incident");
+        }
         status.open_incidents = open;
         write_status(&ctx, obj.as_ref(), &status).await?;
         // Contracts end at midnight: look again within the hour.

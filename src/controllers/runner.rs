@@ -512,7 +512,12 @@ pub async fn run(
             )
         }),
         controller(&incidents, ctx.clone(), super::incident::reconcile, &shutdown, |c| {
+            // An incident resolves when its component's health signal is good again.
             c.watches_shared_stream(plans.subscribe(), all_in_namespace(stores.incidents.clone()))
+                .watches_shared_stream(apps.subscribe(), all_in_namespace(stores.incidents.clone()))
+                .watches_shared_stream(dbs.subscribe(), all_in_namespace(stores.incidents.clone()))
+                .watches_shared_stream(vms.subscribe(), all_in_namespace(stores.incidents.clone()))
+                .watches_shared_stream(servers.subscribe(), all_in_namespace(stores.incidents.clone()))
         }),
         controller(
             &windows,

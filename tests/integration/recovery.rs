@@ -1,0 +1,108 @@
+//! Detection: a covered component's failure opens one Incident (level from
+//! the plan, deadline from its window) that resolves, with its measures, once
+//! the component's controller has repaired it; none inside a Pause window.
+
+use std::time::Duration;
+
+use k8s_openapi::jiff::{Timestamp, ToSpan};
+use serde_json::Value;
+
+use crate::support::{
+    TestNamespace, eventually,
+    operator::{Operator, Options},
+    postgres::{ADMIN, Postgres},
+};
+
+fn incidents(ns: &TestNamespace) -> Vec<Value> {
+    let v: Value = serde_json::from_str(&ns.k(&["get", "incidents", "-o", "json"])).unwrap();
+    v["items"].as_array().cloned().unwrap_or_default()
+}
+
+fn db(ns: &TestNamespace) -> Value {
+    serde_json::from_str(&ns.k(&["get", "database/shop-db", "-o", "json"])).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_database_opens_one_incident_that_resolves_with_its_measures() {
+    let pg = Postgres::start();
+    let ns = TestNamespace::new("detect");
+    let backups = tempfile::tempdir().unwrap();
+    let mut op = Operator::start(Options {
+        extra: vec!["--database-probe-seconds".into(), "2".into()],
+        ..Options::namespace(&ns.name)
+    });
+    op.wait_ready().await;
+    let yaml = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: pg-admin}}\nstringData: {{username: {ADMIN}, password: \"{}\"}}\n---\n\
+         apiVersion: reprise.dev/v1alpha1\nkind: Database\nmetadata: {{name: shop-db, labels: {{tier: data}}}}\nspec:\n  instance: {{external: {{host: 127.0.0.1, port: {}, adminSecretRef: {{name: pg-admin}}, sslMode: Disable}}}}\n  databases: [{{name: shop}}]\n  backup: {{schedule: \"0 0 1 1 *\", store: {{local: {{path: {}}}}}}}\n  verify: {{tables: [{{database: shop, name: orders}}]}}\n---\n\
+         apiVersion: reprise.dev/v1alpha1\nkind: RecoveryPlan\nmetadata: {{name: pra}}\nspec:\n  selector: {{matchLabels: {{tier: data}}}}\n",
+        pg.admin_password,
+        pg.port,
+        backups.path().display()
+    );
+    let (ok, out) = ns.apply(&yaml);
+    assert!(ok, "{out}");
+    ns.k(&["wait", "--for=condition=Ready", "database/shop-db", "--timeout=60s"]);
+    pg.sql("shop", "CREATE TABLE orders (id serial PRIMARY KEY, qty int); INSERT INTO orders (qty) SELECT g FROM generate_series(1, 500) g");
+    ns.k(&["annotate", "database/shop-db", "reprise.dev/backup-now=1"]);
+    eventually("a backup", Duration::from_secs(60), || async {
+        db(&ns)["status"]["lastBackup"]["id"].as_str().map(|_| ())
+    })
+    .await;
+    assert!(incidents(&ns).is_empty(), "nothing failed yet");
+
+    // The database is dropped: one incident, level 1, resolved once restored.
+    pg.sql("postgres", "DROP DATABASE shop WITH (FORCE)");
+    let inc = eventually("the incident to resolve", Duration::from_secs(90), || async {
+        let all = incidents(&ns);
+        all.iter().find(|i| i["status"]["phase"] == "Resolved").cloned()
+    })
+    .await;
+    assert_eq!(incidents(&ns).len(), 1, "one incident for one failure");
+    assert_eq!(inc["spec"]["component"]["kind"], "Database");
+    assert_eq!(inc["spec"]["component"]["name"], "shop-db");
+    assert_eq!(inc["spec"]["level"], 1);
+    assert!(
+        inc["spec"]["cause"].as_str().unwrap().contains("shop"),
+        "{}",
+        inc["spec"]
+    );
+    let st = &inc["status"];
+    let detected: Timestamp = st["detectedAt"].as_str().unwrap().parse().unwrap();
+    let deadline: Timestamp = st["deadline"].as_str().unwrap().parse().unwrap();
+    assert_eq!(
+        deadline,
+        detected.checked_add(30.minutes()).unwrap(),
+        "level 1's window is 30 minutes"
+    );
+    assert_eq!(st["breached"], false);
+    let m = &st["measures"];
+    assert!(m["timeToDetect"].as_str().unwrap().ends_with('s'), "{m}");
+    assert!(m["timeToRecover"].as_str().unwrap().ends_with('s'), "{m}");
+    assert!(m["dataRestoredBytes"].as_u64().unwrap() > 0, "{m}");
+    assert!(m["dataLossWindow"].as_str().is_some(), "{m}");
+    let events = ns.k(&["get", "events", "-o", "jsonpath={.items[*].reason}"]);
+    assert!(
+        events.contains("IncidentOpened") && events.contains("Resolved"),
+        "{events}"
+    );
+
+    // Inside a Pause window: the database is restored, but no incident opens.
+    let start = Timestamp::now().checked_sub(1.minute()).unwrap();
+    let end = Timestamp::now().checked_add(1.hour()).unwrap();
+    let window = format!(
+        "apiVersion: reprise.dev/v1alpha1\nkind: MaintenanceWindow\nmetadata: {{name: upgrade}}\nspec:\n  selector: {{matchLabels: {{tier: data}}}}\n  start: \"{start}\"\n  end: \"{end}\"\n  reason: PostgreSQL upgrade\n  mode: Pause\n"
+    );
+    let (ok, out) = ns.apply(&window);
+    assert!(ok, "{out}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let first_restore = db(&ns)["status"]["lastRestore"]["started"].clone();
+    pg.sql("postgres", "DROP DATABASE shop WITH (FORCE)");
+    eventually("the second restore", Duration::from_secs(90), || async {
+        let r = db(&ns)["status"]["lastRestore"].clone();
+        (r["started"] != first_restore && r["outcome"] == "Verified").then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(incidents(&ns).len(), 1, "no incident inside the Pause window");
+}
