@@ -1,6 +1,7 @@
-//! RecoveryPlan reconciler: validation, coverage, and the readiness that
-//! depends on the plan alone (responders and their contracts). Detection and
-//! the procedure executor build on it.
+//! RecoveryPlan reconciler: validation, coverage, readiness per level
+//! (responders and their contracts, backups fresher than the level's RPO),
+//! and detection (an Incident per failed covered component, see `opening`).
+//! The procedure executor builds on it.
 
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
@@ -96,6 +97,91 @@ pub fn readiness(plan: &Plan, today: k8s_openapi::jiff::civil::Date) -> Vec<Leve
         .collect()
 }
 
+/// Per level with an RPO: the covered Databases and VirtualMachines whose
+/// newest backup is older than it (or missing). `backup_of` reads a
+/// component's newest good backup time. Also returns when the next backup
+/// turns stale, to look again then.
+pub fn stale_backups(
+    plan: &Plan,
+    covered: &[ComponentRef],
+    backup_of: impl Fn(&ComponentRef) -> Option<Option<k8s_openapi::jiff::Timestamp>>,
+    now: k8s_openapi::jiff::Timestamp,
+) -> (Vec<(u8, String)>, Option<Duration>) {
+    let mut out = vec![];
+    let mut next: Option<Duration> = None;
+    for level in &plan.spec.levels {
+        let Some(rpo) = level.objectives.as_ref().and_then(|o| o.rpo.as_ref()) else {
+            continue;
+        };
+        for c in covered.iter().filter(|c| level.applies_to.contains(&c.kind)) {
+            let Some(last) = backup_of(c) else { continue };
+            match last {
+                None => out.push((
+                    level.level,
+                    format!("{} {} has no backup yet (RPO {})", c.kind, c.name, rpo.as_str()),
+                )),
+                Some(t) => {
+                    let age = now.as_second() - t.as_second();
+                    let limit = rpo.as_std().as_secs() as i64;
+                    if age > limit {
+                        out.push((
+                            level.level,
+                            format!(
+                                "{} {}'s newest backup is {}s old, beyond the RPO of {}",
+                                c.kind,
+                                c.name,
+                                age,
+                                rpo.as_str()
+                            ),
+                        ));
+                    } else {
+                        let left = Duration::from_secs((limit - age + 1) as u64);
+                        next = Some(next.map_or(left, |n| n.min(left)));
+                    }
+                }
+            }
+        }
+    }
+    (out, next)
+}
+
+/// The newest good backup of a Database or VirtualMachine (None: not a kind with backups, or unknown).
+fn backup_time(ctx: &Context, ns: &str, c: &ComponentRef) -> Option<Option<k8s_openapi::jiff::Timestamp>> {
+    use kube::{core::DeserializeGuard, runtime::reflector::ObjectRef};
+    match c.kind {
+        ComponentKind::Database => {
+            let db = ctx
+                .stores
+                .databases
+                .get(&ObjectRef::<DeserializeGuard<crate::api::Database>>::new(&c.name).within(ns))?;
+            let db = db.0.as_ref().ok()?;
+            db.spec.backup.as_ref()?;
+            Some(
+                db.status
+                    .as_ref()
+                    .and_then(|s| s.last_backup.as_ref())
+                    .map(|b| b.time.0),
+            )
+        }
+        ComponentKind::VirtualMachine => {
+            let vm = ctx
+                .stores
+                .virtual_machines
+                .get(&ObjectRef::<DeserializeGuard<crate::api::VirtualMachine>>::new(&c.name).within(ns))?;
+            let vm = vm.0.as_ref().ok()?;
+            vm.spec.backup.as_ref()?;
+            Some(
+                vm.status
+                    .as_ref()
+                    .and_then(|s| s.last_backup.as_ref())
+                    .filter(|b| b.ready)
+                    .map(|b| b.time.0),
+            )
+        }
+        _ => None,
+    }
+}
+
 /// Components of the namespace covered by this plan, and those covered by no plan.
 fn coverage(ctx: &Context, plan: &Plan) -> Result<(Vec<ComponentRef>, Vec<ComponentRef>), Invalid> {
     let ns = plan.namespace().unwrap_or_default();
@@ -146,7 +232,19 @@ pub fn reconcile(obj: Arc<RecoveryPlan>, ctx: Arc<Context>) -> BoxFuture<'static
         let today = k8s_openapi::jiff::Timestamp::now()
             .to_zoned(k8s_openapi::jiff::tz::TimeZone::UTC)
             .date();
-        let readiness = readiness(&obj, today);
+        let mut readiness = readiness(&obj, today);
+        let (stale, stale_next) = stale_backups(
+            &obj,
+            &covered,
+            |c| backup_time(&ctx, &ns, c),
+            k8s_openapi::jiff::Timestamp::now(),
+        );
+        for (level, reason) in stale {
+            if let Some(l) = readiness.iter_mut().find(|l| l.level == level) {
+                l.ready = false;
+                l.reasons.push(reason);
+            }
+        }
         let not_ready: Vec<String> = readiness
             .iter()
             .filter(|l| !l.ready)
@@ -190,8 +288,69 @@ pub fn reconcile(obj: Arc<RecoveryPlan>, ctx: Arc<Context>) -> BoxFuture<'static
         }
         status.open_incidents = open;
         write_status(&ctx, obj.as_ref(), &status).await?;
-        // Contracts end at midnight: look again within the hour.
-        Ok(Action::requeue(Duration::from_secs(3600)))
+        // Contracts end at midnight, backups age: look again within the hour, or when one turns stale.
+        Ok(Action::requeue(stale_next.map_or(Duration::from_secs(3600), |n| {
+            n.min(Duration::from_secs(3600))
+        })))
     }
     .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::jiff::Timestamp;
+
+    #[test]
+    fn backups_older_than_a_levels_rpo_put_it_at_risk() {
+        let plan: Plan = serde_json::from_value(serde_json::json!({
+            "apiVersion": "reprise.dev/v1alpha1", "kind": "RecoveryPlan",
+            "metadata": {"name": "p"},
+            "spec": {
+                "selector": {},
+                "levels": [
+                    {"level": 1, "appliesTo": ["Database"], "minWindow": "15m", "maxWindow": "30m", "objectives": {"rpo": "6h"}},
+                    {"level": 2, "appliesTo": ["VirtualMachine"], "minWindow": "30m", "maxWindow": "45m"}
+                ]
+            }
+        }))
+        .unwrap();
+        let now: Timestamp = "2026-11-29T12:00:00Z".parse().unwrap();
+        let c = |kind, name: &str| ComponentRef {
+            kind,
+            name: name.into(),
+        };
+        let covered = [
+            c(ComponentKind::Database, "fresh"),
+            c(ComponentKind::Database, "old"),
+            c(ComponentKind::Database, "never"),
+            c(ComponentKind::VirtualMachine, "vm"),
+        ];
+        let (stale, next) = stale_backups(
+            &plan,
+            &covered,
+            |c| match c.name.as_str() {
+                "fresh" => Some(Some("2026-11-29T10:00:00Z".parse().unwrap())),
+                "old" => Some(Some("2026-11-29T05:00:00Z".parse().unwrap())),
+                "never" => Some(None),
+                _ => Some(None),
+            },
+            now,
+        );
+        let reasons: Vec<&str> = stale.iter().map(|(_, r)| r.as_str()).collect();
+        assert_eq!(stale.len(), 2, "{reasons:?}");
+        assert!(
+            reasons[0].contains("old") && reasons[0].contains("25200s"),
+            "{reasons:?}"
+        );
+        assert!(
+            reasons[1].contains("never") && reasons[1].contains("no backup"),
+            "{reasons:?}"
+        );
+        assert_eq!(
+            next,
+            Some(Duration::from_secs(4 * 3600 + 1)),
+            "the fresh one turns stale in 4 h"
+        );
+    }
 }
