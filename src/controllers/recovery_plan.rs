@@ -222,12 +222,7 @@ pub fn reconcile(obj: Arc<RecoveryPlan>, ctx: Arc<Context>) -> BoxFuture<'static
             .iter()
             .filter_map(|i| i.0.as_ref().ok())
             .filter(|i| i.namespace().as_deref() == Some(ns.as_str()) && i.spec.plan_ref.name == obj.name_any())
-            .filter(|i| {
-                !matches!(
-                    i.status.as_ref().map(|s| s.phase),
-                    Some(crate::api::incident::IncidentPhase::Resolved | crate::api::incident::IncidentPhase::Failed)
-                )
-            })
+            .filter(|i| super::opening::is_open(i))
             .count() as u32;
         let today = k8s_openapi::jiff::Timestamp::now()
             .to_zoned(k8s_openapi::jiff::tz::TimeZone::UTC)

@@ -102,12 +102,7 @@ fn operator(ns: &TestNamespace) -> Operator {
 }
 
 async fn wait_for(ns: &TestNamespace, what: &str, secs: u64, f: impl Fn(&Value) -> bool) -> Value {
-    eventually(what, Duration::from_secs(secs), || {
-        let v = get(ns);
-        let ok = f(&v);
-        async move { ok.then_some(v) }
-    })
-    .await
+    ns.wait_for("database/shop-db", what, secs, f).await
 }
 
 fn cond_is(v: &Value, type_: &str, status: &str) -> bool {

@@ -38,12 +38,7 @@ fn get(ns: &TestNamespace, name: &str) -> Value {
 }
 
 async fn wait_for(ns: &TestNamespace, name: &str, what: &str, secs: u64, f: impl Fn(&Value) -> bool) -> Value {
-    eventually(what, Duration::from_secs(secs), || {
-        let v = get(ns, name);
-        let ok = f(&v);
-        async move { ok.then_some(v) }
-    })
-    .await
+    ns.wait_for(&format!("server/{name}"), what, secs, f).await
 }
 
 fn cond(v: &Value, type_: &str) -> Option<(String, String, String)> {

@@ -28,24 +28,11 @@ fn vm_yaml(version: &str, backup: &str) -> String {
 }
 
 fn get(ns: &TestNamespace) -> Value {
-    serde_json::from_str(&ns.k(&["get", "virtualmachines.reprise.dev", "vm-web", "-o", "json"])).expect("json")
+    ns.json("virtualmachines.reprise.dev/vm-web")
 }
 
-/// Polls the VM until `f` holds; on timeout, fails showing its last status.
 async fn wait_for(ns: &TestNamespace, what: &str, secs: u64, f: impl Fn(&Value) -> bool) -> Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        let v = get(ns);
-        if f(&v) {
-            return v;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out after {secs}s waiting for {what}; status: {}",
-            v["status"]
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    ns.wait_for("virtualmachines.reprise.dev/vm-web", what, secs, f).await
 }
 
 fn ready(v: &Value) -> bool {

@@ -282,6 +282,34 @@ impl TestNamespace {
         plane().k_stdin(&["apply", "-n", &self.name, "-f", "-"], yaml)
     }
 
+    /// An object of this namespace as JSON, e.g. `database/shop-db`.
+    pub fn json(&self, object: &str) -> serde_json::Value {
+        serde_json::from_str(&self.k(&["get", object, "-o", "json"])).expect("kubectl get -o json")
+    }
+
+    /// Polls `object` until `f` holds; on timeout, fails showing its last status.
+    pub async fn wait_for(
+        &self,
+        object: &str,
+        what: &str,
+        secs: u64,
+        f: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let v = self.json(object);
+            if f(&v) {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {secs}s waiting for {what}; {object} status: {}",
+                v["status"]
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// kubectl with `-n <this namespace>`, panicking on failure.
     pub fn k(&self, args: &[&str]) -> String {
         let mut all = vec!["-n", self.name.as_str()];
