@@ -23,13 +23,13 @@ use super::{
     application::desired::MANAGED_BY,
     kind::Kind,
     secrets,
-    status::{publish, requested_action, write_status},
+    status::{Report, requested_action},
     validation::{Invalid, check_cron, report_invalid},
 };
 use crate::{
     api::{
         Database,
-        common::{ActionRecord, ConditionStatus, condition, find_condition, reasons, set_condition},
+        common::{ConditionStatus, find_condition, reasons},
         database::{BACKUP_NOW_ANNOTATION, DatabaseHealth, DatabaseHealthState, DatabaseStatus, SslMode},
     },
     providers::postgres::{
@@ -166,38 +166,18 @@ fn connection_secret(db: &Database, target: &Target, role: &accounts::DesiredRol
     })
 }
 
-/// One reconcile's view: the status being built and the Events to publish.
-struct Pass<'a> {
-    ctx: &'a Context,
-    db: &'a Database,
-    status: DatabaseStatus,
-    generation: i64,
-    now: Timestamp,
-    events: Vec<(EventType, &'static str, &'static str, String)>,
+/// One reconcile's view of a Database: the status being built, the Events to publish.
+type Pass<'a> = Report<'a, Database>;
+
+/// What a Database's reconcile adds to the shared report.
+trait DatabasePass {
+    fn state(&self) -> Option<DatabaseHealthState>;
+    fn health(&mut self, state: DatabaseHealthState, message: impl Into<String>);
+    fn action(&mut self, action: String, id: String, outcome: &str, message: String);
+    fn finish(self, requeue: Duration) -> impl std::future::Future<Output = Result<Action, Error>> + Send;
 }
 
-impl<'a> Pass<'a> {
-    fn new(ctx: &'a Context, db: &'a Database) -> Self {
-        let generation = db.metadata.generation.unwrap_or(0);
-        let mut status = db.status.clone().unwrap_or_default();
-        status.observed_generation = generation;
-        Self {
-            ctx,
-            db,
-            status,
-            generation,
-            now: Timestamp::now(),
-            events: vec![],
-        }
-    }
-
-    fn set(&mut self, type_: &str, ok: bool, reason: &str, message: impl Into<String>) {
-        set_condition(
-            &mut self.status.conditions,
-            condition(type_, ok, reason, message, self.generation),
-        );
-    }
-
+impl DatabasePass for Pass<'_> {
     fn state(&self) -> Option<DatabaseHealthState> {
         self.status.health.as_ref().map(|h| h.state)
     }
@@ -215,35 +195,10 @@ impl<'a> Pass<'a> {
         });
     }
 
-    fn event(&mut self, type_: EventType, reason: &'static str, action: &'static str, note: impl Into<String>) {
-        self.events.push((type_, reason, action, note.into()));
-    }
-
     fn action(&mut self, action: String, id: String, outcome: &str, message: String) {
-        let type_ = if outcome == "Done" {
-            EventType::Normal
-        } else {
-            EventType::Warning
-        };
-        self.event(
-            type_,
-            "RecoveryAction",
-            "Recover",
-            format!("{action} ({id}): {message}"),
-        );
-        self.status.last_action = Some(ActionRecord {
-            id,
-            action,
-            time: Time(self.now),
-            outcome: outcome.into(),
-            message,
-        });
-    }
-
-    /// Writes the status now, before a long step (the engine sees `Restoring`).
-    async fn checkpoint(&mut self) -> Result<(), Error> {
-        write_status(self.ctx, self.db, &self.status).await?;
-        Ok(())
+        let (record, type_, note) = super::status::action_record(self.now, action, id, outcome, message);
+        self.event(type_, "RecoveryAction", "Recover", note);
+        self.status.last_action = Some(record);
     }
 
     /// Ready, the RPO, the status write, the Events; then when to look again.
@@ -277,10 +232,10 @@ impl<'a> Pass<'a> {
         // The RPO moves with time; refresh it with other changes, or every 5 minutes.
         if let Some(b) = &self.status.last_backup {
             let rpo = (self.now.as_second() - b.time.0.as_second()).max(0);
-            let old = self.db.status.as_ref().and_then(|s| s.rpo_seconds);
+            let old = self.obj.status.as_ref().and_then(|s| s.rpo_seconds);
             let mut same = self.status.clone();
             same.rpo_seconds = old;
-            let unchanged = self.db.status.as_ref() == Some(&same);
+            let unchanged = self.obj.status.as_ref() == Some(&same);
             if !unchanged || old.is_none_or(|o| (rpo - o).abs() >= 300) {
                 self.status.rpo_seconds = Some(rpo);
             } else {
@@ -290,14 +245,14 @@ impl<'a> Pass<'a> {
                 .metrics
                 .database_last_backup
                 .get_or_create(&ObjectLabels {
-                    namespace: self.db.namespace().unwrap_or_default(),
-                    name: self.db.name_any(),
+                    namespace: self.obj.namespace().unwrap_or_default(),
+                    name: self.obj.name_any(),
                 })
                 .set(b.time.0.as_millisecond() as f64 / 1000.0);
         }
         // Events on transitions of reachability, and everything gathered.
         let was = self
-            .db
+            .obj
             .status
             .as_ref()
             .and_then(|s| find_condition(&s.conditions, REACHABLE).map(|c| c.status));
@@ -313,13 +268,10 @@ impl<'a> Pass<'a> {
             if let Some(c) = c {
                 let type_ = if now_ok { EventType::Normal } else { EventType::Warning };
                 let reason = if now_ok { "Reachable" } else { "Unreachable" };
-                self.events.insert(0, (type_, reason, "Connect", c.message));
+                self.event(type_, reason, "Connect", c.message);
             }
         }
-        write_status(self.ctx, self.db, &self.status).await?;
-        for (type_, reason, action, note) in self.events {
-            publish(self.ctx, self.db, type_, reason, action, super::status::truncate(note)).await;
-        }
+        self.write().await?;
         Ok(Action::requeue(requeue))
     }
 }
