@@ -54,6 +54,7 @@ ensure_host_tools() {
   command -v curl >/dev/null || missing+=(curl)
   command -v ss >/dev/null || missing+=(iproute2)
   command -v flock >/dev/null || missing+=(util-linux)
+  command -v pkill >/dev/null || missing+=(procps)
   if ((${#missing[@]})); then
     echo "hack: installing ${missing[*]}" >&2
     if [[ $(id -u) == 0 ]]; then apt-get update -qq && apt-get install -y -qq "${missing[@]}" >&2
