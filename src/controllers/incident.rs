@@ -73,6 +73,7 @@ pub fn reconcile(obj: Arc<Incident>, ctx: Arc<Context>) -> BoxFuture<'static, Re
         let mut again = None;
         let open = !matches!(r.status.phase, IncidentPhase::Resolved | IncidentPhase::Failed);
         if open {
+            super::notify::on_open(&mut r, &ctx, &plan).await?;
             let c = &inc.spec.component;
             let exists = components::exists(&ctx.stores, c.kind, &ns, &c.name);
             let healthy = exists && failure(&ctx.stores, &ns, c).is_none();

@@ -10,6 +10,7 @@ pub mod error;
 pub mod incident;
 pub mod kind;
 pub mod maintenance_window;
+pub mod notify;
 pub mod opening;
 pub mod recovery_plan;
 pub mod runner;

@@ -6,3 +6,4 @@ pub mod postgres;
 pub mod redfish;
 pub mod tls;
 pub mod vm;
+pub mod webhook;

@@ -2,7 +2,10 @@
 //! the plan, deadline from its window) that resolves, with its measures, once
 //! the component's controller has repaired it; none inside a Pause window.
 
-use std::time::Duration;
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use k8s_openapi::jiff::{Timestamp, ToSpan};
 use serde_json::Value;
@@ -12,6 +15,36 @@ use crate::support::{
     operator::{Operator, Options},
     postgres::{ADMIN, Postgres},
 };
+
+/// What a webhook received: the Authorization header and the JSON body, in order.
+type Received = Arc<Mutex<Vec<(Option<String>, Value)>>>;
+
+/// A responder's webhook on loopback: every JSON body it receives, with its Authorization header.
+async fn receiver() -> (String, Received) {
+    use axum::{Router, http::HeaderMap, routing::post};
+    let got: Received = Arc::default();
+    let sink = got.clone();
+    let app = Router::new().route(
+        "/hook",
+        post(move |headers: HeaderMap, body: String| {
+            let sink = sink.clone();
+            async move {
+                let auth = headers
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                sink.lock()
+                    .unwrap()
+                    .push((auth, serde_json::from_str(&body).unwrap_or(Value::Null)));
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, got)
+}
 
 fn incidents(ns: &TestNamespace) -> Vec<Value> {
     let v: Value = serde_json::from_str(&ns.k(&["get", "incidents", "-o", "json"])).unwrap();
@@ -25,6 +58,7 @@ fn db(ns: &TestNamespace) -> Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_database_opens_one_incident_that_resolves_with_its_measures() {
     let pg = Postgres::start();
+    let (hook, received) = receiver().await;
     let ns = TestNamespace::new("detect");
     let backups = tempfile::tempdir().unwrap();
     let mut op = Operator::start(Options {
@@ -35,7 +69,11 @@ async fn a_failed_database_opens_one_incident_that_resolves_with_its_measures() 
     let yaml = format!(
         "apiVersion: v1\nkind: Secret\nmetadata: {{name: pg-admin}}\nstringData: {{username: {ADMIN}, password: \"{}\"}}\n---\n\
          apiVersion: reprise.dev/v1alpha1\nkind: Database\nmetadata: {{name: shop-db, labels: {{tier: data}}}}\nspec:\n  instance: {{external: {{host: 127.0.0.1, port: {}, adminSecretRef: {{name: pg-admin}}, sslMode: Disable}}}}\n  databases: [{{name: shop}}]\n  backup: {{schedule: \"0 0 1 1 *\", store: {{local: {{path: {}}}}}}}\n  verify: {{tables: [{{database: shop, name: orders}}]}}\n---\n\
-         apiVersion: reprise.dev/v1alpha1\nkind: RecoveryPlan\nmetadata: {{name: pra}}\nspec:\n  selector: {{matchLabels: {{tier: data}}}}\n",
+         apiVersion: v1\nkind: Secret\nmetadata: {{name: pager}}\nstringData: {{token: pager-token-77}}\n---\n\
+         apiVersion: reprise.dev/v1alpha1\nkind: RecoveryPlan\nmetadata: {{name: pra}}\nspec:\n  selector: {{matchLabels: {{tier: data}}}}\n\
+         \x20 levels:\n  - {{level: 1, appliesTo: [Application, Database], minWindow: 15m, maxWindow: 30m, responders: [{{name: it}}, {{name: vendor, modes: [Phone]}}]}}\n\
+         \x20 responders:\n  - {{name: it, type: Internal, webhook: {{url: \"{hook}\", tokenSecretRef: {{name: pager, key: token}}}}}}\n\
+         \x20 - {{name: vendor, type: Vendor, webhook: {{url: \"{hook}\"}}, contract: {{until: \"2020-01-01\", reference: OLD-1}}}}\n",
         pg.admin_password,
         pg.port,
         backups.path().display()
@@ -86,6 +124,30 @@ async fn a_failed_database_opens_one_incident_that_resolves_with_its_measures() 
         events.contains("IncidentOpened") && events.contains("Resolved"),
         "{events}"
     );
+
+    // The level's responders were told: the internal one by its webhook, with its token;
+    // the vendor, whose contract has ended, not at all.
+    let got = received.lock().unwrap().clone();
+    assert_eq!(got.len(), 1, "one delivery: {got:?}");
+    let (auth, body) = &got[0];
+    assert_eq!(auth.as_deref(), Some("Bearer pager-token-77"));
+    assert_eq!(body["incident"], inc["metadata"]["name"]);
+    assert_eq!(body["component"]["name"], "shop-db");
+    assert_eq!(body["level"], 1);
+    assert_eq!(body["deadline"], st["deadline"]);
+    let timeline = st["timeline"].as_array().unwrap();
+    let outcome = |step: &str| {
+        timeline.iter().find(|e| e["step"] == step).map(|e| {
+            (
+                e["outcome"].as_str().unwrap().to_string(),
+                e["message"].as_str().unwrap().to_string(),
+            )
+        })
+    };
+    assert_eq!(outcome("notify-it").unwrap().0, "Succeeded", "{timeline:?}");
+    let (vendor, why) = outcome("notify-vendor").unwrap();
+    assert_eq!(vendor, "Skipped");
+    assert!(why.contains("contract"), "{why}");
 
     // Inside a Pause window: the database is restored, but no incident opens.
     let start = Timestamp::now().checked_sub(1.minute()).unwrap();

@@ -1,0 +1,149 @@
+//! Telling the level's responders that an incident opened: a JSON message
+//! to each one's webhook (the vendor only while its contract runs, with the
+//! modes the level gives it; for a server, what a technician needs to come
+//! prepared), each delivery in the incident's timeline.
+
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+use kube::{ResourceExt, runtime::events::EventType};
+use serde_json::{Value, json};
+
+use super::{Context, Error, secrets, status::Report};
+use crate::{
+    api::{
+        Incident, Server,
+        common::ComponentKind,
+        incident::TimelineEntry,
+        recovery_plan::{Action as StepAction, RecoveryPlan, ResponderType},
+    },
+    providers::webhook,
+};
+
+/// Step name of the opening notification to `responder`.
+pub fn step_name(responder: &str) -> String {
+    format!("notify-{responder}")
+}
+
+/// What a technician needs for a server: model, serial, BMC health, the failed parts.
+fn server_details(ctx: &Context, ns: &str, name: &str) -> Value {
+    let s: Option<Server> = ctx
+        .stores
+        .servers
+        .get(&kube::runtime::reflector::ObjectRef::new(name).within(ns))
+        .and_then(|o| o.0.as_ref().ok().cloned());
+    let Some(st) = s.and_then(|s| s.status) else {
+        return Value::Null;
+    };
+    let inv = st.inventory.unwrap_or_default();
+    let failed: Vec<String> = inv
+        .network_adapters
+        .iter()
+        .filter(|a| a.health.as_deref().is_some_and(|h| h != "OK"))
+        .map(|a| format!("network adapter {} ({})", a.id, a.health.as_deref().unwrap_or_default()))
+        .chain(
+            inv.nics
+                .iter()
+                .filter(|n| n.link_status.as_deref() == Some("LinkDown"))
+                .map(|n| format!("NIC {} link down", n.name)),
+        )
+        .collect();
+    json!({
+        "manufacturer": inv.manufacturer,
+        "model": inv.model,
+        "serialNumber": inv.serial,
+        "bmcHealth": st.bmc_health,
+        "powerState": st.power_state,
+        "failedParts": failed,
+    })
+}
+
+/// Notifies each responder of the incident's level once (the timeline says who was).
+pub async fn on_open(r: &mut Report<'_, Incident>, ctx: &Context, plan: &RecoveryPlan) -> Result<(), Error> {
+    let inc = r.obj;
+    let ns = inc.namespace().unwrap_or_default();
+    let Some(level) = plan.spec.levels.iter().find(|l| l.level == inc.spec.level) else {
+        return Ok(());
+    };
+    let today = Timestamp::now().to_zoned(k8s_openapi::jiff::tz::TimeZone::UTC).date();
+    for lr in &level.responders {
+        let step = step_name(&lr.name);
+        if r.status.timeline.iter().any(|e| e.step == step && e.finished.is_some()) {
+            continue;
+        }
+        let Some(responder) = plan.spec.responders.iter().find(|x| x.name == lr.name) else {
+            continue;
+        };
+        let started = Timestamp::now();
+        let mut entry = TimelineEntry {
+            step: step.clone(),
+            action: StepAction::Notify,
+            attempt: 1,
+            started: Time(started),
+            finished: None,
+            outcome: "Running".into(),
+            message: String::new(),
+            bytes: None,
+        };
+        let contract_ended = responder.type_ == ResponderType::Vendor
+            && responder
+                .contract
+                .as_ref()
+                .and_then(|c| c.until.parse::<k8s_openapi::jiff::civil::Date>().ok())
+                .is_some_and(|until| until < today);
+        let (outcome, message, attempts) = if contract_ended {
+            ("Skipped", format!("the contract of {} has ended", responder.name), 0)
+        } else if let Some(hook) = &responder.webhook {
+            let token = match &hook.token_secret_ref {
+                Some(t) => secrets::data(ctx, &ns, &t.name)
+                    .await?
+                    .and_then(|d| d.get(&t.key).cloned())
+                    .map(|b| String::from_utf8_lossy(&b).into_owned()),
+                None => None,
+            };
+            let mut body = json!({
+                "incident": inc.name_any(),
+                "namespace": ns,
+                "component": {"kind": inc.spec.component.kind.as_str(), "name": inc.spec.component.name},
+                "level": inc.spec.level,
+                "levelName": level.name,
+                "phase": format!("{:?}", r.status.phase),
+                "cause": inc.spec.cause,
+                "detectedAt": r.status.detected_at,
+                "deadline": r.status.deadline,
+                "modes": lr.modes,
+                "contract": responder.contract.as_ref().and_then(|c| c.reference.clone()),
+                "timeline": format!("kubectl -n {ns} get incident {} -o yaml", inc.name_any()),
+            });
+            if inc.spec.component.kind == ComponentKind::Server {
+                body["server"] = server_details(ctx, &ns, &inc.spec.component.name);
+            }
+            let d = webhook::post(&ctx.http, &hook.url, token.as_deref(), &body, 3).await;
+            (if d.ok { "Succeeded" } else { "Failed" }, d.message, d.attempts)
+        } else {
+            (
+                "Skipped",
+                format!(
+                    "{} has no webhook; call {}",
+                    responder.name,
+                    responder.phone.as_deref().unwrap_or("them")
+                ),
+                0,
+            )
+        };
+        entry.attempt = attempts.max(1);
+        entry.finished = Some(Time(Timestamp::now()));
+        entry.outcome = outcome.into();
+        entry.message = message.clone();
+        r.event(
+            if outcome == "Failed" {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            "Notify",
+            "Notify",
+            format!("{}: {outcome}: {message}", responder.name),
+        );
+        r.status.timeline.push(entry);
+    }
+    Ok(())
+}

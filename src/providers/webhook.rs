@@ -1,0 +1,49 @@
+//! Posting a JSON message to a responder's webhook: a timeout on each
+//! attempt, a bounded number of attempts with backoff.
+
+use std::time::Duration;
+
+/// The outcome of a delivery: how many attempts, and the last answer or error.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    pub ok: bool,
+    pub attempts: u32,
+    pub message: String,
+}
+
+/// POSTs `body` to `url` (with a bearer `token` if given): up to `attempts`
+/// tries, 1 s then 2 s, 4 s … apart; each bounded by the client's timeout.
+pub async fn post(
+    http: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+    body: &serde_json::Value,
+    attempts: u32,
+) -> Delivery {
+    let mut message = String::new();
+    for attempt in 1..=attempts.max(1) {
+        let mut req = http.post(url).json(body).timeout(Duration::from_secs(10));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        match req.send().await {
+            Ok(r) if r.status().is_success() => {
+                return Delivery {
+                    ok: true,
+                    attempts: attempt,
+                    message: format!("HTTP {}", r.status().as_u16()),
+                };
+            }
+            Ok(r) => message = format!("HTTP {}", r.status().as_u16()),
+            Err(e) => message = crate::providers::artifacts::error_chain(&e),
+        }
+        if attempt < attempts {
+            tokio::time::sleep(Duration::from_secs(1 << (attempt - 1).min(4))).await;
+        }
+    }
+    Delivery {
+        ok: false,
+        attempts: attempts.max(1),
+        message,
+    }
+}
