@@ -77,10 +77,11 @@ pub fn reconcile(obj: Arc<Incident>, ctx: Arc<Context>) -> BoxFuture<'static, Re
             let c = &inc.spec.component;
             let exists = components::exists(&ctx.stores, c.kind, &ns, &c.name);
             let healthy = exists && failure(&ctx.stores, &ns, c).is_none();
+            again = super::executor::advance(&mut r, &ctx, &plan, healthy).await?;
             if c.kind == ComponentKind::Database {
                 data_measures(&ctx, &ns, &c.name, observed, &mut measures);
             }
-            if healthy {
+            if healthy && r.status.phase != IncidentPhase::Failed {
                 let took = now.as_second() - detected.as_second();
                 r.status.phase = IncidentPhase::Resolved;
                 r.status.breached = deadline.is_some_and(|d| now > d);
@@ -125,7 +126,8 @@ pub fn reconcile(obj: Arc<Incident>, ctx: Arc<Context>) -> BoxFuture<'static, Re
                             format!("level {level}: not resolved by {d}"),
                         );
                     } else if now <= d {
-                        again = Some(Duration::from_secs((d.as_second() - now.as_second()).max(1) as u64));
+                        let until = Duration::from_secs((d.as_second() - now.as_second()).max(1) as u64);
+                        again = Some(again.map_or(until, |a| a.min(until)));
                     }
                 }
             }

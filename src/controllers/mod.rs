@@ -7,6 +7,7 @@ pub mod components;
 pub mod database;
 pub mod detection;
 pub mod error;
+pub mod executor;
 pub mod incident;
 pub mod kind;
 pub mod maintenance_window;

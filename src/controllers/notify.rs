@@ -12,8 +12,8 @@ use crate::{
     api::{
         Incident, Server,
         common::ComponentKind,
-        incident::TimelineEntry,
-        recovery_plan::{Action as StepAction, RecoveryPlan, ResponderType},
+        incident::{IncidentStatus, TimelineEntry},
+        recovery_plan::{Action as StepAction, InterventionMode, RecoveryPlan, ResponderType},
     },
     providers::webhook,
 };
@@ -56,83 +56,116 @@ fn server_details(ctx: &Context, ns: &str, name: &str) -> Value {
     })
 }
 
+/// Delivers the incident to one responder: (outcome, message, attempts).
+async fn deliver(
+    ctx: &Context,
+    inc: &Incident,
+    plan: &RecoveryPlan,
+    name: &str,
+    modes: &[InterventionMode],
+    status: &IncidentStatus,
+) -> Result<(&'static str, String, u32), Error> {
+    let ns = inc.namespace().unwrap_or_default();
+    let Some(responder) = plan.spec.responders.iter().find(|x| x.name == name) else {
+        return Ok(("Failed", format!("no responder {name} in the plan"), 0));
+    };
+    let today = Timestamp::now().to_zoned(k8s_openapi::jiff::tz::TimeZone::UTC).date();
+    let contract_ended = responder.type_ == ResponderType::Vendor
+        && responder
+            .contract
+            .as_ref()
+            .and_then(|c| c.until.parse::<k8s_openapi::jiff::civil::Date>().ok())
+            .is_some_and(|until| until < today);
+    if contract_ended {
+        return Ok(("Skipped", format!("the contract of {} has ended", responder.name), 0));
+    }
+    let Some(hook) = &responder.webhook else {
+        return Ok((
+            "Skipped",
+            format!(
+                "{} has no webhook; call {}",
+                responder.name,
+                responder.phone.as_deref().unwrap_or("them")
+            ),
+            0,
+        ));
+    };
+    let token = match &hook.token_secret_ref {
+        Some(t) => secrets::data(ctx, &ns, &t.name)
+            .await?
+            .and_then(|d| d.get(&t.key).cloned())
+            .map(|b| String::from_utf8_lossy(&b).into_owned()),
+        None => None,
+    };
+    let level = plan.spec.levels.iter().find(|l| l.level == inc.spec.level);
+    let mut body = json!({
+        "incident": inc.name_any(),
+        "namespace": ns,
+        "component": {"kind": inc.spec.component.kind.as_str(), "name": inc.spec.component.name},
+        "level": inc.spec.level,
+        "levelName": level.and_then(|l| l.name.clone()),
+        "phase": format!("{:?}", status.phase),
+        "cause": inc.spec.cause,
+        "detectedAt": status.detected_at,
+        "deadline": status.deadline,
+        "modes": modes,
+        "contract": responder.contract.as_ref().and_then(|c| c.reference.clone()),
+        "timeline": format!("kubectl -n {ns} get incident {} -o yaml", inc.name_any()),
+    });
+    if inc.spec.component.kind == ComponentKind::Server {
+        body["server"] = server_details(ctx, &ns, &inc.spec.component.name);
+    }
+    let d = webhook::post(&ctx.http, &hook.url, token.as_deref(), &body, 3).await;
+    Ok((if d.ok { "Succeeded" } else { "Failed" }, d.message, d.attempts))
+}
+
+/// A `Notify` step: the named responder, or every responder of the level.
+pub async fn step(
+    ctx: &Context,
+    inc: &Incident,
+    plan: &RecoveryPlan,
+    responder: Option<&str>,
+    status: &IncidentStatus,
+) -> Result<(String, String), Error> {
+    let level = plan.spec.levels.iter().find(|l| l.level == inc.spec.level);
+    let targets: Vec<(String, Vec<InterventionMode>)> = match responder {
+        Some(name) => vec![(
+            name.to_string(),
+            level
+                .and_then(|l| l.responders.iter().find(|r| r.name == name))
+                .map(|r| r.modes.clone())
+                .unwrap_or_default(),
+        )],
+        None => level
+            .map(|l| l.responders.iter().map(|r| (r.name.clone(), r.modes.clone())).collect())
+            .unwrap_or_default(),
+    };
+    let mut any_ok = false;
+    let mut messages = vec![];
+    for (name, modes) in targets {
+        let (outcome, message, _) = deliver(ctx, inc, plan, &name, &modes, status).await?;
+        any_ok |= outcome == "Succeeded";
+        messages.push(format!("{name}: {outcome} ({message})"));
+    }
+    Ok((
+        if any_ok { "Succeeded" } else { "Failed" }.to_string(),
+        messages.join("; "),
+    ))
+}
+
 /// Notifies each responder of the incident's level once (the timeline says who was).
 pub async fn on_open(r: &mut Report<'_, Incident>, ctx: &Context, plan: &RecoveryPlan) -> Result<(), Error> {
     let inc = r.obj;
-    let ns = inc.namespace().unwrap_or_default();
     let Some(level) = plan.spec.levels.iter().find(|l| l.level == inc.spec.level) else {
         return Ok(());
     };
-    let today = Timestamp::now().to_zoned(k8s_openapi::jiff::tz::TimeZone::UTC).date();
     for lr in &level.responders {
         let step = step_name(&lr.name);
         if r.status.timeline.iter().any(|e| e.step == step && e.finished.is_some()) {
             continue;
         }
-        let Some(responder) = plan.spec.responders.iter().find(|x| x.name == lr.name) else {
-            continue;
-        };
         let started = Timestamp::now();
-        let mut entry = TimelineEntry {
-            step: step.clone(),
-            action: StepAction::Notify,
-            attempt: 1,
-            started: Time(started),
-            finished: None,
-            outcome: "Running".into(),
-            message: String::new(),
-            bytes: None,
-        };
-        let contract_ended = responder.type_ == ResponderType::Vendor
-            && responder
-                .contract
-                .as_ref()
-                .and_then(|c| c.until.parse::<k8s_openapi::jiff::civil::Date>().ok())
-                .is_some_and(|until| until < today);
-        let (outcome, message, attempts) = if contract_ended {
-            ("Skipped", format!("the contract of {} has ended", responder.name), 0)
-        } else if let Some(hook) = &responder.webhook {
-            let token = match &hook.token_secret_ref {
-                Some(t) => secrets::data(ctx, &ns, &t.name)
-                    .await?
-                    .and_then(|d| d.get(&t.key).cloned())
-                    .map(|b| String::from_utf8_lossy(&b).into_owned()),
-                None => None,
-            };
-            let mut body = json!({
-                "incident": inc.name_any(),
-                "namespace": ns,
-                "component": {"kind": inc.spec.component.kind.as_str(), "name": inc.spec.component.name},
-                "level": inc.spec.level,
-                "levelName": level.name,
-                "phase": format!("{:?}", r.status.phase),
-                "cause": inc.spec.cause,
-                "detectedAt": r.status.detected_at,
-                "deadline": r.status.deadline,
-                "modes": lr.modes,
-                "contract": responder.contract.as_ref().and_then(|c| c.reference.clone()),
-                "timeline": format!("kubectl -n {ns} get incident {} -o yaml", inc.name_any()),
-            });
-            if inc.spec.component.kind == ComponentKind::Server {
-                body["server"] = server_details(ctx, &ns, &inc.spec.component.name);
-            }
-            let d = webhook::post(&ctx.http, &hook.url, token.as_deref(), &body, 3).await;
-            (if d.ok { "Succeeded" } else { "Failed" }, d.message, d.attempts)
-        } else {
-            (
-                "Skipped",
-                format!(
-                    "{} has no webhook; call {}",
-                    responder.name,
-                    responder.phone.as_deref().unwrap_or("them")
-                ),
-                0,
-            )
-        };
-        entry.attempt = attempts.max(1);
-        entry.finished = Some(Time(Timestamp::now()));
-        entry.outcome = outcome.into();
-        entry.message = message.clone();
+        let (outcome, message, attempts) = deliver(ctx, inc, plan, &lr.name, &lr.modes, &r.status).await?;
         r.event(
             if outcome == "Failed" {
                 EventType::Warning
@@ -141,9 +174,18 @@ pub async fn on_open(r: &mut Report<'_, Incident>, ctx: &Context, plan: &Recover
             },
             "Notify",
             "Notify",
-            format!("{}: {outcome}: {message}", responder.name),
+            format!("{}: {outcome}: {message}", lr.name),
         );
-        r.status.timeline.push(entry);
+        r.status.timeline.push(TimelineEntry {
+            step,
+            action: StepAction::Notify,
+            attempt: attempts.max(1),
+            started: Time(started),
+            finished: Some(Time(Timestamp::now())),
+            outcome: outcome.into(),
+            message,
+            bytes: None,
+        });
     }
     Ok(())
 }

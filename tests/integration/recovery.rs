@@ -168,3 +168,55 @@ async fn a_failed_database_opens_one_incident_that_resolves_with_its_measures() 
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(incidents(&ns).len(), 1, "no incident inside the Pause window");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_vm_is_recovered_by_the_plans_procedure() {
+    use crate::support::kubevirt::{StandIn, fail_instance};
+    let ns = TestNamespace::new("procedure");
+    let _standin = StandIn::start(crate::support::plane().client().await, &ns.name);
+    let mut op = Operator::start(Options {
+        extra: vec!["--vm-ready-grace-seconds".into(), "5".into()],
+        ..Options::namespace(&ns.name)
+    });
+    op.wait_ready().await;
+    let yaml = "apiVersion: reprise.dev/v1alpha1\nkind: VirtualMachine\nmetadata: {name: vm-web, labels: {tier: vm}}\nspec:\n  cpu: 1\n  memory: 1Gi\n  disks: [{name: root, containerDisk: {image: \"registry.example/vm/debian:12\"}}]\n---\n\
+        apiVersion: reprise.dev/v1alpha1\nkind: RecoveryPlan\nmetadata: {name: pra}\nspec:\n  selector: {matchLabels: {tier: vm}}\n  levels:\n  - {level: 2, appliesTo: [VirtualMachine], minWindow: 30m, maxWindow: 45m}\n  procedures:\n  - kind: VirtualMachine\n    steps:\n    - {name: restart, action: Restart, timeout: 60s}\n    - {name: recreate, action: Recreate, timeout: 60s}\n";
+    let (ok, out) = ns.apply(yaml);
+    assert!(ok, "{out}");
+    ns.k(&[
+        "wait",
+        "--for=condition=Ready",
+        "virtualmachines.reprise.dev/vm-web",
+        "--timeout=60s",
+    ]);
+    assert!(incidents(&ns).is_empty());
+
+    // The instance fails; nothing restarts it on its own: the plan's first step does.
+    fail_instance(&crate::support::plane().client().await, &ns.name, "vm-web").await;
+    let inc = eventually("the incident to resolve", Duration::from_secs(60), || async {
+        incidents(&ns).into_iter().find(|i| i["status"]["phase"] == "Resolved")
+    })
+    .await;
+    assert_eq!(incidents(&ns).len(), 1);
+    assert_eq!(inc["spec"]["level"], 2);
+    let timeline = inc["status"]["timeline"].as_array().unwrap();
+    let steps: Vec<(&str, &str, u64)> = timeline
+        .iter()
+        .map(|e| {
+            (
+                e["step"].as_str().unwrap(),
+                e["outcome"].as_str().unwrap(),
+                e["attempt"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(steps, [("restart", "Succeeded", 1)], "one step, run once: {timeline:?}");
+    assert!(timeline[0]["finished"].is_string());
+    // The VM's controller carried out the request the executor made.
+    let vm: Value = serde_json::from_str(&ns.k(&["get", "virtualmachines.reprise.dev/vm-web", "-o", "json"])).unwrap();
+    assert_eq!(vm["status"]["lastAction"]["action"], "restart");
+    assert_eq!(vm["status"]["lastAction"]["outcome"], "Done");
+    assert_eq!(vm["status"]["health"]["state"], "Healthy");
+    let m = &inc["status"]["measures"];
+    assert!(m["timeToRecover"].as_str().is_some(), "{m}");
+}

@@ -1,0 +1,270 @@
+//! The procedure executor: runs the plan's steps for the failed component's
+//! kind, in order, through the action each component controller exposes
+//! (`reprise.dev/action: <action>/<request id>`, carried out once per id).
+//! Each step is written to the incident's timeline *before* it is asked for
+//! (outcome `Running`) and again when it ends, so a new leader after a crash
+//! finds the step under way, asks again with the same request id (which the
+//! component controller will not run twice), and never re-runs a finished step.
+//! A step ends `Succeeded` when the component is healthy again, `Failed` when
+//! its controller refused or failed the action, `TimedOut` after its timeout;
+//! a failed step is retried `retries` times, then the next step runs.
+
+use std::time::Duration;
+
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{Patch, PatchParams},
+    core::DeserializeGuard,
+    runtime::{events::EventType, reflector::ObjectRef},
+};
+use serde_json::json;
+
+use super::{Context, Error, kind::Kind, status::Report};
+use crate::api::{
+    Application, Database, Incident, Server, VirtualMachine,
+    common::{ACTION_ANNOTATION, ActionRecord, ComponentKind, ComponentRef},
+    incident::{APPROVE_ANNOTATION, IncidentPhase, TimelineEntry},
+    recovery_plan::{Action as StepAction, RecoveryPlan, Step},
+};
+
+/// The component controller's name for a step's action.
+fn verb(a: StepAction) -> Option<&'static str> {
+    Some(match a {
+        StepAction::Restart => "restart",
+        StepAction::Recreate => "recreate",
+        StepAction::Rollback => "rollback",
+        StepAction::Reconnect => "reconnect",
+        StepAction::Restore => "restore",
+        StepAction::RestoreSnapshot => "restoreSnapshot",
+        StepAction::Move => "move",
+        StepAction::PowerCycle => "powerCycle",
+        StepAction::Reprovision => "reprovision",
+        StepAction::Notify | StepAction::WaitForApproval => return None,
+    })
+}
+
+fn last_action<K: Kind>(
+    store: &kube::runtime::reflector::Store<DeserializeGuard<K>>,
+    ns: &str,
+    name: &str,
+    f: impl Fn(&K) -> Option<ActionRecord>,
+) -> Option<ActionRecord> {
+    store
+        .get(&ObjectRef::new(name).within(ns))
+        .and_then(|o| o.0.as_ref().ok().and_then(&f))
+}
+
+/// The component's record of the action asked with `id`, once it carried it out.
+fn answered(ctx: &Context, ns: &str, c: &ComponentRef, id: &str) -> Option<ActionRecord> {
+    let s = &ctx.stores;
+    let rec = match c.kind {
+        ComponentKind::Application => {
+            last_action::<Application>(&s.applications, ns, &c.name, |o| o.status.as_ref()?.last_action.clone())
+        }
+        ComponentKind::Database => {
+            last_action::<Database>(&s.databases, ns, &c.name, |o| o.status.as_ref()?.last_action.clone())
+        }
+        ComponentKind::VirtualMachine => last_action::<VirtualMachine>(&s.virtual_machines, ns, &c.name, |o| {
+            o.status.as_ref()?.last_action.clone()
+        }),
+        ComponentKind::Server => {
+            last_action::<Server>(&s.servers, ns, &c.name, |o| o.status.as_ref()?.last_action.clone())
+        }
+    };
+    rec.filter(|r| r.id == id)
+}
+
+/// Asks the component's controller for `action` (idempotent: same id, same request).
+async fn ask(ctx: &Context, ns: &str, c: &ComponentRef, action: &str, id: &str) -> Result<(), Error> {
+    let patch = json!({"metadata": {"annotations": {ACTION_ANNOTATION: format!("{action}/{id}")}}});
+    let pp = PatchParams::default();
+    macro_rules! on {
+        ($k:ty) => {{
+            let api: Api<$k> = Api::namespaced(ctx.client.clone(), ns);
+            api.patch(&c.name, &pp, &Patch::Merge(&patch)).await?;
+            ctx.metrics.wrote(&<$k>::kind(&()), "action");
+        }};
+    }
+    match c.kind {
+        ComponentKind::Application => on!(Application),
+        ComponentKind::Database => on!(Database),
+        ComponentKind::VirtualMachine => on!(VirtualMachine),
+        ComponentKind::Server => on!(Server),
+    }
+    Ok(())
+}
+
+/// The request id of a step's attempt: unique per incident, step and attempt.
+fn request_id(inc: &Incident, step: &str, attempt: u32) -> String {
+    format!(
+        "{}.{step}.{attempt}",
+        inc.uid().unwrap_or_default().chars().take(8).collect::<String>()
+    )
+}
+
+/// Moves the procedure on. `healthy`: the component's signal is good again.
+/// Returns when to look again.
+pub async fn advance(
+    r: &mut Report<'_, Incident>,
+    ctx: &Context,
+    plan: &RecoveryPlan,
+    healthy: bool,
+) -> Result<Option<Duration>, Error> {
+    let inc = r.obj;
+    let ns = inc.namespace().unwrap_or_default();
+    let c = inc.spec.component.clone();
+    let Some(procedure) = plan.spec.procedures.iter().find(|p| p.kind == c.kind) else {
+        return Ok(None);
+    };
+    let steps: &[Step] = &procedure.steps;
+    let now = Timestamp::now();
+    let is_step = |e: &TimelineEntry| steps.iter().any(|s| s.name == e.step);
+
+    // A step under way: has it ended?
+    if let Some(i) = r
+        .status
+        .timeline
+        .iter()
+        .rposition(|e| is_step(e) && e.finished.is_none())
+    {
+        let entry = r.status.timeline[i].clone();
+        let step = steps.iter().find(|s| s.name == entry.step).expect("is_step");
+        let id = request_id(inc, &step.name, entry.attempt);
+        let ended = |outcome: &str, message: String| (outcome.to_string(), message);
+        let result = if healthy {
+            Some(ended("Succeeded", format!("{} {} is healthy again", c.kind, c.name)))
+        } else if now.as_second() - entry.started.0.as_second() > step.timeout.as_std().as_secs() as i64 {
+            Some(ended(
+                "TimedOut",
+                format!("still failing after {}", step.timeout.as_str()),
+            ))
+        } else {
+            match step.action {
+                StepAction::WaitForApproval => {
+                    let v = inc.annotations().get(APPROVE_ANNOTATION).cloned();
+                    match v.filter(|v| !v.is_empty() && v != "false") {
+                        Some(who) => {
+                            r.status.approved_by = Some(if who == "true" {
+                                "someone (annotation)".into()
+                            } else {
+                                who
+                            });
+                            Some(ended("Succeeded", "approved".into()))
+                        }
+                        None => None,
+                    }
+                }
+                StepAction::Notify => None,
+                a => match answered(ctx, &ns, &c, &id) {
+                    Some(rec) if rec.outcome != "Done" => Some(ended("Failed", rec.message)),
+                    Some(_) => None, // done: wait for the component to be healthy (or the timeout)
+                    None => {
+                        // Asked before a crash, or not yet seen: ask again, same id.
+                        ask(ctx, &ns, &c, verb(a).expect("component action"), &id).await?;
+                        None
+                    }
+                },
+            }
+        };
+        match result {
+            None => {
+                if step.action == StepAction::WaitForApproval {
+                    r.status.phase = IncidentPhase::AwaitingApproval;
+                }
+                return Ok(Some(Duration::from_secs(2)));
+            }
+            Some((outcome, message)) => {
+                let e = &mut r.status.timeline[i];
+                e.finished = Some(Time(now));
+                e.outcome = outcome.clone();
+                e.message = message.clone();
+                r.event(
+                    if outcome == "Succeeded" {
+                        EventType::Normal
+                    } else {
+                        EventType::Warning
+                    },
+                    "Step",
+                    "Recover",
+                    format!(
+                        "{} ({:?}, attempt {}): {outcome}: {message}",
+                        step.name, step.action, entry.attempt
+                    ),
+                );
+                if outcome == "Succeeded" || healthy {
+                    return Ok(None);
+                }
+            }
+        }
+    }
+    if healthy {
+        return Ok(None);
+    }
+
+    // The next step: the first whose attempts are not used up and that has not succeeded.
+    let next = steps.iter().find_map(|s| {
+        let tries: Vec<&TimelineEntry> = r.status.timeline.iter().filter(|e| e.step == s.name).collect();
+        let succeeded = tries.iter().any(|e| e.outcome == "Succeeded");
+        let used = tries.len() as u32;
+        (!succeeded && used <= s.retries).then(|| (s.clone(), used + 1))
+    });
+    let Some((step, attempt)) = next else {
+        if r.status.phase != IncidentPhase::Failed {
+            r.status.phase = IncidentPhase::Failed;
+            r.event(
+                EventType::Warning,
+                "ProcedureExhausted",
+                "Recover",
+                format!(
+                    "every step of the {} procedure ran; {} {} still fails",
+                    c.kind, c.kind, c.name
+                ),
+            );
+        }
+        return Ok(None);
+    };
+    // Retries wait 2^attempt seconds after the previous attempt ended.
+    if attempt > 1
+        && let Some(prev) = r.status.timeline.iter().rev().find(|e| e.step == step.name)
+        && let Some(end) = &prev.finished
+    {
+        let wait = 1i64 << (attempt - 1).min(6);
+        if now.as_second() - end.0.as_second() < wait {
+            return Ok(Some(Duration::from_secs(wait as u64)));
+        }
+    }
+    let mut entry = TimelineEntry {
+        step: step.name.clone(),
+        action: step.action,
+        attempt,
+        started: Time(now),
+        finished: None,
+        outcome: "Running".into(),
+        message: String::new(),
+        bytes: None,
+    };
+    r.status.phase = IncidentPhase::Recovering;
+    if step.action == StepAction::Notify {
+        // Delivered at once; recorded as one finished entry.
+        let (outcome, message) = super::notify::step(ctx, inc, plan, step.responder.as_deref(), &r.status).await?;
+        entry.finished = Some(Time(Timestamp::now()));
+        entry.outcome = outcome;
+        entry.message = message;
+        r.status.timeline.push(entry);
+        return Ok(Some(Duration::from_secs(1)));
+    }
+    // Written first, then asked: a crash in between is picked up above.
+    r.status.timeline.push(entry);
+    r.checkpoint().await?;
+    if let Some(v) = verb(step.action) {
+        ask(ctx, &ns, &c, v, &request_id(inc, &step.name, attempt)).await?;
+    }
+    r.event(
+        EventType::Normal,
+        "Step",
+        "Recover",
+        format!("{} ({:?}, attempt {attempt}) started", step.name, step.action),
+    );
+    Ok(Some(Duration::from_secs(2)))
+}
