@@ -220,3 +220,68 @@ async fn a_failed_vm_is_recovered_by_the_plans_procedure() {
     let m = &inc["status"]["measures"];
     assert!(m["timeToRecover"].as_str().is_some(), "{m}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_operator_resumes_the_procedure_where_it_stopped() {
+    use crate::support::kubevirt::{StandIn, fail_instance};
+    let ns = TestNamespace::new("resume");
+    let _standin = StandIn::start(crate::support::plane().client().await, &ns.name);
+    let opts = || Options {
+        extra: vec!["--vm-ready-grace-seconds".into(), "5".into()],
+        ..Options::namespace(&ns.name)
+    };
+    let mut op = Operator::start(opts());
+    op.wait_ready().await;
+    let yaml = "apiVersion: reprise.dev/v1alpha1\nkind: VirtualMachine\nmetadata: {name: vm-db, labels: {tier: vm}}\nspec:\n  cpu: 1\n  memory: 1Gi\n  disks: [{name: root, containerDisk: {image: \"registry.example/vm/debian:12\"}}]\n---\n\
+        apiVersion: reprise.dev/v1alpha1\nkind: RecoveryPlan\nmetadata: {name: pra}\nspec:\n  selector: {matchLabels: {tier: vm}}\n  levels:\n  - {level: 2, appliesTo: [VirtualMachine], minWindow: 30m, maxWindow: 45m}\n  procedures:\n  - kind: VirtualMachine\n    steps:\n    - {name: approve, action: WaitForApproval, timeout: 5m}\n    - {name: restart, action: Restart, timeout: 60s}\n";
+    let (ok, out) = ns.apply(yaml);
+    assert!(ok, "{out}");
+    ns.k(&[
+        "wait",
+        "--for=condition=Ready",
+        "virtualmachines.reprise.dev/vm-db",
+        "--timeout=60s",
+    ]);
+    fail_instance(&crate::support::plane().client().await, &ns.name, "vm-db").await;
+    let inc = eventually("the incident to wait for approval", Duration::from_secs(60), || async {
+        incidents(&ns)
+            .into_iter()
+            .find(|i| i["status"]["phase"] == "AwaitingApproval")
+    })
+    .await;
+    let name = inc["metadata"]["name"].as_str().unwrap().to_string();
+
+    // The operator dies in the middle of the procedure; another one takes over.
+    op.kill();
+    let mut op2 = Operator::start(opts());
+    op2.wait_ready().await;
+    ns.k(&["annotate", "incident", &name, "reprise.dev/approve=alice"]);
+    let inc = eventually("the incident to resolve", Duration::from_secs(60), || async {
+        incidents(&ns).into_iter().find(|i| i["status"]["phase"] == "Resolved")
+    })
+    .await;
+    assert_eq!(inc["status"]["approvedBy"], "alice");
+    let steps: Vec<(String, String, u64)> = inc["status"]["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["step"].as_str().unwrap().to_string(),
+                e["outcome"].as_str().unwrap().to_string(),
+                e["attempt"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("approve".to_string(), "Succeeded".to_string(), 1),
+            ("restart".to_string(), "Succeeded".to_string(), 1)
+        ],
+        "each step once, in order"
+    );
+    // The restart was asked once, and carried out once.
+    let vm: Value = serde_json::from_str(&ns.k(&["get", "virtualmachines.reprise.dev/vm-db", "-o", "json"])).unwrap();
+    assert_eq!(vm["status"]["lastAction"]["action"], "restart");
+}
