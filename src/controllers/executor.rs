@@ -103,6 +103,53 @@ fn request_id(inc: &Incident, step: &str, attempt: u32) -> String {
     )
 }
 
+/// Escalates: tells the next responder of the level not yet escalated to
+/// (the first one was told at opening) and sets phase `Escalated`.
+async fn escalate(r: &mut Report<'_, Incident>, ctx: &Context, plan: &RecoveryPlan, why: String) -> Result<(), Error> {
+    let inc = r.obj;
+    let Some(level) = plan.spec.levels.iter().find(|l| l.level == inc.spec.level) else {
+        return Ok(());
+    };
+    r.status.phase = IncidentPhase::Escalated;
+    // The next responders in order, past those who cannot be called (a vendor whose contract ended).
+    for lr in level.responders.iter().skip(1) {
+        let step = format!("escalate-{}", lr.name);
+        if r.status.timeline.iter().any(|e| e.step == step) {
+            continue;
+        }
+        let started = Timestamp::now();
+        let status = r.status.clone();
+        let (outcome, message) = super::notify::step(ctx, inc, plan, Some(&lr.name), &status).await?;
+        r.event(
+            EventType::Warning,
+            "Escalated",
+            "Escalate",
+            format!("{why}; escalated to {}: {message}", lr.name),
+        );
+        let called = !message.contains(": Skipped");
+        r.status.timeline.push(TimelineEntry {
+            step,
+            action: StepAction::Notify,
+            attempt: 1,
+            started: Time(started),
+            finished: Some(Time(Timestamp::now())),
+            outcome: if called { outcome } else { "Skipped".into() },
+            message: format!("{why}; {message}"),
+            bytes: None,
+        });
+        if called {
+            return Ok(());
+        }
+    }
+    r.event(
+        EventType::Warning,
+        "Escalated",
+        "Escalate",
+        format!("{why}; no responder left to escalate to"),
+    );
+    Ok(())
+}
+
 /// Moves the procedure on. `healthy`: the component's signal is good again.
 /// Returns when to look again.
 pub async fn advance(
@@ -195,11 +242,28 @@ pub async fn advance(
                 if outcome == "Succeeded" || healthy {
                     return Ok(None);
                 }
+                if entry.attempt > step.retries {
+                    escalate(
+                        r,
+                        ctx,
+                        plan,
+                        format!("step {} {} for good", step.name, outcome.to_lowercase()),
+                    )
+                    .await?;
+                }
             }
         }
     }
     if healthy {
         return Ok(None);
+    }
+    // Half the level's window gone without resolution: escalate (once).
+    if let (Some(d), Some(t)) = (&r.status.deadline, &r.status.detected_at) {
+        let half = t.0.as_second() + (d.0.as_second() - t.0.as_second()) / 2;
+        let any_escalation = r.status.timeline.iter().any(|e| e.step.starts_with("escalate-"));
+        if now.as_second() >= half && !any_escalation {
+            escalate(r, ctx, plan, "half the level's window has passed".into()).await?;
+        }
     }
 
     // The next step: the first whose attempts are not used up and that has not succeeded.
@@ -244,7 +308,9 @@ pub async fn advance(
         message: String::new(),
         bytes: None,
     };
-    r.status.phase = IncidentPhase::Recovering;
+    if r.status.phase != IncidentPhase::Escalated {
+        r.status.phase = IncidentPhase::Recovering;
+    }
     if step.action == StepAction::Notify {
         // Delivered at once; recorded as one finished entry.
         let (outcome, message) = super::notify::step(ctx, inc, plan, step.responder.as_deref(), &r.status).await?;

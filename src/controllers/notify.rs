@@ -1,5 +1,6 @@
-//! Telling the level's responders that an incident opened: a JSON message
-//! to each one's webhook (the vendor only while its contract runs, with the
+//! Telling responders about an incident — the level's first when it opens,
+//! the next ones on escalation, any in a `Notify` step: a JSON message to
+//! each one's webhook (the vendor only while its contract runs, with the
 //! modes the level gives it; for a server, what a technician needs to come
 //! prepared), each delivery in the incident's timeline.
 
@@ -153,13 +154,14 @@ pub async fn step(
     ))
 }
 
-/// Notifies each responder of the incident's level once (the timeline says who was).
+/// Notifies the level's first responder once (the timeline says whether it was);
+/// the next ones are called on escalation.
 pub async fn on_open(r: &mut Report<'_, Incident>, ctx: &Context, plan: &RecoveryPlan) -> Result<(), Error> {
     let inc = r.obj;
     let Some(level) = plan.spec.levels.iter().find(|l| l.level == inc.spec.level) else {
         return Ok(());
     };
-    for lr in &level.responders {
+    for lr in level.responders.iter().take(1) {
         let step = step_name(&lr.name);
         if r.status.timeline.iter().any(|e| e.step == step && e.finished.is_some()) {
             continue;

@@ -125,8 +125,7 @@ async fn a_failed_database_opens_one_incident_that_resolves_with_its_measures() 
         "{events}"
     );
 
-    // The level's responders were told: the internal one by its webhook, with its token;
-    // the vendor, whose contract has ended, not at all.
+    // The level's first responder was told, by its webhook, with its token.
     let got = received.lock().unwrap().clone();
     assert_eq!(got.len(), 1, "one delivery: {got:?}");
     let (auth, body) = &got[0];
@@ -145,9 +144,10 @@ async fn a_failed_database_opens_one_incident_that_resolves_with_its_measures() 
         })
     };
     assert_eq!(outcome("notify-it").unwrap().0, "Succeeded", "{timeline:?}");
-    let (vendor, why) = outcome("notify-vendor").unwrap();
-    assert_eq!(vendor, "Skipped");
-    assert!(why.contains("contract"), "{why}");
+    assert!(
+        outcome("notify-vendor").is_none(),
+        "the next responders are for escalation"
+    );
 
     // Inside a Pause window: the database is restored, but no incident opens.
     let start = Timestamp::now().checked_sub(1.minute()).unwrap();
@@ -284,4 +284,76 @@ async fn a_new_operator_resumes_the_procedure_where_it_stopped() {
     // The restart was asked once, and carried out once.
     let vm: Value = serde_json::from_str(&ns.k(&["get", "virtualmachines.reprise.dev/vm-db", "-o", "json"])).unwrap();
     assert_eq!(vm["status"]["lastAction"]["action"], "restart");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_step_that_fails_for_good_escalates_to_the_next_responder() {
+    use crate::support::kubevirt::{StandIn, fail_instance};
+    let (hook, received) = receiver().await;
+    let ns = TestNamespace::new("escalate");
+    let _standin = StandIn::start(crate::support::plane().client().await, &ns.name);
+    let mut op = Operator::start(Options {
+        extra: vec!["--vm-ready-grace-seconds".into(), "5".into()],
+        ..Options::namespace(&ns.name)
+    });
+    op.wait_ready().await;
+    // `move` without a target is refused by the VM controller: the step fails for good (no retries).
+    let yaml = format!(
+        "apiVersion: reprise.dev/v1alpha1\nkind: VirtualMachine\nmetadata: {{name: vm-api, labels: {{tier: vm}}}}\nspec:\n  cpu: 1\n  memory: 1Gi\n  disks: [{{name: root, containerDisk: {{image: \"registry.example/vm/debian:12\"}}}}]\n---\n\
+         apiVersion: reprise.dev/v1alpha1\nkind: RecoveryPlan\nmetadata: {{name: pra}}\nspec:\n  selector: {{matchLabels: {{tier: vm}}}}\n\
+         \x20 levels:\n  - {{level: 2, appliesTo: [VirtualMachine], minWindow: 30m, maxWindow: 45m, responders: [{{name: it}}, {{name: old-vendor}}, {{name: vendor, modes: [Phone]}}]}}\n\
+         \x20 responders:\n  - {{name: it, type: Internal, webhook: {{url: \"{hook}\"}}}}\n\
+         \x20 - {{name: old-vendor, type: Vendor, webhook: {{url: \"{hook}\"}}, contract: {{until: \"2020-01-01\"}}}}\n\
+         \x20 - {{name: vendor, type: Vendor, webhook: {{url: \"{hook}\"}}, contract: {{until: \"2099-12-31\", reference: SALTY-1}}}}\n\
+         \x20 procedures:\n  - kind: VirtualMachine\n    steps:\n    - {{name: move, action: Move, retries: 0}}\n    - {{name: restart, action: Restart}}\n"
+    );
+    let (ok, out) = ns.apply(&yaml);
+    assert!(ok, "{out}");
+    ns.k(&[
+        "wait",
+        "--for=condition=Ready",
+        "virtualmachines.reprise.dev/vm-api",
+        "--timeout=60s",
+    ]);
+    fail_instance(&crate::support::plane().client().await, &ns.name, "vm-api").await;
+    let inc = eventually("the incident to resolve", Duration::from_secs(60), || async {
+        incidents(&ns).into_iter().find(|i| i["status"]["phase"] == "Resolved")
+    })
+    .await;
+    let steps: Vec<(String, String)> = inc["status"]["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["step"].as_str().unwrap().to_string(),
+                e["outcome"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, String)> = [
+        ("notify-it", "Succeeded"),
+        ("move", "Failed"),
+        ("escalate-old-vendor", "Skipped"),
+        ("escalate-vendor", "Succeeded"),
+        ("restart", "Succeeded"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    assert_eq!(steps, expected, "{}", inc["status"]["timeline"]);
+    // The webhooks in order: the internal team at opening, the vendor on escalation.
+    let got = received.lock().unwrap().clone();
+    let order: Vec<(&str, &str)> = got
+        .iter()
+        .map(|(_, b)| {
+            (
+                b["phase"].as_str().unwrap_or_default(),
+                b["modes"][0].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(order, [("Detected", "Remote"), ("Escalated", "Phone")], "{got:?}");
+    let events = ns.k(&["get", "events", "-o", "jsonpath={.items[*].reason}"]);
+    assert!(events.contains("Escalated"), "{events}");
 }
