@@ -46,6 +46,56 @@ async fn receiver() -> (String, Received) {
     (url, got)
 }
 
+/// A VirtualMachine (label `tier: vm`) and a plan covering it, with the
+/// KubeVirt stand-in and an operator (5 s VM grace period); the VM is Ready.
+struct VmScene {
+    ns: TestNamespace,
+    op: Operator,
+    _standin: crate::support::kubevirt::StandIn,
+}
+
+fn vm_operator(ns: &TestNamespace) -> Operator {
+    Operator::start(Options {
+        extra: vec!["--vm-ready-grace-seconds".into(), "5".into()],
+        ..Options::namespace(&ns.name)
+    })
+}
+
+async fn vm_scene(prefix: &str, vm: &str, plan_spec: &str) -> VmScene {
+    let ns = TestNamespace::new(prefix);
+    let standin = crate::support::kubevirt::StandIn::start(crate::support::plane().client().await, &ns.name);
+    let mut op = vm_operator(&ns);
+    op.wait_ready().await;
+    let yaml = format!(
+        "apiVersion: reprise.dev/v1alpha1\nkind: VirtualMachine\nmetadata: {{name: {vm}, labels: {{tier: vm}}}}\nspec:\n  cpu: 1\n  memory: 1Gi\n  disks: [{{name: root, containerDisk: {{image: \"registry.example/vm/debian:12\"}}}}]\n---\n\
+         apiVersion: reprise.dev/v1alpha1\nkind: RecoveryPlan\nmetadata: {{name: pra}}\nspec:\n  selector: {{matchLabels: {{tier: vm}}}}\n{plan_spec}"
+    );
+    let (ok, out) = ns.apply(&yaml);
+    assert!(ok, "{out}");
+    ns.wait_for(
+        &format!("virtualmachines.reprise.dev/{vm}"),
+        "the VM to be Ready",
+        60,
+        |v| crate::support::condition(v, "Ready").is_some_and(|(s, _, _)| s == "True"),
+    )
+    .await;
+    assert!(incidents(&ns).is_empty());
+    crate::support::kubevirt::fail_instance(&crate::support::plane().client().await, &ns.name, vm).await;
+    VmScene {
+        ns,
+        op,
+        _standin: standin,
+    }
+}
+
+/// Waits for an incident of the namespace in `phase`.
+async fn incident_in(ns: &TestNamespace, phase: &str) -> Value {
+    eventually(&format!("an incident {phase}"), Duration::from_secs(60), || async {
+        incidents(ns).into_iter().find(|i| i["status"]["phase"] == phase)
+    })
+    .await
+}
+
 fn incidents(ns: &TestNamespace) -> Vec<Value> {
     let v: Value = serde_json::from_str(&ns.k(&["get", "incidents", "-o", "json"])).unwrap();
     v["items"].as_array().cloned().unwrap_or_default()
@@ -171,33 +221,16 @@ async fn a_failed_database_opens_one_incident_that_resolves_with_its_measures() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_vm_is_recovered_by_the_plans_procedure() {
-    use crate::support::kubevirt::{StandIn, fail_instance};
-    let ns = TestNamespace::new("procedure");
-    let _standin = StandIn::start(crate::support::plane().client().await, &ns.name);
-    let mut op = Operator::start(Options {
-        extra: vec!["--vm-ready-grace-seconds".into(), "5".into()],
-        ..Options::namespace(&ns.name)
-    });
-    op.wait_ready().await;
-    let yaml = "apiVersion: reprise.dev/v1alpha1\nkind: VirtualMachine\nmetadata: {name: vm-web, labels: {tier: vm}}\nspec:\n  cpu: 1\n  memory: 1Gi\n  disks: [{name: root, containerDisk: {image: \"registry.example/vm/debian:12\"}}]\n---\n\
-        apiVersion: reprise.dev/v1alpha1\nkind: RecoveryPlan\nmetadata: {name: pra}\nspec:\n  selector: {matchLabels: {tier: vm}}\n  levels:\n  - {level: 2, appliesTo: [VirtualMachine], minWindow: 30m, maxWindow: 45m}\n  procedures:\n  - kind: VirtualMachine\n    steps:\n    - {name: restart, action: Restart, timeout: 60s}\n    - {name: recreate, action: Recreate, timeout: 60s}\n";
-    let (ok, out) = ns.apply(yaml);
-    assert!(ok, "{out}");
-    ns.k(&[
-        "wait",
-        "--for=condition=Ready",
-        "virtualmachines.reprise.dev/vm-web",
-        "--timeout=60s",
-    ]);
-    assert!(incidents(&ns).is_empty());
-
     // The instance fails; nothing restarts it on its own: the plan's first step does.
-    fail_instance(&crate::support::plane().client().await, &ns.name, "vm-web").await;
-    let inc = eventually("the incident to resolve", Duration::from_secs(60), || async {
-        incidents(&ns).into_iter().find(|i| i["status"]["phase"] == "Resolved")
-    })
+    let scene = vm_scene(
+        "procedure",
+        "vm-web",
+        "  levels:\n  - {level: 2, appliesTo: [VirtualMachine], minWindow: 30m, maxWindow: 45m}\n  procedures:\n  - kind: VirtualMachine\n    steps:\n    - {name: restart, action: Restart, timeout: 60s}\n    - {name: recreate, action: Recreate, timeout: 60s}\n",
+    )
     .await;
-    assert_eq!(incidents(&ns).len(), 1);
+    let ns = &scene.ns;
+    let inc = incident_in(ns, "Resolved").await;
+    assert_eq!(incidents(ns).len(), 1);
     assert_eq!(inc["spec"]["level"], 2);
     let timeline = inc["status"]["timeline"].as_array().unwrap();
     let steps: Vec<(&str, &str, u64)> = timeline
@@ -223,43 +256,22 @@ async fn a_failed_vm_is_recovered_by_the_plans_procedure() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_new_operator_resumes_the_procedure_where_it_stopped() {
-    use crate::support::kubevirt::{StandIn, fail_instance};
-    let ns = TestNamespace::new("resume");
-    let _standin = StandIn::start(crate::support::plane().client().await, &ns.name);
-    let opts = || Options {
-        extra: vec!["--vm-ready-grace-seconds".into(), "5".into()],
-        ..Options::namespace(&ns.name)
-    };
-    let mut op = Operator::start(opts());
-    op.wait_ready().await;
-    let yaml = "apiVersion: reprise.dev/v1alpha1\nkind: VirtualMachine\nmetadata: {name: vm-db, labels: {tier: vm}}\nspec:\n  cpu: 1\n  memory: 1Gi\n  disks: [{name: root, containerDisk: {image: \"registry.example/vm/debian:12\"}}]\n---\n\
-        apiVersion: reprise.dev/v1alpha1\nkind: RecoveryPlan\nmetadata: {name: pra}\nspec:\n  selector: {matchLabels: {tier: vm}}\n  levels:\n  - {level: 2, appliesTo: [VirtualMachine], minWindow: 30m, maxWindow: 45m}\n  procedures:\n  - kind: VirtualMachine\n    steps:\n    - {name: approve, action: WaitForApproval, timeout: 5m}\n    - {name: restart, action: Restart, timeout: 60s}\n";
-    let (ok, out) = ns.apply(yaml);
-    assert!(ok, "{out}");
-    ns.k(&[
-        "wait",
-        "--for=condition=Ready",
-        "virtualmachines.reprise.dev/vm-db",
-        "--timeout=60s",
-    ]);
-    fail_instance(&crate::support::plane().client().await, &ns.name, "vm-db").await;
-    let inc = eventually("the incident to wait for approval", Duration::from_secs(60), || async {
-        incidents(&ns)
-            .into_iter()
-            .find(|i| i["status"]["phase"] == "AwaitingApproval")
-    })
+    let mut scene = vm_scene(
+        "resume",
+        "vm-db",
+        "  levels:\n  - {level: 2, appliesTo: [VirtualMachine], minWindow: 30m, maxWindow: 45m}\n  procedures:\n  - kind: VirtualMachine\n    steps:\n    - {name: approve, action: WaitForApproval, timeout: 5m}\n    - {name: restart, action: Restart, timeout: 60s}\n",
+    )
     .await;
+    let ns = &scene.ns;
+    let inc = incident_in(ns, "AwaitingApproval").await;
     let name = inc["metadata"]["name"].as_str().unwrap().to_string();
 
     // The operator dies in the middle of the procedure; another one takes over.
-    op.kill();
-    let mut op2 = Operator::start(opts());
+    scene.op.kill();
+    let mut op2 = vm_operator(ns);
     op2.wait_ready().await;
     ns.k(&["annotate", "incident", &name, "reprise.dev/approve=alice"]);
-    let inc = eventually("the incident to resolve", Duration::from_secs(60), || async {
-        incidents(&ns).into_iter().find(|i| i["status"]["phase"] == "Resolved")
-    })
-    .await;
+    let inc = incident_in(ns, "Resolved").await;
     assert_eq!(inc["status"]["approvedBy"], "alice");
     let steps: Vec<(String, String, u64)> = inc["status"]["timeline"]
         .as_array()
@@ -288,38 +300,18 @@ async fn a_new_operator_resumes_the_procedure_where_it_stopped() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_step_that_fails_for_good_escalates_to_the_next_responder() {
-    use crate::support::kubevirt::{StandIn, fail_instance};
     let (hook, received) = receiver().await;
-    let ns = TestNamespace::new("escalate");
-    let _standin = StandIn::start(crate::support::plane().client().await, &ns.name);
-    let mut op = Operator::start(Options {
-        extra: vec!["--vm-ready-grace-seconds".into(), "5".into()],
-        ..Options::namespace(&ns.name)
-    });
-    op.wait_ready().await;
     // `move` without a target is refused by the VM controller: the step fails for good (no retries).
-    let yaml = format!(
-        "apiVersion: reprise.dev/v1alpha1\nkind: VirtualMachine\nmetadata: {{name: vm-api, labels: {{tier: vm}}}}\nspec:\n  cpu: 1\n  memory: 1Gi\n  disks: [{{name: root, containerDisk: {{image: \"registry.example/vm/debian:12\"}}}}]\n---\n\
-         apiVersion: reprise.dev/v1alpha1\nkind: RecoveryPlan\nmetadata: {{name: pra}}\nspec:\n  selector: {{matchLabels: {{tier: vm}}}}\n\
-         \x20 levels:\n  - {{level: 2, appliesTo: [VirtualMachine], minWindow: 30m, maxWindow: 45m, responders: [{{name: it}}, {{name: old-vendor}}, {{name: vendor, modes: [Phone]}}]}}\n\
+    let plan = format!(
+        "  levels:\n  - {{level: 2, appliesTo: [VirtualMachine], minWindow: 30m, maxWindow: 45m, responders: [{{name: it}}, {{name: old-vendor}}, {{name: vendor, modes: [Phone]}}]}}\n\
          \x20 responders:\n  - {{name: it, type: Internal, webhook: {{url: \"{hook}\"}}}}\n\
          \x20 - {{name: old-vendor, type: Vendor, webhook: {{url: \"{hook}\"}}, contract: {{until: \"2020-01-01\"}}}}\n\
          \x20 - {{name: vendor, type: Vendor, webhook: {{url: \"{hook}\"}}, contract: {{until: \"2099-12-31\", reference: SALTY-1}}}}\n\
          \x20 procedures:\n  - kind: VirtualMachine\n    steps:\n    - {{name: move, action: Move, retries: 0}}\n    - {{name: restart, action: Restart}}\n"
     );
-    let (ok, out) = ns.apply(&yaml);
-    assert!(ok, "{out}");
-    ns.k(&[
-        "wait",
-        "--for=condition=Ready",
-        "virtualmachines.reprise.dev/vm-api",
-        "--timeout=60s",
-    ]);
-    fail_instance(&crate::support::plane().client().await, &ns.name, "vm-api").await;
-    let inc = eventually("the incident to resolve", Duration::from_secs(60), || async {
-        incidents(&ns).into_iter().find(|i| i["status"]["phase"] == "Resolved")
-    })
-    .await;
+    let scene = vm_scene("escalate", "vm-api", &plan).await;
+    let ns = &scene.ns;
+    let inc = incident_in(ns, "Resolved").await;
     let steps: Vec<(String, String)> = inc["status"]["timeline"]
         .as_array()
         .unwrap()
@@ -356,4 +348,5 @@ async fn a_step_that_fails_for_good_escalates_to_the_next_responder() {
     assert_eq!(order, [("Detected", "Remote"), ("Escalated", "Phone")], "{got:?}");
     let events = ns.k(&["get", "events", "-o", "jsonpath={.items[*].reason}"]);
     assert!(events.contains("Escalated"), "{events}");
+    drop(scene);
 }
