@@ -44,6 +44,13 @@ pub fn in_namespace(stores: &Stores, ns: &str) -> Vec<Component> {
     out
 }
 
+/// The object `ns/name` from a shared store, if it exists and could be read.
+pub fn get<K: Kind>(store: &Store<DeserializeGuard<K>>, ns: &str, name: &str) -> Option<K> {
+    store
+        .get(&kube::runtime::reflector::ObjectRef::new(name).within(ns))
+        .and_then(|o| o.0.as_ref().ok().cloned())
+}
+
 /// Whether the object `name` of `kind` exists in `ns`.
 pub fn exists(stores: &Stores, kind: ComponentKind, ns: &str, name: &str) -> bool {
     fn has<K: Kind>(s: &Store<DeserializeGuard<K>>, ns: &str, name: &str) -> bool {

@@ -3,9 +3,12 @@
 //! not an invalid spec, not an update or a restore reprise itself runs.
 
 use k8s_openapi::jiff::Timestamp;
-use kube::{ResourceExt, core::SelectorExt, runtime::reflector::ObjectRef};
+use kube::{ResourceExt, core::SelectorExt};
 
-use super::{Stores, components};
+use super::{
+    Stores,
+    components::{self, get},
+};
 use crate::{
     api::{
         Application, Database, Server, VirtualMachine,
@@ -24,16 +27,6 @@ use crate::{
 pub struct Failure {
     pub since: Timestamp,
     pub cause: String,
-}
-
-fn get<K: super::kind::Kind>(
-    store: &kube::runtime::reflector::Store<kube::core::DeserializeGuard<K>>,
-    ns: &str,
-    name: &str,
-) -> Option<K> {
-    store
-        .get(&ObjectRef::new(name).within(ns))
-        .and_then(|o| o.0.as_ref().ok().cloned())
 }
 
 /// The failure the component's health signal reports, if any. None also when

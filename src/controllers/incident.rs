@@ -9,8 +9,7 @@ use futures::{FutureExt, future::BoxFuture};
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::{
     ResourceExt,
-    core::DeserializeGuard,
-    runtime::{controller::Action, events::EventType, reflector::ObjectRef},
+    runtime::{controller::Action, events::EventType},
 };
 
 use super::{
@@ -21,7 +20,7 @@ use super::{
 };
 use crate::{
     api::{
-        Database, Incident, RecoveryPlan,
+        Database, Incident,
         common::{ComponentKind, reasons},
         incident::{IncidentPhase, Measures},
     },
@@ -36,13 +35,7 @@ pub fn reconcile(obj: Arc<Incident>, ctx: Arc<Context>) -> BoxFuture<'static, Re
     async move {
         let inc = obj.as_ref();
         let ns = inc.namespace().unwrap_or_default();
-        let plan_ref = ObjectRef::<DeserializeGuard<RecoveryPlan>>::new(&inc.spec.plan_ref.name).within(&ns);
-        let Some(plan) = ctx
-            .stores
-            .recovery_plans
-            .get(&plan_ref)
-            .and_then(|p| p.0.as_ref().ok().cloned())
-        else {
+        let Some(plan) = components::get(&ctx.stores.recovery_plans, &ns, &inc.spec.plan_ref.name) else {
             let invalid = Invalid::external(
                 "spec.planRef",
                 format!(
@@ -143,13 +136,9 @@ pub fn reconcile(obj: Arc<Incident>, ctx: Arc<Context>) -> BoxFuture<'static, Re
         );
         r.write().await?;
         // Open incidents per level, from the store (this write included or not, it converges).
-        let open_now = ctx
-            .stores
-            .incidents
-            .state()
+        let open_now = super::opening::open(&ctx.stores)
             .iter()
-            .filter_map(|i| i.0.as_ref().ok())
-            .filter(|i| i.spec.level == inc.spec.level && super::opening::is_open(i) && i.uid() != inc.uid())
+            .filter(|i| i.spec.level == inc.spec.level && i.uid() != inc.uid())
             .count()
             + usize::from(!resolved);
         ctx.metrics
@@ -163,11 +152,7 @@ pub fn reconcile(obj: Arc<Incident>, ctx: Arc<Context>) -> BoxFuture<'static, Re
 
 /// For a Database: the data its restore after this failure moved and lost.
 fn data_measures(ctx: &Context, ns: &str, name: &str, observed: Timestamp, m: &mut Measures) {
-    let db = ctx
-        .stores
-        .databases
-        .get(&ObjectRef::<DeserializeGuard<Database>>::new(name).within(ns))
-        .and_then(|d| d.0.as_ref().ok().cloned());
+    let db: Option<Database> = components::get(&ctx.stores.databases, ns, name);
     let Some(restore) = db.and_then(|d| d.status).and_then(|s| s.last_restore) else {
         return;
     };

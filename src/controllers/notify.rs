@@ -26,11 +26,7 @@ pub fn step_name(responder: &str) -> String {
 
 /// What a technician needs for a server: model, serial, BMC health, the failed parts.
 fn server_details(ctx: &Context, ns: &str, name: &str) -> Value {
-    let s: Option<Server> = ctx
-        .stores
-        .servers
-        .get(&kube::runtime::reflector::ObjectRef::new(name).within(ns))
-        .and_then(|o| o.0.as_ref().ok().cloned());
+    let s: Option<Server> = super::components::get(&ctx.stores.servers, ns, name);
     let Some(st) = s.and_then(|s| s.status) else {
         return Value::Null;
     };

@@ -29,6 +29,18 @@ pub fn is_open(i: &Incident) -> bool {
     )
 }
 
+/// The open Incidents in the store (every namespace the operator watches).
+pub fn open(stores: &super::Stores) -> Vec<Incident> {
+    stores
+        .incidents
+        .state()
+        .iter()
+        .filter_map(|i| i.0.as_ref().ok())
+        .filter(|i| is_open(i))
+        .cloned()
+        .collect()
+}
+
 /// The level of a component's kind in the plan.
 pub fn level_of(plan: &RecoveryPlan, c: &ComponentRef) -> Option<u8> {
     plan.spec
@@ -59,14 +71,10 @@ pub async fn open_incidents(
         let Some(f) = failure(&ctx.stores, &ns, c) else {
             continue;
         };
-        let open = ctx
-            .stores
-            .incidents
-            .state()
+        let already = open(&ctx.stores)
             .iter()
-            .filter_map(|i| i.0.as_ref().ok())
-            .any(|i| i.namespace().as_deref() == Some(ns.as_str()) && &i.spec.component == c && is_open(i));
-        if open {
+            .any(|i| i.namespace().as_deref() == Some(ns.as_str()) && &i.spec.component == c);
+        if already {
             continue;
         }
         if let Some(window) = paused_by(&ctx.stores, &ns, c, now) {

@@ -147,14 +147,9 @@ pub fn stale_backups(
 
 /// The newest good backup of a Database or VirtualMachine (None: not a kind with backups, or unknown).
 fn backup_time(ctx: &Context, ns: &str, c: &ComponentRef) -> Option<Option<k8s_openapi::jiff::Timestamp>> {
-    use kube::{core::DeserializeGuard, runtime::reflector::ObjectRef};
     match c.kind {
         ComponentKind::Database => {
-            let db = ctx
-                .stores
-                .databases
-                .get(&ObjectRef::<DeserializeGuard<crate::api::Database>>::new(&c.name).within(ns))?;
-            let db = db.0.as_ref().ok()?;
+            let db = components::get(&ctx.stores.databases, ns, &c.name)?;
             db.spec.backup.as_ref()?;
             Some(
                 db.status
@@ -164,11 +159,7 @@ fn backup_time(ctx: &Context, ns: &str, c: &ComponentRef) -> Option<Option<k8s_o
             )
         }
         ComponentKind::VirtualMachine => {
-            let vm = ctx
-                .stores
-                .virtual_machines
-                .get(&ObjectRef::<DeserializeGuard<crate::api::VirtualMachine>>::new(&c.name).within(ns))?;
-            let vm = vm.0.as_ref().ok()?;
+            let vm = components::get(&ctx.stores.virtual_machines, ns, &c.name)?;
             vm.spec.backup.as_ref()?;
             Some(
                 vm.status
@@ -215,14 +206,9 @@ pub fn reconcile(obj: Arc<RecoveryPlan>, ctx: Arc<Context>) -> BoxFuture<'static
             return report_invalid(&ctx, obj.as_ref(), &invalid).await;
         }
         let ns = obj.namespace().unwrap_or_default();
-        let open = ctx
-            .stores
-            .incidents
-            .state()
+        let open = super::opening::open(&ctx.stores)
             .iter()
-            .filter_map(|i| i.0.as_ref().ok())
             .filter(|i| i.namespace().as_deref() == Some(ns.as_str()) && i.spec.plan_ref.name == obj.name_any())
-            .filter(|i| super::opening::is_open(i))
             .count() as u32;
         let today = k8s_openapi::jiff::Timestamp::now()
             .to_zoned(k8s_openapi::jiff::tz::TimeZone::UTC)
