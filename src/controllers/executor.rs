@@ -16,11 +16,11 @@ use kube::{
     Api, Resource, ResourceExt,
     api::{Patch, PatchParams},
     core::DeserializeGuard,
-    runtime::{events::EventType, reflector::ObjectRef},
+    runtime::events::EventType,
 };
 use serde_json::json;
 
-use super::{Context, Error, kind::Kind, status::Report};
+use super::{Context, Error, components, kind::Kind, status::Report};
 use crate::api::{
     Application, Database, Incident, Server, VirtualMachine,
     common::{ACTION_ANNOTATION, ActionRecord, ComponentKind, ComponentRef},
@@ -44,35 +44,33 @@ fn verb(a: StepAction) -> Option<&'static str> {
     })
 }
 
-fn last_action<K: Kind>(
-    store: &kube::runtime::reflector::Store<DeserializeGuard<K>>,
-    ns: &str,
-    name: &str,
-    f: impl Fn(&K) -> Option<ActionRecord>,
-) -> Option<ActionRecord> {
-    store
-        .get(&ObjectRef::new(name).within(ns))
-        .and_then(|o| o.0.as_ref().ok().and_then(&f))
-}
-
-/// The component's record of the action asked with `id`, once it carried it out.
-fn answered(ctx: &Context, ns: &str, c: &ComponentRef, id: &str) -> Option<ActionRecord> {
+/// The component's pending request (its action annotation) and its record of
+/// the last action it carried out.
+fn component_action(ctx: &Context, ns: &str, c: &ComponentRef) -> (Option<String>, Option<ActionRecord>) {
+    fn read<K: Kind>(
+        store: &kube::runtime::reflector::Store<DeserializeGuard<K>>,
+        ns: &str,
+        name: &str,
+        last: impl Fn(&K) -> Option<ActionRecord>,
+    ) -> (Option<String>, Option<ActionRecord>) {
+        match components::get(store, ns, name) {
+            Some(o) => (o.annotations().get(ACTION_ANNOTATION).cloned(), last(&o)),
+            None => (None, None),
+        }
+    }
     let s = &ctx.stores;
-    let rec = match c.kind {
+    match c.kind {
         ComponentKind::Application => {
-            last_action::<Application>(&s.applications, ns, &c.name, |o| o.status.as_ref()?.last_action.clone())
+            read::<Application>(&s.applications, ns, &c.name, |o| o.status.as_ref()?.last_action.clone())
         }
         ComponentKind::Database => {
-            last_action::<Database>(&s.databases, ns, &c.name, |o| o.status.as_ref()?.last_action.clone())
+            read::<Database>(&s.databases, ns, &c.name, |o| o.status.as_ref()?.last_action.clone())
         }
-        ComponentKind::VirtualMachine => last_action::<VirtualMachine>(&s.virtual_machines, ns, &c.name, |o| {
+        ComponentKind::VirtualMachine => read::<VirtualMachine>(&s.virtual_machines, ns, &c.name, |o| {
             o.status.as_ref()?.last_action.clone()
         }),
-        ComponentKind::Server => {
-            last_action::<Server>(&s.servers, ns, &c.name, |o| o.status.as_ref()?.last_action.clone())
-        }
-    };
-    rec.filter(|r| r.id == id)
+        ComponentKind::Server => read::<Server>(&s.servers, ns, &c.name, |o| o.status.as_ref()?.last_action.clone()),
+    }
 }
 
 /// Asks the component's controller for `action` (idempotent: same id, same request).
@@ -203,15 +201,22 @@ pub async fn advance(
                     }
                 }
                 StepAction::Notify => None,
-                a => match answered(ctx, &ns, &c, &id) {
-                    Some(rec) if rec.outcome != "Done" => Some(ended("Failed", rec.message)),
-                    Some(_) => None, // done: wait for the component to be healthy (or the timeout)
-                    None => {
-                        // Asked before a crash, or not yet seen: ask again, same id.
-                        ask(ctx, &ns, &c, verb(a).expect("component action"), &id).await?;
-                        None
+                a => {
+                    let verb = verb(a).expect("component action");
+                    let (pending, last) = component_action(ctx, &ns, &c);
+                    match last.filter(|rec| rec.id == id) {
+                        Some(rec) if rec.outcome != "Done" => Some(ended("Failed", rec.message)),
+                        Some(_) => None, // done: wait for the component to be healthy (or the timeout)
+                        None => {
+                            // Not asked yet (a crash between the timeline write and the
+                            // request): ask, with the same id. Asked and not yet carried out: wait.
+                            if pending.as_deref() != Some(format!("{verb}/{id}").as_str()) {
+                                ask(ctx, &ns, &c, verb, &id).await?;
+                            }
+                            None
+                        }
                     }
-                },
+                }
             }
         };
         match result {
