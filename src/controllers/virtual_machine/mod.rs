@@ -27,7 +27,7 @@ use crate::{
         virtual_machine::{MOVE_TO_ANNOTATION, MovedTo, VmActionProgress, VmActionStep, VmHealth, VmHealthState},
     },
     providers::vm::{
-        VmProvider,
+        Observed, VmProvider,
         kubevirt::{KubeVirt, wants_running},
     },
 };
@@ -204,7 +204,7 @@ async fn drive(
     // What is applied follows the status being built (a move changes the placement).
     let mut current = vm.clone();
     current.status = Some(r.status.clone());
-    let live_matches = observed.exists && kv_matches(kv, &current, running).await?;
+    let live_matches = kv_matches(&observed, &current, running);
     if !live_matches {
         let revision = kv.apply(&current, running).await?;
         ctx.metrics.wrote("VirtualMachine", "VirtualMachine");
@@ -346,20 +346,13 @@ async fn drive(
     Ok(again)
 }
 
-/// Whether the live KubeVirt VM already holds what reprise would apply.
-async fn kv_matches(kv: &KubeVirt, vm: &VirtualMachine, running: bool) -> Result<bool, Error> {
-    use kube::{Api, api::DynamicObject};
-    let api: Api<DynamicObject> = Api::namespaced_with(
-        kv.client.clone(),
-        &vm.namespace().unwrap_or_default(),
-        &crate::providers::vm::kubevirt::vm_resource(),
-    );
-    let Some(live) = api.get_opt(&vm.name_any()).await? else {
-        return Ok(false);
+/// Whether the KubeVirt VM as observed already holds what reprise would apply.
+fn kv_matches(observed: &Observed, vm: &VirtualMachine, running: bool) -> bool {
+    let Some(have) = &observed.object else {
+        return false;
     };
     let want = crate::providers::vm::kubevirt::desired(vm, running);
-    let have = serde_json::to_value(&live)?;
-    Ok(super::apply::is_subset(&want["spec"], &have["spec"])
+    super::apply::is_subset(&want["spec"], &have["spec"])
         && super::apply::is_subset(&want["metadata"]["labels"], &have["metadata"]["labels"])
-        && super::apply::is_subset(&want["metadata"]["annotations"], &have["metadata"]["annotations"]))
+        && super::apply::is_subset(&want["metadata"]["annotations"], &have["metadata"]["annotations"])
 }

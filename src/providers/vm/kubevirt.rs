@@ -205,6 +205,7 @@ impl VmProvider for KubeVirt {
         };
         let mut o = Observed {
             exists: true,
+            object: serde_json::to_value(&kv).ok(),
             software_revision: kv.annotations().get(REVISION_ANNOTATION).cloned(),
             ..Default::default()
         };

@@ -28,6 +28,8 @@ pub struct Observed {
     pub instance_created: Option<Timestamp>,
     /// The software revision the provider's VM carries.
     pub software_revision: Option<String>,
+    /// The provider's VM object as read (to tell whether it needs applying).
+    pub object: Option<serde_json::Value>,
 }
 
 /// A snapshot as the provider reports it.
