@@ -15,7 +15,6 @@ use crate::{
         postgres::{
             Target,
             dump::{self, Tools},
-            server_version,
         },
     },
 };
@@ -38,12 +37,16 @@ pub fn new_id(now: Timestamp) -> String {
 }
 
 /// Takes a backup of every database of the spec into `store`.
-pub async fn take(tools: &Tools, target: &Target, store: &Store, db: &Database) -> Result<Manifest, String> {
+/// `version`: the server's, as the reconcile read it.
+pub async fn take(
+    tools: &Tools,
+    target: &Target,
+    store: &Store,
+    db: &Database,
+    version: &str,
+) -> Result<Manifest, String> {
     let started = Timestamp::now();
     let id = new_id(started);
-    let admin = target.connect("postgres").await.map_err(|e| e.to_string())?;
-    let (version, _) = server_version(&admin).await.map_err(|e| e.to_string())?;
-    drop(admin);
     let mut files = vec![];
     for d in &db.spec.databases {
         let verify: Vec<(String, String)> = db
@@ -67,7 +70,7 @@ pub async fn take(tools: &Tools, target: &Target, store: &Store, db: &Database) 
         id,
         started,
         finished: Timestamp::now(),
-        server_version: version,
+        server_version: version.to_string(),
         databases: files,
     };
     store.finish(&manifest).await.map_err(|e| e.to_string())?;

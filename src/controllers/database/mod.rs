@@ -321,7 +321,8 @@ async fn run(ctx: &Context, db: &Database, r: connection::Resolved) -> Result<Ac
         "Connected",
         format!("PostgreSQL {version} at {}:{}", r.target.host, r.target.port),
     );
-    pass.status.server_version = Some(version);
+    pass.status.server_version = Some(version.clone());
+    let mut sessions = postgres::Sessions::new(&r.target);
     if let Some((a, id)) = action.take_if(|(a, _)| a == "reconnect") {
         pass.action(a, id, "Done", "the instance answered".into());
     }
@@ -331,7 +332,7 @@ async fn run(ctx: &Context, db: &Database, r: connection::Resolved) -> Result<Ac
     let names: Vec<String> = db.spec.databases.iter().map(|d| d.name.clone()).collect();
     let mut out = Outcome::default();
     let mut accounts_error: Option<PgError> =
-        accounts::ensure_roles(&admin, &r.target, &owner, &r.roles, db.spec.prune, &names, &mut out)
+        accounts::ensure_roles(&admin, &mut sessions, &owner, &r.roles, db.spec.prune, &names, &mut out)
             .await
             .err();
 
@@ -352,7 +353,7 @@ async fn run(ctx: &Context, db: &Database, r: connection::Resolved) -> Result<Ac
         },
         None => vec![],
     };
-    let missing = match restore::find_missing(&admin, &r.target, db).await {
+    let missing = match restore::find_missing(&admin, &mut sessions, db).await {
         Ok(m) => m,
         Err(e) => {
             accounts_error.get_or_insert(e);
@@ -491,7 +492,7 @@ async fn run(ctx: &Context, db: &Database, r: connection::Resolved) -> Result<Ac
         }
     }
     if accounts_error.is_none() {
-        accounts_error = accounts::ensure_grants(&admin, &r.target, &r.roles, version_num, &mut out)
+        accounts_error = accounts::ensure_grants(&admin, &mut sessions, &r.roles, version_num, &mut out)
             .await
             .err();
     }
@@ -559,7 +560,7 @@ async fn run(ctx: &Context, db: &Database, r: connection::Resolved) -> Result<Ac
                     if let Some(v) = now_asked {
                         pass.status.backup_now = Some(v);
                     }
-                    let result = backup::take(&tools, &r.target, store, db).await;
+                    let result = backup::take(&tools, &r.target, store, db, &version).await;
                     let (outcome, message) = match result {
                         Ok(m) => {
                             let rec = backup::record(&m);

@@ -15,7 +15,7 @@ use crate::{
     providers::{
         backup_store::{Manifest, Store},
         postgres::{
-            PgError, Target, accounts,
+            PgError, Sessions, Target, accounts,
             dump::{self, DumpError, Scope, Tools},
             tables::{self, TableMeasure},
         },
@@ -57,7 +57,7 @@ impl Missing {
 }
 
 /// The databases of the spec that are gone, and the verify tables gone from the databases that are there.
-pub async fn find_missing(admin: &Client, target: &Target, db: &Database) -> Result<Vec<Missing>, PgError> {
+pub async fn find_missing(admin: &Client, sessions: &mut Sessions<'_>, db: &Database) -> Result<Vec<Missing>, PgError> {
     let mut missing = vec![];
     for d in &db.spec.databases {
         if !accounts::database_exists(admin, &d.name).await? {
@@ -74,9 +74,9 @@ pub async fn find_missing(admin: &Client, target: &Target, db: &Database) -> Res
         if verify.is_empty() {
             continue;
         }
-        let conn = target.connect(&d.name).await?;
+        let conn = sessions.get(&d.name).await?;
         for t in verify {
-            if !tables::exists(&conn, &t.schema, &t.name).await? {
+            if !tables::exists(conn, &t.schema, &t.name).await? {
                 missing.push(Missing::Table {
                     database: d.name.clone(),
                     schema: t.schema.clone(),

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use tokio_postgres::{Client, error::SqlState};
 
-use super::{AUTHENTICATION_FAILED, Password, PgError, Target, ident, literal, qualified, scram};
+use super::{AUTHENTICATION_FAILED, Password, PgError, Sessions, Target, ident, literal, qualified, scram};
 use crate::api::database::{Grant, Privilege};
 
 /// A role as the spec wants it, with its password read from its Secret.
@@ -41,7 +41,7 @@ pub fn mark(owner: &str) -> String {
 /// admin may read `pg_authid`), then drops or reports roles that left the spec.
 pub async fn ensure_roles(
     admin: &Client,
-    target: &Target,
+    sessions: &mut Sessions<'_>,
     owner: &str,
     roles: &[DesiredRole],
     prune: bool,
@@ -98,7 +98,7 @@ pub async fn ensure_roles(
                 if let Some(p) = &role.password {
                     let current = match stored {
                         Some(stored) => stored.as_deref().is_some_and(|s| scram::matches(s, &p.0)),
-                        None => password_works(target, &role.name, p).await,
+                        None => password_works(sessions.target(), &role.name, p).await,
                     };
                     if !current {
                         admin
@@ -134,7 +134,7 @@ pub async fn ensure_roles(
         // Objects the role owns go to the admin; its privileges go with DROP OWNED (per database).
         for db in databases {
             if database_exists(admin, db).await? {
-                let c = target.connect(db).await?;
+                let c = sessions.get(db).await?;
                 c.batch_execute(&format!(
                     "REASSIGN OWNED BY {r} TO CURRENT_USER; DROP OWNED BY {r}",
                     r = ident(&name)
@@ -381,7 +381,7 @@ fn desired(db: &str, roles: &[DesiredRole], cat: &Catalog, version_num: i32, pen
 /// exactly what the grants say.
 pub async fn ensure_grants(
     admin: &Client,
-    target: &Target,
+    sessions: &mut Sessions<'_>,
     roles: &[DesiredRole],
     version_num: i32,
     out: &mut Outcome,
@@ -397,8 +397,8 @@ pub async fn ensure_grants(
                 .push(format!("grants on database {db} (it does not exist yet)"));
             continue;
         }
-        let conn = target.connect(db).await?;
-        let (cat, have) = current(admin, &conn, db, &names).await?;
+        let conn = sessions.get(db).await?;
+        let (cat, have) = current(admin, conn, db, &names).await?;
         let want = desired(db, roles, &cat, version_num, &mut out.pending);
         let keys: BTreeSet<&(Object, String)> = want.keys().chain(have.keys()).collect();
         for key in keys {
@@ -411,7 +411,7 @@ pub async fn ensure_grants(
             let run_on = if matches!(obj, Object::Database(_)) {
                 admin
             } else {
-                &conn
+                conn
             };
             if !grant.is_empty() {
                 run_on

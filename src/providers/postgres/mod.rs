@@ -179,6 +179,36 @@ impl Target {
     }
 }
 
+/// Connections to the databases of one instance, each opened once and kept
+/// for the rest of a reconcile (checking data, grants and owners all read the
+/// same databases).
+pub struct Sessions<'a> {
+    target: &'a Target,
+    open: std::collections::HashMap<String, Client>,
+}
+
+impl<'a> Sessions<'a> {
+    pub fn new(target: &'a Target) -> Self {
+        Self {
+            target,
+            open: Default::default(),
+        }
+    }
+
+    pub fn target(&self) -> &Target {
+        self.target
+    }
+
+    /// The connection to `db`, opened on first use.
+    pub async fn get(&mut self, db: &str) -> Result<&Client, PgError> {
+        if !self.open.contains_key(db) {
+            let c = self.target.connect(db).await?;
+            self.open.insert(db.to_string(), c);
+        }
+        Ok(&self.open[db])
+    }
+}
+
 /// TLS with libpq's sslmode semantics: `Prefer`/`Require` encrypt without
 /// checking the certificate (unless a CA bundle is given: then the CA is
 /// checked, as libpq does with a root certificate), `VerifyCA` checks the chain
