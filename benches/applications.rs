@@ -36,18 +36,6 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[idx.min(sorted.len() - 1)]
 }
 
-fn rss_kib(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
 fn app(name: &str, replicas: u32) -> String {
     format!(
         "---\napiVersion: reprise.dev/v1alpha1\nkind: Application\nmetadata: {{name: {name}}}\nspec:\n  type: Web\n  version: \"1.0.0\"\n  image: \"registry.example/{name}:{{version}}\"\n  replicas: {replicas}\n"
@@ -151,7 +139,7 @@ async fn throughput(plane: &Plane, ns: &str, apps: usize, op: &mut Operator) {
     }
     let all_ready = start.elapsed();
     let reconciles = op.metric("reprise_reconciles_total", "kind=\"Application\"").await;
-    let (rss, peak) = rss_kib(op.pid());
+    let (rss, peak) = op.rss_kib();
     println!(
         "{apps} Applications ({apps} pods on 50 kwok nodes): applied in {:.1}s, all Ready after {:.1}s; {reconciles} Application reconciles meanwhile; operator RSS {} MiB (peak {} MiB)",
         applied.as_secs_f64(),
@@ -182,7 +170,7 @@ async fn full_pass(plane: &Plane, ns: &str, apps: usize) {
     }
     let took = start.elapsed();
     let writes = op.metric("reprise_api_writes_total", "").await as u64;
-    let (rss, peak) = rss_kib(op.pid());
+    let (rss, peak) = op.rss_kib();
     let after_sync = (took - synced).as_secs_f64().max(0.001);
     println!(
         "fresh operator over {apps} Ready Applications: caches synced {:.2}s after start; all {apps} reconciled {:.2}s after start \

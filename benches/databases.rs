@@ -30,15 +30,6 @@ use support::{
     postgres::{ADMIN, Postgres},
 };
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0)
-}
-
 fn seconds(d: &str) -> f64 {
     d.trim_end_matches('s').parse().expect("a duration in seconds")
 }
@@ -131,11 +122,11 @@ async fn run(pg: &Postgres, mib: u64, work: &Path) {
     assert!(ok, "{out}");
     ns.k(&["wait", "--for=condition=Ready", "database/bench", "--timeout=120s"]);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let idle = rss_kib(op.pid());
+    let idle = op.rss_kib().0;
     ns.k(&["annotate", "--overwrite", "database/bench", "reprise.dev/backup-now=1"]);
     let mut peak = idle;
     let backup = loop {
-        peak = peak.max(rss_kib(op.pid()));
+        peak = peak.max(op.rss_kib().0);
         let s = status(&ns);
         if s["status"]["lastBackup"]["id"].is_string() {
             break s["status"]["lastBackup"].clone();

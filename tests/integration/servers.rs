@@ -237,12 +237,7 @@ async fn inventory_cabling_power_and_reprovisioning() {
     .await;
     let p = &a["status"]["provisioning"];
     assert_eq!(p["phase"], "Succeeded", "{p}");
-    let steps: Vec<&str> = p["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["step"].as_str().unwrap())
-        .collect();
+    let steps = crate::support::each(&p["steps"], "step");
     assert_eq!(
         steps,
         ["InsertMedia", "SetBootOverride", "Reset", "Booted", "EjectMedia"]

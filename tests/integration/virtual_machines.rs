@@ -268,12 +268,7 @@ async fn snapshots_are_scheduled_pruned_and_restored() {
     .await;
     let p = &v["status"]["actionProgress"];
     assert_eq!(p["snapshot"], newest.as_str());
-    let steps: Vec<&str> = p["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["step"].as_str().unwrap())
-        .collect();
+    let steps = crate::support::each(&p["steps"], "step");
     assert_eq!(steps, ["Stopped", "Restored", "Started"]);
     let restore = kv(&ns.name, restores()).await.get("vm-web-rs1").await.unwrap();
     assert_eq!(restore.data["spec"]["virtualMachineSnapshotName"], newest.as_str());

@@ -387,3 +387,18 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// `key` of each item of the JSON array `v`, as text (e.g. the steps of a timeline).
+pub fn each(v: &serde_json::Value, key: &str) -> Vec<String> {
+    v.as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|i| match &i[key] {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -217,6 +217,19 @@ impl Operator {
         self.child.try_wait().ok().flatten()
     }
 
+    /// The operator's resident memory and its peak so far, in KiB (from /proc).
+    pub fn rss_kib(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+                .unwrap_or(0)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
