@@ -1,9 +1,9 @@
 //! Backups of a Database: when one is due, taking it (one dump per database,
 //! then the manifest), and retention.
 
-use std::{str::FromStr, time::Duration};
+use std::time::Duration;
 
-use k8s_openapi::jiff::{Timestamp, tz::TimeZone};
+use k8s_openapi::jiff::Timestamp;
 
 use crate::{
     api::{
@@ -23,12 +23,7 @@ use crate::{
 /// from the object's creation). None without a schedule or a valid one.
 pub fn next_due(db: &Database, last_attempt: Option<Timestamp>) -> Option<Timestamp> {
     let schedule = &db.spec.backup.as_ref()?.schedule;
-    let cron = croner::Cron::from_str(schedule).ok()?;
-    let from = last_attempt
-        .or_else(|| db.metadata.creation_timestamp.as_ref().map(|t| t.0))
-        .unwrap_or_else(Timestamp::now);
-    let next = cron.find_next_occurrence(&from.to_zoned(TimeZone::UTC), false).ok()?;
-    Some(next.timestamp())
+    crate::controllers::schedule::next_due(schedule, last_attempt, db.metadata.creation_timestamp.as_ref())
 }
 
 /// A backup id: sortable, readable, unique per millisecond.

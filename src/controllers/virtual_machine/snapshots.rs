@@ -1,12 +1,9 @@
 //! VM snapshots: scheduled (cron) and asked for (`reprise.dev/backup-now`),
 //! recorded in status, pruned by retention (never the newest ready one).
 
-use std::{str::FromStr, time::Duration};
+use std::time::Duration;
 
-use k8s_openapi::{
-    apimachinery::pkg::apis::meta::v1::Time,
-    jiff::{Timestamp, tz::TimeZone},
-};
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::{ResourceExt, runtime::events::EventType};
 
 use super::super::{Error, status::Report};
@@ -16,15 +13,8 @@ use crate::{
 };
 
 fn next_due(vm: &VirtualMachine, last: Option<Timestamp>) -> Option<Timestamp> {
-    let cron = croner::Cron::from_str(&vm.spec.backup.as_ref()?.schedule).ok()?;
-    let from = last
-        .or_else(|| vm.metadata.creation_timestamp.as_ref().map(|t| t.0))
-        .unwrap_or_else(Timestamp::now);
-    Some(
-        cron.find_next_occurrence(&from.to_zoned(TimeZone::UTC), false)
-            .ok()?
-            .timestamp(),
-    )
+    let schedule = &vm.spec.backup.as_ref()?.schedule;
+    crate::controllers::schedule::next_due(schedule, last, vm.metadata.creation_timestamp.as_ref())
 }
 
 /// Takes a snapshot when one is due or asked, records the newest, applies
