@@ -325,10 +325,15 @@ pub struct DatabaseStatus {
     /// The last restore, automatic or asked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_restore: Option<RestoreRecord>,
+    /// The last drill: the newest backup that verifies restored into scratch
+    /// databases, verified against its manifest, then dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_drill: Option<RestoreRecord>,
     /// The last recovery action asked through the `reprise.dev/action` annotation:
-    /// `reconnect` (probe the instance now), `backup` (back up now) or `restore`
+    /// `reconnect` (probe the instance now), `backup` (back up now), `restore`
     /// (restore each database that is gone, or each verify table that is gone, from
-    /// the newest backup that verifies; a database that is present is never overwritten).
+    /// the newest backup that verifies; a database that is present is never overwritten)
+    /// or `drill` (restore into scratch databases, verify, drop them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_action: Option<super::common::ActionRecord>,
 }

@@ -55,6 +55,10 @@ pub struct IncidentSpec {
     /// When the failure was observed (the component's health signal `since`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_at: Option<Time>,
+    /// The `NotifyOnly` MaintenanceWindow the failure happened in: the
+    /// incident's procedure only notifies (its other steps are skipped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify_only: Option<String>,
 }
 
 /// Phases of an incident.
@@ -94,6 +98,10 @@ pub struct IncidentStatus {
     /// Whether the deadline passed before resolution.
     #[serde(default)]
     pub breached: bool,
+    /// When the incident was resolved or failed; it is deleted the plan's
+    /// `incidentRetention` after.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_at: Option<Time>,
     /// Every step, in order, with its outcome.
     #[serde(default)]
     pub timeline: Vec<TimelineEntry>,
@@ -146,4 +154,24 @@ pub struct Measures {
     /// Time between the backup used and the failure: the data lost (a duration).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_loss_window: Option<String>,
+    /// Whether the incident was resolved by its deadline (unset while open).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_met: Option<bool>,
+    /// How long each finished step of the timeline took.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<StepMeasure>,
+}
+
+/// The duration of one step attempt.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StepMeasure {
+    /// Step name.
+    pub step: String,
+    /// Attempt number.
+    pub attempt: u32,
+    /// Its outcome.
+    pub outcome: String,
+    /// How long it took (a duration).
+    pub duration: String,
 }

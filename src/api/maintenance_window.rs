@@ -85,4 +85,19 @@ pub struct MaintenanceWindowStatus {
     /// Failures observed inside the window (the maintenance's measures).
     #[serde(default)]
     pub failures_recorded: u32,
+    /// The failures observed inside the window, oldest first (the last 50).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<RecordedFailure>,
+}
+
+/// A failure seen inside a maintenance window.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordedFailure {
+    /// The component.
+    pub component: ComponentRef,
+    /// When its health signal turned bad.
+    pub since: Time,
+    /// What it said.
+    pub cause: String,
 }

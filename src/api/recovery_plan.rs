@@ -294,15 +294,32 @@ pub enum Action {
     Notify,
     /// Wait until a person approves: `kubectl annotate incident NAME reprise.dev/approve=true`.
     WaitForApproval,
+    /// Not a plan step: recorded in an incident's timeline while the
+    /// components the failed one depends on recover first.
+    AwaitDependencies,
 }
 
-/// Recovery drills.
+/// Annotation that starts a drill on demand: `kubectl annotate recoveryplan NAME reprise.dev/drill-now=$(date +%s)`
+/// (each new value starts one drill).
+pub const DRILL_NOW_ANNOTATION: &str = "reprise.dev/drill-now";
+
+/// Recovery drills: each covered Database's newest backup restored into a
+/// scratch database and each covered VirtualMachine's newest snapshot into a
+/// scratch VM, verified, timed and deleted. Live components are never touched.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Drills {
-    /// Cron schedule (5 fields, UTC), e.g. `0 3 * * 0`.
+    /// Cron schedule (5 fields, UTC), e.g. `0 3 * * 0`. On demand: the
+    /// `reprise.dev/drill-now` annotation.
     #[schemars(length(min = 1, max = 128))]
     pub schedule: String,
+    /// How long a drill may run before the components that have not answered count as failed.
+    #[serde(default = "default_drill_timeout")]
+    pub timeout: Duration,
+}
+
+fn default_drill_timeout() -> Duration {
+    "1h".parse().expect("valid duration")
 }
 
 /// Observed state of a RecoveryPlan.
@@ -362,14 +379,39 @@ pub struct LevelReadiness {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DrillResult {
+    /// The drill's request id, as the components' `status.lastAction.id`.
+    pub id: String,
+    /// What started it: `schedule`, or the `reprise.dev/drill-now` value.
+    pub trigger: String,
     /// When it started.
     pub started: Time,
-    /// When it ended.
+    /// When it ended; unset while it runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished: Option<Time>,
     /// Per level: measured recovery time against the window.
     #[serde(default)]
     pub levels: Vec<DrillLevel>,
+    /// Per component drilled: what it measured.
+    #[serde(default)]
+    pub components: Vec<DrillComponent>,
+}
+
+/// One component's part of a drill.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DrillComponent {
+    /// The component drilled.
+    pub component: ComponentRef,
+    /// Its level.
+    pub level: u8,
+    /// `Running`, `Verified`, `Failed` or `Skipped`.
+    pub outcome: String,
+    /// Measured restore time, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<f64>,
+    /// What the component's controller said.
+    #[serde(default)]
+    pub message: String,
 }
 
 /// A drill's measure for one level.
@@ -378,8 +420,10 @@ pub struct DrillResult {
 pub struct DrillLevel {
     /// The level.
     pub level: u8,
-    /// Measured recovery time (a duration).
-    pub measured: String,
+    /// Measured recovery time (a duration): the slowest of the level's
+    /// components drilled. Unset when nothing of the level could be drilled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured: Option<String>,
     /// The level's window end (a duration), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<String>,

@@ -78,8 +78,32 @@ pub fn failure(stores: &Stores, ns: &str, c: &ComponentRef) -> Option<Failure> {
     }
 }
 
+/// The active MaintenanceWindow (`Pause` or `NotifyOnly`) covering `obj` now,
+/// if any: its controller then leaves a failure unrepaired for people to
+/// handle (what someone asks for still runs).
+pub fn held_by<K: ResourceExt>(stores: &Stores, kind: ComponentKind, obj: &K) -> Option<String> {
+    let c = ComponentRef {
+        kind,
+        name: obj.name_any(),
+    };
+    let ns = obj.namespace().unwrap_or_default();
+    let now = Timestamp::now();
+    paused_by(stores, &ns, &c, now).or_else(|| window_over(stores, &ns, &c, now, MaintenanceMode::NotifyOnly))
+}
+
 /// The active `Pause` MaintenanceWindow covering the component, if any.
 pub fn paused_by(stores: &Stores, ns: &str, c: &ComponentRef, now: Timestamp) -> Option<String> {
+    window_over(stores, ns, c, now, MaintenanceMode::Pause)
+}
+
+/// The active MaintenanceWindow of `mode` covering the component, if any.
+pub fn window_over(
+    stores: &Stores,
+    ns: &str,
+    c: &ComponentRef,
+    now: Timestamp,
+    mode: MaintenanceMode,
+) -> Option<String> {
     let labels = components::in_namespace(stores, ns)
         .into_iter()
         .find(|x| &x.reference == c)?
@@ -89,7 +113,7 @@ pub fn paused_by(stores: &Stores, ns: &str, c: &ComponentRef, now: Timestamp) ->
         .state()
         .iter()
         .filter_map(|w| w.0.as_ref().ok())
-        .filter(|w| w.namespace().as_deref() == Some(ns) && w.spec.mode == MaintenanceMode::Pause)
+        .filter(|w| w.namespace().as_deref() == Some(ns) && w.spec.mode == mode)
         .filter(|w| phase(w.spec.start.0, w.spec.end.0, now).0 == WindowPhase::Active)
         .find(|w| components::selector("spec.selector", &w.spec.selector).is_ok_and(|s| s.matches(&labels)))
         .map(|w| w.name_any())

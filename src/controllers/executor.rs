@@ -23,6 +23,7 @@ use serde_json::json;
 use super::{Context, Error, components, kind::Kind, status::Report};
 use crate::api::{
     Application, Database, Incident, Server, VirtualMachine,
+    application::DependencyKind,
     common::{ACTION_ANNOTATION, ActionRecord, ComponentKind, ComponentRef},
     incident::{APPROVE_ANNOTATION, IncidentPhase, TimelineEntry},
     recovery_plan::{Action as StepAction, RecoveryPlan, Step},
@@ -40,7 +41,7 @@ fn verb(a: StepAction) -> Option<&'static str> {
         StepAction::Move => "move",
         StepAction::PowerCycle => "powerCycle",
         StepAction::Reprovision => "reprovision",
-        StepAction::Notify | StepAction::WaitForApproval => return None,
+        StepAction::Notify | StepAction::WaitForApproval | StepAction::AwaitDependencies => return None,
     })
 }
 
@@ -74,7 +75,7 @@ fn component_action(ctx: &Context, ns: &str, c: &ComponentRef) -> (Option<String
 }
 
 /// Asks the component's controller for `action` (idempotent: same id, same request).
-async fn ask(ctx: &Context, ns: &str, c: &ComponentRef, action: &str, id: &str) -> Result<(), Error> {
+pub(super) async fn ask(ctx: &Context, ns: &str, c: &ComponentRef, action: &str, id: &str) -> Result<(), Error> {
     let patch = json!({"metadata": {"annotations": {ACTION_ANNOTATION: format!("{action}/{id}")}}});
     let pp = PatchParams::default();
     macro_rules! on {
@@ -91,6 +92,38 @@ async fn ask(ctx: &Context, ns: &str, c: &ComponentRef, action: &str, id: &str) 
         ComponentKind::Server => on!(Server),
     }
     Ok(())
+}
+
+/// The components `c` depends on that are failing or have an open incident:
+/// they recover first (a database before the applications that use it).
+fn waiting_on(ctx: &Context, ns: &str, c: &ComponentRef) -> Vec<String> {
+    if c.kind != ComponentKind::Application {
+        return vec![];
+    }
+    let Some(app) = components::get::<Application>(&ctx.stores.applications, ns, &c.name) else {
+        return vec![];
+    };
+    let open = super::opening::open(&ctx.stores);
+    app.spec
+        .depends_on
+        .iter()
+        .filter_map(|d| {
+            let dep = ComponentRef {
+                kind: match d.kind {
+                    DependencyKind::Database => ComponentKind::Database,
+                    DependencyKind::VirtualMachine => ComponentKind::VirtualMachine,
+                },
+                name: d.name.clone(),
+            };
+            let incident = open
+                .iter()
+                .find(|i| i.namespace().as_deref() == Some(ns) && i.spec.component == dep)
+                .map(|i| format!(" (Incident {})", i.name_any()));
+            let failing = super::detection::failure(&ctx.stores, ns, &dep).is_some();
+            (incident.is_some() || failing)
+                .then(|| format!("{} {}{}", dep.kind, dep.name, incident.unwrap_or_default()))
+        })
+        .collect()
 }
 
 /// The request id of a step's attempt: unique per incident, step and attempt.
@@ -164,7 +197,31 @@ pub async fn advance(
     };
     let steps: &[Step] = &procedure.steps;
     let now = Timestamp::now();
-    let is_step = |e: &TimelineEntry| steps.iter().any(|s| s.name == e.step);
+    let is_step =
+        |e: &TimelineEntry| e.action != StepAction::AwaitDependencies && steps.iter().any(|s| s.name == e.step);
+
+    // Waiting for dependencies to recover first: done when they have.
+    if let Some(i) = r
+        .status
+        .timeline
+        .iter()
+        .rposition(|e| e.action == StepAction::AwaitDependencies && e.finished.is_none())
+    {
+        let waiting = waiting_on(ctx, &ns, &c);
+        if !healthy && !waiting.is_empty() {
+            return Ok(Some(Duration::from_secs(2)));
+        }
+        let e = &mut r.status.timeline[i];
+        e.finished = Some(Time(now));
+        e.outcome = "Succeeded".into();
+        e.message = format!("{}; dependencies recovered", e.message);
+        r.event(
+            EventType::Normal,
+            "Step",
+            "Recover",
+            "dependencies recovered; the procedure goes on".to_string(),
+        );
+    }
 
     // A step under way: has it ended?
     if let Some(i) = r
@@ -274,11 +331,15 @@ pub async fn advance(
     // The next step: the first whose attempts are not used up and that has not succeeded.
     let next = steps.iter().find_map(|s| {
         let tries: Vec<&TimelineEntry> = r.status.timeline.iter().filter(|e| e.step == s.name).collect();
-        let succeeded = tries.iter().any(|e| e.outcome == "Succeeded");
+        let succeeded = tries.iter().any(|e| e.outcome == "Succeeded" || e.outcome == "Skipped");
         let used = tries.len() as u32;
         (!succeeded && used <= s.retries).then(|| (s.clone(), used + 1))
     });
     let Some((step, attempt)) = next else {
+        if inc.spec.notify_only.is_some() {
+            // People repair it; the incident resolves when the signal is good again.
+            return Ok(None);
+        }
         if r.status.phase != IncidentPhase::Failed {
             r.status.phase = IncidentPhase::Failed;
             r.event(
@@ -313,6 +374,54 @@ pub async fn advance(
         message: String::new(),
         bytes: None,
     };
+    if verb(step.action).is_some() {
+        let left = r.status.deadline.as_ref().map(|d| d.0.as_second() - now.as_second());
+        let skip = match (&inc.spec.notify_only, left) {
+            (Some(w), _) => Some(format!("MaintenanceWindow {w} is NotifyOnly: people recover it")),
+            (None, Some(left)) if left < step.timeout.as_std().as_secs() as i64 => Some(format!(
+                "would end past the deadline ({} timeout, {}s left)",
+                step.timeout.as_str(),
+                left.max(0)
+            )),
+            _ => None,
+        };
+        if let Some(why) = skip {
+            entry.finished = Some(Time(now));
+            entry.outcome = "Skipped".into();
+            entry.message = why.clone();
+            r.status.timeline.push(entry);
+            r.event(
+                EventType::Warning,
+                "Step",
+                "Recover",
+                format!("{} ({:?}) skipped: {why}", step.name, step.action),
+            );
+            if inc.spec.notify_only.is_none() {
+                escalate(r, ctx, plan, format!("step {} {why}", step.name)).await?;
+            }
+            return Ok(Some(Duration::from_secs(1)));
+        }
+        let waiting = waiting_on(ctx, &ns, &c);
+        if !waiting.is_empty() {
+            let message = format!("waiting for {} to recover first", waiting.join(", "));
+            r.event(EventType::Normal, "Step", "Recover", message.clone());
+            let tries = r
+                .status
+                .timeline
+                .iter()
+                .filter(|e| e.action == StepAction::AwaitDependencies)
+                .count();
+            r.status.timeline.push(TimelineEntry {
+                step: "await-dependencies".into(),
+                action: StepAction::AwaitDependencies,
+                attempt: tries as u32 + 1,
+                message,
+                ..entry
+            });
+            r.status.phase = IncidentPhase::Recovering;
+            return Ok(Some(Duration::from_secs(2)));
+        }
+    }
     if r.status.phase != IncidentPhase::Escalated {
         r.status.phase = IncidentPhase::Recovering;
     }

@@ -22,7 +22,7 @@ use crate::{
     api::{
         Database, Incident,
         common::{ComponentKind, reasons},
-        incident::{IncidentPhase, Measures},
+        incident::{IncidentPhase, Measures, StepMeasure},
     },
     telemetry::{IncidentLabels, LevelLabels},
 };
@@ -125,7 +125,31 @@ pub fn reconcile(obj: Arc<Incident>, ctx: Arc<Context>) -> BoxFuture<'static, Re
                 }
             }
         }
+        measures.steps = r
+            .status
+            .timeline
+            .iter()
+            .filter_map(|e| {
+                let end = e.finished.as_ref()?;
+                Some(StepMeasure {
+                    step: e.step.clone(),
+                    attempt: e.attempt,
+                    outcome: e.outcome.clone(),
+                    duration: secs(end.0.as_second() - e.started.0.as_second()),
+                })
+            })
+            .collect();
+        let closed = matches!(r.status.phase, IncidentPhase::Resolved | IncidentPhase::Failed);
+        measures.deadline_met = match (closed, r.status.breached) {
+            (_, true) => Some(false),
+            (true, false) => Some(true),
+            (false, false) => None,
+        };
+        if closed && r.status.closed_at.is_none() {
+            r.status.closed_at = Some(Time(now));
+        }
         r.status.measures = Some(measures);
+        let closed_at = r.status.closed_at.as_ref().map(|t| t.0);
         let resolved = r.status.phase == IncidentPhase::Resolved;
         let phase = r.status.phase;
         r.set(
@@ -145,6 +169,25 @@ pub fn reconcile(obj: Arc<Incident>, ctx: Arc<Context>) -> BoxFuture<'static, Re
             .open_incidents
             .get_or_create(&LevelLabels { level })
             .set(open_now as i64);
+        // Closed incidents are the audit trail for the plan's retention, then go.
+        if let Some(closed) = closed_at {
+            let expires = closed.as_second() + plan.spec.incident_retention.as_std().as_secs() as i64;
+            let left = expires - Timestamp::now().as_second();
+            if left <= 0 {
+                let api: kube::Api<Incident> = kube::Api::namespaced(ctx.client.clone(), &ns);
+                match api.delete(&inc.name_any(), &Default::default()).await {
+                    Err(kube::Error::Api(e)) if e.code == 404 => {}
+                    Ok(_) => {
+                        ctx.metrics.wrote("Incident", "delete");
+                        tracing::info!(incident = %inc.name_any(), "incident past the plan's retention: deleted");
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+                return Ok(Action::await_change());
+            }
+            let left = Duration::from_secs(left as u64);
+            again = Some(again.map_or(left, |a| a.min(left)));
+        }
         Ok(again.map(Action::requeue).unwrap_or_else(Action::await_change))
     }
     .boxed()

@@ -8,10 +8,17 @@ use kube::{ResourceExt, runtime::controller::Action};
 
 use super::{
     Context, Error, components,
+    detection::failure,
     status::{with_ready, write_status},
     validation::report_invalid,
 };
-use crate::api::{MaintenanceWindow, common::reasons, maintenance_window::WindowPhase};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::api::{
+    MaintenanceWindow,
+    common::reasons,
+    maintenance_window::{RecordedFailure, WindowPhase},
+};
 
 /// Where `now` falls in the window, and how long until the next boundary.
 pub fn phase(start: Timestamp, end: Timestamp, now: Timestamp) -> (WindowPhase, Option<Duration>) {
@@ -36,6 +43,26 @@ pub fn reconcile(obj: Arc<MaintenanceWindow>, ctx: Arc<Context>) -> BoxFuture<'s
         let mut status = with_ready(obj.as_ref(), true, reasons::RECONCILED, format!("{phase:?}"));
         status.phase = Some(phase);
         status.covered = components::selected(&ctx.stores, &ns, &selector);
+        if phase == WindowPhase::Active {
+            // The maintenance's measures: each failure seen inside it, once.
+            for c in &status.covered {
+                let Some(f) = failure(&ctx.stores, &ns, c) else {
+                    continue;
+                };
+                let since = Time(f.since);
+                if status.failures.iter().any(|x| &x.component == c && x.since == since) {
+                    continue;
+                }
+                status.failures_recorded += 1;
+                status.failures.push(RecordedFailure {
+                    component: c.clone(),
+                    since,
+                    cause: f.cause.chars().take(512).collect(),
+                });
+            }
+            let extra = status.failures.len().saturating_sub(50);
+            status.failures.drain(..extra);
+        }
         write_status(&ctx, obj.as_ref(), &status).await?;
         // Wake up right after the next boundary to move the phase.
         Ok(next

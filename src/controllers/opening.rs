@@ -11,13 +11,14 @@ use kube::{
 
 use super::{
     Context, Error,
-    detection::{failure, paused_by},
+    detection::{failure, paused_by, window_over},
     status::publish,
 };
 use crate::api::{
     Incident,
     common::{ComponentRef, LocalRef},
     incident::{IncidentPhase, IncidentSpec},
+    maintenance_window::MaintenanceMode,
     recovery_plan::RecoveryPlan,
 };
 
@@ -82,6 +83,7 @@ pub async fn open_incidents(
             continue;
         }
         let Some(level) = level_of(plan, c) else { continue };
+        let notify_only = window_over(&ctx.stores, &ns, c, now, MaintenanceMode::NotifyOnly);
         let incident = Incident {
             metadata: ObjectMeta {
                 name: Some(name(c, f.since)),
@@ -103,6 +105,7 @@ pub async fn open_incidents(
                 cause: f.cause.chars().take(1000).collect(),
                 drill: false,
                 observed_at: Some(Time(f.since)),
+                notify_only,
             },
             status: None,
         };

@@ -10,7 +10,7 @@ use kube::{ResourceExt, runtime::controller::Action};
 
 use super::{
     Context, Error, components,
-    status::{with_ready, write_status},
+    status::{publish, with_ready, write_status},
     validation::{Invalid, check_cron, check_date, report_invalid},
 };
 use crate::api::{
@@ -268,11 +268,19 @@ pub fn reconcile(obj: Arc<RecoveryPlan>, ctx: Arc<Context>) -> BoxFuture<'static
             tracing::info!(components = ?paused, "failures inside a Pause maintenance window: no incident");
         }
         status.open_incidents = open;
+        let covered = status.coverage.as_ref().map(|c| c.covered.clone()).unwrap_or_default();
+        let mut notes = vec![];
+        let drill_next = super::drill::advance(&ctx, &obj, &covered, &mut status.last_drill, &mut notes).await?;
         write_status(&ctx, obj.as_ref(), &status).await?;
-        // Contracts end at midnight, backups age: look again within the hour, or when one turns stale.
-        Ok(Action::requeue(stale_next.map_or(Duration::from_secs(3600), |n| {
-            n.min(Duration::from_secs(3600))
-        })))
+        for (type_, reason, note) in notes {
+            publish(&ctx, obj.as_ref(), type_, reason, "Drill", note).await;
+        }
+        // Contracts end at midnight, backups age, drills come due: look again
+        // within the hour, or at the soonest of those.
+        let hour = Duration::from_secs(3600);
+        Ok(Action::requeue(
+            [stale_next, drill_next].into_iter().flatten().fold(hour, Duration::min),
+        ))
     }
     .boxed()
 }

@@ -541,6 +541,8 @@ pub async fn run(
                 .watches_shared_stream(vms.subscribe(), all_in_namespace(stores.recovery_plans.clone()))
                 .watches_shared_stream(servers.subscribe(), all_in_namespace(stores.recovery_plans.clone()))
                 .watches_shared_stream(incidents.subscribe(), all_in_namespace(stores.recovery_plans.clone()))
+                // A window that ends lets a held failure open its incident.
+                .watches_shared_stream(windows.subscribe(), all_in_namespace(stores.recovery_plans.clone()))
         }),
         controller(&servers, ctx.clone(), super::server::reconcile, &shutdown, |c| {
             c.watches_shared_stream(

@@ -215,24 +215,68 @@ async fn a_failed_database_opens_one_incident_that_resolves_with_its_measures() 
         "the next responders are for escalation"
     );
 
-    // Inside a Pause window: the database is restored, but no incident opens.
+    // Inside a Pause window: the failure is recorded, nothing is repaired, no incident opens.
     let start = Timestamp::now().checked_sub(1.minute()).unwrap();
     let end = Timestamp::now().checked_add(1.hour()).unwrap();
-    let window = format!(
-        "apiVersion: reprise.dev/v1alpha1\nkind: MaintenanceWindow\nmetadata: {{name: upgrade}}\nspec:\n  selector: {{matchLabels: {{tier: data}}}}\n  start: \"{start}\"\n  end: \"{end}\"\n  reason: PostgreSQL upgrade\n  mode: Pause\n"
-    );
-    let (ok, out) = ns.apply(&window);
+    let window = |end: Timestamp| {
+        format!(
+            "apiVersion: reprise.dev/v1alpha1\nkind: MaintenanceWindow\nmetadata: {{name: upgrade}}\nspec:\n  selector: {{matchLabels: {{tier: data}}}}\n  start: \"{start}\"\n  end: \"{end}\"\n  reason: PostgreSQL upgrade\n  mode: Pause\n"
+        )
+    };
+    let (ok, out) = ns.apply(&window(end));
     assert!(ok, "{out}");
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let first_restore = db(&ns)["status"]["lastRestore"]["started"].clone();
-    pg.sql("postgres", "DROP DATABASE shop WITH (FORCE)");
-    eventually("the second restore", Duration::from_secs(90), || async {
-        let r = db(&ns)["status"]["lastRestore"].clone();
-        (r["started"] != first_restore && r["outcome"] == "Verified").then_some(())
+    ns.wait_for("maintenancewindow/upgrade", "the window to be active", 30, |w| {
+        w["status"]["phase"] == "Active"
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let first_restore = db(&ns)["status"]["lastRestore"]["started"].clone();
+    pg.sql("postgres", "DROP DATABASE shop WITH (FORCE)");
+    let health = eventually("the failure seen", Duration::from_secs(60), || async {
+        let h = db(&ns)["status"]["health"].clone();
+        (h["state"] == "DataMissing").then_some(h)
+    })
+    .await;
+    assert!(
+        health["message"]
+            .as_str()
+            .unwrap()
+            .contains("MaintenanceWindow upgrade holds recovery"),
+        "{health}"
+    );
+    // Several probes (2 s apart) later: still not restored, still no incident.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(
+        db(&ns)["status"]["lastRestore"]["started"],
+        first_restore,
+        "no restore inside the window"
+    );
     assert_eq!(incidents(&ns).len(), 1, "no incident inside the Pause window");
+    let mw: Value = serde_json::from_str(&ns.k(&["get", "maintenancewindow/upgrade", "-o", "json"])).unwrap();
+    assert_eq!(mw["status"]["failuresRecorded"], 1, "{}", mw["status"]);
+    assert_eq!(mw["status"]["failures"][0]["component"]["name"], "shop-db");
+
+    // The window ends: the failure opens its incident and is recovered.
+    let (ok, out) = ns.apply(&window(Timestamp::now().checked_add(2.seconds()).unwrap()));
+    assert!(ok, "{out}");
+    let second = eventually("an incident after the window", Duration::from_secs(90), || async {
+        let all = incidents(&ns);
+        (all.len() == 2)
+            .then(|| {
+                all.into_iter()
+                    .find(|i| i["metadata"]["name"] != inc["metadata"]["name"])
+            })
+            .flatten()
+            .filter(|i| i["status"]["phase"] == "Resolved")
+    })
+    .await;
+    assert_eq!(second["spec"]["component"]["name"], "shop-db");
+    let r = db(&ns)["status"]["lastRestore"].clone();
+    assert!(r["started"] != first_restore && r["outcome"] == "Verified", "{r}");
+    assert_eq!(
+        pg.sql("shop", "SELECT count(*) FROM orders").trim(),
+        "500",
+        "restored after the window"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -337,4 +381,138 @@ async fn a_step_that_fails_for_good_escalates_to_the_next_responder() {
     let events = ns.k(&["get", "events", "-o", "jsonpath={.items[*].reason}"]);
     assert!(events.contains("Escalated"), "{events}");
     drop(scene);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_drill_restores_into_scratch_copies_and_leaves_the_live_database_alone() {
+    let pg = Postgres::start();
+    let ns = TestNamespace::new("drill");
+    let backups = tempfile::tempdir().unwrap();
+    let mut op = Operator::start(Options {
+        extra: vec!["--database-probe-seconds".into(), "2".into()],
+        ..Options::namespace(&ns.name)
+    });
+    op.wait_ready().await;
+    let yaml = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: pg-admin}}\nstringData: {{username: {ADMIN}, password: \"{}\"}}\n---\n\
+         apiVersion: reprise.dev/v1alpha1\nkind: Database\nmetadata: {{name: shop-db, labels: {{tier: data}}}}\nspec:\n  instance: {{external: {{host: 127.0.0.1, port: {}, adminSecretRef: {{name: pg-admin}}, sslMode: Disable}}}}\n  databases: [{{name: shop}}, {{name: stock}}]\n  backup: {{schedule: \"0 0 1 1 *\", store: {{local: {{path: {}}}}}}}\n  verify: {{tables: [{{database: shop, name: orders}}, {{database: stock, name: items}}]}}\n---\n\
+         apiVersion: reprise.dev/v1alpha1\nkind: RecoveryPlan\nmetadata: {{name: pra}}\nspec:\n  selector: {{matchLabels: {{tier: data}}}}\n  drills: {{schedule: \"0 3 1 1 *\"}}\n",
+        pg.admin_password,
+        pg.port,
+        backups.path().display()
+    );
+    let (ok, out) = ns.apply(&yaml);
+    assert!(ok, "{out}");
+    ns.k(&["wait", "--for=condition=Ready", "database/shop-db", "--timeout=60s"]);
+    pg.sql("shop", "CREATE TABLE orders (id serial PRIMARY KEY, qty int); INSERT INTO orders (qty) SELECT g FROM generate_series(1, 2000) g");
+    pg.sql("stock", "CREATE TABLE items (id int PRIMARY KEY, name text); INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 300) g");
+    ns.k(&["annotate", "database/shop-db", "reprise.dev/backup-now=1"]);
+    eventually("a backup", Duration::from_secs(60), || async {
+        db(&ns)["status"]["lastBackup"]["id"].as_str().map(|_| ())
+    })
+    .await;
+    // Changed after the backup: a drill must restore the backup, not copy the live data.
+    pg.sql("shop", "INSERT INTO orders (qty) VALUES (7)");
+    let checksum = |d: &str, t: &str| {
+        pg.sql(
+            d,
+            &format!("SELECT count(*) || ':' || md5(string_agg(x::text, ',' ORDER BY x.id)) FROM {t} x"),
+        )
+    };
+    let before = (checksum("shop", "orders"), checksum("stock", "items"));
+    let databases = || {
+        pg.sql(
+            "postgres",
+            "SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database",
+        )
+    };
+    let dbs_before = databases();
+    let restore_before = db(&ns)["status"]["lastRestore"].clone();
+
+    ns.k(&["annotate", "recoveryplan/pra", "reprise.dev/drill-now=first"]);
+    let plan = ns
+        .wait_for("recoveryplan/pra", "the drill to finish", 120, |p| {
+            p["status"]["lastDrill"]["finished"].is_string()
+        })
+        .await;
+    let drill = &plan["status"]["lastDrill"];
+    assert_eq!(drill["trigger"], "first");
+    let comps = drill["components"].as_array().unwrap();
+    assert_eq!(comps.len(), 1, "{drill}");
+    assert_eq!(comps[0]["component"]["name"], "shop-db");
+    assert_eq!(comps[0]["outcome"], "Verified", "{drill}");
+    assert!(comps[0]["seconds"].as_f64().unwrap() > 0.0, "{drill}");
+    let level1 = drill["levels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["level"] == 1)
+        .unwrap();
+    assert_eq!(level1["met"], true, "{drill}");
+    assert_eq!(level1["window"], "30m");
+    assert!(level1["measured"].as_str().unwrap().ends_with('s'), "{drill}");
+    let level3 = drill["levels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["level"] == 3)
+        .unwrap();
+    assert_eq!(level3["met"], false, "nothing of level 3 is drilled: {drill}");
+    assert!(level3["message"].as_str().unwrap().contains("not drilled"), "{drill}");
+
+    // What the database's controller did: both databases restored and verified against the manifest.
+    let st = db(&ns)["status"].clone();
+    let rec = &st["lastDrill"];
+    assert_eq!(rec["outcome"], "Verified", "{rec}");
+    let tables: Vec<(String, u64, u64, bool)> = rec["verification"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["table"].as_str().unwrap().to_string(),
+                v["rows"].as_u64().unwrap(),
+                v["expectedRows"].as_u64().unwrap(),
+                v["checksumMatches"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        tables,
+        [
+            ("shop.public.orders".to_string(), 2000, 2000, true),
+            ("stock.public.items".to_string(), 300, 300, true)
+        ],
+        "the backup's rows, not the live table's 2001"
+    );
+    assert_eq!(st["lastAction"]["action"], "drill");
+    assert_eq!(st["lastAction"]["outcome"], "Done");
+
+    // No scratch copy left, the live data unchanged, no restore, no incident.
+    assert_eq!(databases(), dbs_before, "no scratch database left behind");
+    assert_eq!((checksum("shop", "orders"), checksum("stock", "items")), before);
+    assert_eq!(st["lastRestore"], restore_before, "the live database was not restored");
+    assert!(incidents(&ns).is_empty());
+    let events = ns.k(&["get", "events", "-o", "jsonpath={.items[*].reason}"]);
+    for reason in ["DrillStarted", "DrillVerified", "DrillFinished"] {
+        assert!(events.contains(reason), "{reason} in {events}");
+    }
+
+    // The same value does not start another drill; a new one does, with a new id.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(ns.json("recoveryplan/pra")["status"]["lastDrill"]["id"], drill["id"]);
+    ns.k(&[
+        "annotate",
+        "--overwrite",
+        "recoveryplan/pra",
+        "reprise.dev/drill-now=second",
+    ]);
+    let again = ns
+        .wait_for("recoveryplan/pra", "the second drill", 120, |p| {
+            p["status"]["lastDrill"]["trigger"] == "second" && p["status"]["lastDrill"]["finished"].is_string()
+        })
+        .await;
+    assert_ne!(again["status"]["lastDrill"]["id"], drill["id"]);
+    assert_eq!(again["status"]["lastDrill"]["components"][0]["outcome"], "Verified");
+    assert_eq!(databases(), dbs_before);
 }

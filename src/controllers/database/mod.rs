@@ -6,6 +6,7 @@
 
 pub mod backup;
 pub mod connection;
+pub mod drill;
 pub mod restore;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
@@ -29,7 +30,7 @@ use super::{
 use crate::{
     api::{
         Database,
-        common::{ConditionStatus, find_condition, reasons},
+        common::{ComponentKind, ConditionStatus, find_condition, reasons},
         database::{BACKUP_NOW_ANNOTATION, DatabaseHealth, DatabaseHealthState, DatabaseStatus, SslMode},
     },
     providers::postgres::{
@@ -384,7 +385,19 @@ async fn run(ctx: &Context, db: &Database, r: connection::Resolved) -> Result<Ac
         }
     }
     let asked_restore = action.take_if(|(a, _)| a == "restore");
-    if restorable.is_empty() {
+    // Inside a Pause maintenance window only a restore someone asks for runs.
+    let paused =
+        super::detection::held_by(&ctx.stores, ComponentKind::Database, db).filter(|_| asked_restore.is_none());
+    if let Some(window) = paused.filter(|_| !restorable.is_empty()) {
+        let what: Vec<String> = restorable.iter().map(Missing::describe).collect();
+        pass.health(
+            DatabaseHealthState::DataMissing,
+            format!(
+                "gone: {}; not restored while MaintenanceWindow {window} holds recovery",
+                what.join(", ")
+            ),
+        );
+    } else if restorable.is_empty() {
         pass.health(
             DatabaseHealthState::Healthy,
             if notes.is_empty() {
@@ -473,6 +486,46 @@ async fn run(ctx: &Context, db: &Database, r: connection::Resolved) -> Result<Ac
             pass.action(a, id, outcome, summary);
         }
         pass.status.last_restore = Some(rec);
+    }
+
+    // A drill: restored into scratch databases, verified, dropped.
+    if let Some((a, id)) = action.take_if(|(a, _)| a == "drill") {
+        match store {
+            None => pass.action(a, id, "Rejected", "no backup store: spec.backup is unset".into()),
+            Some(store) => {
+                let peers = restore::Peers {
+                    tools: &tools,
+                    target: &r.target,
+                    admin: &admin,
+                    store,
+                };
+                let rec = drill::run(&peers, db, &manifests, &id, version_num).await;
+                let summary = format!(
+                    "drill: backup {} restored into scratch copies and dropped in {} ({} bytes): {}",
+                    rec.backup_id.as_deref().unwrap_or("none"),
+                    rec.duration,
+                    rec.bytes_restored,
+                    if rec.outcome == "Verified" {
+                        format!("{} verify table(s) match the manifest", rec.verification.len())
+                    } else {
+                        format!("{}: {}", rec.outcome, rec.message)
+                    }
+                );
+                let verified = rec.outcome == "Verified";
+                pass.event(
+                    if verified {
+                        EventType::Normal
+                    } else {
+                        EventType::Warning
+                    },
+                    if verified { "DrillVerified" } else { "DrillFailed" },
+                    "Drill",
+                    summary.clone(),
+                );
+                pass.action(a, id, if verified { "Done" } else { "Failed" }, summary);
+                pass.status.last_drill = Some(rec);
+            }
+        }
     }
 
     // 4. Owners and grants, once databases and tables are there.
@@ -632,7 +685,7 @@ async fn run(ctx: &Context, db: &Database, r: connection::Resolved) -> Result<Ac
             a.clone(),
             id,
             "Rejected",
-            format!("unknown action {a:?}: use reconnect, backup or restore"),
+            format!("unknown action {a:?}: use reconnect, backup, restore or drill"),
         );
     }
     pass.finish(requeue).await

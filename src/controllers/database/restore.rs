@@ -105,26 +105,12 @@ pub async fn run(
     manifests: &[Manifest],
     observed: Timestamp,
 ) -> RestoreRecord {
-    let started = Timestamp::now();
     let mut by_db: BTreeMap<&str, Vec<&Missing>> = BTreeMap::new();
     for m in missing {
         by_db.entry(m.database()).or_default().push(m);
     }
-    let mut record = RestoreRecord {
-        outcome: "Verified".into(),
-        targets: missing.iter().map(Missing::describe).collect(),
-        failure_observed: Time(observed),
-        started: Time(started),
-        finished: Time(started),
-        duration: String::new(),
-        backup_id: None,
-        backup_time: None,
-        bytes_restored: 0,
-        data_loss_window_seconds: None,
-        skipped_backups: vec![],
-        verification: vec![],
-        message: String::new(),
-    };
+    let mut record = record(missing.iter().map(Missing::describe).collect(), observed);
+    let started = record.started.0;
     let mut used: Vec<&Manifest> = vec![];
     let mut failures: Vec<String> = vec![];
     for (name, items) in by_db {
@@ -145,6 +131,33 @@ pub async fn run(
         record.backup_time = Some(Time(oldest));
         record.data_loss_window_seconds = Some((observed.as_second() - oldest.as_second()).max(0));
     }
+    conclude(&mut record, &failures);
+    record
+}
+
+/// A record for a restore starting now.
+pub fn record(targets: Vec<String>, observed: Timestamp) -> RestoreRecord {
+    let started = Time(Timestamp::now());
+    RestoreRecord {
+        outcome: "Verified".into(),
+        targets,
+        failure_observed: Time(observed),
+        started: started.clone(),
+        finished: started,
+        duration: String::new(),
+        backup_id: None,
+        backup_time: None,
+        bytes_restored: 0,
+        data_loss_window_seconds: None,
+        skipped_backups: vec![],
+        verification: vec![],
+        message: String::new(),
+    }
+}
+
+/// The outcome: `Failed` with the failures, else `VerificationFailed` when a
+/// verify table differs from its manifest, else `Verified`.
+pub fn conclude(record: &mut RestoreRecord, failures: &[String]) {
     if !failures.is_empty() {
         record.outcome = "Failed".into();
         record.message = failures.join("; ");
@@ -162,7 +175,29 @@ pub async fn run(
             if bad.checksum_matches { "matches" } else { "differs" }
         );
     }
-    record
+}
+
+/// Measures each of `wanted` in database `restored` and records it, named as in database `name`.
+pub async fn verify(
+    target: &Target,
+    restored: &str,
+    name: &str,
+    wanted: &[TableMeasure],
+    record: &mut RestoreRecord,
+) -> Result<(), String> {
+    let conn = target.connect(restored).await.map_err(|e| e.to_string())?;
+    for t in wanted {
+        let found = tables::measure(&conn, &t.schema, &t.name)
+            .await
+            .map_err(|e| format!("verifying {name}.{}.{}: {e}", t.schema, t.name))?;
+        record.verification.push(TableVerification {
+            table: format!("{name}.{}.{}", t.schema, t.name),
+            expected_rows: t.rows,
+            rows: found.rows,
+            checksum_matches: found.checksum == t.checksum,
+        });
+    }
+    Ok(())
 }
 
 async fn restore_one<'m>(
@@ -231,18 +266,7 @@ async fn restore_one<'m>(
             dump::restore(tools, target, store, &m.id, rec, name, Scope::Tables(&wanted)).await
         };
         record.bytes_restored += restored.map_err(|e| format!("restoring backup {}: {e}", m.id))?;
-        let conn = target.connect(name).await.map_err(|e| e.to_string())?;
-        for t in &wanted {
-            let found = tables::measure(&conn, &t.schema, &t.name)
-                .await
-                .map_err(|e| format!("verifying {name}.{}.{}: {e}", t.schema, t.name))?;
-            record.verification.push(TableVerification {
-                table: format!("{name}.{}.{}", t.schema, t.name),
-                expected_rows: t.rows,
-                rows: found.rows,
-                checksum_matches: found.checksum == t.checksum,
-            });
-        }
+        verify(target, name, name, &wanted, record).await?;
         return Ok(m);
     }
     let what: Vec<String> = items.iter().map(|i| i.describe()).collect();

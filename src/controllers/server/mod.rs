@@ -28,7 +28,7 @@ use super::{
 use crate::{
     api::{
         Server,
-        common::reasons,
+        common::{ComponentKind, reasons},
         server::{PowerRequest, ServerHealth, ServerHealthState},
     },
     providers::{
@@ -323,6 +323,7 @@ async fn poll(
     let pending = r.status.power_request.clone();
     let age = |p: &PowerRequest| (r.now.as_second() - p.time.0.as_second()).max(0) as u64;
     let mut power_lost = false;
+    let mut held: Option<String> = None;
     let as_desired = match (s.spec.online, power.as_str()) {
         (true, "On") | (false, "Off") => {
             r.status.power_request = None;
@@ -334,7 +335,8 @@ async fn poll(
                 .as_ref()
                 .is_some_and(|p| ["On", "ForceRestart"].contains(&p.reset_type.as_str()) && age(p) < 120);
             power_lost = !ours;
-            if !ours {
+            held = super::detection::held_by(&ctx.stores, ComponentKind::Server, s).filter(|_| !ours);
+            if !ours && held.is_none() {
                 match bmc.reset(&path, &sys, "On").await {
                     Ok(()) => {
                         r.status.power_request = Some(PowerRequest {
@@ -352,7 +354,10 @@ async fn poll(
                     Err(e) => r.event(EventType::Warning, "PowerFailed", "Power", e.to_string()),
                 }
             }
-            again = Some(Duration::from_secs(2));
+            // Held by a window: the usual poll notices when it ends.
+            if held.is_none() {
+                again = Some(Duration::from_secs(2));
+            }
             false
         }
         (false, _) => {
@@ -398,10 +403,14 @@ async fn poll(
     } else if critical {
         set_health(r, ServerHealthState::Critical, "the BMC reports health Critical");
     } else if power_lost {
+        let why = match &held {
+            Some(w) => format!("; left so while MaintenanceWindow {w} holds recovery"),
+            None => String::new(),
+        };
         set_health(
             r,
             ServerHealthState::PowerLost,
-            format!("power {power} while desired On"),
+            format!("power {power} while desired On{why}"),
         );
     } else {
         // A server found off stays PowerLost until it is on again.

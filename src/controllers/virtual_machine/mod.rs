@@ -191,7 +191,13 @@ async fn drive(
         .is_some_and(|p| ["Stopping", "Restoring"].contains(&p.phase.as_str()));
     let running = wants_running(vm) && !stopped_for_restore;
     let was_provisioned = r.was(PROVISIONED) == Some(true);
-    if !observed.exists && was_provisioned && !recreate {
+    let held = (!observed.exists && was_provisioned && !recreate)
+        .then(|| super::detection::held_by(&ctx.stores, ComponentKind::VirtualMachine, vm))
+        .flatten();
+    if held.is_some() {
+        // The window's end is noticed at the next look.
+        soon(Duration::from_secs(30), &mut again);
+    } else if !observed.exists && was_provisioned && !recreate {
         ctx.metrics.repaired("VirtualMachine", "VirtualMachine", "Recreated");
         r.event(
             EventType::Warning,
@@ -205,7 +211,7 @@ async fn drive(
     let mut current = vm.clone();
     current.status = Some(r.status.clone());
     let live_matches = kv_matches(&observed, &current, running);
-    if !live_matches {
+    if !live_matches && held.is_none() {
         let revision = kv.apply(&current, running).await?;
         ctx.metrics.wrote("VirtualMachine", "VirtualMachine");
         if r.status.software_revision.as_ref() != Some(&revision) {
@@ -304,7 +310,12 @@ async fn drive(
     } else if !observed.exists {
         (
             VmHealthState::Missing,
-            "the KubeVirt VirtualMachine is gone".to_string(),
+            match &held {
+                Some(w) => format!(
+                    "the KubeVirt VirtualMachine is gone; not recreated while MaintenanceWindow {w} holds recovery"
+                ),
+                None => "the KubeVirt VirtualMachine is gone".to_string(),
+            },
         )
     } else if phase == "Failed" {
         (VmHealthState::Failed, "the VM instance failed".to_string())
