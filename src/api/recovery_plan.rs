@@ -295,8 +295,10 @@ pub enum Action {
     /// Wait until a person approves: `kubectl annotate incident NAME reprise.dev/approve=true`.
     WaitForApproval,
     /// Not a plan step: recorded in an incident's timeline while the
-    /// components the failed one depends on recover first.
-    AwaitDependencies,
+    /// procedure waits (`await-dependencies`: the components the failed one
+    /// depends on recover first; `await-self-repair`: a repair the component's
+    /// own controller started finishes first).
+    AwaitRecovery,
 }
 
 /// Annotation that starts a drill on demand: `kubectl annotate recoveryplan NAME reprise.dev/drill-now=$(date +%s)`

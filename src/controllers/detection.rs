@@ -33,48 +33,90 @@ pub struct Failure {
 /// the component does not exist (a deletion is not a failure of it).
 pub fn failure(stores: &Stores, ns: &str, c: &ComponentRef) -> Option<Failure> {
     match c.kind {
-        ComponentKind::Application => {
-            let app: Application = get(&stores.applications, ns, &c.name)?;
-            let st = app.status?;
-            (st.health == Some(AppHealth::Failed)).then(|| {
-                let ready = find_condition(&st.conditions, reasons::READY);
-                Failure {
-                    since: ready.map(|r| r.last_transition_time.0).unwrap_or_else(Timestamp::now),
-                    cause: format!(
-                        "Application {} failed: {}",
-                        c.name,
-                        ready.map(|r| r.message.as_str()).unwrap_or("no replica serves")
-                    ),
-                }
-            })
+        ComponentKind::Application => application(&get(&stores.applications, ns, &c.name)?),
+        ComponentKind::Database => database(&get(&stores.databases, ns, &c.name)?),
+        ComponentKind::VirtualMachine => virtual_machine(&get(&stores.virtual_machines, ns, &c.name)?),
+        ComponentKind::Server => server(&get(&stores.servers, ns, &c.name)?),
+    }
+}
+
+pub fn application(app: &Application) -> Option<Failure> {
+    let st = app.status.as_ref()?;
+    (st.health == Some(AppHealth::Failed)).then(|| {
+        let ready = find_condition(&st.conditions, reasons::READY);
+        Failure {
+            since: ready.map(|r| r.last_transition_time.0).unwrap_or_else(Timestamp::now),
+            cause: format!(
+                "Application {} failed: {}",
+                app.name_any(),
+                ready.map(|r| r.message.as_str()).unwrap_or("no replica serves")
+            ),
         }
-        ComponentKind::Database => {
-            let db: Database = get(&stores.databases, ns, &c.name)?;
-            let h = db.status?.health?;
-            use DatabaseHealthState::*;
-            matches!(h.state, Unreachable | DataMissing | Restoring | RestoreFailed).then(|| Failure {
-                since: h.since.0,
-                cause: format!("Database {} {:?}: {}", c.name, h.state, h.message),
-            })
-        }
-        ComponentKind::VirtualMachine => {
-            let vm: VirtualMachine = get(&stores.virtual_machines, ns, &c.name)?;
-            let h = vm.status?.health?;
-            use VmHealthState::*;
-            matches!(h.state, Failed | NotReady | Missing).then(|| Failure {
-                since: h.since.0,
-                cause: format!("VirtualMachine {} {:?}: {}", c.name, h.state, h.message),
-            })
-        }
-        ComponentKind::Server => {
-            let s: Server = get(&stores.servers, ns, &c.name)?;
-            let h = s.status?.health?;
-            use ServerHealthState::*;
-            matches!(h.state, Unreachable | PowerLost | Critical).then(|| Failure {
-                since: h.since.0,
-                cause: format!("Server {} {:?}: {}", c.name, h.state, h.message),
-            })
-        }
+    })
+}
+
+pub fn database(db: &Database) -> Option<Failure> {
+    let h = db.status.as_ref()?.health.as_ref()?;
+    use DatabaseHealthState::*;
+    matches!(h.state, Unreachable | DataMissing | Restoring | RestoreFailed).then(|| Failure {
+        since: h.since.0,
+        cause: format!("Database {} {:?}: {}", db.name_any(), h.state, h.message),
+    })
+}
+
+pub fn virtual_machine(vm: &VirtualMachine) -> Option<Failure> {
+    let h = vm.status.as_ref()?.health.as_ref()?;
+    use VmHealthState::*;
+    matches!(h.state, Failed | NotReady | Missing).then(|| Failure {
+        since: h.since.0,
+        cause: format!("VirtualMachine {} {:?}: {}", vm.name_any(), h.state, h.message),
+    })
+}
+
+pub fn server(s: &Server) -> Option<Failure> {
+    let h = s.status.as_ref()?.health.as_ref()?;
+    use ServerHealthState::*;
+    matches!(h.state, Unreachable | PowerLost | Critical).then(|| Failure {
+        since: h.since.0,
+        cause: format!("Server {} {:?}: {}", s.name_any(), h.state, h.message),
+    })
+}
+
+/// Failures seen on the watch, by namespace and component, until a plan
+/// opens their incident: a component its own controller repairs within a
+/// second is healthy again before the plan looks, and its failure must still
+/// be recorded. In memory: after a restart, current failures are read again
+/// from the stores.
+#[derive(Default)]
+pub struct Seen(std::sync::Mutex<std::collections::BTreeMap<(String, ComponentRef), Failure>>);
+
+impl Seen {
+    /// Remembers `obj`'s failure, if its signal reports one (the first sighting of each).
+    pub fn observe<K: ResourceExt>(&self, kind: ComponentKind, obj: &K, f: impl Fn(&K) -> Option<Failure>) {
+        let Some(failure) = f(obj) else { return };
+        let key = (
+            obj.namespace().unwrap_or_default(),
+            ComponentRef {
+                kind,
+                name: obj.name_any(),
+            },
+        );
+        let mut seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        seen.entry(key).or_insert(failure);
+    }
+
+    /// The failure seen for the component in the last 15 minutes, if any
+    /// (older ones belong to components no plan covered then).
+    pub fn get(&self, ns: &str, c: &ComponentRef) -> Option<Failure> {
+        let seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let f = seen.get(&(ns.to_string(), c.clone()))?;
+        (Timestamp::now().as_second() - f.since.as_second() < 900).then(|| f.clone())
+    }
+
+    /// Forgets it: its incident exists.
+    pub fn forget(&self, ns: &str, c: &ComponentRef) {
+        let mut seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        seen.remove(&(ns.to_string(), c.clone()));
     }
 }
 

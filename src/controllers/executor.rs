@@ -25,8 +25,10 @@ use crate::api::{
     Application, Database, Incident, Server, VirtualMachine,
     application::DependencyKind,
     common::{ACTION_ANNOTATION, ActionRecord, ComponentKind, ComponentRef},
+    database::DatabaseHealthState,
     incident::{APPROVE_ANNOTATION, IncidentPhase, TimelineEntry},
     recovery_plan::{Action as StepAction, RecoveryPlan, Step},
+    virtual_machine::VmHealthState,
 };
 
 /// The component controller's name for a step's action.
@@ -41,7 +43,7 @@ fn verb(a: StepAction) -> Option<&'static str> {
         StepAction::Move => "move",
         StepAction::PowerCycle => "powerCycle",
         StepAction::Reprovision => "reprovision",
-        StepAction::Notify | StepAction::WaitForApproval | StepAction::AwaitDependencies => return None,
+        StepAction::Notify | StepAction::WaitForApproval | StepAction::AwaitRecovery => return None,
     })
 }
 
@@ -126,6 +128,64 @@ fn waiting_on(ctx: &Context, ns: &str, c: &ComponentRef) -> Vec<String> {
         .collect()
 }
 
+const SELF_REPAIR: &str = "await-self-repair";
+/// The longest the procedure waits for a component's own repair (seconds).
+const SELF_REPAIR_CAP: i64 = 300;
+
+/// A repair the component's own controller has under way, if any: the
+/// procedure lets it finish rather than act over it (a power cycle on top of
+/// a power-on, a restore on top of a restore).
+fn self_repair(ctx: &Context, ns: &str, c: &ComponentRef) -> Option<String> {
+    let s = &ctx.stores;
+    match c.kind {
+        ComponentKind::Database => {
+            let db = components::get::<Database>(&s.databases, ns, &c.name)?;
+            let h = db.status?.health?;
+            (h.state == DatabaseHealthState::Restoring)
+                .then(|| format!("Database {} is restoring from its backup on its own", c.name))
+        }
+        ComponentKind::Server => {
+            let server = components::get::<Server>(&s.servers, ns, &c.name)?;
+            let p = server.status?.power_request?;
+            let age = Timestamp::now().as_second() - p.time.0.as_second();
+            (["On", "ForceRestart"].contains(&p.reset_type.as_str()) && age < 120).then(|| {
+                format!(
+                    "Server {}'s controller asked its BMC for {} {age}s ago",
+                    c.name, p.reset_type
+                )
+            })
+        }
+        ComponentKind::VirtualMachine => {
+            let vm = components::get::<VirtualMachine>(&s.virtual_machines, ns, &c.name)?;
+            let h = vm.status?.health?;
+            (h.state == VmHealthState::Restoring).then(|| format!("VirtualMachine {} is restoring a snapshot", c.name))
+        }
+        ComponentKind::Application => None,
+    }
+}
+
+/// Why the procedure waits before its next action step, if it does: the
+/// step name recorded in the timeline and a message.
+fn wait_reason(
+    ctx: &Context,
+    ns: &str,
+    c: &ComponentRef,
+    timeline: &[TimelineEntry],
+) -> Option<(&'static str, String)> {
+    let deps = waiting_on(ctx, ns, c);
+    if !deps.is_empty() {
+        return Some((
+            "await-dependencies",
+            format!("waiting for {} to recover first", deps.join(", ")),
+        ));
+    }
+    // Once per incident: a repair that did not help is not waited on again.
+    if timeline.iter().any(|e| e.step == SELF_REPAIR) {
+        return None;
+    }
+    self_repair(ctx, ns, c).map(|m| (SELF_REPAIR, format!("waiting: {m}")))
+}
+
 /// The request id of a step's attempt: unique per incident, step and attempt.
 fn request_id(inc: &Incident, step: &str, attempt: u32) -> String {
     format!(
@@ -197,29 +257,39 @@ pub async fn advance(
     };
     let steps: &[Step] = &procedure.steps;
     let now = Timestamp::now();
-    let is_step =
-        |e: &TimelineEntry| e.action != StepAction::AwaitDependencies && steps.iter().any(|s| s.name == e.step);
+    let is_step = |e: &TimelineEntry| e.action != StepAction::AwaitRecovery && steps.iter().any(|s| s.name == e.step);
 
-    // Waiting for dependencies to recover first: done when they have.
+    // Waiting (dependencies, the component's own repair): done when the reason is gone.
     if let Some(i) = r
         .status
         .timeline
         .iter()
-        .rposition(|e| e.action == StepAction::AwaitDependencies && e.finished.is_none())
+        .rposition(|e| e.action == StepAction::AwaitRecovery && e.finished.is_none())
     {
-        let waiting = waiting_on(ctx, &ns, &c);
-        if !healthy && !waiting.is_empty() {
+        let entry = r.status.timeline[i].clone();
+        let still = match entry.step.as_str() {
+            SELF_REPAIR => self_repair(ctx, &ns, &c).is_some(),
+            _ => !waiting_on(ctx, &ns, &c).is_empty(),
+        };
+        let waited = now.as_second() - entry.started.0.as_second();
+        let capped = entry.step == SELF_REPAIR && waited > SELF_REPAIR_CAP;
+        if !healthy && still && !capped {
             return Ok(Some(Duration::from_secs(2)));
         }
+        let (outcome, done) = if capped {
+            ("TimedOut", format!("not done after {SELF_REPAIR_CAP}s"))
+        } else {
+            ("Succeeded", "done".to_string())
+        };
         let e = &mut r.status.timeline[i];
         e.finished = Some(Time(now));
-        e.outcome = "Succeeded".into();
-        e.message = format!("{}; dependencies recovered", e.message);
+        e.outcome = outcome.into();
+        e.message = format!("{}; {done}", e.message);
         r.event(
             EventType::Normal,
             "Step",
             "Recover",
-            "dependencies recovered; the procedure goes on".to_string(),
+            format!("{}: {done}; the procedure goes on", entry.step),
         );
     }
 
@@ -401,19 +471,12 @@ pub async fn advance(
             }
             return Ok(Some(Duration::from_secs(1)));
         }
-        let waiting = waiting_on(ctx, &ns, &c);
-        if !waiting.is_empty() {
-            let message = format!("waiting for {} to recover first", waiting.join(", "));
+        if let Some((name, message)) = wait_reason(ctx, &ns, &c, &r.status.timeline) {
             r.event(EventType::Normal, "Step", "Recover", message.clone());
-            let tries = r
-                .status
-                .timeline
-                .iter()
-                .filter(|e| e.action == StepAction::AwaitDependencies)
-                .count();
+            let tries = r.status.timeline.iter().filter(|e| e.step == name).count();
             r.status.timeline.push(TimelineEntry {
-                step: "await-dependencies".into(),
-                action: StepAction::AwaitDependencies,
+                step: name.into(),
+                action: StepAction::AwaitRecovery,
                 attempt: tries as u32 + 1,
                 message,
                 ..entry

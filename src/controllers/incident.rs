@@ -140,10 +140,11 @@ pub fn reconcile(obj: Arc<Incident>, ctx: Arc<Context>) -> BoxFuture<'static, Re
             })
             .collect();
         let closed = matches!(r.status.phase, IncidentPhase::Resolved | IncidentPhase::Failed);
-        measures.deadline_met = match (closed, r.status.breached) {
-            (_, true) => Some(false),
-            (true, false) => Some(true),
-            (false, false) => None,
+        // An open-ended level (no maximum window) has no deadline to meet.
+        measures.deadline_met = match (closed, r.status.breached, deadline.is_some()) {
+            (_, true, _) => Some(false),
+            (true, false, true) => Some(true),
+            _ => None,
         };
         if closed && r.status.closed_at.is_none() {
             r.status.closed_at = Some(Time(now));

@@ -121,6 +121,8 @@ pub struct Context {
     pub settings: Settings,
     /// Slots for BMC conversations (see `Settings::bmc_concurrency`).
     pub bmc_slots: tokio::sync::Semaphore,
+    /// Failures seen on the watch, until their incident is opened.
+    pub seen: detection::Seen,
 }
 
 impl Context {
@@ -148,6 +150,7 @@ impl Context {
             secret_cache: Mutex::new(HashMap::new()),
             applied: Mutex::new(HashMap::new()),
             bmc_slots: tokio::sync::Semaphore::new(settings.bmc_concurrency.max(1)),
+            seen: detection::Seen::default(),
             settings,
         }
     }

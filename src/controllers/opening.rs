@@ -10,7 +10,7 @@ use kube::{
 };
 
 use super::{
-    Context, Error,
+    Context, Error, components,
     detection::{failure, paused_by, window_over},
     status::publish,
 };
@@ -69,17 +69,21 @@ pub async fn open_incidents(
     let now = Timestamp::now();
     let mut paused = vec![];
     for c in covered {
-        let Some(f) = failure(&ctx.stores, &ns, c) else {
+        // Failing now, or seen failing on the watch since the last look.
+        let Some(f) = failure(&ctx.stores, &ns, c).or_else(|| ctx.seen.get(&ns, c)) else {
             continue;
         };
         let already = open(&ctx.stores)
             .iter()
-            .any(|i| i.namespace().as_deref() == Some(ns.as_str()) && &i.spec.component == c);
+            .any(|i| i.namespace().as_deref() == Some(ns.as_str()) && &i.spec.component == c)
+            || components::get(&ctx.stores.incidents, &ns, &name(c, f.since)).is_some();
         if already {
+            ctx.seen.forget(&ns, c);
             continue;
         }
         if let Some(window) = paused_by(&ctx.stores, &ns, c, now) {
             paused.push(format!("{} {} (MaintenanceWindow {window})", c.kind, c.name));
+            ctx.seen.forget(&ns, c);
             continue;
         }
         let Some(level) = level_of(plan, c) else { continue };
@@ -110,7 +114,11 @@ pub async fn open_incidents(
             status: None,
         };
         let api: Api<Incident> = Api::namespaced(ctx.client.clone(), &ns);
-        match api.create(&PostParams::default(), &incident).await {
+        let created = api.create(&PostParams::default(), &incident).await;
+        if created.is_ok() || matches!(&created, Err(kube::Error::Api(e)) if e.code == 409) {
+            ctx.seen.forget(&ns, c);
+        }
+        match created {
             Ok(created) => {
                 ctx.metrics.wrote(&Incident::kind(&()), "create");
                 tracing::info!(incident = %created.name_any(), component = %c.name, level, "incident opened");

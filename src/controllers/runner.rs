@@ -23,9 +23,12 @@ use kube::{
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::{Context, Error, Settings, Stores, kind::Kind};
+use super::{Context, Error, Settings, Stores, detection, kind::Kind};
 use crate::{
-    api::{self, Application, Database, Incident, MaintenanceWindow, RecoveryPlan, Server, VirtualMachine},
+    api::{
+        self, Application, Database, Incident, MaintenanceWindow, RecoveryPlan, Server, VirtualMachine,
+        common::ComponentKind,
+    },
     http::Health,
     telemetry::Metrics,
 };
@@ -150,6 +153,25 @@ impl<K: Kind> Shared<K> {
             })
             .boxed()
     }
+}
+
+/// Remembers each failure a component's watch events show, however briefly
+/// it lasts (see `detection::Seen`).
+fn observe_failures<K: Kind>(
+    shared: &Shared<K>,
+    ctx: Arc<Context>,
+    kind: ComponentKind,
+    signal: fn(&K) -> Option<detection::Failure>,
+) -> BoxFuture<'static, ()> {
+    shared
+        .subscribe()
+        .for_each(move |o| {
+            if let Ok(obj) = &o.0 {
+                ctx.seen.observe(kind, obj, signal);
+            }
+            futures::future::ready(())
+        })
+        .boxed()
 }
 
 /// Tells the plan and window controllers that a component was deleted.
@@ -499,6 +521,15 @@ pub async fn run(
     ));
 
     let mut tasks: Vec<BoxFuture<'static, ()>> = vec![
+        observe_failures(&apps, ctx.clone(), ComponentKind::Application, detection::application),
+        observe_failures(&dbs, ctx.clone(), ComponentKind::Database, detection::database),
+        observe_failures(
+            &vms,
+            ctx.clone(),
+            ComponentKind::VirtualMachine,
+            detection::virtual_machine,
+        ),
+        observe_failures(&servers, ctx.clone(), ComponentKind::Server, detection::server),
         controller(&apps, ctx.clone(), super::application::reconcile, &shutdown, |c| {
             c.owns_stream(deployment_changes)
                 .owns_stream(service_changes)

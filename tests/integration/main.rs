@@ -12,6 +12,7 @@ mod databases;
 mod leader;
 mod operator_validation;
 mod plans;
+mod plastprod;
 mod recovery;
 mod runtime;
 mod servers;

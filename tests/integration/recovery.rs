@@ -2,10 +2,7 @@
 //! the plan, deadline from its window) that resolves, with its measures, once
 //! the component's controller has repaired it; none inside a Pause window.
 
-use std::{
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::time::Duration;
 
 use k8s_openapi::jiff::{Timestamp, ToSpan};
 use serde_json::Value;
@@ -14,36 +11,13 @@ use crate::support::{
     TestNamespace, eventually,
     operator::{Operator, Options},
     postgres::{ADMIN, Postgres},
+    webhooks::{self, Received},
 };
-
-/// What a webhook received: the Authorization header and the JSON body, in order.
-type Received = Arc<Mutex<Vec<(Option<String>, Value)>>>;
 
 /// A responder's webhook on loopback: every JSON body it receives, with its Authorization header.
 async fn receiver() -> (String, Received) {
-    use axum::{Router, http::HeaderMap, routing::post};
-    let got: Received = Arc::default();
-    let sink = got.clone();
-    let app = Router::new().route(
-        "/hook",
-        post(move |headers: HeaderMap, body: String| {
-            let sink = sink.clone();
-            async move {
-                let auth = headers
-                    .get("authorization")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string);
-                sink.lock()
-                    .unwrap()
-                    .push((auth, serde_json::from_str(&body).unwrap_or(Value::Null)));
-                "ok"
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (url, got)
+    let (base, got) = webhooks::receiver().await;
+    (format!("{base}/hook"), got)
 }
 
 /// A VirtualMachine (label `tier: vm`) and a plan covering it, with the
@@ -194,7 +168,7 @@ async fn a_failed_database_opens_one_incident_that_resolves_with_its_measures() 
     // The level's first responder was told, by its webhook, with its token.
     let got = received.lock().unwrap().clone();
     assert_eq!(got.len(), 1, "one delivery: {got:?}");
-    let (auth, body) = &got[0];
+    let (auth, body) = (&got[0].auth, &got[0].body);
     assert_eq!(auth.as_deref(), Some("Bearer pager-token-77"));
     assert_eq!(body["incident"], inc["metadata"]["name"]);
     assert_eq!(body["component"]["name"], "shop-db");
@@ -370,10 +344,10 @@ async fn a_step_that_fails_for_good_escalates_to_the_next_responder() {
     let got = received.lock().unwrap().clone();
     let order: Vec<(&str, &str)> = got
         .iter()
-        .map(|(_, b)| {
+        .map(|d| {
             (
-                b["phase"].as_str().unwrap_or_default(),
-                b["modes"][0].as_str().unwrap_or_default(),
+                d.body["phase"].as_str().unwrap_or_default(),
+                d.body["modes"][0].as_str().unwrap_or_default(),
             )
         })
         .collect();

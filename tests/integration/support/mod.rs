@@ -10,9 +10,11 @@
 pub mod audit;
 pub mod kubevirt;
 pub mod operator;
+pub mod plastprod;
 pub mod postgres;
 pub mod redfish;
 pub mod tls;
+pub mod webhooks;
 
 use std::{
     collections::HashMap,
