@@ -129,16 +129,17 @@ async fn round(
     (secs(t0, first), secs(t0, resolved))
 }
 
+/// A write of `verbs` on `resource`/`name` (server-side apply audits as `patch`).
 fn on(
     resource: &'static str,
     name: &'static str,
-    verb: &'static str,
+    verbs: &'static [&'static str],
     sub: Option<&'static str>,
 ) -> impl Fn(&audit::Write) -> bool {
     move |w| {
         w.object.resource == resource
             && w.object.name.as_deref() == Some(name)
-            && w.verb == verb
+            && verbs.contains(&w.verb.as_str())
             && w.object.subresource.as_deref() == sub
     }
 }
@@ -192,7 +193,7 @@ fn main() {
                     deployments.delete("web-shop", &DeleteParams::default()).await.expect("delete");
                     t
                 },
-                on("deployments", "web-shop", "create", None),
+                on("deployments", "web-shop", &["create", "patch"], None),
             )
             .await;
             levels[0].action.push(a);
@@ -208,7 +209,7 @@ fn main() {
                     world.pg.sql("postgres", "DROP DATABASE shop WITH (FORCE)");
                     t
                 },
-                on("databases", "shop-db", "patch", Some("status")),
+                on("databases", "shop-db", &["patch"], Some("status")),
             )
             .await;
             levels[1].action.push(a);
@@ -224,7 +225,7 @@ fn main() {
                     kubevirt::fail_instance(&client, &ns, "vm-api").await;
                     t
                 },
-                on("virtualmachineinstances", "vm-api", "delete", None),
+                on("virtualmachineinstances", "vm-api", &["delete"], None),
             )
             .await;
             levels[2].action.push(a);
@@ -245,7 +246,7 @@ fn main() {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 },
-                on("servers", "hv-01", "patch", Some("status")),
+                on("servers", "hv-01", &["patch"], Some("status")),
             )
             .await;
             levels[3].action.push(a);

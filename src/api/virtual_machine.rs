@@ -185,7 +185,8 @@ pub struct VirtualMachineStatus {
     /// annotation — `restart` (a new VM instance), `recreate` (the KubeVirt VM
     /// deleted and created again from the spec), `restoreSnapshot` (stop,
     /// restore the newest ready snapshot, start), `move` (to the Server named
-    /// by the `reprise.dev/move-to` annotation: placed there, instance restarted).
+    /// by the `reprise.dev/move-to` annotation: placed there, instance restarted),
+    /// `drill` (recorded when it ends; see `lastDrill`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_action: Option<super::common::ActionRecord>,
     /// Where the engine's `move` action put the VM: overrides `spec.hostRef`
@@ -195,6 +196,35 @@ pub struct VirtualMachineStatus {
     /// The steps of the last multi-step action (`restoreSnapshot`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action_progress: Option<VmActionProgress>,
+    /// The last drill (`drill` action): the newest ready snapshot restored
+    /// into a scratch VM, started until ready, then deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_drill: Option<VmDrill>,
+}
+
+/// A VM drill.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VmDrill {
+    /// The drill's request id.
+    pub id: String,
+    /// The snapshot restored.
+    pub snapshot: String,
+    /// The scratch VM it was restored into (deleted at the end).
+    pub scratch: String,
+    /// `Restoring`, `Starting`, `Verified` or `Failed`.
+    pub phase: String,
+    /// When it started.
+    pub started: Time,
+    /// When it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished: Option<Time>,
+    /// Seconds from the restore's start until the scratch VM was ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<f64>,
+    /// What happened.
+    #[serde(default)]
+    pub message: String,
 }
 
 /// Annotation naming the Server a `move` action moves the VM to.

@@ -1,7 +1,8 @@
 //! A RecoveryPlan's drills: on the plan's `drills.schedule` or on
-//! `reprise.dev/drill-now`, every covered Database with backups is asked for
-//! `drill/<id>` (its controller restores its newest good backup into scratch
-//! databases, verifies them, drops them); the answers are gathered into
+//! `reprise.dev/drill-now`, every covered Database and VirtualMachine with
+//! backups is asked for `drill/<id>` (a Database restores its newest good
+//! backup into scratch databases, verifies and drops them; a VM restores its
+//! newest snapshot into a scratch VM, waits until it is ready, deletes it); the answers are gathered into
 //! `status.lastDrill` with, per level, the slowest measured restore against
 //! the level's window. The drill's state lives in the status, so a new leader
 //! picks it up where the last one left it.
@@ -14,7 +15,7 @@ use kube::{ResourceExt, runtime::events::EventType};
 use super::{Context, Error, components, executor, schedule};
 use crate::api::{
     RecoveryPlan,
-    common::{ACTION_ANNOTATION, ComponentKind, ComponentRef},
+    common::{ComponentKind, ComponentRef},
     recovery_plan::{DRILL_NOW_ANNOTATION, DrillComponent, DrillLevel, DrillResult},
 };
 
@@ -23,16 +24,49 @@ pub type Note = (EventType, &'static str, String);
 
 const RUNNING: &str = "Running";
 
+/// The last `n` letters and digits of a drill id (`<plan uid prefix>.drill.<unix seconds>`),
+/// lower-case: what tells one drill's scratch copies from another's.
+pub fn tag(id: &str, n: usize) -> String {
+    let chars: Vec<char> = id
+        .replace(".drill.", "")
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect();
+    chars[chars.len().saturating_sub(n)..]
+        .iter()
+        .collect::<String>()
+        .to_lowercase()
+}
+
 /// The component's answer to drill `id`: outcome and message, and the measured seconds.
 fn answer(ctx: &Context, ns: &str, c: &ComponentRef, id: &str) -> Option<(String, String, Option<f64>)> {
-    let db = components::get(&ctx.stores.databases, ns, &c.name)?;
-    let st = db.status?;
-    let last = st.last_action.filter(|a| a.id == id && a.action == "drill")?;
-    let seconds = st
-        .last_drill
-        .and_then(|d| d.duration.trim_end_matches('s').parse::<f64>().ok());
+    let (_, last) = executor::component_action(ctx, ns, c);
+    let last = last.filter(|a| a.id == id && a.action == "drill")?;
+    let seconds = match c.kind {
+        ComponentKind::Database => components::get(&ctx.stores.databases, ns, &c.name)
+            .and_then(|db| db.status?.last_drill)
+            .and_then(|d| d.duration.trim_end_matches('s').parse::<f64>().ok()),
+        ComponentKind::VirtualMachine => components::get(&ctx.stores.virtual_machines, ns, &c.name)
+            .and_then(|vm| vm.status?.last_drill)
+            .filter(|d| d.id == id)
+            .and_then(|d| d.seconds),
+        _ => None,
+    };
     let outcome = if last.outcome == "Done" { "Verified" } else { "Failed" };
     Some((outcome.into(), last.message, seconds))
+}
+
+/// Whether the component takes part in drills: a Database or VirtualMachine with backups.
+fn drillable(ctx: &Context, ns: &str, c: &ComponentRef) -> bool {
+    match c.kind {
+        ComponentKind::Database => {
+            components::get(&ctx.stores.databases, ns, &c.name).is_some_and(|d| d.spec.backup.is_some())
+        }
+        ComponentKind::VirtualMachine => {
+            components::get(&ctx.stores.virtual_machines, ns, &c.name).is_some_and(|v| v.spec.backup.is_some())
+        }
+        _ => false,
+    }
 }
 
 /// Per level of the plan: the slowest verified restore against the window.
@@ -54,11 +88,11 @@ pub fn levels(plan: &RecoveryPlan, comps: &[DrillComponent]) -> Vec<DrillLevel> 
                 .collect();
             let message = if mine.is_empty() {
                 Some(format!(
-                    "nothing of level {} is drilled: drills restore Databases into scratch copies; {} are not drilled",
+                    "nothing of level {} is drilled: drills restore Databases and VirtualMachines with backups into scratch copies; {} are not drilled",
                     l.level,
                     l.applies_to
                         .iter()
-                        .filter(|k| **k != ComponentKind::Database)
+                        .filter(|k| !matches!(k, ComponentKind::Database | ComponentKind::VirtualMachine))
                         .map(|k| k.as_str())
                         .collect::<Vec<_>>()
                         .join(", ")
@@ -114,8 +148,7 @@ pub async fn advance(
                 continue;
             }
             // Asked again only when nothing else holds the component's action slot.
-            let pending = components::get(&ctx.stores.databases, &ns, &c.component.name)
-                .and_then(|db| db.annotations().get(ACTION_ANNOTATION).cloned());
+            let (pending, _) = executor::component_action(ctx, &ns, &c.component);
             let busy = open
                 .iter()
                 .any(|i| i.namespace().as_deref() == Some(ns.as_str()) && i.spec.component == c.component);
@@ -178,13 +211,7 @@ pub async fn advance(
     );
     let open = super::opening::open(&ctx.stores);
     let mut comps = vec![];
-    for c in covered.iter().filter(|c| c.kind == ComponentKind::Database) {
-        let Some(db) = components::get(&ctx.stores.databases, &ns, &c.name) else {
-            continue;
-        };
-        if db.spec.backup.is_none() {
-            continue;
-        }
+    for c in covered.iter().filter(|c| drillable(ctx, &ns, c)) {
         let busy = open
             .iter()
             .find(|i| i.namespace().as_deref() == Some(ns.as_str()) && &i.spec.component == c);
@@ -204,7 +231,7 @@ pub async fn advance(
         EventType::Normal,
         "DrillStarted",
         format!(
-            "drill {id} ({trigger}): {} database(s) restored into scratch copies",
+            "drill {id} ({trigger}): {} component(s) restored into scratch copies",
             comps.iter().filter(|c| c.outcome == RUNNING).count()
         ),
     ));

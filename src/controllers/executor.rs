@@ -49,7 +49,7 @@ fn verb(a: StepAction) -> Option<&'static str> {
 
 /// The component's pending request (its action annotation) and its record of
 /// the last action it carried out.
-fn component_action(ctx: &Context, ns: &str, c: &ComponentRef) -> (Option<String>, Option<ActionRecord>) {
+pub(super) fn component_action(ctx: &Context, ns: &str, c: &ComponentRef) -> (Option<String>, Option<ActionRecord>) {
     fn read<K: Kind>(
         store: &kube::runtime::reflector::Store<DeserializeGuard<K>>,
         ns: &str,

@@ -490,3 +490,82 @@ async fn a_drill_restores_into_scratch_copies_and_leaves_the_live_database_alone
     assert_eq!(again["status"]["lastDrill"]["components"][0]["outcome"], "Verified");
     assert_eq!(databases(), dbs_before);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_vm_drill_starts_a_scratch_copy_of_its_snapshot_and_deletes_it() {
+    let ns = TestNamespace::new("vm-drill");
+    let client = crate::support::plane().client().await;
+    let _standin = crate::support::kubevirt::StandIn::start(client.clone(), &ns.name);
+    let mut op = vm_operator(&ns);
+    op.wait_ready().await;
+    let yaml = "apiVersion: reprise.dev/v1alpha1\nkind: VirtualMachine\nmetadata: {name: vm-web, labels: {tier: vm}}\nspec:\n  cpu: 1\n  memory: 1Gi\n  disks: [{name: root, containerDisk: {image: \"registry.example/vm/debian:12\"}}]\n  backup: {schedule: \"0 0 1 1 *\"}\n---\n\
+         apiVersion: reprise.dev/v1alpha1\nkind: RecoveryPlan\nmetadata: {name: pra}\nspec:\n  selector: {matchLabels: {tier: vm}}\n  drills: {schedule: \"0 3 1 1 *\"}\n";
+    let (ok, out) = ns.apply(yaml);
+    assert!(ok, "{out}");
+    ns.k(&[
+        "wait",
+        "--for=condition=Ready",
+        "virtualmachines.reprise.dev/vm-web",
+        "--timeout=60s",
+    ]);
+    ns.k(&[
+        "annotate",
+        "virtualmachines.reprise.dev/vm-web",
+        "reprise.dev/backup-now=1",
+    ]);
+    ns.wait_for("virtualmachines.reprise.dev/vm-web", "a ready snapshot", 60, |v| {
+        v["status"]["lastBackup"]["ready"] == true
+    })
+    .await;
+    let live = |what: &str| ns.json(&format!("{what}/vm-web"))["metadata"]["uid"].clone();
+    let (vm_before, vmi_before) = (
+        live("virtualmachines.kubevirt.io"),
+        live("virtualmachineinstances.kubevirt.io"),
+    );
+
+    ns.k(&["annotate", "recoveryplan/pra", "reprise.dev/drill-now=1"]);
+    let plan = ns
+        .wait_for("recoveryplan/pra", "the drill to finish", 120, |p| {
+            p["status"]["lastDrill"]["finished"].is_string()
+        })
+        .await;
+    let drill = &plan["status"]["lastDrill"];
+    let c = &drill["components"][0];
+    assert_eq!(c["component"]["kind"], "VirtualMachine", "{drill}");
+    assert_eq!(c["outcome"], "Verified", "{drill}");
+    assert!(c["seconds"].as_f64().unwrap() > 0.0, "{drill}");
+    let level2 = drill["levels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["level"] == 2)
+        .unwrap();
+    assert_eq!(level2["met"], true, "{drill}");
+    assert_eq!(level2["window"], "45m");
+
+    let vm = ns.json("virtualmachines.reprise.dev/vm-web");
+    let d = &vm["status"]["lastDrill"];
+    assert_eq!(d["phase"], "Verified", "{d}");
+    let scratch = d["scratch"].as_str().unwrap();
+    assert!(scratch.starts_with("vm-web-drill-"), "{d}");
+    assert_eq!(vm["status"]["lastAction"]["action"], "drill");
+    assert_eq!(vm["status"]["lastAction"]["outcome"], "Done");
+    // The scratch VM and its restore are gone; the live VM and its instance are the same objects.
+    eventually("the scratch VM deleted", Duration::from_secs(60), || async {
+        let names = ns.k(&[
+            "get",
+            "virtualmachines.kubevirt.io,virtualmachinerestores.snapshot.kubevirt.io",
+            "-o",
+            "name",
+        ]);
+        (!names.contains(scratch)).then_some(())
+    })
+    .await;
+    assert_eq!(live("virtualmachines.kubevirt.io"), vm_before);
+    assert_eq!(
+        live("virtualmachineinstances.kubevirt.io"),
+        vmi_before,
+        "the live instance was not restarted"
+    );
+    assert!(incidents(&ns).is_empty());
+}

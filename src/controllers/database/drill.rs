@@ -25,18 +25,8 @@ pub const SCRATCH_COMMENT: &str = "reprise drill scratch copy";
 
 /// The scratch database of `db` for drill `id`: at most 63 bytes, distinct per drill.
 pub fn scratch_name(db: &str, id: &str) -> String {
-    // The id is `<plan uid prefix>.drill.<unix seconds>`: keep what distinguishes it.
-    let tag: Vec<char> = id
-        .replace(".drill.", "")
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric())
-        .collect();
-    let tag: String = tag[tag.len().saturating_sub(16)..]
-        .iter()
-        .collect::<String>()
-        .to_lowercase();
     let base: String = db.chars().take(40).collect();
-    format!("{base}_drill_{tag}")
+    format!("{base}_drill_{}", crate::controllers::drill::tag(id, 16))
 }
 
 async fn drop_database(admin: &Client, name: &str, version_num: i32) -> Result<(), PgError> {

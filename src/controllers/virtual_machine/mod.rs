@@ -4,6 +4,7 @@
 //! retention, runs the engine's `restart`, `recreate` and `restoreSnapshot`
 //! actions, and publishes the health signal.
 
+pub mod drill;
 pub mod snapshots;
 
 use std::{sync::Arc, time::Duration};
@@ -117,9 +118,25 @@ async fn drive(
             .is_some_and(|p| ["Stopping", "Restoring", "Starting"].contains(&p.phase.as_str()))
     };
 
-    // Actions the engine asks.
+    // Actions the engine asks. A drill is recorded as an action when it ends.
     let mut recreate = false;
-    if let Some((action, id)) = requested_action(vm, r.status.last_action.as_ref()) {
+    let mut asked = requested_action(vm, r.status.last_action.as_ref());
+    if let Some((action, id)) = asked.take_if(|(a, _)| a == "drill")
+        && r.status.last_drill.as_ref().is_none_or(|d| d.id != id)
+    {
+        match drill::start(kv, vm, &id, r.now).await? {
+            Ok(d) => {
+                r.event(EventType::Normal, "DrillStarted", "Drill", d.message.clone());
+                r.status.last_drill = Some(d);
+            }
+            Err(why) => {
+                let (record, type_, note) = action_record(r.now, action, id, "Rejected", why);
+                r.event(type_, "DrillFailed", "Drill", note);
+                r.status.last_action = Some(record);
+            }
+        }
+    }
+    if let Some((action, id)) = asked {
         let (outcome, message) = match action.as_str() {
             "restart" => {
                 kv.restart(vm).await?;
@@ -176,7 +193,7 @@ async fn drive(
             },
             other => (
                 "Rejected",
-                format!("unknown action {other:?}: use restart, recreate, restoreSnapshot or move"),
+                format!("unknown action {other:?}: use restart, recreate, restoreSnapshot, move or drill"),
             ),
         };
         let (record, type_, note) = action_record(r.now, action, id, outcome, message);
@@ -272,6 +289,25 @@ async fn drive(
     }
     let restoring = in_progress(&progress);
     r.status.action_progress = progress;
+
+    // A drill under way moves on.
+    if let Some(mut d) = r.status.last_drill.clone().filter(|d| d.finished.is_none()) {
+        match drill::advance(kv, vm, &mut d, r.now).await? {
+            Some((outcome, message)) => {
+                let verified = outcome == "Done";
+                let (record, type_, _) = action_record(r.now, "drill".into(), d.id.clone(), outcome, message.clone());
+                r.event(
+                    type_,
+                    if verified { "DrillVerified" } else { "DrillFailed" },
+                    "Drill",
+                    message,
+                );
+                r.status.last_action = Some(record);
+            }
+            None => soon(Duration::from_secs(2), &mut again),
+        }
+        r.status.last_drill = Some(d);
+    }
 
     // Snapshots: on schedule, on request; retention.
     if let Some(d) = snapshots::reconcile(r, kv, vm).await? {

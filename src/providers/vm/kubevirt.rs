@@ -20,6 +20,8 @@ pub const MANAGER: &str = "reprise/virtualmachine";
 /// Label on everything reprise creates for a VM, naming the reprise VirtualMachine.
 pub const VM_LABEL: &str = "reprise.dev/vm";
 pub const REVISION_ANNOTATION: &str = "reprise.dev/software-revision";
+/// Label on a drill's scratch VM.
+pub const DRILL_LABEL: &str = "reprise.dev/drill";
 /// Nodes carrying this label with a Server's name run that Server's VMs (`spec.hostRef`).
 pub const SERVER_NODE_LABEL: &str = "reprise.dev/server";
 
@@ -199,8 +201,11 @@ impl VmProvider for KubeVirt {
     }
 
     async fn observe(&self, vm: &VirtualMachine) -> Result<Observed, kube::Error> {
-        let name = vm.name_any();
-        let Some(kv) = self.api(vm, &vm_resource()).get_opt(&name).await? else {
+        self.observe_named(vm, &vm.name_any()).await
+    }
+
+    async fn observe_named(&self, vm: &VirtualMachine, name: &str) -> Result<Observed, kube::Error> {
+        let Some(kv) = self.api(vm, &vm_resource()).get_opt(name).await? else {
             return Ok(Observed::default());
         };
         let mut o = Observed {
@@ -209,7 +214,7 @@ impl VmProvider for KubeVirt {
             software_revision: kv.annotations().get(REVISION_ANNOTATION).cloned(),
             ..Default::default()
         };
-        if let Some(vmi) = self.api(vm, &vmi_resource()).get_opt(&name).await? {
+        if let Some(vmi) = self.api(vm, &vmi_resource()).get_opt(name).await? {
             let st = &vmi.data["status"];
             o.instance = true;
             o.instance_created = Some(created(&vmi));
@@ -340,6 +345,56 @@ impl VmProvider for KubeVirt {
             Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    async fn restore_into(
+        &self,
+        vm: &VirtualMachine,
+        snapshot: &str,
+        name: &str,
+        scratch: &str,
+    ) -> Result<(), kube::Error> {
+        let mut obj = DynamicObject::new(name, &restore_resource()).within(&vm.namespace().unwrap_or_default());
+        obj.metadata.labels = Some(
+            [
+                ("app.kubernetes.io/managed-by".to_string(), "reprise".to_string()),
+                (VM_LABEL.to_string(), vm.name_any()),
+            ]
+            .into(),
+        );
+        obj.metadata.owner_references = vm.controller_owner_ref(&()).map(|o| vec![o]);
+        // A target that does not exist is created from the snapshot, patched:
+        // marked as a drill's scratch copy.
+        obj.data = json!({"spec": {
+            "target": {"apiGroup": "kubevirt.io", "kind": "VirtualMachine", "name": scratch},
+            "virtualMachineSnapshotName": snapshot,
+            "patches": [
+                json!({"op": "add", "path": format!("/metadata/labels/{}", DRILL_LABEL.replace('/', "~1")), "value": "true"}).to_string(),
+            ],
+        }});
+        match self
+            .api(vm, &restore_resource())
+            .create(&PostParams::default(), &obj)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn delete_scratch(&self, vm: &VirtualMachine, scratch: &str, restore: &str) -> Result<(), kube::Error> {
+        for (ar, name, dp) in [
+            (vm_resource(), scratch, DeleteParams::foreground()),
+            (restore_resource(), restore, DeleteParams::default()),
+        ] {
+            match self.api(vm, &ar).delete(name, &dp).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     async fn restore_complete(&self, vm: &VirtualMachine, name: &str) -> Result<Option<bool>, kube::Error> {

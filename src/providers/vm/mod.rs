@@ -64,6 +64,27 @@ pub trait VmProvider {
         snapshot: &str,
         name: &str,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+    /// Restores `snapshot` into a new VM `scratch` (a drill), as restore object `name`.
+    fn restore_into(
+        &self,
+        vm: &VirtualMachine,
+        snapshot: &str,
+        name: &str,
+        scratch: &str,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+    /// What the provider reports about VM `name` of the VM's namespace (a scratch VM).
+    fn observe_named(
+        &self,
+        vm: &VirtualMachine,
+        name: &str,
+    ) -> impl Future<Output = Result<Observed, Self::Error>> + Send;
+    /// Deletes a drill's scratch VM and its restore object.
+    fn delete_scratch(
+        &self,
+        vm: &VirtualMachine,
+        scratch: &str,
+        restore: &str,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
     /// Whether restore `name` is complete (None: it does not exist).
     fn restore_complete(
         &self,

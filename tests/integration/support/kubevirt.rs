@@ -8,7 +8,9 @@
 //!   marked Running and Ready on a node, with an IP and guest-agent info;
 //! - `runStrategy: Halted` removes the instance;
 //! - VirtualMachineSnapshots become `readyToUse`; a VirtualMachineRestore
-//!   completes once its VM has no instance (KubeVirt restores stopped VMs).
+//!   completes once its VM has no instance (KubeVirt restores stopped VMs);
+//!   one whose target does not exist creates it from the snapshot's VM (its
+//!   spec and labels), with the restore's JSON patches applied.
 //!
 //! It never restarts a failed instance by itself, so tests can see failures.
 
@@ -141,14 +143,54 @@ async fn pass(client: &Client, ns: &str) -> Result<(), kube::Error> {
             .as_str()
             .unwrap_or_default()
             .to_string();
-        if r.data["status"]["complete"] != true && vmi_api.get_opt(&target).await?.is_none() {
-            set_status(
-                &restore_api,
-                &r.name_any(),
-                json!({"complete": true, "restoreTime": now()}),
-            )
-            .await?;
+        if r.data["status"]["complete"] == true {
+            continue;
         }
+        // A target that does not exist is created from the snapshot's VM, patched.
+        if vm_api.get_opt(&target).await?.is_none() {
+            let snapshot = r.data["spec"]["virtualMachineSnapshotName"]
+                .as_str()
+                .unwrap_or_default();
+            let Some(s) = snap_api.get_opt(snapshot).await? else {
+                continue;
+            };
+            let source = s.data["spec"]["source"]["name"].as_str().unwrap_or_default();
+            let Some(src) = vm_api.get_opt(source).await? else {
+                continue;
+            };
+            let mut manifest = json!({
+                "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
+                "metadata": {"name": target, "labels": src.metadata.labels},
+                "spec": src.data["spec"],
+            });
+            for p in r.data["spec"]["patches"].as_array().into_iter().flatten() {
+                let p: serde_json::Value = serde_json::from_str(p.as_str().unwrap_or("{}")).unwrap_or_default();
+                let path: Vec<String> = p["path"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .split('/')
+                    .skip(1)
+                    .map(|k| k.replace("~1", "/").replace("~0", "~"))
+                    .collect();
+                if let Some((last, parents)) = path.split_last() {
+                    let mut at = &mut manifest;
+                    for k in parents {
+                        at = &mut at[k.as_str()];
+                    }
+                    at[last.as_str()] = p["value"].clone();
+                }
+            }
+            let obj: DynamicObject = serde_json::from_value(manifest).expect("a VM manifest");
+            vm_api.create(&PostParams::default(), &obj).await?;
+        } else if vmi_api.get_opt(&target).await?.is_some() {
+            continue;
+        }
+        set_status(
+            &restore_api,
+            &r.name_any(),
+            json!({"complete": true, "restoreTime": now()}),
+        )
+        .await?;
     }
     Ok(())
 }
