@@ -30,7 +30,6 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::{api::apps::v1::Deployment, jiff::Timestamp};
 use kube::{Api, api::DeleteParams};
-use serde_json::Value;
 use support::{
     OPERATOR_USER, audit, kubevirt,
     operator::{Operator, Options},
@@ -47,25 +46,11 @@ fn secs(from: Timestamp, to: Timestamp) -> f64 {
     to.duration_since(from).as_secs_f64()
 }
 
-/// The component's incidents, by name.
-fn incidents(world: &World, kind: &str, name: &str) -> Vec<Value> {
-    let list: Value = serde_json::from_str(&world.ns.k(&[
-        "get",
-        "incidents",
-        "-o",
-        "json",
-        "-l",
-        &format!("reprise.dev/component-kind={kind},reprise.dev/component={name}"),
-    ]))
-    .unwrap();
-    list["items"].as_array().cloned().unwrap_or_default()
-}
-
 /// Waits for the incident opened after `known`, resolved; returns its name.
 async fn resolution(world: &World, kind: &str, name: &str, known: usize) -> String {
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
-        let all = incidents(world, kind, name);
+        let all = world.incidents(kind, name);
         if all.len() > known && all.iter().all(|i| i["status"]["phase"] == "Resolved") {
             let newest = all
                 .iter()
@@ -102,7 +87,7 @@ async fn round(
     inject: impl AsyncFnOnce() -> Timestamp,
     is_action: impl Fn(&audit::Write) -> bool,
 ) -> (f64, f64) {
-    let known = incidents(world, kind, name).len();
+    let known = world.incidents(kind, name).len();
     let t0 = inject().await;
     let incident = resolution(world, kind, name, known).await;
     // The audit log is written as requests complete: give it a moment.

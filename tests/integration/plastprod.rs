@@ -14,32 +14,18 @@ use crate::support::{
     plastprod::World,
 };
 
-/// The incidents of the namespace for one component.
-fn incidents_of(world: &World, kind: &str, name: &str) -> Vec<Value> {
-    let list: Value = serde_json::from_str(&world.ns.k(&[
-        "get",
-        "incidents",
-        "-o",
-        "json",
-        "-l",
-        &format!("reprise.dev/component-kind={kind},reprise.dev/component={name}"),
-    ]))
-    .unwrap();
-    list["items"].as_array().cloned().unwrap_or_default()
-}
-
 /// Waits for the component's one incident to be resolved; checks what every resolved incident must hold.
 async fn resolved(world: &World, kind: &str, name: &str, level: u64) -> Value {
     let inc = eventually(
         &format!("the {kind} {name} incident resolved"),
         Duration::from_secs(180),
         || async {
-            let all = incidents_of(world, kind, name);
+            let all = world.incidents(kind, name);
             all.first().filter(|i| i["status"]["phase"] == "Resolved").cloned()
         },
     )
     .await;
-    assert_eq!(incidents_of(world, kind, name).len(), 1, "one incident for one failure");
+    assert_eq!(world.incidents(kind, name).len(), 1, "one incident for one failure");
     assert_eq!(inc["spec"]["level"], level);
     let st = &inc["status"];
     let timeline = st["timeline"].as_array().unwrap();

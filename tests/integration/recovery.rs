@@ -95,28 +95,43 @@ fn db(ns: &TestNamespace) -> Value {
     serde_json::from_str(&ns.k(&["get", "database/shop-db", "-o", "json"])).unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_failed_database_opens_one_incident_that_resolves_with_its_measures() {
+/// A PostgreSQL server, a namespace, a backup directory, and an operator probing databases every 2 s.
+async fn db_world(prefix: &str) -> (Postgres, TestNamespace, tempfile::TempDir, Operator) {
     let pg = Postgres::start();
-    let (hook, received) = receiver().await;
-    let ns = TestNamespace::new("detect");
+    let ns = TestNamespace::new(prefix);
     let backups = tempfile::tempdir().unwrap();
     let mut op = Operator::start(Options {
         extra: vec!["--database-probe-seconds".into(), "2".into()],
         ..Options::namespace(&ns.name)
     });
     op.wait_ready().await;
-    let yaml = format!(
+    (pg, ns, backups, op)
+}
+
+/// The admin Secret and Database shop-db (label `tier: data`) on `pg`, with
+/// `databases` and verify `tables` (YAML flow lists), backed up to `backups`.
+fn shop_db(pg: &Postgres, backups: &tempfile::TempDir, databases: &str, tables: &str) -> String {
+    format!(
         "apiVersion: v1\nkind: Secret\nmetadata: {{name: pg-admin}}\nstringData: {{username: {ADMIN}, password: \"{}\"}}\n---\n\
-         apiVersion: reprise.dev/v1alpha1\nkind: Database\nmetadata: {{name: shop-db, labels: {{tier: data}}}}\nspec:\n  instance: {{external: {{host: 127.0.0.1, port: {}, adminSecretRef: {{name: pg-admin}}, sslMode: Disable}}}}\n  databases: [{{name: shop}}]\n  backup: {{schedule: \"0 0 1 1 *\", store: {{local: {{path: {}}}}}}}\n  verify: {{tables: [{{database: shop, name: orders}}]}}\n---\n\
+         apiVersion: reprise.dev/v1alpha1\nkind: Database\nmetadata: {{name: shop-db, labels: {{tier: data}}}}\nspec:\n  instance: {{external: {{host: 127.0.0.1, port: {}, adminSecretRef: {{name: pg-admin}}, sslMode: Disable}}}}\n  databases: {databases}\n  backup: {{schedule: \"0 0 1 1 *\", store: {{local: {{path: {}}}}}}}\n  verify: {{tables: {tables}}}\n",
+        pg.admin_password,
+        pg.port,
+        backups.path().display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_database_opens_one_incident_that_resolves_with_its_measures() {
+    let (hook, received) = receiver().await;
+    let (pg, ns, backups, _op) = db_world("detect").await;
+    let yaml = format!(
+        "{}---\n\
          apiVersion: v1\nkind: Secret\nmetadata: {{name: pager}}\nstringData: {{token: pager-token-77}}\n---\n\
          apiVersion: reprise.dev/v1alpha1\nkind: RecoveryPlan\nmetadata: {{name: pra}}\nspec:\n  selector: {{matchLabels: {{tier: data}}}}\n\
          \x20 levels:\n  - {{level: 1, appliesTo: [Application, Database], minWindow: 15m, maxWindow: 30m, responders: [{{name: it}}, {{name: vendor, modes: [Phone]}}]}}\n\
          \x20 responders:\n  - {{name: it, type: Internal, webhook: {{url: \"{hook}\", tokenSecretRef: {{name: pager, key: token}}}}}}\n\
          \x20 - {{name: vendor, type: Vendor, webhook: {{url: \"{hook}\"}}, contract: {{until: \"2020-01-01\", reference: OLD-1}}}}\n",
-        pg.admin_password,
-        pg.port,
-        backups.path().display()
+        shop_db(&pg, &backups, "[{name: shop}]", "[{database: shop, name: orders}]")
     );
     let (ok, out) = ns.apply(&yaml);
     assert!(ok, "{out}");
@@ -359,21 +374,16 @@ async fn a_step_that_fails_for_good_escalates_to_the_next_responder() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_drill_restores_into_scratch_copies_and_leaves_the_live_database_alone() {
-    let pg = Postgres::start();
-    let ns = TestNamespace::new("drill");
-    let backups = tempfile::tempdir().unwrap();
-    let mut op = Operator::start(Options {
-        extra: vec!["--database-probe-seconds".into(), "2".into()],
-        ..Options::namespace(&ns.name)
-    });
-    op.wait_ready().await;
+    let (pg, ns, backups, _op) = db_world("drill").await;
     let yaml = format!(
-        "apiVersion: v1\nkind: Secret\nmetadata: {{name: pg-admin}}\nstringData: {{username: {ADMIN}, password: \"{}\"}}\n---\n\
-         apiVersion: reprise.dev/v1alpha1\nkind: Database\nmetadata: {{name: shop-db, labels: {{tier: data}}}}\nspec:\n  instance: {{external: {{host: 127.0.0.1, port: {}, adminSecretRef: {{name: pg-admin}}, sslMode: Disable}}}}\n  databases: [{{name: shop}}, {{name: stock}}]\n  backup: {{schedule: \"0 0 1 1 *\", store: {{local: {{path: {}}}}}}}\n  verify: {{tables: [{{database: shop, name: orders}}, {{database: stock, name: items}}]}}\n---\n\
+        "{}---\n\
          apiVersion: reprise.dev/v1alpha1\nkind: RecoveryPlan\nmetadata: {{name: pra}}\nspec:\n  selector: {{matchLabels: {{tier: data}}}}\n  drills: {{schedule: \"0 3 1 1 *\"}}\n",
-        pg.admin_password,
-        pg.port,
-        backups.path().display()
+        shop_db(
+            &pg,
+            &backups,
+            "[{name: shop}, {name: stock}]",
+            "[{database: shop, name: orders}, {database: stock, name: items}]"
+        )
     );
     let (ok, out) = ns.apply(&yaml);
     assert!(ok, "{out}");

@@ -4,7 +4,7 @@
 //! nothing is written to them. Scratch databases carry a comment, so one an
 //! interrupted drill left behind is dropped by the next drill.
 
-use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use tokio_postgres::Client;
 
 use super::restore::{self, Peers};
@@ -86,20 +86,8 @@ pub async fn run(
             Err(e) => failures.push(format!("{}: {e}", d.name)),
         }
     }
-    let finished = Timestamp::now();
-    record.finished = Time(finished);
-    record.duration = format!("{:.3}s", finished.duration_since(now).as_secs_f64());
-    let mut ids: Vec<&str> = used.iter().map(|m| m.id.as_str()).collect();
-    ids.dedup();
-    if !ids.is_empty() {
-        record.backup_id = Some(ids.join(", "));
-    }
-    if let Some(oldest) = used.iter().map(|m| m.started).min() {
-        // What a restore now would lose.
-        record.backup_time = Some(Time(oldest));
-        record.data_loss_window_seconds = Some((now.as_second() - oldest.as_second()).max(0));
-    }
-    restore::conclude(&mut record, &failures);
+    // The data-loss window: what a restore now would lose.
+    restore::conclude(&mut record, &used, &failures, now);
     record
 }
 

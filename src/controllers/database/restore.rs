@@ -110,7 +110,6 @@ pub async fn run(
         by_db.entry(m.database()).or_default().push(m);
     }
     let mut record = record(missing.iter().map(Missing::describe).collect(), observed);
-    let started = record.started.0;
     let mut used: Vec<&Manifest> = vec![];
     let mut failures: Vec<String> = vec![];
     for (name, items) in by_db {
@@ -119,19 +118,7 @@ pub async fn run(
             Err(e) => failures.push(format!("{name}: {e}")),
         }
     }
-    let finished = Timestamp::now();
-    record.finished = Time(finished);
-    record.duration = format!("{:.3}s", finished.duration_since(started).as_secs_f64());
-    let mut ids: Vec<&str> = used.iter().map(|m| m.id.as_str()).collect();
-    ids.dedup();
-    if !ids.is_empty() {
-        record.backup_id = Some(ids.join(", "));
-    }
-    if let Some(oldest) = used.iter().map(|m| m.started).min() {
-        record.backup_time = Some(Time(oldest));
-        record.data_loss_window_seconds = Some((observed.as_second() - oldest.as_second()).max(0));
-    }
-    conclude(&mut record, &failures);
+    conclude(&mut record, &used, &failures, observed);
     record
 }
 
@@ -155,9 +142,23 @@ pub fn record(targets: Vec<String>, observed: Timestamp) -> RestoreRecord {
     }
 }
 
-/// The outcome: `Failed` with the failures, else `VerificationFailed` when a
-/// verify table differs from its manifest, else `Verified`.
-pub fn conclude(record: &mut RestoreRecord, failures: &[String]) {
+/// Ends the record: its duration, the backups `used` (the data-loss window
+/// runs from the oldest to `loss_until`), and the outcome: `Failed` with the
+/// failures, else `VerificationFailed` when a verify table differs from its
+/// manifest, else `Verified`.
+pub fn conclude(record: &mut RestoreRecord, used: &[&Manifest], failures: &[String], loss_until: Timestamp) {
+    let finished = Timestamp::now();
+    record.finished = Time(finished);
+    record.duration = format!("{:.3}s", finished.duration_since(record.started.0).as_secs_f64());
+    let mut ids: Vec<&str> = used.iter().map(|m| m.id.as_str()).collect();
+    ids.dedup();
+    if !ids.is_empty() {
+        record.backup_id = Some(ids.join(", "));
+    }
+    if let Some(oldest) = used.iter().map(|m| m.started).min() {
+        record.backup_time = Some(Time(oldest));
+        record.data_loss_window_seconds = Some((loss_until.as_second() - oldest.as_second()).max(0));
+    }
     if !failures.is_empty() {
         record.outcome = "Failed".into();
         record.message = failures.join("; ");

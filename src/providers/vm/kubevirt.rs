@@ -179,6 +179,43 @@ fn created(o: &DynamicObject) -> Timestamp {
 }
 
 impl KubeVirt {
+    /// A VirtualMachineRestore `name` of `snapshot` into VM `target`, owned by the VM.
+    async fn create_restore(
+        &self,
+        vm: &VirtualMachine,
+        snapshot: &str,
+        name: &str,
+        target: &str,
+        patches: Vec<String>,
+    ) -> Result<(), kube::Error> {
+        let mut obj = DynamicObject::new(name, &restore_resource()).within(&vm.namespace().unwrap_or_default());
+        obj.metadata.labels = Some(
+            [
+                ("app.kubernetes.io/managed-by".to_string(), "reprise".to_string()),
+                (VM_LABEL.to_string(), vm.name_any()),
+            ]
+            .into(),
+        );
+        obj.metadata.owner_references = vm.controller_owner_ref(&()).map(|o| vec![o]);
+        let mut spec = json!({
+            "target": {"apiGroup": "kubevirt.io", "kind": "VirtualMachine", "name": target},
+            "virtualMachineSnapshotName": snapshot,
+        });
+        if !patches.is_empty() {
+            spec["patches"] = json!(patches);
+        }
+        obj.data = json!({ "spec": spec });
+        match self
+            .api(vm, &restore_resource())
+            .create(&PostParams::default(), &obj)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     fn api(&self, vm: &VirtualMachine, ar: &ApiResource) -> Api<DynamicObject> {
         Api::namespaced_with(self.client.clone(), &vm.namespace().unwrap_or_default(), ar)
     }
@@ -323,28 +360,7 @@ impl VmProvider for KubeVirt {
     }
 
     async fn restore(&self, vm: &VirtualMachine, snapshot: &str, name: &str) -> Result<(), kube::Error> {
-        let mut obj = DynamicObject::new(name, &restore_resource()).within(&vm.namespace().unwrap_or_default());
-        obj.metadata.labels = Some(
-            [
-                ("app.kubernetes.io/managed-by".to_string(), "reprise".to_string()),
-                (VM_LABEL.to_string(), vm.name_any()),
-            ]
-            .into(),
-        );
-        obj.metadata.owner_references = vm.controller_owner_ref(&()).map(|o| vec![o]);
-        obj.data = json!({"spec": {
-            "target": {"apiGroup": "kubevirt.io", "kind": "VirtualMachine", "name": vm.name_any()},
-            "virtualMachineSnapshotName": snapshot,
-        }});
-        match self
-            .api(vm, &restore_resource())
-            .create(&PostParams::default(), &obj)
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
-            Err(e) => Err(e),
-        }
+        self.create_restore(vm, snapshot, name, &vm.name_any(), vec![]).await
     }
 
     async fn restore_into(
@@ -354,33 +370,11 @@ impl VmProvider for KubeVirt {
         name: &str,
         scratch: &str,
     ) -> Result<(), kube::Error> {
-        let mut obj = DynamicObject::new(name, &restore_resource()).within(&vm.namespace().unwrap_or_default());
-        obj.metadata.labels = Some(
-            [
-                ("app.kubernetes.io/managed-by".to_string(), "reprise".to_string()),
-                (VM_LABEL.to_string(), vm.name_any()),
-            ]
-            .into(),
-        );
-        obj.metadata.owner_references = vm.controller_owner_ref(&()).map(|o| vec![o]);
         // A target that does not exist is created from the snapshot, patched:
         // marked as a drill's scratch copy.
-        obj.data = json!({"spec": {
-            "target": {"apiGroup": "kubevirt.io", "kind": "VirtualMachine", "name": scratch},
-            "virtualMachineSnapshotName": snapshot,
-            "patches": [
-                json!({"op": "add", "path": format!("/metadata/labels/{}", DRILL_LABEL.replace('/', "~1")), "value": "true"}).to_string(),
-            ],
-        }});
-        match self
-            .api(vm, &restore_resource())
-            .create(&PostParams::default(), &obj)
+        let mark = json!({"op": "add", "path": format!("/metadata/labels/{}", DRILL_LABEL.replace('/', "~1")), "value": "true"});
+        self.create_restore(vm, snapshot, name, scratch, vec![mark.to_string()])
             .await
-        {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
-            Err(e) => Err(e),
-        }
     }
 
     async fn delete_scratch(&self, vm: &VirtualMachine, scratch: &str, restore: &str) -> Result<(), kube::Error> {

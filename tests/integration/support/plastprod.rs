@@ -211,6 +211,20 @@ impl World {
         .await;
     }
 
+    /// The component's incidents.
+    pub fn incidents(&self, kind: &str, name: &str) -> Vec<Value> {
+        let list: Value = serde_json::from_str(&self.ns.k(&[
+            "get",
+            "incidents",
+            "-o",
+            "json",
+            "-l",
+            &format!("reprise.dev/component-kind={kind},reprise.dev/component={name}"),
+        ]))
+        .unwrap();
+        list["items"].as_array().cloned().unwrap_or_default()
+    }
+
     pub fn bmc(&self, server: &str) -> &Sushy {
         &self.bmcs.iter().find(|(n, _)| n == server).unwrap().1
     }
