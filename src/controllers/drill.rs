@@ -53,7 +53,11 @@ fn answer(ctx: &Context, ns: &str, c: &ComponentRef, id: &str) -> Option<(String
         _ => None,
     };
     let outcome = if last.outcome == "Done" { "Verified" } else { "Failed" };
-    Some((outcome.into(), last.message, seconds.map(|s| (s * 1000.0).round() / 1000.0)))
+    Some((
+        outcome.into(),
+        last.message,
+        seconds.map(|s| (s * 1000.0).round() / 1000.0),
+    ))
 }
 
 /// Whether the component takes part in drills: a Database or VirtualMachine with backups.
