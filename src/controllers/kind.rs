@@ -30,7 +30,15 @@ pub trait Kind:
     + Sync
     + 'static
 {
-    type Status: CommonStatus + Clone + Default + PartialEq + Serialize + Debug + Send + Sync;
+    type Status: CommonStatus
+        + Clone
+        + Default
+        + PartialEq
+        + Serialize
+        + serde::de::DeserializeOwned
+        + Debug
+        + Send
+        + Sync;
     /// Field manager of this kind's controller: `reprise/<kind>`.
     const MANAGER: &'static str;
     fn status(&self) -> Option<&Self::Status>;

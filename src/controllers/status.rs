@@ -46,6 +46,17 @@ pub async fn write_status<K: Kind>(ctx: &Context, obj: &K, status: &K::Status) -
     Ok(true)
 }
 
+/// The status this operator last wrote for `obj`, when the store has not
+/// caught up with that write yet: a reconcile builds on what it did (steps
+/// started, notifications sent), not on the older copy the watch still holds.
+fn fresher_than_store<K: Kind>(ctx: &Context, obj: &K) -> Option<K::Status> {
+    let written = ctx.written.lock().unwrap_or_else(|p| p.into_inner());
+    let (written_rv, value) = written.get(&obj.uid()?)?;
+    (*written_rv > rv(obj))
+        .then(|| serde_json::from_value(value.clone()).ok())
+        .flatten()
+}
+
 /// The resourceVersion as a number (etcd's revision), 0 when it is not one.
 fn rv<K: Kind>(obj: &K) -> u64 {
     obj.resource_version().and_then(|v| v.parse().ok()).unwrap_or(0)
@@ -108,7 +119,9 @@ impl<'a, K: Kind> Report<'a, K> {
     pub fn new(ctx: &'a Context, obj: &'a K) -> Self {
         use super::kind::CommonStatus;
         let generation = obj.meta().generation.unwrap_or(0);
-        let mut status = obj.status().cloned().unwrap_or_default();
+        let mut status = fresher_than_store(ctx, obj)
+            .or_else(|| obj.status().cloned())
+            .unwrap_or_default();
         status.set_observed_generation(generation);
         Self {
             ctx,

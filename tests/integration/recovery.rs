@@ -66,8 +66,8 @@ async fn vm_scene(prefix: &str, vm: &str, plan_spec: &str) -> VmScene {
 fn timeline(inc: &Value) -> Vec<(String, String, u64)> {
     inc["status"]["timeline"]
         .as_array()
-        .unwrap()
-        .iter()
+        .into_iter()
+        .flatten()
         .map(|e| {
             (
                 e["step"].as_str().unwrap().to_string(),
@@ -274,7 +274,7 @@ async fn a_failed_vm_is_recovered_by_the_plans_procedure() {
     let scene = vm_scene(
         "procedure",
         "vm-web",
-        "  levels:\n  - {level: 2, appliesTo: [VirtualMachine], minWindow: 30m, maxWindow: 45m}\n  procedures:\n  - kind: VirtualMachine\n    steps:\n    - {name: restart, action: Restart, timeout: 60s}\n    - {name: recreate, action: Recreate, timeout: 60s}\n",
+        "  levels:\n  - {level: 2, appliesTo: [VirtualMachine], minWindow: 30m, maxWindow: 45m}\n  procedures:\n  - kind: VirtualMachine\n    steps:\n    - {name: restart, action: Restart, timeout: 60s}\n    - {name: recreate, action: Recreate, timeout: 60s}\n  incidentRetention: 10s\n",
     )
     .await;
     let ns = &scene.ns;
@@ -295,6 +295,78 @@ async fn a_failed_vm_is_recovered_by_the_plans_procedure() {
     assert_eq!(vm["status"]["health"]["state"], "Healthy");
     let m = &inc["status"]["measures"];
     assert!(m["timeToRecover"].as_str().is_some(), "{m}");
+    assert_eq!(m["steps"][0]["step"], "restart", "{m}");
+    assert!(inc["status"]["closedAt"].is_string());
+    // Kept as the audit trail for the plan's retention (10 s here), then deleted.
+    assert_eq!(incidents(ns).len(), 1);
+    eventually(
+        "the incident past its retention deleted",
+        Duration::from_secs(60),
+        || async { incidents(ns).is_empty().then_some(()) },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_notify_only_window_opens_an_incident_whose_procedure_only_notifies() {
+    let (hook, received) = receiver().await;
+    let ns = TestNamespace::new("notify-only");
+    let client = crate::support::plane().client().await;
+    let _standin = crate::support::kubevirt::StandIn::start(client.clone(), &ns.name);
+    let mut op = vm_operator(&ns);
+    op.wait_ready().await;
+    let start = Timestamp::now().checked_sub(1.minute()).unwrap();
+    let end = Timestamp::now().checked_add(1.hour()).unwrap();
+    let yaml = format!(
+        "apiVersion: reprise.dev/v1alpha1\nkind: VirtualMachine\nmetadata: {{name: vm-api, labels: {{tier: vm}}}}\nspec:\n  cpu: 1\n  memory: 1Gi\n  disks: [{{name: root, containerDisk: {{image: \"registry.example/vm/debian:12\"}}}}]\n---\n\
+         apiVersion: reprise.dev/v1alpha1\nkind: RecoveryPlan\nmetadata: {{name: pra}}\nspec:\n  selector: {{matchLabels: {{tier: vm}}}}\n\
+         \x20 levels:\n  - {{level: 2, appliesTo: [VirtualMachine], minWindow: 30m, maxWindow: 45m, responders: [{{name: it}}]}}\n\
+         \x20 responders:\n  - {{name: it, type: Internal, webhook: {{url: \"{hook}\"}}}}\n\
+         \x20 procedures:\n  - kind: VirtualMachine\n    steps:\n    - {{name: restart, action: Restart, timeout: 60s}}\n---\n\
+         apiVersion: reprise.dev/v1alpha1\nkind: MaintenanceWindow\nmetadata: {{name: change-freeze}}\nspec:\n  selector: {{matchLabels: {{tier: vm}}}}\n  start: \"{start}\"\n  end: \"{end}\"\n  reason: year-end change freeze, people decide\n  mode: NotifyOnly\n"
+    );
+    let (ok, out) = ns.apply(&yaml);
+    assert!(ok, "{out}");
+    ns.k(&[
+        "wait",
+        "--for=condition=Ready",
+        "virtualmachines.reprise.dev/vm-api",
+        "--timeout=60s",
+    ]);
+    crate::support::kubevirt::fail_instance(&client, &ns.name, "vm-api").await;
+    let inc = eventually("the restart skipped", Duration::from_secs(60), || async {
+        incidents(&ns)
+            .into_iter()
+            .find(|i| timeline(i).iter().any(|(s, o, _)| s == "restart" && o == "Skipped"))
+    })
+    .await;
+    assert_eq!(inc["spec"]["notifyOnly"], "change-freeze");
+    assert_eq!(
+        timeline(&inc),
+        [
+            ("notify-it".to_string(), "Succeeded".to_string(), 1),
+            ("restart".to_string(), "Skipped".to_string(), 1)
+        ],
+        "{}",
+        inc["status"]["timeline"]
+    );
+    let got = received.lock().unwrap().clone();
+    assert_eq!(got.len(), 1, "the responder was told: {got:?}");
+    // Nothing restarts the VM: it stays failed, the incident open for people.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let vm = ns.json("virtualmachines.reprise.dev/vm-api");
+    assert_eq!(vm["status"]["health"]["state"], "Failed", "{}", vm["status"]);
+    assert!(
+        vm["status"]["lastAction"].is_null(),
+        "no action asked: {}",
+        vm["status"]
+    );
+    let inc = ns.json(&format!("incident/{}", inc["metadata"]["name"].as_str().unwrap()));
+    assert_ne!(inc["status"]["phase"], "Resolved");
+    assert_ne!(
+        inc["status"]["phase"], "Failed",
+        "a notify-only incident waits for people"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
