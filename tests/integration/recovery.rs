@@ -651,3 +651,54 @@ async fn a_vm_drill_starts_a_scratch_copy_of_its_snapshot_and_deletes_it() {
     );
     assert!(incidents(&ns).is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_step_that_would_end_past_the_deadline_is_skipped_for_escalation_and_the_breach_is_recorded() {
+    let (hook, received) = receiver().await;
+    // A 20 s window: the 60 s restart cannot end before the deadline.
+    let plan = format!(
+        "  levels:\n  - {{level: 2, appliesTo: [VirtualMachine], minWindow: 5s, maxWindow: 20s, responders: [{{name: it}}, {{name: vendor, modes: [Phone]}}]}}\n\
+         \x20 responders:\n  - {{name: it, type: Internal, webhook: {{url: \"{hook}\"}}}}\n\
+         \x20 - {{name: vendor, type: Vendor, webhook: {{url: \"{hook}\"}}, contract: {{until: \"2099-12-31\"}}}}\n\
+         \x20 procedures:\n  - kind: VirtualMachine\n    steps:\n    - {{name: restart, action: Restart, timeout: 60s}}\n    - {{name: approve, action: WaitForApproval, timeout: 5m}}\n"
+    );
+    let mut scene = vm_scene("deadline", "vm-api", &plan).await;
+    let ns = &scene.ns;
+    let inc = eventually("the deadline breached", Duration::from_secs(90), || async {
+        incidents(ns).into_iter().find(|i| i["status"]["breached"] == true)
+    })
+    .await;
+    let steps: Vec<(String, String)> = timeline(&inc).into_iter().map(|(s, o, _)| (s, o)).collect();
+    assert_eq!(
+        steps[..3],
+        [
+            ("notify-it".to_string(), "Succeeded".to_string()),
+            ("restart".to_string(), "Skipped".to_string()),
+            ("escalate-vendor".to_string(), "Succeeded".to_string()),
+        ],
+        "{}",
+        inc["status"]["timeline"]
+    );
+    let skipped = &inc["status"]["timeline"][1]["message"];
+    assert!(skipped.as_str().unwrap().contains("past the deadline"), "{skipped}");
+    assert_eq!(inc["status"]["phase"], "AwaitingApproval", "people decide now");
+    assert_eq!(inc["status"]["measures"]["deadlineMet"], false);
+    let vm = ns.json("virtualmachines.reprise.dev/vm-api");
+    assert!(
+        vm["status"]["lastAction"].is_null(),
+        "no restart asked: {}",
+        vm["status"]
+    );
+    let got = received.lock().unwrap().clone();
+    let phases: Vec<&str> = got
+        .iter()
+        .map(|d| d.body["phase"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(phases, ["Detected", "Escalated"], "{got:?}");
+    let events = ns.k(&["get", "events", "-o", "jsonpath={.items[*].reason}"]);
+    assert!(events.contains("DeadlineBreached"), "{events}");
+    assert_eq!(
+        scene.op.metric("reprise_deadline_breaches_total", "level=\"2\"").await,
+        1.0
+    );
+}
