@@ -194,11 +194,7 @@ fn main() {
     unsafe { std::env::set_var("REPRISE_KWOK_NODES", "50") };
     let deletions = env_usize("REPRISE_BENCH_DELETIONS", 100);
     let apps = env_usize("REPRISE_BENCH_APPS", 1000);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = support::bench_runtime();
     rt.block_on(async {
         let dir = std::env::temp_dir().join("reprise-bench-plane");
         let plane = Plane::up(Some(&dir));

@@ -148,11 +148,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = support::bench_runtime();
     rt.block_on(async {
         let world = World::start("bench-recovery", None).await;
         let mut op = Operator::start(Options::namespace(&world.ns.name));

@@ -404,3 +404,12 @@ pub fn each(v: &serde_json::Value, key: &str) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// The runtime a benchmark runs on: two workers, as on the machines it is measured on.
+pub fn bench_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
