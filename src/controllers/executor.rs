@@ -134,7 +134,8 @@ const SELF_REPAIR_CAP: i64 = 300;
 
 /// A repair the component's own controller has under way, if any: the
 /// procedure lets it finish rather than act over it (a power cycle on top of
-/// a power-on, a restore on top of a restore).
+/// a power-on, a restore on top of a restore, a restart of a Deployment just
+/// recreated).
 fn self_repair(ctx: &Context, ns: &str, c: &ComponentRef) -> Option<String> {
     let s = &ctx.stores;
     match c.kind {
@@ -160,7 +161,13 @@ fn self_repair(ctx: &Context, ns: &str, c: &ComponentRef) -> Option<String> {
             let h = vm.status?.health?;
             (h.state == VmHealthState::Restoring).then(|| format!("VirtualMachine {} is restoring a snapshot", c.name))
         }
-        ComponentKind::Application => None,
+        ComponentKind::Application => {
+            // A Deployment the controller has just (re)created: its pods are coming.
+            let key = kube::runtime::reflector::ObjectRef::new(&c.name).within(ns);
+            let d = s.deployments.get(&key)?;
+            let age = Timestamp::now().as_second() - d.metadata.creation_timestamp.as_ref()?.0.as_second();
+            (age < 120).then(|| format!("Deployment {} was created {age}s ago; its pods are starting", c.name))
+        }
     }
 }
 

@@ -81,6 +81,14 @@ async fn the_example_is_quiet_then_recovers_one_failure_per_level() {
     ns.k(&["delete", "deployment", "web-shop", "--wait=false"]);
     let app = resolved(&world, "Application", "web-shop", 1).await;
     assert_eq!(app["status"]["measures"]["deadlineMet"], true);
+    // The controller recreated it at once: the procedure let that finish, restarting nothing.
+    let steps: Vec<&str> = app["status"]["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["step"].as_str().unwrap())
+        .collect();
+    assert!(!steps.contains(&"restart"), "{steps:?}");
 
     // Level 1, database: dropped on the server; restored from the backup and verified.
     world.pg.sql("postgres", "DROP DATABASE shop WITH (FORCE)");
