@@ -51,18 +51,23 @@ pub fn get<K: Kind>(store: &Store<DeserializeGuard<K>>, ns: &str, name: &str) ->
         .and_then(|o| o.0.as_ref().ok().cloned())
 }
 
-/// Whether the object `name` of `kind` exists in `ns`.
-pub fn exists(stores: &Stores, kind: ComponentKind, ns: &str, name: &str) -> bool {
-    fn has<K: Kind>(s: &Store<DeserializeGuard<K>>, ns: &str, name: &str) -> bool {
+/// The labels of the object `name` of `kind` in `ns`; None when it does not exist.
+pub fn labels(stores: &Stores, kind: ComponentKind, ns: &str, name: &str) -> Option<BTreeMap<String, String>> {
+    fn of<K: Kind>(s: &Store<DeserializeGuard<K>>, ns: &str, name: &str) -> Option<BTreeMap<String, String>> {
         s.get(&kube::runtime::reflector::ObjectRef::new(name).within(ns))
-            .is_some()
+            .map(|o| o.labels().clone())
     }
     match kind {
-        ComponentKind::Application => has(&stores.applications, ns, name),
-        ComponentKind::Database => has(&stores.databases, ns, name),
-        ComponentKind::VirtualMachine => has(&stores.virtual_machines, ns, name),
-        ComponentKind::Server => has(&stores.servers, ns, name),
+        ComponentKind::Application => of(&stores.applications, ns, name),
+        ComponentKind::Database => of(&stores.databases, ns, name),
+        ComponentKind::VirtualMachine => of(&stores.virtual_machines, ns, name),
+        ComponentKind::Server => of(&stores.servers, ns, name),
     }
+}
+
+/// Whether the object `name` of `kind` exists in `ns`.
+pub fn exists(stores: &Stores, kind: ComponentKind, ns: &str, name: &str) -> bool {
+    labels(stores, kind, ns, name).is_some()
 }
 
 /// A label selector, converted; `field` names it in the error.

@@ -120,17 +120,15 @@ impl Seen {
     }
 }
 
-/// The active MaintenanceWindow (`Pause` or `NotifyOnly`) covering `obj` now,
+/// The active MaintenanceWindow (`Pause` first, else `NotifyOnly`) covering `obj` now,
 /// if any: its controller then leaves a failure unrepaired for people to
 /// handle (what someone asks for still runs).
-pub fn held_by<K: ResourceExt>(stores: &Stores, kind: ComponentKind, obj: &K) -> Option<String> {
-    let c = ComponentRef {
-        kind,
-        name: obj.name_any(),
-    };
+pub fn held_by<K: ResourceExt>(stores: &Stores, obj: &K) -> Option<String> {
     let ns = obj.namespace().unwrap_or_default();
+    let labels = obj.labels();
     let now = Timestamp::now();
-    paused_by(stores, &ns, &c, now).or_else(|| window_over(stores, &ns, &c, now, MaintenanceMode::NotifyOnly))
+    active_window(stores, &ns, labels, now, MaintenanceMode::Pause)
+        .or_else(|| active_window(stores, &ns, labels, now, MaintenanceMode::NotifyOnly))
 }
 
 /// The active `Pause` MaintenanceWindow covering the component, if any.
@@ -146,10 +144,18 @@ pub fn window_over(
     now: Timestamp,
     mode: MaintenanceMode,
 ) -> Option<String> {
-    let labels = components::in_namespace(stores, ns)
-        .into_iter()
-        .find(|x| &x.reference == c)?
-        .labels;
+    let labels = components::labels(stores, c.kind, ns, &c.name)?;
+    active_window(stores, ns, &labels, now, mode)
+}
+
+/// The active MaintenanceWindow of `mode` in `ns` whose selector matches `labels`.
+fn active_window(
+    stores: &Stores,
+    ns: &str,
+    labels: &std::collections::BTreeMap<String, String>,
+    now: Timestamp,
+    mode: MaintenanceMode,
+) -> Option<String> {
     stores
         .maintenance_windows
         .state()
@@ -157,6 +163,6 @@ pub fn window_over(
         .filter_map(|w| w.0.as_ref().ok())
         .filter(|w| w.namespace().as_deref() == Some(ns) && w.spec.mode == mode)
         .filter(|w| phase(w.spec.start.0, w.spec.end.0, now).0 == WindowPhase::Active)
-        .find(|w| components::selector("spec.selector", &w.spec.selector).is_ok_and(|s| s.matches(&labels)))
+        .find(|w| components::selector("spec.selector", &w.spec.selector).is_ok_and(|s| s.matches(labels)))
         .map(|w| w.name_any())
 }

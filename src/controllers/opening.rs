@@ -73,10 +73,11 @@ pub async fn open_incidents(
         let Some(f) = failure(&ctx.stores, &ns, c).or_else(|| ctx.seen.get(&ns, c)) else {
             continue;
         };
+        let incident_name = name(c, f.since);
         let already = open(&ctx.stores)
             .iter()
             .any(|i| i.namespace().as_deref() == Some(ns.as_str()) && &i.spec.component == c)
-            || components::get(&ctx.stores.incidents, &ns, &name(c, f.since)).is_some();
+            || components::get(&ctx.stores.incidents, &ns, &incident_name).is_some();
         if already {
             ctx.seen.forget(&ns, c);
             continue;
@@ -90,7 +91,7 @@ pub async fn open_incidents(
         let notify_only = window_over(&ctx.stores, &ns, c, now, MaintenanceMode::NotifyOnly);
         let incident = Incident {
             metadata: ObjectMeta {
-                name: Some(name(c, f.since)),
+                name: Some(incident_name),
                 namespace: Some(ns.clone()),
                 labels: Some(
                     [
@@ -114,12 +115,9 @@ pub async fn open_incidents(
             status: None,
         };
         let api: Api<Incident> = Api::namespaced(ctx.client.clone(), &ns);
-        let created = api.create(&PostParams::default(), &incident).await;
-        if created.is_ok() || matches!(&created, Err(kube::Error::Api(e)) if e.code == 409) {
-            ctx.seen.forget(&ns, c);
-        }
-        match created {
+        match api.create(&PostParams::default(), &incident).await {
             Ok(created) => {
+                ctx.seen.forget(&ns, c);
                 ctx.metrics.wrote(&Incident::kind(&()), "create");
                 tracing::info!(incident = %created.name_any(), component = %c.name, level, "incident opened");
                 publish(
@@ -132,7 +130,7 @@ pub async fn open_incidents(
                 )
                 .await;
             }
-            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => ctx.seen.forget(&ns, c),
             Err(e) => return Err(e.into()),
         }
     }

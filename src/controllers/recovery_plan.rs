@@ -250,27 +250,21 @@ pub fn reconcile(obj: Arc<RecoveryPlan>, ctx: Arc<Context>) -> BoxFuture<'static
             },
             message,
         );
+        status.readiness = readiness;
+        // Detection: failed covered components get an Incident.
+        let paused = super::opening::open_incidents(&ctx, &obj, &covered).await?;
+        if !paused.is_empty() {
+            tracing::info!(components = ?paused, "failures inside a Pause maintenance window: no incident");
+        }
+        status.open_incidents = open;
+        let mut notes = vec![];
+        let drill_next = super::drill::advance(&ctx, &obj, &covered, &mut status.last_drill, &mut notes).await?;
         status.coverage = Some(Coverage {
             covered_count: covered.len() as u32,
             uncovered_count: uncovered.len() as u32,
             covered,
             uncovered,
         });
-        status.readiness = readiness;
-        // Detection: failed covered components get an Incident.
-        let paused = super::opening::open_incidents(
-            &ctx,
-            &obj,
-            &status.coverage.as_ref().map(|c| c.covered.clone()).unwrap_or_default(),
-        )
-        .await?;
-        if !paused.is_empty() {
-            tracing::info!(components = ?paused, "failures inside a Pause maintenance window: no incident");
-        }
-        status.open_incidents = open;
-        let covered = status.coverage.as_ref().map(|c| c.covered.clone()).unwrap_or_default();
-        let mut notes = vec![];
-        let drill_next = super::drill::advance(&ctx, &obj, &covered, &mut status.last_drill, &mut notes).await?;
         write_status(&ctx, obj.as_ref(), &status).await?;
         for (type_, reason, note) in notes {
             publish(&ctx, obj.as_ref(), type_, reason, "Drill", note).await;

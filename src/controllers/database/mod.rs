@@ -30,7 +30,7 @@ use super::{
 use crate::{
     api::{
         Database,
-        common::{ComponentKind, ConditionStatus, find_condition, reasons},
+        common::{ConditionStatus, find_condition, reasons},
         database::{BACKUP_NOW_ANNOTATION, DatabaseHealth, DatabaseHealthState, DatabaseStatus, SslMode},
     },
     providers::postgres::{
@@ -386,9 +386,10 @@ async fn run(ctx: &Context, db: &Database, r: connection::Resolved) -> Result<Ac
     }
     let asked_restore = action.take_if(|(a, _)| a == "restore");
     // Inside a Pause maintenance window only a restore someone asks for runs.
-    let paused =
-        super::detection::held_by(&ctx.stores, ComponentKind::Database, db).filter(|_| asked_restore.is_none());
-    if let Some(window) = paused.filter(|_| !restorable.is_empty()) {
+    let held = (!restorable.is_empty() && asked_restore.is_none())
+        .then(|| super::detection::held_by(&ctx.stores, db))
+        .flatten();
+    if let Some(window) = held {
         let what: Vec<String> = restorable.iter().map(Missing::describe).collect();
         pass.health(
             DatabaseHealthState::DataMissing,

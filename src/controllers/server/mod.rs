@@ -28,7 +28,7 @@ use super::{
 use crate::{
     api::{
         Server,
-        common::{ComponentKind, reasons},
+        common::reasons,
         server::{PowerRequest, ServerHealth, ServerHealthState},
     },
     providers::{
@@ -335,7 +335,7 @@ async fn poll(
                 .as_ref()
                 .is_some_and(|p| ["On", "ForceRestart"].contains(&p.reset_type.as_str()) && age(p) < 120);
             power_lost = !ours;
-            held = super::detection::held_by(&ctx.stores, ComponentKind::Server, s).filter(|_| !ours);
+            held = (!ours).then(|| super::detection::held_by(&ctx.stores, s)).flatten();
             if !ours && held.is_none() {
                 match bmc.reset(&path, &sys, "On").await {
                     Ok(()) => {

@@ -209,7 +209,7 @@ async fn drive(
     let running = wants_running(vm) && !stopped_for_restore;
     let was_provisioned = r.was(PROVISIONED) == Some(true);
     let held = (!observed.exists && was_provisioned && !recreate)
-        .then(|| super::detection::held_by(&ctx.stores, ComponentKind::VirtualMachine, vm))
+        .then(|| super::detection::held_by(&ctx.stores, vm))
         .flatten();
     if held.is_some() {
         // The window's end is noticed at the next look.
