@@ -216,26 +216,25 @@ async fn escalate(r: &mut Report<'_, Incident>, ctx: &Context, plan: &RecoveryPl
             continue;
         }
         let started = Timestamp::now();
-        let status = r.status.clone();
-        let (outcome, message) = super::notify::step(ctx, inc, plan, Some(&lr.name), &status).await?;
+        let (outcome, detail, _) = super::notify::deliver(ctx, inc, plan, &lr.name, &lr.modes, &r.status).await?;
+        let message = format!("{}: {outcome} ({detail})", lr.name);
         r.event(
             EventType::Warning,
             "Escalated",
             "Escalate",
             format!("{why}; escalated to {}: {message}", lr.name),
         );
-        let called = !message.contains(": Skipped");
         r.status.timeline.push(TimelineEntry {
             step,
             action: StepAction::Notify,
             attempt: 1,
             started: Time(started),
             finished: Some(Time(Timestamp::now())),
-            outcome: if called { outcome } else { "Skipped".into() },
+            outcome: outcome.into(),
             message: format!("{why}; {message}"),
             bytes: None,
         });
-        if called {
+        if outcome != "Skipped" {
             return Ok(());
         }
     }

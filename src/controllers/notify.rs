@@ -53,8 +53,9 @@ fn server_details(ctx: &Context, ns: &str, name: &str) -> Value {
     })
 }
 
-/// Delivers the incident to one responder: (outcome, message, attempts).
-async fn deliver(
+/// Delivers the incident to one responder: (outcome — `Succeeded`, `Failed`,
+/// or `Skipped` when the responder cannot be called —, message, attempts).
+pub(super) async fn deliver(
     ctx: &Context,
     inc: &Incident,
     plan: &RecoveryPlan,
