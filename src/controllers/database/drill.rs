@@ -14,7 +14,7 @@ use crate::{
         backup_store::Manifest,
         postgres::{
             PgError, accounts, classify,
-            dump::{self, DumpError, Scope},
+            dump::{self, Scope},
             ident, literal,
         },
     },
@@ -107,13 +107,8 @@ async fn one<'m>(
     } = *peers;
     for m in manifests {
         let Some(rec) = m.database(name) else { continue };
-        match dump::check(store, &m.id, rec).await {
-            Ok(()) => {}
-            Err(DumpError::Corrupt(why)) => {
-                record.skipped_backups.push(why);
-                continue;
-            }
-            Err(e) => return Err(e.to_string()),
+        if !restore::checksum_passes(store, m, rec, record).await? {
+            continue;
         }
         let scratch = scratch_name(name, id);
         accounts::create_database(admin, &scratch, None)

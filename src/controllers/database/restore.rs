@@ -13,7 +13,7 @@ use crate::{
         database::{RestoreRecord, TableVerification},
     },
     providers::{
-        backup_store::{Manifest, Store},
+        backup_store::{DumpRecord, Manifest, Store},
         postgres::{
             PgError, Sessions, Target, accounts,
             dump::{self, DumpError, Scope, Tools},
@@ -122,6 +122,24 @@ pub async fn run(
     record
 }
 
+/// Whether dump `rec` of backup `m` passes its checksum; a corrupt one is
+/// noted in the record's skipped backups (the caller tries an older one).
+pub async fn checksum_passes(
+    store: &Store,
+    m: &Manifest,
+    rec: &DumpRecord,
+    record: &mut RestoreRecord,
+) -> Result<bool, String> {
+    match dump::check(store, &m.id, rec).await {
+        Ok(()) => Ok(true),
+        Err(DumpError::Corrupt(why)) => {
+            record.skipped_backups.push(why);
+            Ok(false)
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// A record for a restore starting now.
 pub fn record(targets: Vec<String>, observed: Timestamp) -> RestoreRecord {
     let started = Time(Timestamp::now());
@@ -221,13 +239,8 @@ async fn restore_one<'m>(
             continue;
         }
         let rec = m.database(name).expect("held_by checked it");
-        match dump::check(store, &m.id, rec).await {
-            Ok(()) => {}
-            Err(DumpError::Corrupt(why)) => {
-                record.skipped_backups.push(why);
-                continue;
-            }
-            Err(e) => return Err(e.to_string()),
+        if !checksum_passes(store, m, rec, record).await? {
+            continue;
         }
         let wanted: Vec<TableMeasure> = if whole {
             rec.tables.clone()
