@@ -8,6 +8,7 @@ pub mod database;
 pub mod detection;
 pub mod drill;
 pub mod error;
+pub mod events;
 pub mod executor;
 pub mod incident;
 pub mod kind;
@@ -36,10 +37,7 @@ use k8s_openapi::api::{
 use kube::{
     Client,
     core::{DeserializeGuard, PartialObjectMeta},
-    runtime::{
-        events::{Recorder, Reporter},
-        reflector::Store,
-    },
+    runtime::reflector::Store,
 };
 
 use crate::{
@@ -77,8 +75,12 @@ pub struct Settings {
     pub postgres_bin_dir: Option<std::path::PathBuf>,
     /// Timeout of each call to a BMC.
     pub bmc_timeout: Duration,
+    /// Deadline of a whole conversation with a BMC (a poll, an action).
+    pub bmc_conversation_timeout: Duration,
     /// BMC conversations in flight at most.
     pub bmc_concurrency: usize,
+    /// What a BMC may make reprise read (body size, collection members).
+    pub bmc_limits: crate::providers::redfish::Limits,
     /// How long a VM may take to become ready before it counts as failed.
     pub vm_ready_grace: Duration,
     /// Whether KubeVirt's CRDs were there when reprise started (found, not configured).
@@ -91,7 +93,9 @@ impl Default for Settings {
             database_probe_interval: Duration::from_secs(30),
             postgres_bin_dir: None,
             bmc_timeout: Duration::from_secs(10),
+            bmc_conversation_timeout: Duration::from_secs(30),
             bmc_concurrency: 8,
+            bmc_limits: Default::default(),
             vm_ready_grace: Duration::from_secs(300),
             kubevirt_installed: false,
         }
@@ -101,7 +105,7 @@ impl Default for Settings {
 /// What every reconciler shares.
 pub struct Context {
     pub client: Client,
-    pub recorder: Recorder,
+    pub recorder: events::Recorder,
     pub metrics: Arc<Metrics>,
     /// The namespace the operator is limited to, if any.
     pub namespace: Option<String>,
@@ -120,9 +124,41 @@ pub struct Context {
     pub(crate) applied: Mutex<HashMap<String, (String, String)>>,
     pub settings: Settings,
     /// Slots for BMC conversations (see `Settings::bmc_concurrency`).
-    pub bmc_slots: tokio::sync::Semaphore,
+    pub bmc_lanes: BmcLanes,
     /// Failures seen on the watch, until their incident is opened.
     pub seen: detection::Seen,
+}
+
+/// Slots for BMC conversations: BMCs whose last conversation ran out of
+/// time wait in a lane of their own (a quarter of the slots), so that slow
+/// BMCs can never take every slot from the healthy ones.
+pub struct BmcLanes {
+    pub normal: tokio::sync::Semaphore,
+    pub slow: tokio::sync::Semaphore,
+    slow_keys: Mutex<std::collections::HashSet<String>>,
+}
+
+impl BmcLanes {
+    pub fn new(concurrency: usize) -> Self {
+        Self {
+            normal: tokio::sync::Semaphore::new(concurrency.max(1)),
+            slow: tokio::sync::Semaphore::new((concurrency / 4).max(1)),
+            slow_keys: Mutex::new(Default::default()),
+        }
+    }
+
+    pub fn is_slow(&self, key: &str) -> bool {
+        self.slow_keys.lock().unwrap_or_else(|p| p.into_inner()).contains(key)
+    }
+
+    pub fn set_slow(&self, key: &str, slow: bool) {
+        let mut keys = self.slow_keys.lock().unwrap_or_else(|p| p.into_inner());
+        if slow {
+            keys.insert(key.to_string());
+        } else {
+            keys.remove(key);
+        }
+    }
 }
 
 impl Context {
@@ -134,12 +170,8 @@ impl Context {
         instance: String,
         settings: Settings,
     ) -> Self {
-        let reporter = Reporter {
-            controller: "reprise".into(),
-            instance: Some(instance),
-        };
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            recorder: events::Recorder::new(client.clone(), "reprise", &instance),
             client,
             metrics,
             namespace,
@@ -149,7 +181,7 @@ impl Context {
             written: Mutex::new(HashMap::new()),
             secret_cache: Mutex::new(HashMap::new()),
             applied: Mutex::new(HashMap::new()),
-            bmc_slots: tokio::sync::Semaphore::new(settings.bmc_concurrency.max(1)),
+            bmc_lanes: BmcLanes::new(settings.bmc_concurrency),
             seen: detection::Seen::default(),
             settings,
         }
