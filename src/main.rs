@@ -15,7 +15,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the operator.
-    Run(operator::RunOptions),
+    Run(Box<operator::RunOptions>),
     /// Print every CRD as YAML (multi-document).
     Crds {
         /// Write one file per CRD into this directory instead.
@@ -35,7 +35,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Run(opts) => {
             telemetry::init_tracing(cli.log_format);
-            operator::run(opts).await
+            operator::run(*opts).await
         }
         Command::Crds { out_dir } => {
             for crd in api::crds() {

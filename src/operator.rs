@@ -50,9 +50,19 @@ pub struct RunOptions {
     /// Seconds each call to a BMC may take.
     #[arg(long, env = "REPRISE_BMC_TIMEOUT_SECONDS", default_value_t = 10)]
     pub bmc_timeout_seconds: u64,
+    /// Seconds a whole conversation with a BMC (a poll, an action) may take;
+    /// 0: three times --bmc-timeout-seconds.
+    #[arg(long, env = "REPRISE_BMC_CONVERSATION_SECONDS", default_value_t = 0)]
+    pub bmc_conversation_seconds: u64,
     /// BMC conversations in flight at most.
     #[arg(long, env = "REPRISE_BMC_CONCURRENCY", default_value_t = 8)]
     pub bmc_concurrency: usize,
+    /// The largest response a BMC may send, in bytes (a larger one is not read).
+    #[arg(long, env = "REPRISE_BMC_MAX_BODY_BYTES", default_value_t = 4 << 20)]
+    pub bmc_max_body_bytes: usize,
+    /// The most members read from one collection of a BMC (NICs, adapters, systems).
+    #[arg(long, env = "REPRISE_BMC_MAX_MEMBERS", default_value_t = 64)]
+    pub bmc_max_members: usize,
     /// Seconds a VM may take to become ready before the health signal says NotReady.
     #[arg(long, env = "REPRISE_VM_READY_GRACE_SECONDS", default_value_t = 300)]
     pub vm_ready_grace_seconds: u64,
@@ -156,7 +166,15 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             database_probe_interval: std::time::Duration::from_secs(opts.database_probe_seconds.max(1)),
             postgres_bin_dir: opts.postgres_bin_dir.clone(),
             bmc_timeout: std::time::Duration::from_secs(opts.bmc_timeout_seconds.max(1)),
+            bmc_conversation_timeout: std::time::Duration::from_secs(match opts.bmc_conversation_seconds {
+                0 => 3 * opts.bmc_timeout_seconds.max(1),
+                s => s,
+            }),
             bmc_concurrency: opts.bmc_concurrency,
+            bmc_limits: crate::providers::redfish::Limits {
+                max_body_bytes: opts.bmc_max_body_bytes.max(64 << 10),
+                max_members: opts.bmc_max_members.clamp(1, 10_000),
+            },
             vm_ready_grace: std::time::Duration::from_secs(opts.vm_ready_grace_seconds),
             kubevirt_installed: false,
         },

@@ -78,8 +78,10 @@ fn default_poll_interval() -> Duration {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!(has(self.caBundleSecretRef) && self.insecureSkipVerify)").message("spec.bmc: set caBundleSecretRef or insecureSkipVerify, not both"))]
 pub struct BmcSpec {
-    /// Base URL of the Redfish service, e.g. `https://10.0.10.11` or `http://127.0.0.1:8000`.
-    #[schemars(length(max = 2048), regex(pattern = r"^https?://[^\s/]+(/.*)?$"))]
+    /// Base URL of the Redfish service, e.g. `https://10.0.10.11` or
+    /// `http://127.0.0.1:8000`. No user information (`user:password@`): the
+    /// credentials come from `credentialsSecretRef`.
+    #[schemars(length(max = 2048), regex(pattern = r"^https?://[^\s/@]+(/[^\s@]*)?$"))]
     pub address: String,
     /// Secret with keys `username` and `password` for the BMC.
     pub credentials_secret_ref: SecretRef,
@@ -91,7 +93,7 @@ pub struct BmcSpec {
     pub insecure_skip_verify: bool,
     /// The Redfish ComputerSystem id when the BMC manages several; unset: the only one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"))]
     pub system_id: Option<String>,
 }
 
@@ -153,10 +155,19 @@ pub struct ProvisioningSpec {
     /// it; then the virtual media is ejected.
     #[serde(default = "default_eject_after")]
     pub eject_after: Duration,
+    /// How long after the reset the BMC may take to show that the server
+    /// rebooted (power seen off, a new last reset time or boot progress);
+    /// without that evidence the provisioning ends `TimedOut`.
+    #[serde(default = "default_boot_timeout")]
+    pub boot_timeout: Duration,
 }
 
 fn default_eject_after() -> Duration {
     Duration::from_secs(1800)
+}
+
+fn default_boot_timeout() -> Duration {
+    Duration::from_secs(600)
 }
 
 /// Firmware boot mode.
@@ -237,6 +248,10 @@ pub struct Inventory {
     /// Network adapters of the chassis (where the BMC reports them), e.g. for the technician.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub network_adapters: Vec<ObservedAdapter>,
+    /// Parts of the inventory the BMC did not give (a member that failed, a
+    /// collection read only in part), each with why; the rest is kept.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
 }
 
 /// A network adapter card as the BMC reports it.
@@ -324,8 +339,17 @@ pub struct ServerHealth {
 pub struct PowerRequest {
     /// The Redfish reset type asked: `On`, `GracefulShutdown`, `ForceOff`, `ForceRestart`.
     pub reset_type: String,
-    /// When it was asked.
+    /// When it was last asked (or refused).
     pub time: Time,
+    /// How many times in a row it was asked without the power changing, or
+    /// refused by the BMC; the next attempt waits longer each time (5 s
+    /// doubling, at most 10 minutes).
+    #[serde(default)]
+    pub attempts: u32,
+    /// Why the BMC refused the last attempt (its HTTP status and
+    /// `@Message.ExtendedInfo`), if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
 }
 
 /// A (re)provisioning and its steps.
@@ -336,11 +360,21 @@ pub struct ProvisioningStatus {
     pub id: String,
     /// The image installed.
     pub image: String,
-    /// `InProgress`, `Succeeded` or `Failed`.
+    /// `InProgress`, `Succeeded`, `Failed`, or `TimedOut` (no evidence of a
+    /// reboot after the reset within `bootTimeout`).
     pub phase: String,
     /// Steps in order: `InsertMedia`, `SetBootOverride`, `Reset`, `Booted`, `EjectMedia`.
     #[serde(default)]
     pub steps: Vec<ProvisioningStep>,
+    /// What the BMC reported just before the reset (power state, last reset
+    /// time, boot progress), to tell a reboot from none: `Booted` needs
+    /// evidence of one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<String>,
+    /// What showed that the server did reboot after the reset (the power
+    /// seen off, a new last reset time, a new boot progress), once seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reboot_evidence: Option<String>,
 }
 
 /// One step of a provisioning.
@@ -355,7 +389,7 @@ pub struct ProvisioningStep {
     pub finished: Time,
     /// How long it took (a duration).
     pub duration: String,
-    /// `Succeeded` or `Failed`.
+    /// `Succeeded`, `Failed` or `TimedOut`.
     pub outcome: String,
     /// Details.
     #[serde(default)]

@@ -9,6 +9,8 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("cannot encode: {0}")]
     Encode(#[from] serde_json::Error),
+    #[error("the operator is shutting down")]
+    ShuttingDown,
 }
 
 impl Error {
@@ -20,6 +22,7 @@ impl Error {
             Error::Kube(kube::Error::Api(_)) => "ApiError",
             Error::Kube(_) => "ApiUnreachable",
             Error::Encode(_) => "EncodeError",
+            Error::ShuttingDown => "ShuttingDown",
         }
     }
 }

@@ -5,6 +5,7 @@ mod support;
 
 mod api_validation;
 mod applications;
+mod bmcs;
 mod chart;
 mod control_plane;
 mod crds;

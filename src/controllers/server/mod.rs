@@ -1,10 +1,13 @@
 //! Server reconciler: polls the BMC over Redfish (per-server interval with
-//! jitter, a bound on concurrent BMC conversations, a timeout on every call,
-//! so a dead BMC delays only its own server), keeps the inventory and the
-//! cabling check in status, enforces the desired power, runs the engine's
-//! `powerCycle` and `reprovision` actions, and publishes the health signal.
+//! jitter, a bound on concurrent BMC conversations, a timeout on every call
+//! and a deadline on each whole conversation, so a slow or dead BMC delays
+//! only its own server), keeps the inventory and the cabling check in status,
+//! enforces the desired power (with backoff when the BMC refuses or the power
+//! does not follow), runs the engine's `powerCycle` and `reprovision`
+//! actions, and publishes the health signal.
 
 pub mod cabling;
+pub mod power;
 pub mod provisioning;
 
 use std::{
@@ -33,7 +36,7 @@ use crate::{
     },
     providers::{
         postgres::Password,
-        redfish::{self, Bmc, Trust},
+        redfish::{self, Bmc, Trust, model::ComputerSystem, origin},
     },
 };
 
@@ -46,6 +49,14 @@ pub const HEALTHY: &str = "Healthy";
 pub async fn validate(ctx: &Context, s: &Server) -> Result<Result<(), Invalid>, Error> {
     let ns = s.namespace().unwrap_or_default();
     let bmc = &s.spec.bmc;
+    if let Ok(u) = reqwest::Url::parse(&bmc.address)
+        && (!u.username().is_empty() || u.password().is_some())
+    {
+        return Ok(Err(Invalid::new(
+            "spec.bmc.address",
+            "the address carries user information; put the credentials in spec.bmc.credentialsSecretRef",
+        )));
+    }
     let creds = check_secret(
         ctx,
         &ns,
@@ -96,6 +107,14 @@ fn set_health(r: &mut Report<'_, Server>, state: ServerHealthState, message: imp
     });
 }
 
+/// What one conversation with the BMC needs.
+struct Conversation {
+    http: reqwest::Client,
+    user: String,
+    password: Password,
+    limits: redfish::Limits,
+}
+
 pub fn reconcile(obj: Arc<Server>, ctx: Arc<Context>) -> BoxFuture<'static, Result<Action, Error>> {
     async move {
         let s = obj.as_ref();
@@ -121,54 +140,83 @@ pub fn reconcile(obj: Arc<Server>, ctx: Arc<Context>) -> BoxFuture<'static, Resu
             Ok(h) => h,
             Err(e) => return report_invalid(&ctx, s, &Invalid::external("spec.bmc.caBundleSecretRef", e)).await,
         };
-        // A bound on BMC conversations in flight; each call has its own timeout.
-        let _slot = ctx.bmc_slots.acquire().await.expect("the semaphore is never closed");
-        let mut r = Report::new(&ctx, s);
-        let again = poll(
-            &mut r,
-            &ctx,
-            s,
+        let talk = Conversation {
             http,
-            text(&creds, "username"),
-            Password(text(&creds, "password")),
-        )
-        .await;
-        let ready_parts = [REACHABLE, POWERED_AS_DESIRED, INVENTORY_MATCHES, HEALTHY];
-        let failing: Vec<&str> = ready_parts.iter().copied().filter(|c| !r.is(c)).collect();
-        let message = match failing.first() {
-            None => "the BMC answers; power, inventory and health as expected".to_string(),
-            Some(c) => {
-                use crate::api::common::find_condition;
-                let msg = find_condition(&r.status.conditions, c)
-                    .map(|c| c.message.clone())
-                    .unwrap_or_default();
-                format!("{c}: {msg}")
+            user: text(&creds, "username"),
+            password: Password(text(&creds, "password")),
+            limits: ctx.settings.bmc_limits,
+        };
+        // A bound on BMC conversations in flight; a BMC whose last conversation
+        // ran out of time waits in a lane of its own, so it cannot hold the others up.
+        let interval = s.spec.poll_interval.as_std().max(Duration::from_secs(1));
+        let _slot = if ctx.bmc_lanes.is_slow(&key) {
+            // A slow lane that is full is not waited on: the reconcile slot goes back, the poll comes later.
+            match ctx.bmc_lanes.slow.try_acquire() {
+                Ok(slot) => slot,
+                Err(_) => return Ok(Action::requeue(jittered(interval, &key))),
+            }
+        } else {
+            ctx.bmc_lanes.normal.acquire().await.map_err(|_| Error::ShuttingDown)?
+        };
+        let mut r = Report::new(&ctx, s);
+        let deadline = ctx.settings.bmc_conversation_timeout;
+        let again = match tokio::time::timeout(deadline, poll(&mut r, &ctx, s, talk)).await {
+            Ok(again) => {
+                ctx.bmc_lanes.set_slow(&key, false);
+                again
+            }
+            Err(_) => {
+                ctx.bmc_lanes.set_slow(&key, true);
+                let e = redfish::RedfishError {
+                    reason: redfish::TIMEOUT,
+                    bmc: origin::redact(&s.spec.bmc.address),
+                    resource: "conversation".into(),
+                    status: None,
+                    message: format!(
+                        "the conversation did not finish within {}s (--bmc-conversation-seconds)",
+                        deadline.as_secs()
+                    ),
+                };
+                unreachable(&mut r, &e);
+                None
             }
         };
-        let reason = failing
-            .first()
-            .map(|c| format!("Not{c}"))
-            .unwrap_or_else(|| reasons::RECONCILED.into());
-        r.set(reasons::READY, failing.is_empty(), &reason, message);
+        ready(&mut r);
         r.write().await?;
         Ok(Action::requeue(
-            again.unwrap_or_else(|| jittered(s.spec.poll_interval.as_std(), &key)),
+            again
+                .map(|a| a.min(interval))
+                .unwrap_or_else(|| jittered(interval, &key)),
         ))
     }
     .boxed()
 }
 
+/// `Ready`: every part true, else the first that is not, with its message.
+fn ready(r: &mut Report<'_, Server>) {
+    let ready_parts = [REACHABLE, POWERED_AS_DESIRED, INVENTORY_MATCHES, HEALTHY];
+    let failing: Vec<&str> = ready_parts.iter().copied().filter(|c| !r.is(c)).collect();
+    let message = match failing.first() {
+        None => "the BMC answers; power, inventory and health as expected".to_string(),
+        Some(c) => {
+            use crate::api::common::find_condition;
+            let msg = find_condition(&r.status.conditions, c)
+                .map(|c| c.message.clone())
+                .unwrap_or_default();
+            format!("{c}: {msg}")
+        }
+    };
+    let reason = failing
+        .first()
+        .map(|c| format!("Not{c}"))
+        .unwrap_or_else(|| reasons::RECONCILED.into());
+    r.set(reasons::READY, failing.is_empty(), &reason, message);
+}
+
 /// One conversation with the BMC. Returns a shorter requeue when something is under way.
-async fn poll(
-    r: &mut Report<'_, Server>,
-    ctx: &Context,
-    s: &Server,
-    http: reqwest::Client,
-    user: String,
-    password: Password,
-) -> Option<Duration> {
+async fn poll(r: &mut Report<'_, Server>, ctx: &Context, s: &Server, talk: Conversation) -> Option<Duration> {
     let system_id = s.spec.bmc.system_id.as_deref();
-    let opened = match Bmc::open(&s.spec.bmc.address, &user, password, http).await {
+    let opened = match Bmc::open(&s.spec.bmc.address, &talk.user, talk.password, talk.http, talk.limits).await {
         Ok(bmc) => match bmc.system(system_id).await {
             Ok(found) => Ok((bmc, found)),
             Err(e) => {
@@ -185,20 +233,16 @@ async fn poll(
             return None;
         }
     };
-    let inventory = match bmc.inventory(&sys).await {
-        Ok(i) => i,
-        Err(e) => {
-            bmc.close().await;
-            unreachable(r, &e);
-            return None;
-        }
-    };
     let version = bmc.root().redfish_version.clone().unwrap_or_default();
     r.set(
         REACHABLE,
         true,
         "Connected",
-        format!("Redfish {version} at {}, system {path}", s.spec.bmc.address),
+        format!(
+            "Redfish {} at {}, system {path}",
+            version.chars().take(32).collect::<String>(),
+            origin::redact(&s.spec.bmc.address)
+        ),
     );
     if r.was(REACHABLE) == Some(false) {
         r.event(
@@ -208,8 +252,58 @@ async fn poll(
             format!("the BMC answers again ({path})"),
         );
     }
+    let inventory = bmc.inventory(&sys).await;
+    record_inventory(r, s, inventory);
+    let critical = record_health(r, &sys);
+    let power = sys.power_state.clone().unwrap_or_else(|| "Unknown".into());
+    r.status.power_state = Some(power.clone());
+    let mut again = run_action(r, ctx, s, &bmc, &path, &sys, &power).await;
+    let provisioning = r
+        .status
+        .provisioning
+        .as_ref()
+        .is_some_and(|p| p.phase == provisioning::IN_PROGRESS);
+    let (power_lost, held, wait) = keep_power(r, ctx, s, &bmc, &path, &sys, &power, provisioning).await;
+    if let Some(w) = wait {
+        again = Some(again.map_or(w, |a| a.min(w)));
+    }
 
-    // Inventory and cabling.
+    // The health signal.
+    if provisioning {
+        set_health(r, ServerHealthState::Provisioning, "reprovisioning from the image");
+    } else if critical {
+        set_health(r, ServerHealthState::Critical, "the BMC reports health Critical");
+    } else if power_lost {
+        let why = match &held {
+            Some(w) => format!("; left so while MaintenanceWindow {w} holds recovery"),
+            None => String::new(),
+        };
+        set_health(
+            r,
+            ServerHealthState::PowerLost,
+            format!("power {power} while desired On{why}"),
+        );
+    } else {
+        // A server found off stays PowerLost until it is on again.
+        let still_lost = !r.is(POWERED_AS_DESIRED)
+            && r.status
+                .health
+                .as_ref()
+                .is_some_and(|h| h.state == ServerHealthState::PowerLost);
+        if !still_lost {
+            set_health(
+                r,
+                ServerHealthState::Healthy,
+                "the BMC answers; power and health as expected",
+            );
+        }
+    }
+    bmc.close().await;
+    again
+}
+
+/// The inventory and the cabling check against the declared network.
+fn record_inventory(r: &mut Report<'_, Server>, s: &Server, inventory: crate::api::server::Inventory) {
     let drift = cabling::compare(
         s.spec
             .network
@@ -218,6 +312,14 @@ async fn poll(
             .unwrap_or_default(),
         &inventory.nics,
     );
+    if !inventory.errors.is_empty() && r.status.inventory.as_ref().map(|i| &i.errors) != Some(&inventory.errors) {
+        r.event(
+            EventType::Warning,
+            "InventoryIncomplete",
+            "Poll",
+            inventory.errors.join("; "),
+        );
+    }
     r.status.inventory = Some(inventory);
     if drift.is_empty() {
         r.set(
@@ -242,193 +344,221 @@ async fn poll(
         }
     }
     r.status.cabling_drift = drift;
+}
 
-    // Health the BMC reports.
-    let bmc_health = sys
-        .status
-        .as_ref()
-        .and_then(|st| st.health_rollup.clone().or(st.health.clone()));
+/// The health the BMC reports; returns whether it is Critical.
+fn record_health(r: &mut Report<'_, Server>, sys: &ComputerSystem) -> bool {
+    let bmc_health = redfish::model::text(
+        sys.status
+            .as_ref()
+            .and_then(|st| st.health_rollup.clone().or(st.health.clone())),
+    );
     let critical = bmc_health.as_deref() == Some("Critical");
+    let reason: String = bmc_health
+        .clone()
+        .unwrap_or_else(|| "Unknown".into())
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(64)
+        .collect();
     r.set(
         HEALTHY,
         !critical,
-        bmc_health.clone().unwrap_or_else(|| "Unknown".into()).as_str(),
+        if reason.is_empty() { "Unknown" } else { &reason },
         format!("the BMC reports health {}", bmc_health.as_deref().unwrap_or("nothing")),
     );
     r.status.bmc_health = bmc_health;
-    let power = sys.power_state.clone().unwrap_or_else(|| "Unknown".into());
-    r.status.power_state = Some(power.clone());
-    let mut again: Option<Duration> = None;
+    critical
+}
 
-    // Actions the engine asks.
-    if let Some((action, id)) = requested_action(s, r.status.last_action.as_ref()) {
-        let (outcome, message) = match action.as_str() {
-            "powercycle" => {
-                let reset = if power == "On" { "ForceRestart" } else { "On" };
-                match bmc.reset(&path, &sys, reset).await {
-                    Ok(()) => {
-                        r.status.power_request = Some(PowerRequest {
-                            reset_type: reset.into(),
-                            time: Time(r.now),
-                        });
-                        again = Some(Duration::from_secs(2));
-                        ("Done", format!("reset ({reset}) asked of the BMC"))
-                    }
-                    Err(e) => ("Failed", e.to_string()),
-                }
-            }
-            "reprovision" => match &s.spec.provisioning {
-                None => ("Rejected", "spec.provisioning.image is not set".to_string()),
-                Some(p) => {
-                    let started = provisioning::start(&bmc, system_id, &sys, p, &id).await;
-                    let failed = started.phase == "Failed";
-                    let last = started.steps.last().map(|s| s.message.clone()).unwrap_or_default();
-                    step_events(r, &started.steps);
-                    r.status.provisioning = Some(started);
-                    again = Some(Duration::from_secs(2));
-                    if failed {
-                        ("Failed", last)
-                    } else {
-                        (
-                            "Done",
-                            format!("installing {} (media in, boot once from it, reset)", p.image),
-                        )
-                    }
-                }
-            },
-            other => (
-                "Rejected",
-                format!("unknown action {other:?}: use powerCycle or reprovision"),
-            ),
+/// Runs the action the engine asked for, or moves a provisioning on.
+async fn run_action(
+    r: &mut Report<'_, Server>,
+    ctx: &Context,
+    s: &Server,
+    bmc: &Bmc,
+    path: &str,
+    sys: &ComputerSystem,
+    power: &str,
+) -> Option<Duration> {
+    let system_id = s.spec.bmc.system_id.as_deref();
+    let Some((action, id)) = requested_action(s, r.status.last_action.as_ref()) else {
+        let (Some(mut p), Some(spec)) = (r.status.provisioning.clone(), &s.spec.provisioning) else {
+            return None;
         };
-        let (record, type_, note) = action_record(r.now, action, id, outcome, message);
-        r.event(type_, "RecoveryAction", "Recover", note);
-        r.status.last_action = Some(record);
-    } else if let (Some(p), Some(spec)) = (r.status.provisioning.clone(), &s.spec.provisioning)
-        && p.phase == provisioning::IN_PROGRESS
-    {
-        let mut p = p;
+        if p.phase != provisioning::IN_PROGRESS {
+            return None;
+        }
         let before = p.steps.len();
-        again = provisioning::advance(&bmc, &sys, spec, &mut p).await;
+        let again = provisioning::advance(bmc, sys, spec, &mut p).await;
         step_events(r, &p.steps[before..]);
         r.status.provisioning = Some(p);
-    }
-    let provisioning = r
-        .status
-        .provisioning
-        .as_ref()
-        .is_some_and(|p| p.phase == provisioning::IN_PROGRESS);
+        return again;
+    };
+    let mut again = None;
+    let (outcome, message) = match action.as_str() {
+        "powercycle" => {
+            let reset = if power == "On" { "ForceRestart" } else { "On" };
+            match bmc.reset(path, sys, reset).await {
+                Ok(()) => {
+                    r.status.power_request = Some(PowerRequest {
+                        reset_type: reset.into(),
+                        time: Time(r.now),
+                        attempts: 1,
+                        refused: None,
+                    });
+                    again = Some(Duration::from_secs(2));
+                    ("Done", format!("reset ({reset}) asked of the BMC"))
+                }
+                Err(e) => ("Failed", e.to_string()),
+            }
+        }
+        "reprovision" => match &s.spec.provisioning {
+            None => ("Rejected", "spec.provisioning.image is not set".to_string()),
+            Some(p) => {
+                let started = provisioning::start(bmc, &ctx.http, system_id, sys, p, &id).await;
+                let failed = started.phase == "Failed";
+                let last = started.steps.last().map(|s| s.message.clone()).unwrap_or_default();
+                step_events(r, &started.steps);
+                r.status.provisioning = Some(started);
+                again = Some(Duration::from_secs(1));
+                if failed {
+                    ("Failed", last)
+                } else {
+                    (
+                        "Done",
+                        format!("installing {} (media in, boot once from it, reset)", p.image),
+                    )
+                }
+            }
+        },
+        other => (
+            "Rejected",
+            format!("unknown action {other:?}: use powerCycle or reprovision"),
+        ),
+    };
+    let (record, type_, note) = action_record(r.now, action, id, outcome, message);
+    r.event(type_, "RecoveryAction", "Recover", note);
+    r.status.last_action = Some(record);
+    again
+}
 
-    // Power as desired. Resets reprise asked for are waited on (BMCs apply them with a delay).
+/// Keeps the power as desired: (power lost, the window holding repairs, when to look again).
+#[allow(clippy::too_many_arguments)]
+async fn keep_power(
+    r: &mut Report<'_, Server>,
+    ctx: &Context,
+    s: &Server,
+    bmc: &Bmc,
+    path: &str,
+    sys: &ComputerSystem,
+    power: &str,
+    provisioning: bool,
+) -> (bool, Option<String>, Option<Duration>) {
+    let want = if s.spec.online { "On" } else { "Off" };
     let pending = r.status.power_request.clone();
-    let age = |p: &PowerRequest| (r.now.as_second() - p.time.0.as_second()).max(0) as u64;
-    let mut power_lost = false;
-    let mut held: Option<String> = None;
-    let as_desired = match (s.spec.online, power.as_str()) {
-        (true, "On") | (false, "Off") => {
-            r.status.power_request = None;
-            true
-        }
-        _ if provisioning => true,
-        (true, _) => {
-            let ours = pending
-                .as_ref()
-                .is_some_and(|p| ["On", "ForceRestart"].contains(&p.reset_type.as_str()) && age(p) < 120);
-            power_lost = !ours;
-            held = (!ours).then(|| super::detection::held_by(&ctx.stores, s)).flatten();
-            if !ours && held.is_none() {
-                match bmc.reset(&path, &sys, "On").await {
-                    Ok(()) => {
-                        r.status.power_request = Some(PowerRequest {
-                            reset_type: "On".into(),
-                            time: Time(r.now),
-                        });
-                        ctx.metrics.repaired("Server", "Power", "PoweredOn");
-                        r.event(
-                            EventType::Warning,
-                            "PoweredOn",
-                            "Power",
-                            format!("the server was {power} while it should be on; powering it on"),
-                        );
-                    }
-                    Err(e) => r.event(EventType::Warning, "PowerFailed", "Power", e.to_string()),
+    let plan = if provisioning {
+        power::Plan::AsDesired
+    } else {
+        power::decide(
+            s.spec.online,
+            power,
+            pending.as_ref(),
+            r.now,
+            s.spec.shutdown_timeout.as_std(),
+        )
+    };
+    let as_desired = (s.spec.online && power == "On") || (!s.spec.online && power == "Off");
+    if as_desired {
+        r.status.power_request = None;
+    }
+    let power_lost = s.spec.online && power != "On" && !provisioning && !power::ours_pending(pending.as_ref(), r.now);
+    let mut held = None;
+    let wait = match plan {
+        power::Plan::AsDesired => None,
+        power::Plan::Wait(d) => Some(d),
+        power::Plan::Ask { reset, attempts } => {
+            held = (reset == "On")
+                .then(|| super::detection::held_by(&ctx.stores, s))
+                .flatten();
+            match held {
+                // Held by a window: the usual poll notices when it ends.
+                Some(_) => None,
+                None => {
+                    ask_power(r, ctx, bmc, path, sys, power, reset, attempts).await;
+                    Some(Duration::from_secs(2))
                 }
             }
-            // Held by a window: the usual poll notices when it ends.
-            if held.is_none() {
-                again = Some(Duration::from_secs(2));
-            }
-            false
-        }
-        (false, _) => {
-            let timeout = s.spec.shutdown_timeout.as_std().as_secs();
-            let reset = match &pending {
-                Some(p) if p.reset_type == "GracefulShutdown" && age(p) < timeout => None,
-                Some(p) if p.reset_type == "GracefulShutdown" => Some("ForceOff"),
-                Some(p) if p.reset_type == "ForceOff" && age(p) < 120 => None,
-                _ => Some("GracefulShutdown"),
-            };
-            if let Some(reset) = reset {
-                match bmc.reset(&path, &sys, reset).await {
-                    Ok(()) => {
-                        r.status.power_request = Some(PowerRequest {
-                            reset_type: reset.into(),
-                            time: Time(r.now),
-                        });
-                        let why = if reset == "ForceOff" {
-                            format!("the graceful shutdown did not finish within {timeout}s; forcing the power off")
-                        } else {
-                            "the server should be off; shutting it down gracefully".to_string()
-                        };
-                        r.event(EventType::Normal, "PoweringOff", "Power", why);
-                    }
-                    Err(e) => r.event(EventType::Warning, "PowerFailed", "Power", e.to_string()),
-                }
-            }
-            again = Some(Duration::from_secs(2));
-            false
         }
     };
-    let want = if s.spec.online { "On" } else { "Off" };
     r.set(
         POWERED_AS_DESIRED,
-        as_desired,
-        if as_desired { "AsDesired" } else { "PowerChanging" },
+        as_desired || provisioning,
+        if as_desired || provisioning {
+            "AsDesired"
+        } else {
+            "PowerChanging"
+        },
         format!("power {power}, desired {want}"),
     );
+    (power_lost, held, wait)
+}
 
-    // The health signal.
-    if provisioning {
-        set_health(r, ServerHealthState::Provisioning, "reprovisioning from the image");
-    } else if critical {
-        set_health(r, ServerHealthState::Critical, "the BMC reports health Critical");
-    } else if power_lost {
-        let why = match &held {
-            Some(w) => format!("; left so while MaintenanceWindow {w} holds recovery"),
-            None => String::new(),
-        };
-        set_health(
-            r,
-            ServerHealthState::PowerLost,
-            format!("power {power} while desired On{why}"),
-        );
-    } else {
-        // A server found off stays PowerLost until it is on again.
-        let still_lost = !as_desired
-            && r.status
-                .health
-                .as_ref()
-                .is_some_and(|h| h.state == ServerHealthState::PowerLost);
-        if !still_lost {
-            set_health(
-                r,
-                ServerHealthState::Healthy,
-                "the BMC answers; power and health as expected",
+/// Asks the BMC for a reset that brings the power where the spec wants it,
+/// and records the request (or the BMC's refusal) for the backoff.
+#[allow(clippy::too_many_arguments)]
+async fn ask_power(
+    r: &mut Report<'_, Server>,
+    ctx: &Context,
+    bmc: &Bmc,
+    path: &str,
+    sys: &ComputerSystem,
+    power: &str,
+    reset: &'static str,
+    attempts: u32,
+) {
+    tracing::debug!(reset, attempts, "asking the BMC for a reset");
+    let result = bmc.reset(path, sys, reset).await;
+    r.status.power_request = Some(PowerRequest {
+        reset_type: reset.into(),
+        time: Time(r.now),
+        attempts,
+        refused: result.as_ref().err().map(|e| e.message.clone()),
+    });
+    match result {
+        Ok(()) => {
+            let (reason, type_, note) = match reset {
+                "On" => {
+                    ctx.metrics.repaired("Server", "Power", "PoweredOn");
+                    (
+                        "PoweredOn",
+                        EventType::Warning,
+                        format!("the server was {power} while it should be on; powering it on"),
+                    )
+                }
+                "ForceOff" => (
+                    "PoweringOff",
+                    EventType::Normal,
+                    "the graceful shutdown did not finish in time; forcing the power off".to_string(),
+                ),
+                _ => (
+                    "PoweringOff",
+                    EventType::Normal,
+                    "the server should be off; shutting it down gracefully".to_string(),
+                ),
+            };
+            r.event(type_, reason, "Power", note);
+        }
+        Err(e) => {
+            // The same refusal again is one more of the same Event (a series), not a new one.
+            r.event(
+                EventType::Warning,
+                "PowerRefused",
+                "Power",
+                format!("the BMC refused {reset}; asked again after a growing wait: {e}"),
             );
         }
     }
-    bmc.close().await;
-    again.map(|a| a.min(s.spec.poll_interval.as_std()))
 }
 
 /// An Event per provisioning step.

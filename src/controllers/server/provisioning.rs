@@ -1,10 +1,13 @@
-//! (Re)provisioning a server from `spec.provisioning.image`: the image goes
-//! into the virtual CD drive, the next boot is set to it once, the server is
-//! reset; once it is on again it has booted from the image, and after
-//! `ejectAfter` (the installer's time with the media) the media is ejected.
-//! Each step is recorded with its duration.
+//! (Re)provisioning a server from `spec.provisioning.image`: the image's URL
+//! is checked (HEAD), the image goes into the virtual CD drive, the next boot
+//! is set to it once, the server is reset; once the BMC shows it rebooted
+//! (the power seen off, a new `LastResetTime` or `BootProgress`) and it is on
+//! again, it has booted from the image — without such evidence within
+//! `bootTimeout` the provisioning ends `TimedOut` — and after `ejectAfter`
+//! (the installer's time with the media) the media is ejected. Each step is
+//! recorded with its duration.
 
-use std::future::Future;
+use std::{future::Future, time::Duration};
 
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 
@@ -14,6 +17,7 @@ use crate::{
 };
 
 pub const IN_PROGRESS: &str = "InProgress";
+pub const TIMED_OUT: &str = "TimedOut";
 
 fn took(from: Timestamp, to: Timestamp) -> String {
     format!("{:.3}s", to.duration_since(from).as_secs_f64())
@@ -22,14 +26,14 @@ fn took(from: Timestamp, to: Timestamp) -> String {
 /// Runs `f` as step `name`; records it; returns whether it succeeded.
 async fn step<F>(p: &mut ProvisioningStatus, name: &str, f: F) -> bool
 where
-    F: Future<Output = Result<String, RedfishError>>,
+    F: Future<Output = Result<String, String>>,
 {
     let started = Timestamp::now();
     let result = f.await;
     let finished = Timestamp::now();
     let (outcome, message) = match &result {
         Ok(m) => ("Succeeded", m.clone()),
-        Err(e) => ("Failed", e.to_string()),
+        Err(e) => ("Failed", e.clone()),
     };
     p.steps.push(ProvisioningStep {
         step: name.into(),
@@ -45,9 +49,80 @@ where
     result.is_ok()
 }
 
-/// Starts a provisioning: media in, boot once from it, reset.
+fn redfish(e: RedfishError) -> String {
+    e.to_string()
+}
+
+/// What the BMC says about the system that a reboot changes.
+pub fn boot_marks(sys: &ComputerSystem) -> String {
+    format!(
+        "power {}, last reset {}, boot progress {} at {}",
+        sys.power_state.as_deref().unwrap_or("unknown"),
+        sys.last_reset_time.as_deref().unwrap_or("not reported"),
+        sys.boot_progress
+            .as_ref()
+            .and_then(|b| b.last_state.as_deref())
+            .unwrap_or("not reported"),
+        sys.boot_progress
+            .as_ref()
+            .and_then(|b| b.last_state_time.as_deref())
+            .unwrap_or("-"),
+    )
+}
+
+/// Evidence that the system rebooted since `baseline` (its boot marks before the reset).
+pub fn reboot_evidence(baseline: &str, sys: &ComputerSystem) -> Option<String> {
+    let power = sys.power_state.as_deref().unwrap_or("unknown");
+    if power != "On" && power != "unknown" {
+        return Some(format!("the BMC reported the power {power} after the reset"));
+    }
+    let now = boot_marks(sys);
+    let changed = |label: &str| {
+        let part = |s: &str| s.split(", ").find(|p| p.starts_with(label)).map(str::to_string);
+        let (before, after) = (part(baseline), part(&now));
+        (before != after && after.as_deref().is_some_and(|a| !a.ends_with("not reported"))).then_some(after)
+    };
+    changed("last reset")
+        .or_else(|| changed("boot progress"))
+        .flatten()
+        .map(|a| format!("the BMC reports a new {a}"))
+}
+
+/// Whether the image can be fetched (HEAD, or a GET that is not read for
+/// servers that refuse HEAD). `nfs://` images are not checked.
+async fn image_reachable(http: &reqwest::Client, image: &str) -> Result<(), String> {
+    if !image.starts_with("http://") && !image.starts_with("https://") {
+        return Ok(());
+    }
+    let answer = |r: reqwest::Response| {
+        if r.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!("the image {image} answers HTTP {}", r.status().as_u16()))
+        }
+    };
+    match http.head(image).timeout(Duration::from_secs(10)).send().await {
+        Ok(r) if r.status() == reqwest::StatusCode::METHOD_NOT_ALLOWED => {
+            match http.get(image).timeout(Duration::from_secs(10)).send().await {
+                Ok(r) => answer(r),
+                Err(e) => Err(format!(
+                    "the image {image} is not reachable: {}",
+                    crate::providers::artifacts::error_chain(&e)
+                )),
+            }
+        }
+        Ok(r) => answer(r),
+        Err(e) => Err(format!(
+            "the image {image} is not reachable: {}",
+            crate::providers::artifacts::error_chain(&e)
+        )),
+    }
+}
+
+/// Starts a provisioning: image checked, media in, boot once from it, reset.
 pub async fn start(
     bmc: &Bmc,
+    http: &reqwest::Client,
     system_id: Option<&str>,
     sys: &ComputerSystem,
     spec: &ProvisioningSpec,
@@ -58,13 +133,16 @@ pub async fn start(
         image: spec.image.clone(),
         phase: IN_PROGRESS.into(),
         steps: vec![],
+        baseline: None,
+        reboot_evidence: None,
     };
     let ok = step(&mut p, "InsertMedia", async {
-        let (path, vm) = bmc.virtual_cd(sys).await?;
+        image_reachable(http, &spec.image).await?;
+        let (path, vm) = bmc.virtual_cd(sys).await.map_err(redfish)?;
         if vm.inserted == Some(true) {
-            bmc.eject_media(&path, &vm).await?;
+            bmc.eject_media(&path, &vm).await.map_err(redfish)?;
         }
-        bmc.insert_media(&path, &vm, &spec.image).await?;
+        bmc.insert_media(&path, &vm, &spec.image).await.map_err(redfish)?;
         Ok(format!("{} inserted in {path}", spec.image))
     })
     .await;
@@ -77,59 +155,98 @@ pub async fn start(
     };
     let ok = step(&mut p, "SetBootOverride", async {
         // Read again: the ETag must be the current one.
-        let (path, _, etag) = bmc.system(system_id).await?;
-        bmc.boot_once_from_cd(&path, etag.as_deref(), mode).await?;
+        let (path, _, etag) = bmc.system(system_id).await.map_err(redfish)?;
+        bmc.boot_once_from_cd(&path, etag.as_deref(), mode)
+            .await
+            .map_err(redfish)?;
         Ok(format!("next boot once from Cd ({mode})"))
     })
     .await;
     if !ok {
         return p;
     }
+    let mut baseline = None;
+    let mut evidence = None;
     step(&mut p, "Reset", async {
-        let (path, sys, _) = bmc.system(system_id).await?;
+        let (path, sys, _) = bmc.system(system_id).await.map_err(redfish)?;
+        let before = boot_marks(&sys);
         let reset = if sys.power_state.as_deref() == Some("On") {
             "ForceRestart"
         } else {
             "On"
         };
-        bmc.reset(&path, &sys, reset).await?;
+        bmc.reset(&path, &sys, reset).await.map_err(redfish)?;
+        // A restart can be short: look at once for the power going off.
+        if let Ok((_, after, _)) = bmc.system(system_id).await {
+            evidence = reboot_evidence(&before, &after);
+        }
+        if reset == "On" {
+            evidence = Some("the server was off; it was powered on".into());
+        }
+        baseline = Some(before);
         Ok(format!("reset ({reset})"))
     })
     .await;
+    p.baseline = baseline;
+    p.reboot_evidence = evidence;
     p
 }
 
-/// Moves a provisioning on: notes the boot, ejects the media after `ejectAfter`.
+/// Moves a provisioning on: notes the boot once the BMC shows a reboot and
+/// the power on (or times out), ejects the media after `ejectAfter`.
 /// Returns when to look again, if the provisioning is still in progress.
 pub async fn advance(
     bmc: &Bmc,
     sys: &ComputerSystem,
     spec: &ProvisioningSpec,
     p: &mut ProvisioningStatus,
-) -> Option<std::time::Duration> {
+) -> Option<Duration> {
     let now = Timestamp::now();
     let last = p.steps.last()?.clone();
     match last.step.as_str() {
-        "Reset" if sys.power_state.as_deref() == Some("On") => {
+        "Reset" => {
+            if p.reboot_evidence.is_none() {
+                p.reboot_evidence = reboot_evidence(p.baseline.as_deref().unwrap_or_default(), sys);
+            }
+            let on = sys.power_state.as_deref() == Some("On");
+            let waited = now.duration_since(last.finished.0);
+            let (outcome, message) = match &p.reboot_evidence {
+                Some(e) if on => (
+                    "Succeeded",
+                    format!("the server is on again, booting from the image ({e})"),
+                ),
+                _ if waited.as_secs() as u64 >= spec.boot_timeout.as_std().as_secs() => (
+                    TIMED_OUT,
+                    format!(
+                        "no evidence of a reboot within {} of the reset: the BMC reports {}",
+                        spec.boot_timeout.as_str(),
+                        boot_marks(sys)
+                    ),
+                ),
+                _ => return Some(Duration::from_secs(1)),
+            };
             p.steps.push(ProvisioningStep {
                 step: "Booted".into(),
                 started: last.finished.clone(),
                 finished: Time(now),
                 duration: took(last.finished.0, now),
-                outcome: "Succeeded".into(),
-                message: "the server is on again, booting from the image".into(),
+                outcome: outcome.into(),
+                message,
             });
+            if outcome == TIMED_OUT {
+                p.phase = TIMED_OUT.into();
+                return None;
+            }
             Some(spec.eject_after.as_std())
         }
-        "Reset" => Some(std::time::Duration::from_secs(2)),
         "Booted" => {
             let due = last.finished.0.as_second() + spec.eject_after.as_std().as_secs() as i64;
             if now.as_second() < due {
-                return Some(std::time::Duration::from_secs((due - now.as_second()).max(1) as u64));
+                return Some(Duration::from_secs((due - now.as_second()).max(1) as u64));
             }
             if step(p, "EjectMedia", async {
-                let (path, vm) = bmc.virtual_cd(sys).await?;
-                bmc.eject_media(&path, &vm).await?;
+                let (path, vm) = bmc.virtual_cd(sys).await.map_err(redfish)?;
+                bmc.eject_media(&path, &vm).await.map_err(redfish)?;
                 Ok(format!("ejected from {path}"))
             })
             .await
@@ -139,5 +256,29 @@ pub async fn advance(
             None
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sys(power: &str, last_reset: Option<&str>) -> ComputerSystem {
+        ComputerSystem {
+            power_state: Some(power.into()),
+            last_reset_time: last_reset.map(str::to_string),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_reboot_needs_evidence() {
+        let before = boot_marks(&sys("On", None));
+        assert_eq!(reboot_evidence(&before, &sys("On", None)), None, "power stayed On");
+        assert!(reboot_evidence(&before, &sys("Off", None)).unwrap().contains("Off"));
+        let before = boot_marks(&sys("On", Some("2026-11-30T10:00:00Z")));
+        assert_eq!(reboot_evidence(&before, &sys("On", Some("2026-11-30T10:00:00Z"))), None);
+        let e = reboot_evidence(&before, &sys("On", Some("2026-11-30T10:05:00Z"))).unwrap();
+        assert!(e.contains("10:05"), "{e}");
     }
 }
