@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod controllers;
+pub mod crash;
 pub mod docs;
 pub mod http;
 pub mod leader;

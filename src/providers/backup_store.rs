@@ -48,6 +48,23 @@ pub struct DumpRecord {
     pub sha256: String,
     /// The verify tables of this database, measured in the dump's snapshot.
     pub tables: Vec<TableMeasure>,
+    /// Every table the dump holds, with its row count (measured in the dump's
+    /// snapshot), indexes and owned sequences: what a restore must bring back
+    /// whole. Empty in manifests written before reprise recorded it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub contents: Vec<TableMeasure>,
+}
+
+impl DumpRecord {
+    /// The tables a restore of this dump must bring back: every table it holds
+    /// (the verify tables in older manifests).
+    pub fn all_tables(&self) -> &[TableMeasure] {
+        if self.contents.is_empty() {
+            &self.tables
+        } else {
+            &self.contents
+        }
+    }
 }
 
 /// A store of backups for one Database object.
@@ -166,45 +183,86 @@ impl Store {
         Ok(self.inner.get(&self.path(id, file)).await?.into_stream())
     }
 
-    /// Deletes a backup: its manifest first (so it stops counting), then its files.
-    pub async fn delete(&self, id: &str) -> Result<(), StoreError> {
+    /// Deletes a backup: its manifest first (so it stops counting), then its
+    /// files (in a local store, its folder, part files of an unfinished upload
+    /// included). Returns whether there was anything to delete.
+    pub async fn delete(&self, id: &str) -> Result<bool, StoreError> {
         let dir = self.prefix.clone().join(id);
-        match self.inner.delete(&self.path(id, "manifest.json")).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+        let mut found = match self.inner.delete(&self.path(id, "manifest.json")).await {
+            Ok(()) => true,
+            Err(object_store::Error::NotFound { .. }) => false,
             Err(e) => return Err(e),
-        }
+        };
         let files: Vec<_> = self.inner.list(Some(&dir)).map_ok(|m| m.location).try_collect().await?;
         for f in files {
             match self.inner.delete(&f).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Ok(()) => found = true,
+                Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => return Err(e),
             }
         }
-        Ok(())
-    }
-
-    /// Folders without a manifest, older than `min_age`: backups that never finished.
-    pub async fn unfinished(&self, min_age: std::time::Duration) -> Result<Vec<String>, StoreError> {
-        let listing = self.inner.list_with_delimiter(Some(&self.prefix)).await?;
-        let mut out = vec![];
-        let cutoff = cutoff(min_age);
-        for dir in listing.common_prefixes {
-            let Some(id) = dir.filename().map(str::to_string) else {
-                continue;
-            };
-            let files: Vec<_> = self.inner.list(Some(&dir)).try_collect().await?;
-            let finished = files.iter().any(|m| m.location.filename() == Some("manifest.json"));
-            let newest = files.iter().map(|m| m.last_modified.timestamp()).max().unwrap_or(0);
-            if !finished && newest < cutoff {
-                out.push(id);
+        if let Some(local) = self.local_dir(&dir) {
+            // What object_store does not list: the part files of an upload cut
+            // short, and the folder itself.
+            match std::fs::remove_dir_all(&local) {
+                Ok(()) => found = true,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(object_store::Error::Generic {
+                        store: "local",
+                        source: Box::new(e),
+                    });
+                }
             }
         }
-        Ok(out)
+        Ok(found)
     }
-}
 
-fn cutoff(min_age: std::time::Duration) -> i64 {
-    Timestamp::now().as_second() - min_age.as_secs() as i64
+    /// The directory of `p` in a local store.
+    fn local_dir(&self, p: &Path) -> Option<std::path::PathBuf> {
+        let root = self.local_root.as_ref()?;
+        Some(p.parts().fold(root.clone(), |acc, part| acc.join(part.as_ref())))
+    }
+
+    /// Backups that never finished (no manifest) other than `except` (the one
+    /// being written now): left by a failed or interrupted backup. In a local
+    /// store the folders are read from the disk, so a folder holding only the
+    /// part file of an upload cut short is found too.
+    pub async fn unfinished(&self, except: &str) -> Result<Vec<String>, StoreError> {
+        let mut ids: Vec<String> = match self.local_dir(&self.prefix) {
+            Some(dir) => match std::fs::read_dir(&dir) {
+                Ok(entries) => entries
+                    .filter_map(|e| e.ok())
+                    .filter(|e| e.path().is_dir() && !e.path().join("manifest.json").exists())
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .collect(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
+                Err(e) => {
+                    return Err(object_store::Error::Generic {
+                        store: "local",
+                        source: Box::new(e),
+                    });
+                }
+            },
+            None => {
+                let listing = self.inner.list_with_delimiter(Some(&self.prefix)).await?;
+                let mut out = vec![];
+                for dir in listing.common_prefixes {
+                    let Some(id) = dir.filename().map(str::to_string) else {
+                        continue;
+                    };
+                    let files: Vec<_> = self.inner.list(Some(&dir)).try_collect().await?;
+                    if !files.iter().any(|m| m.location.filename() == Some("manifest.json")) {
+                        out.push(id);
+                    }
+                }
+                out
+            }
+        };
+        ids.retain(|id| id != except);
+        ids.sort();
+        Ok(ids)
+    }
 }
 
 /// Which backups retention removes: beyond the newest `count`, or older than
@@ -246,6 +304,31 @@ mod tests {
             server_version: "15".into(),
             databases: vec![],
         }
+    }
+
+    #[tokio::test]
+    async fn unfinished_backups_are_found_and_removed_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec: StoreSpec = serde_json::from_value(serde_json::json!({"local": {"path": dir.path()}})).unwrap();
+        let store = Store::open(&spec, None, "ns", "db").unwrap();
+        // A backup cut short: a part file and no manifest.
+        let mut w = store.writer("b1", "shop.dump").await.unwrap();
+        w.write(b"partial dump");
+        std::mem::forget(w);
+        // A failed one that left only its folder.
+        std::fs::create_dir_all(dir.path().join("ns/db/b2")).unwrap();
+        // A finished one.
+        let m = manifest("b3", 0, Timestamp::now());
+        store.finish(&m).await.unwrap();
+        assert_eq!(store.unfinished("b9").await.unwrap(), ["b1", "b2"]);
+        assert_eq!(store.unfinished("b1").await.unwrap(), ["b2"]);
+        for id in ["b1", "b2"] {
+            assert!(store.delete(id).await.unwrap(), "{id} removed");
+            assert!(!dir.path().join("ns/db").join(id).exists(), "{id} left something");
+            assert!(!store.delete(id).await.unwrap(), "{id} is gone: nothing to say removed");
+        }
+        assert!(store.unfinished("").await.unwrap().is_empty());
+        assert_eq!(store.manifests().await.unwrap().len(), 1);
     }
 
     #[test]

@@ -184,6 +184,62 @@ pub async fn create_database(admin: &Client, name: &str, owner: Option<&str>) ->
     Ok(())
 }
 
+/// Drops `name` if it exists; `WITH (FORCE)` (PostgreSQL 13+) ends the sessions still on it.
+pub async fn drop_database(admin: &Client, name: &str, version_num: i32) -> Result<(), PgError> {
+    let force = if version_num >= 130000 { " WITH (FORCE)" } else { "" };
+    admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {}{force}", ident(name)))
+        .await?;
+    Ok(())
+}
+
+/// Renames database `from` to `to`, ending the sessions on `from` first
+/// (PostgreSQL renames only a database nobody is connected to); a client that
+/// connects again in between is ended again, a few times.
+pub async fn rename_database(admin: &Client, from: &str, to: &str) -> Result<(), PgError> {
+    let mut tries = 0;
+    loop {
+        admin
+            .execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+                &[&from],
+            )
+            .await?;
+        match admin
+            .batch_execute(&format!("ALTER DATABASE {} RENAME TO {}", ident(from), ident(to)))
+            .await
+        {
+            Ok(()) => return Ok(()),
+            Err(e) if e.code() == Some(&SqlState::OBJECT_IN_USE) && tries < 10 => {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Sets (or, with None, removes) the comment of database `name`.
+pub async fn comment_database(admin: &Client, name: &str, comment: Option<&str>) -> Result<(), PgError> {
+    let value = comment.map(literal).unwrap_or_else(|| "NULL".into());
+    admin
+        .batch_execute(&format!("COMMENT ON DATABASE {} IS {value}", ident(name)))
+        .await?;
+    Ok(())
+}
+
+/// The databases whose comment starts with `prefix`, with their comments.
+pub async fn databases_commented(admin: &Client, prefix: &str) -> Result<Vec<(String, String)>, PgError> {
+    let rows = admin
+        .query(
+            "SELECT d.datname, s.description FROM pg_database d JOIN pg_shdescription s \
+             ON s.objoid = d.oid AND s.classoid = 'pg_database'::regclass WHERE starts_with(s.description, $1)",
+            &[&prefix],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
 /// Gives `name` to `owner` when someone else owns it. Returns whether it changed.
 pub async fn ensure_owner(admin: &Client, name: &str, owner: &str) -> Result<bool, PgError> {
     let row = admin

@@ -36,7 +36,28 @@ impl Tools {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        die_with_parent(&mut c);
         c
+    }
+}
+
+/// The child is killed when the operator dies, however it dies (SIGKILL
+/// included, as when its pod is deleted): an orphaned pg_restore must never
+/// go on writing behind a successor's back.
+fn die_with_parent(c: &mut Command) {
+    let parent = std::process::id() as i32;
+    // SAFETY: only async-signal-safe calls (prctl, getppid, _exit) between fork and exec.
+    unsafe {
+        c.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent died before the prctl: nobody is left to wait for us.
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
     }
 }
 
@@ -161,27 +182,32 @@ pub async fn dump(
     let mut hasher = Sha256::new();
     let mut bytes = 0u64;
     let mut buf = vec![0u8; 1 << 20];
-    let copied: Result<(), DumpError> = async {
+    let copy = async {
         loop {
             let n = out
                 .read(&mut buf)
                 .await
                 .map_err(|e| DumpError::Tool(format!("reading pg_dump: {e}")))?;
             if n == 0 {
-                return Ok(());
+                return Ok::<(), DumpError>(());
             }
             hasher.update(&buf[..n]);
             bytes += n as u64;
             writer.wait_for_capacity(4).await?;
             writer.write(&buf[..n]);
+            crate::crash::point("backup:writing");
         }
-    }
-    .await;
+    };
+    // Every table's row count, in the dump's snapshot, while pg_dump reads it.
+    let (copied, contents) = tokio::join!(copy, tables::contents(&conn));
     let ended = finish("pg_dump", child, tail).await;
-    if let Err(e) = copied.and(ended) {
-        let _ = writer.abort().await;
-        return Err(e);
-    }
+    let contents = match copied.and(ended).and_then(|()| contents.map_err(DumpError::from)) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = writer.abort().await;
+            return Err(e);
+        }
+    };
     writer.finish().await?;
     let _ = conn.batch_execute("COMMIT").await;
     Ok(DumpRecord {
@@ -190,6 +216,7 @@ pub async fn dump(
         bytes,
         sha256: hex(&hasher.finalize()),
         tables: measures,
+        contents,
     })
 }
 

@@ -49,7 +49,25 @@ pub async fn measure_with_objects(
     schema: &str,
     name: &str,
 ) -> Result<TableMeasure, PgError> {
-    let mut m = measure(client, schema, name).await?;
+    let measured = measure(client, schema, name).await?;
+    let objects = measure_objects(client, schema, name).await?;
+    Ok(TableMeasure {
+        rows: measured.rows,
+        checksum: measured.checksum,
+        ..objects
+    })
+}
+
+/// The table's indexes and owned sequences (rows and checksum left empty).
+async fn measure_objects(client: &impl GenericClient, schema: &str, name: &str) -> Result<TableMeasure, PgError> {
+    let mut m = TableMeasure {
+        schema: schema.into(),
+        name: name.into(),
+        rows: 0,
+        checksum: String::new(),
+        indexes: vec![],
+        sequences: vec![],
+    };
     let table = qualified(schema, name);
     m.indexes = client
         .query(
@@ -85,4 +103,36 @@ pub async fn exists(client: &impl GenericClient, schema: &str, name: &str) -> Re
         )
         .await?;
     Ok(row.get(0))
+}
+
+/// The user tables of the connected database (partitions counted with their
+/// parent), in order.
+pub async fn list(client: &impl GenericClient) -> Result<Vec<(String, String)>, PgError> {
+    let rows = client
+        .query(
+            "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition \
+             AND n.nspname !~ '^pg_' AND n.nspname <> 'information_schema' ORDER BY 1, 2",
+            &[],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// The row count of `schema.name` in the client's current transaction.
+pub async fn count(client: &impl GenericClient, schema: &str, name: &str) -> Result<i64, PgError> {
+    let sql = format!("SELECT count(*)::bigint FROM {}", qualified(schema, name));
+    Ok(client.query_one(sql.as_str(), &[]).await?.get(0))
+}
+
+/// What a backup records of every table: its row count, indexes and owned
+/// sequences (no checksum: those are for the verify tables).
+pub async fn contents(client: &impl GenericClient) -> Result<Vec<TableMeasure>, PgError> {
+    let mut out = vec![];
+    for (schema, name) in list(client).await? {
+        let mut m = measure_objects(client, &schema, &name).await?;
+        m.rows = count(client, &schema, &name).await?;
+        out.push(m);
+    }
+    Ok(out)
 }
