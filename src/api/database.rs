@@ -325,6 +325,10 @@ pub struct DatabaseStatus {
     /// The last restore, automatic or asked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_restore: Option<RestoreRecord>,
+    /// A restore under way (set before it starts, cleared when it is recorded
+    /// in `lastRestore`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_in_progress: Option<RestoreInProgress>,
     /// The last drill: the newest backup that verifies restored into scratch
     /// databases, verified against its manifest, then dropped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -433,9 +437,46 @@ pub struct RestoreRecord {
     /// Each verify table: expected and found.
     #[serde(default)]
     pub verification: Vec<TableVerification>,
+    /// Every table the backup holds, checked after the restore for presence
+    /// and row count (a partly restored database never reads as verified).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contents_checked: Option<ContentsCheck>,
     /// Why it failed, when it did.
     #[serde(default)]
     pub message: String,
+}
+
+/// The check of every table a backup holds, after a restore.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ContentsCheck {
+    /// Tables checked.
+    pub tables: u32,
+    /// Rows found in them, in all.
+    pub rows: i64,
+    /// Tables missing or with another row count than the backup's, as
+    /// `database.schema.table: found N rows, backup M` (at most 20).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mismatches: Vec<String>,
+}
+
+/// A restore under way, written before it starts: an operator that takes over
+/// after a crash finishes, redoes or verifies it from here (and from the
+/// marker on the staging database), never from scratch blindly.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreInProgress {
+    /// What is being restored: `database shop` or `table shop.public.orders`.
+    pub targets: Vec<String>,
+    /// The backup each database is restored from, as `database: backup id`.
+    pub backups: Vec<String>,
+    /// When the failure was first observed.
+    pub failure_observed: Time,
+    /// When the restore started.
+    pub started: Time,
+    /// The `reprise.dev/action` request it answers, if one asked for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
 }
 
 /// One verify table after a restore.

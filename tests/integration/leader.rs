@@ -17,11 +17,10 @@ const RETRY_S: u64 = 1;
 
 fn start(ns: &str, lease: &str, lease_ns: &str, who: &str) -> Operator {
     Operator::start(Options {
-        plane: None,
-        namespace: ns,
         lease: Some(lease),
         identity: Some(who),
         extra: lease_args(lease_ns, LEASE_S, RENEW_S, RETRY_S),
+        ..Options::namespace(ns)
     })
 }
 

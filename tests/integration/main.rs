@@ -10,6 +10,7 @@ mod chart;
 mod control_plane;
 mod crds;
 mod databases;
+mod faults;
 mod leader;
 mod operator_validation;
 mod plans;

@@ -1,8 +1,6 @@
 //! Backups of a Database: when one is due, taking it (one dump per database,
 //! then the manifest), and retention.
 
-use std::time::Duration;
-
 use k8s_openapi::jiff::Timestamp;
 
 use crate::{
@@ -42,6 +40,10 @@ pub async fn take(
 ) -> Result<Manifest, String> {
     let started = Timestamp::now();
     let id = new_id(started);
+    // What a failed or interrupted backup left (only one backup of a Database runs at a time).
+    for old in store.unfinished(&id).await.map_err(|e| e.to_string())? {
+        store.delete(&old).await.map_err(|e| e.to_string())?;
+    }
     let mut files = vec![];
     for d in &db.spec.databases {
         let verify: Vec<(String, String)> = db
@@ -68,31 +70,30 @@ pub async fn take(
         server_version: version.to_string(),
         databases: files,
     };
-    store.finish(&manifest).await.map_err(|e| e.to_string())?;
+    if let Err(e) = store.finish(&manifest).await {
+        let _ = store.delete(&manifest.id).await;
+        return Err(format!("writing the manifest: {e}"));
+    }
     Ok(manifest)
 }
 
-/// Applies retention; returns the ids deleted. Unfinished backups older than
-/// a day go too.
+/// Applies retention; returns the ids it did delete.
 pub async fn prune(store: &Store, db: &Database) -> Result<Vec<String>, String> {
     let Some(spec) = &db.spec.backup else {
         return Ok(vec![]);
     };
     let manifests = store.manifests().await.map_err(|e| e.to_string())?;
-    let mut gone = expired(
+    let expired = expired(
         &manifests,
         spec.retention.count as usize,
         spec.retention.max_age.as_ref().map(|a| a.as_std()),
         Timestamp::now(),
     );
-    gone.extend(
-        store
-            .unfinished(Duration::from_secs(86_400))
-            .await
-            .map_err(|e| e.to_string())?,
-    );
-    for id in &gone {
-        store.delete(id).await.map_err(|e| e.to_string())?;
+    let mut gone = vec![];
+    for id in expired {
+        if store.delete(&id).await.map_err(|e| e.to_string())? {
+            gone.push(id);
+        }
     }
     Ok(gone)
 }

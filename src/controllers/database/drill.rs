@@ -29,26 +29,16 @@ pub fn scratch_name(db: &str, id: &str) -> String {
     format!("{base}_drill_{}", crate::controllers::drill::tag(id, 16))
 }
 
-async fn drop_database(admin: &Client, name: &str, version_num: i32) -> Result<(), PgError> {
-    // WITH (FORCE) (PostgreSQL 13+) ends the drill's own sessions still closing.
-    let force = if version_num >= 130000 { " WITH (FORCE)" } else { "" };
-    admin
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {}{force}", ident(name)))
-        .await
-        .map_err(|e| classify(&e))
-}
+use accounts::drop_database;
 
 /// Scratch databases left by an interrupted drill.
 pub async fn leftovers(admin: &Client) -> Result<Vec<String>, PgError> {
-    let rows = admin
-        .query(
-            "SELECT d.datname FROM pg_database d JOIN pg_shdescription s \
-             ON s.objoid = d.oid AND s.classoid = 'pg_database'::regclass WHERE s.description = $1",
-            &[&SCRATCH_COMMENT],
-        )
-        .await
-        .map_err(|e| classify(&e))?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
+    Ok(accounts::databases_commented(admin, SCRATCH_COMMENT)
+        .await?
+        .into_iter()
+        .filter(|(_, c)| c == SCRATCH_COMMENT)
+        .map(|(d, _)| d)
+        .collect())
 }
 
 /// Runs drill `id` over every database of the spec.
@@ -104,6 +94,7 @@ async fn one<'m>(
         target,
         admin,
         store,
+        ..
     } = *peers;
     for m in manifests {
         let Some(rec) = m.database(name) else { continue };
@@ -127,6 +118,7 @@ async fn one<'m>(
                 .await
                 .map_err(|e| format!("restoring backup {} into {scratch}: {e}", m.id))?;
             record.bytes_restored += bytes;
+            restore::check_contents(target, &scratch, name, rec.all_tables(), record).await?;
             restore::verify(target, &scratch, name, &rec.tables, record).await
         }
         .await;

@@ -31,12 +31,19 @@ use crate::{
     api::{
         Database,
         common::{ConditionStatus, find_condition, reasons},
-        database::{BACKUP_NOW_ANNOTATION, DatabaseHealth, DatabaseHealthState, DatabaseStatus, SslMode},
+        database::{
+            BACKUP_NOW_ANNOTATION, DatabaseHealth, DatabaseHealthState, DatabaseStatus, RestoreInProgress,
+            RestoreRecord, SslMode,
+        },
     },
-    providers::postgres::{
-        self, PgError, Target,
-        accounts::{self, Outcome},
-        dump::Tools,
+    crash,
+    providers::{
+        backup_store::{Manifest, Store},
+        postgres::{
+            self, PgError, Target,
+            accounts::{self, Outcome},
+            dump::Tools,
+        },
     },
     telemetry::{ObjectLabels, OutcomeLabels},
 };
@@ -183,10 +190,14 @@ impl DatabasePass for Pass<'_> {
         self.status.health.as_ref().map(|h| h.state)
     }
 
-    /// Sets the health signal; `since` moves only when the state changes.
+    /// Sets the health signal; `since` moves only when the database turns
+    /// healthy or stops being healthy: a failure keeps its first observation
+    /// through Unreachable, DataMissing, Restoring (and across restarts).
     fn health(&mut self, state: DatabaseHealthState, message: impl Into<String>) {
+        use DatabaseHealthState::Healthy;
         let since = match &self.status.health {
             Some(h) if h.state == state => h.since.clone(),
+            Some(h) if h.state != Healthy && state != Healthy => h.since.clone(),
             _ => Time(self.now),
         };
         self.status.health = Some(DatabaseHealth {
@@ -292,15 +303,44 @@ pub fn reconcile(obj: Arc<Database>, ctx: Arc<Context>) -> BoxFuture<'static, Re
     .boxed()
 }
 
+/// A request through the action annotation: (action, id).
+type Asked = Option<(String, String)>;
+
+/// What one pass works with once the instance answers.
+struct Live<'a> {
+    ctx: &'a Context,
+    db: &'a Database,
+    r: &'a connection::Resolved,
+    tools: Tools,
+    admin: tokio_postgres::Client,
+    version: String,
+    version_num: i32,
+}
+
+impl Live<'_> {
+    fn store(&self) -> Option<&Store> {
+        self.r.store.as_ref().and_then(|s| s.as_ref().ok())
+    }
+
+    fn peers<'p>(&'p self, store: &'p Store) -> restore::Peers<'p> {
+        restore::Peers {
+            tools: &self.tools,
+            target: &self.r.target,
+            admin: &self.admin,
+            store,
+            version_num: self.version_num,
+        }
+    }
+}
+
 async fn run(ctx: &Context, db: &Database, r: connection::Resolved) -> Result<Action, Error> {
-    let tools = Tools {
-        bin_dir: ctx.settings.postgres_bin_dir.clone(),
-    };
     let probe = ctx.settings.database_probe_interval;
     let mut pass = Pass::new(ctx, db);
     let mut action = requested_action(db, pass.status.last_action.as_ref());
 
-    // 1. Reach the instance.
+    // 1. Reach the instance. While it does not answer, an action asked of it
+    //    waits (the engine's step has its timeout), and the instance is probed
+    //    again soon: a restart of the server is ridden out, not failed at once.
     let reached = match r.target.connect("postgres").await {
         Ok(admin) => postgres::server_version(&admin).await.map(|v| (admin, v)),
         Err(e) => Err(e),
@@ -310,10 +350,12 @@ async fn run(ctx: &Context, db: &Database, r: connection::Resolved) -> Result<Ac
         Err(e) => {
             pass.set(REACHABLE, false, e.reason, e.message.clone());
             pass.health(DatabaseHealthState::Unreachable, format!("{}: {}", e.reason, e.message));
-            if let Some((a, id)) = action {
-                pass.action(a, id, "Failed", format!("the instance is unreachable: {}", e.message));
-            }
-            return pass.finish(probe).await;
+            let again = if action.is_some() {
+                Duration::from_secs(2)
+            } else {
+                probe
+            };
+            return pass.finish(again.min(probe)).await;
         }
     };
     pass.set(
@@ -323,6 +365,17 @@ async fn run(ctx: &Context, db: &Database, r: connection::Resolved) -> Result<Ac
         format!("PostgreSQL {version} at {}:{}", r.target.host, r.target.port),
     );
     pass.status.server_version = Some(version.clone());
+    let live = Live {
+        ctx,
+        db,
+        r: &r,
+        tools: Tools {
+            bin_dir: ctx.settings.postgres_bin_dir.clone(),
+        },
+        admin,
+        version,
+        version_num,
+    };
     let mut sessions = postgres::Sessions::new(&r.target);
     if let Some((a, id)) = action.take_if(|(a, _)| a == "reconnect") {
         pass.action(a, id, "Done", "the instance answered".into());
@@ -332,250 +385,35 @@ async fn run(ctx: &Context, db: &Database, r: connection::Resolved) -> Result<Ac
     let owner = format!("{}/{}", db.namespace().unwrap_or_default(), db.name_any());
     let names: Vec<String> = db.spec.databases.iter().map(|d| d.name.clone()).collect();
     let mut out = Outcome::default();
-    let mut accounts_error: Option<PgError> =
-        accounts::ensure_roles(&admin, &mut sessions, &owner, &r.roles, db.spec.prune, &names, &mut out)
-            .await
-            .err();
+    let mut accounts_error: Option<PgError> = accounts::ensure_roles(
+        &live.admin,
+        &mut sessions,
+        &owner,
+        &r.roles,
+        db.spec.prune,
+        &names,
+        &mut out,
+    )
+    .await
+    .err();
 
     // 3. What is gone: restored when a backup holds it, else created (new database).
-    let store = r.store.as_ref().and_then(|s| s.as_ref().ok());
-    let manifests = match store {
-        Some(s) => match s.manifests().await {
-            Ok(m) => m,
-            Err(e) => {
-                pass.set(
-                    BACKUPS_HEALTHY,
-                    false,
-                    "StoreUnavailable",
-                    format!("cannot list backups: {e}"),
-                );
-                vec![]
-            }
-        },
-        None => vec![],
-    };
-    let missing = match restore::find_missing(&admin, &mut sessions, db).await {
-        Ok(m) => m,
-        Err(e) => {
-            accounts_error.get_or_insert(e);
-            vec![]
-        }
-    };
-    let (restorable, fresh): (Vec<Missing>, Vec<Missing>) = missing
-        .into_iter()
-        .partition(|m| manifests.iter().any(|b| m.held_by(b)));
-    let mut notes = vec![];
-    for m in &fresh {
-        match m {
-            Missing::Database(name) => {
-                let owner = db
-                    .spec
-                    .databases
-                    .iter()
-                    .find(|d| &d.name == name)
-                    .and_then(|d| d.owner.as_deref());
-                match accounts::create_database(&admin, name, owner).await {
-                    Ok(()) => out.changes.push(format!("created database {name}")),
-                    Err(e) => {
-                        accounts_error.get_or_insert(e);
-                    }
-                }
-            }
-            Missing::Table { .. } => notes.push(format!("{} does not exist yet (no backup holds it)", m.describe())),
-        }
-    }
+    let manifests = manifests(&mut pass, live.store()).await;
     let asked_restore = action.take_if(|(a, _)| a == "restore");
-    // Inside a Pause maintenance window only a restore someone asks for runs.
-    let held = (!restorable.is_empty() && asked_restore.is_none())
-        .then(|| super::detection::held_by(&ctx.stores, db))
-        .flatten();
-    if let Some(window) = held {
-        let what: Vec<String> = restorable.iter().map(Missing::describe).collect();
-        pass.health(
-            DatabaseHealthState::DataMissing,
-            format!(
-                "gone: {}; not restored while MaintenanceWindow {window} holds recovery",
-                what.join(", ")
-            ),
-        );
-    } else if restorable.is_empty() {
-        pass.health(
-            DatabaseHealthState::Healthy,
-            if notes.is_empty() {
-                "every database and verify table is present".to_string()
-            } else {
-                notes.join("; ")
-            },
-        );
-        if let Some((a, id)) = asked_restore {
-            pass.action(
-                a,
-                id,
-                "Done",
-                "nothing to restore: every database and verify table is present (a present database is never overwritten)"
-                    .into(),
-            );
-        }
-    } else {
-        let what: Vec<String> = restorable.iter().map(Missing::describe).collect();
-        pass.health(DatabaseHealthState::DataMissing, format!("gone: {}", what.join(", ")));
-        let observed = pass.status.health.as_ref().map(|h| h.since.0).unwrap_or(pass.now);
-        pass.health(DatabaseHealthState::Restoring, format!("restoring {}", what.join(", ")));
-        // Keep the time the failure was observed, not when the restore began.
-        if let Some(h) = pass.status.health.as_mut() {
-            h.since = Time(observed);
-        }
-        pass.event(
-            EventType::Warning,
-            "DataMissing",
-            "Restore",
-            format!(
-                "{} gone; restoring from the newest backup that verifies",
-                what.join(", ")
-            ),
-        );
-        pass.checkpoint().await?;
-        let store = store.expect("manifests come from a store");
-        let peers = restore::Peers {
-            tools: &tools,
-            target: &r.target,
-            admin: &admin,
-            store,
-        };
-        let rec = restore::run(&peers, db, &restorable, &manifests, observed).await;
-        for why in &rec.skipped_backups {
-            pass.event(
-                EventType::Warning,
-                "BackupCorrupt",
-                "Restore",
-                format!("skipped: {why}"),
-            );
-        }
-        ctx.metrics
-            .database_restores
-            .get_or_create(&OutcomeLabels {
-                outcome: rec.outcome.clone(),
-            })
-            .inc();
-        let summary = format!(
-            "{} from backup {} ({} bytes in {}, data-loss window {}s): {}",
-            rec.targets.join(", "),
-            rec.backup_id.as_deref().unwrap_or("none"),
-            rec.bytes_restored,
-            rec.duration,
-            rec.data_loss_window_seconds.unwrap_or(0),
-            if rec.outcome == "Verified" {
-                format!("{} verify table(s) match the manifest", rec.verification.len())
-            } else {
-                format!("{}: {}", rec.outcome, rec.message)
-            }
-        );
-        if rec.outcome == "Verified" {
-            pass.event(EventType::Normal, "Restored", "Restore", format!("restored {summary}"));
-            pass.health(DatabaseHealthState::Healthy, format!("restored {summary}"));
-        } else {
-            pass.event(
-                EventType::Warning,
-                "RestoreFailed",
-                "Restore",
-                format!("restore of {summary}"),
-            );
-            pass.health(DatabaseHealthState::RestoreFailed, format!("restore of {summary}"));
-        }
-        if let Some((a, id)) = asked_restore {
-            let outcome = if rec.outcome == "Verified" { "Done" } else { "Failed" };
-            pass.action(a, id, outcome, summary);
-        }
-        pass.status.last_restore = Some(rec);
+    if let Err(e) = data(&mut pass, &live, &mut sessions, &manifests, asked_restore, &mut out).await? {
+        accounts_error.get_or_insert(e);
     }
 
     // A drill: restored into scratch databases, verified, dropped.
-    if let Some((a, id)) = action.take_if(|(a, _)| a == "drill") {
-        match store {
-            None => pass.action(a, id, "Rejected", "no backup store: spec.backup is unset".into()),
-            Some(store) => {
-                let peers = restore::Peers {
-                    tools: &tools,
-                    target: &r.target,
-                    admin: &admin,
-                    store,
-                };
-                let rec = drill::run(&peers, db, &manifests, &id, version_num).await;
-                let summary = format!(
-                    "drill: backup {} restored into scratch copies and dropped in {} ({} bytes): {}",
-                    rec.backup_id.as_deref().unwrap_or("none"),
-                    rec.duration,
-                    rec.bytes_restored,
-                    if rec.outcome == "Verified" {
-                        format!("{} verify table(s) match the manifest", rec.verification.len())
-                    } else {
-                        format!("{}: {}", rec.outcome, rec.message)
-                    }
-                );
-                let verified = rec.outcome == "Verified";
-                pass.event(
-                    if verified {
-                        EventType::Normal
-                    } else {
-                        EventType::Warning
-                    },
-                    if verified { "DrillVerified" } else { "DrillFailed" },
-                    "Drill",
-                    summary.clone(),
-                );
-                pass.action(a, id, if verified { "Done" } else { "Failed" }, summary);
-                pass.status.last_drill = Some(rec);
-            }
-        }
+    if let Some(asked) = action.take_if(|(a, _)| a == "drill") {
+        drill_now(&mut pass, &live, &manifests, asked).await;
     }
 
     // 4. Owners and grants, once databases and tables are there.
     if accounts_error.is_none() {
-        for d in &db.spec.databases {
-            if let Some(o) = &d.owner
-                && accounts::database_exists(&admin, &d.name).await.unwrap_or(false)
-            {
-                match accounts::ensure_owner(&admin, &d.name, o).await {
-                    Ok(true) => out.changes.push(format!("database {} is now owned by {o}", d.name)),
-                    Ok(false) => {}
-                    Err(e) => {
-                        accounts_error.get_or_insert(e);
-                    }
-                }
-            }
-        }
+        accounts_error = owners_and_grants(&live, &mut sessions, &mut out).await.err();
     }
-    if accounts_error.is_none() {
-        accounts_error = accounts::ensure_grants(&admin, &mut sessions, &r.roles, version_num, &mut out)
-            .await
-            .err();
-    }
-    match &accounts_error {
-        Some(e) => pass.set(ACCOUNTS_READY, false, e.reason, e.message.clone()),
-        None => {
-            let waiting = if out.pending.is_empty() {
-                String::new()
-            } else {
-                format!("; {} grant(s) wait for their objects", out.pending.len())
-            };
-            pass.set(
-                ACCOUNTS_READY,
-                true,
-                "AsSpecified",
-                format!("{} role(s) as specified{waiting}", r.roles.len()),
-            );
-        }
-    }
-    pass.status.pending_grants = out.pending;
-    pass.status.orphan_roles = out.orphans;
-    if !out.changes.is_empty() {
-        pass.event(
-            EventType::Normal,
-            "AccountsChanged",
-            "Reconcile",
-            out.changes.join("; "),
-        );
-    }
+    record_accounts(&mut pass, accounts_error.as_ref(), out, r.roles.len());
 
     // 5. A connection Secret per login role.
     for role in &r.roles {
@@ -594,93 +432,8 @@ async fn run(ctx: &Context, db: &Database, r: connection::Resolved) -> Result<Ac
     }
 
     // 6. Backups: on schedule, on request, never of a database missing data.
-    let mut requeue = probe;
-    if let Some(spec_store) = &r.store {
-        match spec_store {
-            Err(e) => pass.set(BACKUPS_HEALTHY, false, "StoreUnavailable", e.clone()),
-            Ok(store) => {
-                let last_attempt = pass.status.last_backup_attempt.as_ref().map(|t| t.0);
-                let due = backup::next_due(db, last_attempt);
-                let now_asked = db
-                    .annotations()
-                    .get(BACKUP_NOW_ANNOTATION)
-                    .filter(|v| pass.status.backup_now.as_ref() != Some(*v))
-                    .cloned();
-                let asked = action.take_if(|(a, _)| a == "backup");
-                let scheduled = due.is_some_and(|d| d <= pass.now);
-                let healthy = pass.state() == Some(DatabaseHealthState::Healthy);
-                if (scheduled || now_asked.is_some() || asked.is_some()) && healthy && accounts_error.is_none() {
-                    pass.status.last_backup_attempt = Some(Time(pass.now));
-                    if let Some(v) = now_asked {
-                        pass.status.backup_now = Some(v);
-                    }
-                    let result = backup::take(&tools, &r.target, store, db, &version).await;
-                    let (outcome, message) = match result {
-                        Ok(m) => {
-                            let rec = backup::record(&m);
-                            ctx.metrics.database_backup_bytes.inc_by(rec.bytes);
-                            let pruned = backup::prune(store, db).await;
-                            let mut message = format!("backup {}: {} bytes in {}", rec.id, rec.bytes, rec.duration);
-                            match pruned {
-                                Ok(gone) if !gone.is_empty() => {
-                                    message.push_str(&format!("; retention removed {}", gone.join(", ")))
-                                }
-                                Ok(_) => {}
-                                Err(e) => message.push_str(&format!("; retention failed: {e}")),
-                            }
-                            pass.set(BACKUPS_HEALTHY, true, "BackupSucceeded", message.clone());
-                            pass.event(EventType::Normal, "BackupSucceeded", "Backup", message.clone());
-                            pass.status.last_backup = Some(rec);
-                            ("Succeeded", message)
-                        }
-                        Err(e) => {
-                            let last = pass
-                                .status
-                                .last_backup
-                                .as_ref()
-                                .map(|b| format!("; the last good backup is still {}", b.id))
-                                .unwrap_or_default();
-                            let message = format!("backup failed: {e}{last}");
-                            pass.set(BACKUPS_HEALTHY, false, "BackupFailed", message.clone());
-                            pass.event(EventType::Warning, "BackupFailed", "Backup", message.clone());
-                            ("Failed", message)
-                        }
-                    };
-                    ctx.metrics
-                        .database_backups
-                        .get_or_create(&OutcomeLabels {
-                            outcome: outcome.into(),
-                        })
-                        .inc();
-                    if let Some((a, id)) = asked {
-                        pass.action(a, id, if outcome == "Succeeded" { "Done" } else { "Failed" }, message);
-                    }
-                } else if let Some((a, id)) = asked {
-                    pass.action(
-                        a,
-                        id,
-                        "Rejected",
-                        "the database is not healthy: no backup of missing data".into(),
-                    );
-                } else if pass.status.last_backup.is_none()
-                    && find_condition(&pass.status.conditions, BACKUPS_HEALTHY).is_none()
-                {
-                    let when = due.map(|d| d.to_string()).unwrap_or_default();
-                    pass.set(
-                        BACKUPS_HEALTHY,
-                        false,
-                        "NoBackupYet",
-                        format!("the first backup is due at {when}"),
-                    );
-                }
-                let next = backup::next_due(db, pass.status.last_backup_attempt.as_ref().map(|t| t.0));
-                if let Some(next) = next {
-                    let wait = next.as_second() - Timestamp::now().as_second();
-                    requeue = requeue.min(Duration::from_secs(wait.max(1) as u64));
-                }
-            }
-        }
-    }
+    let asked_backup = action.take_if(|(a, _)| a == "backup");
+    let requeue = backups(&mut pass, &live, asked_backup, accounts_error.is_none()).await;
     if let Some((a, id)) = action {
         pass.action(
             a.clone(),
@@ -689,7 +442,417 @@ async fn run(ctx: &Context, db: &Database, r: connection::Resolved) -> Result<Ac
             format!("unknown action {a:?}: use reconnect, backup, restore or drill"),
         );
     }
-    pass.finish(requeue).await
+    pass.finish(requeue.min(probe)).await
+}
+
+/// The backups in the store, newest first (none, said so, when it cannot be listed).
+async fn manifests(pass: &mut Pass<'_>, store: Option<&Store>) -> Vec<Manifest> {
+    let Some(s) = store else { return vec![] };
+    match s.manifests().await {
+        Ok(m) => m,
+        Err(e) => {
+            pass.set(
+                BACKUPS_HEALTHY,
+                false,
+                "StoreUnavailable",
+                format!("cannot list backups: {e}"),
+            );
+            vec![]
+        }
+    }
+}
+
+/// Step 3: an interrupted restore finished or cleared, what is gone found,
+/// new databases created, the rest restored (or held by a maintenance window),
+/// a restore that finished before a restart verified. Err: the PostgreSQL
+/// error that stopped it (reported with the accounts).
+async fn data(
+    pass: &mut Pass<'_>,
+    live: &Live<'_>,
+    sessions: &mut postgres::Sessions<'_>,
+    manifests: &[Manifest],
+    asked: Asked,
+    out: &mut Outcome,
+) -> Result<Result<(), PgError>, Error> {
+    let db = live.db;
+    if let Some(store) = live.store() {
+        match restore::finish_interrupted(&live.peers(store), db).await {
+            Ok(done) => {
+                for note in done {
+                    pass.event(EventType::Normal, "RestoreResumed", "Restore", note);
+                }
+            }
+            Err(e) => return Ok(Err(e)),
+        }
+    }
+    let missing = match restore::find_missing(&live.admin, sessions, db, manifests).await {
+        Ok(m) => m,
+        Err(e) => return Ok(Err(e)),
+    };
+    let (restorable, fresh): (Vec<Missing>, Vec<Missing>) = missing
+        .into_iter()
+        .partition(|m| manifests.iter().any(|b| m.held_by(b)));
+    let mut notes = vec![];
+    for m in &fresh {
+        match m {
+            Missing::Database(name) => {
+                let owner = db
+                    .spec
+                    .databases
+                    .iter()
+                    .find(|d| &d.name == name)
+                    .and_then(|d| d.owner.as_deref());
+                match accounts::create_database(&live.admin, name, owner).await {
+                    Ok(()) => out.changes.push(format!("created database {name}")),
+                    Err(e) => return Ok(Err(e)),
+                }
+            }
+            Missing::Table { .. } => notes.push(format!("{} does not exist yet (no backup holds it)", m.describe())),
+        }
+    }
+    // Inside a Pause maintenance window only a restore someone asks for runs.
+    let held = (!restorable.is_empty() && asked.is_none())
+        .then(|| super::detection::held_by(&live.ctx.stores, db))
+        .flatten();
+    if let Some(window) = held {
+        let what: Vec<String> = restorable.iter().map(Missing::describe).collect();
+        pass.health(
+            DatabaseHealthState::DataMissing,
+            format!(
+                "gone: {}; not restored while MaintenanceWindow {window} holds recovery",
+                what.join(", ")
+            ),
+        );
+    } else if restorable.is_empty() {
+        let checked = finished_before_restart(pass, live, manifests).await;
+        if checked != Some(false) {
+            pass.health(
+                DatabaseHealthState::Healthy,
+                if notes.is_empty() {
+                    "every database and every table of the newest backup is present".to_string()
+                } else {
+                    notes.join("; ")
+                },
+            );
+        }
+        if let Some((a, id)) = asked {
+            pass.action(
+                a,
+                id,
+                "Done",
+                "nothing to restore: every database and every table of the newest backup is present (a present database is never overwritten)"
+                    .into(),
+            );
+        }
+    } else {
+        restore_now(pass, live, &restorable, manifests, asked).await?;
+    }
+    Ok(Ok(()))
+}
+
+/// A restore recorded as under way whose data is all present now (it finished
+/// before a restart): verified against the backups it came from, and
+/// recorded. Returns whether it verified (None: there was none).
+async fn finished_before_restart(pass: &mut Pass<'_>, live: &Live<'_>, manifests: &[Manifest]) -> Option<bool> {
+    let (Some(p), Some(store)) = (pass.status.restore_in_progress.clone(), live.store()) else {
+        return None;
+    };
+    let backups: Vec<(String, &Manifest)> = p
+        .backups
+        .iter()
+        .filter_map(|b| {
+            let (name, id) = b.split_once(": ")?;
+            Some((name.to_string(), manifests.iter().find(|m| m.id == id)?))
+        })
+        .collect();
+    let observed = p.failure_observed.0;
+    let mut rec = restore::record(p.targets.clone(), observed);
+    rec.started = p.started.clone();
+    restore::verify_finished(&live.peers(store), live.db, &backups, &mut rec, observed).await;
+    rec.message = if rec.outcome == "Verified" {
+        "finished before the operator restarted; verified by the operator that took over".into()
+    } else {
+        format!("finished before the operator restarted: {}", rec.message)
+    };
+    let verified = rec.outcome == "Verified";
+    end_restore(pass, live.ctx, rec, p.request.map(|id| ("restore".to_string(), id)));
+    Some(verified)
+}
+
+/// Restores what is gone from the newest backup that verifies, with the
+/// restore written to status before it starts.
+async fn restore_now(
+    pass: &mut Pass<'_>,
+    live: &Live<'_>,
+    restorable: &[Missing],
+    manifests: &[Manifest],
+    asked: Asked,
+) -> Result<(), Error> {
+    let what: Vec<String> = restorable.iter().map(Missing::describe).collect();
+    pass.health(DatabaseHealthState::DataMissing, format!("gone: {}", what.join(", ")));
+    // The failure's first observation: kept across states and restarts.
+    let observed = pass.status.health.as_ref().map(|h| h.since.0).unwrap_or(pass.now);
+    pass.health(DatabaseHealthState::Restoring, format!("restoring {}", what.join(", ")));
+    let store = live.store().expect("manifests come from a store");
+    let mut rec = restore::record(what.clone(), observed);
+    let (chosen, failures) = restore::choose(store, restorable, manifests, &mut rec).await;
+    pass.status.restore_in_progress = Some(RestoreInProgress {
+        targets: what.clone(),
+        backups: chosen
+            .iter()
+            .map(|c| format!("{}: {}", c.database, c.manifest.id))
+            .collect(),
+        failure_observed: Time(observed),
+        started: rec.started.clone(),
+        request: asked.as_ref().map(|(_, id)| id.clone()),
+    });
+    pass.event(
+        EventType::Warning,
+        "DataMissing",
+        "Restore",
+        format!(
+            "{} gone; restoring from the newest backup that verifies",
+            what.join(", ")
+        ),
+    );
+    pass.checkpoint().await?;
+    crash::point("restore:recorded");
+    restore::run(&live.peers(store), live.db, &chosen, failures, observed, &mut rec).await;
+    end_restore(pass, live.ctx, rec, asked);
+    Ok(())
+}
+
+/// Records a restore that ended: status, health, Events, metric, the action's answer.
+fn end_restore(pass: &mut Pass<'_>, ctx: &Context, rec: RestoreRecord, asked: Asked) {
+    for why in &rec.skipped_backups {
+        pass.event(
+            EventType::Warning,
+            "BackupCorrupt",
+            "Restore",
+            format!("skipped: {why}"),
+        );
+    }
+    ctx.metrics
+        .database_restores
+        .get_or_create(&OutcomeLabels {
+            outcome: rec.outcome.clone(),
+        })
+        .inc();
+    let checked = rec
+        .contents_checked
+        .as_ref()
+        .map(|c| format!("{} table(s) with {} rows and ", c.tables, c.rows))
+        .unwrap_or_default();
+    let summary = format!(
+        "{} from backup {} ({} bytes in {}, data-loss window {}s): {}",
+        rec.targets.join(", "),
+        rec.backup_id.as_deref().unwrap_or("none"),
+        rec.bytes_restored,
+        rec.duration,
+        rec.data_loss_window_seconds.unwrap_or(0),
+        if rec.outcome == "Verified" {
+            format!("{checked}{} verify table(s) match the backup", rec.verification.len())
+        } else {
+            format!("{}: {}", rec.outcome, rec.message)
+        }
+    );
+    if rec.outcome == "Verified" {
+        pass.event(EventType::Normal, "Restored", "Restore", format!("restored {summary}"));
+        pass.health(DatabaseHealthState::Healthy, format!("restored {summary}"));
+    } else {
+        pass.event(
+            EventType::Warning,
+            "RestoreFailed",
+            "Restore",
+            format!("restore of {summary}"),
+        );
+        pass.health(DatabaseHealthState::RestoreFailed, format!("restore of {summary}"));
+    }
+    if let Some((a, id)) = asked {
+        let outcome = if rec.outcome == "Verified" { "Done" } else { "Failed" };
+        pass.action(a, id, outcome, summary);
+    }
+    pass.status.restore_in_progress = None;
+    pass.status.last_restore = Some(rec);
+}
+
+/// A drill: the newest backup restored into scratch databases, verified, dropped.
+async fn drill_now(pass: &mut Pass<'_>, live: &Live<'_>, manifests: &[Manifest], (a, id): (String, String)) {
+    let Some(store) = live.store() else {
+        pass.action(a, id, "Rejected", "no backup store: spec.backup is unset".into());
+        return;
+    };
+    let rec = drill::run(&live.peers(store), live.db, manifests, &id, live.version_num).await;
+    let summary = format!(
+        "drill: backup {} restored into scratch copies and dropped in {} ({} bytes): {}",
+        rec.backup_id.as_deref().unwrap_or("none"),
+        rec.duration,
+        rec.bytes_restored,
+        if rec.outcome == "Verified" {
+            format!("{} verify table(s) match the manifest", rec.verification.len())
+        } else {
+            format!("{}: {}", rec.outcome, rec.message)
+        }
+    );
+    let verified = rec.outcome == "Verified";
+    pass.event(
+        if verified {
+            EventType::Normal
+        } else {
+            EventType::Warning
+        },
+        if verified { "DrillVerified" } else { "DrillFailed" },
+        "Drill",
+        summary.clone(),
+    );
+    pass.action(a, id, if verified { "Done" } else { "Failed" }, summary);
+    pass.status.last_drill = Some(rec);
+}
+
+/// Step 4: each database's owner, then every role's grants.
+async fn owners_and_grants(
+    live: &Live<'_>,
+    sessions: &mut postgres::Sessions<'_>,
+    out: &mut Outcome,
+) -> Result<(), PgError> {
+    for d in &live.db.spec.databases {
+        if let Some(o) = &d.owner
+            && accounts::database_exists(&live.admin, &d.name).await.unwrap_or(false)
+            && accounts::ensure_owner(&live.admin, &d.name, o).await?
+        {
+            out.changes.push(format!("database {} is now owned by {o}", d.name));
+        }
+    }
+    accounts::ensure_grants(&live.admin, sessions, &live.r.roles, live.version_num, out).await
+}
+
+/// The accounts' condition, what waits, what is left over, what changed.
+fn record_accounts(pass: &mut Pass<'_>, error: Option<&PgError>, out: Outcome, roles: usize) {
+    match error {
+        Some(e) => pass.set(ACCOUNTS_READY, false, e.reason, e.message.clone()),
+        None => {
+            let waiting = if out.pending.is_empty() {
+                String::new()
+            } else {
+                format!("; {} grant(s) wait for their objects", out.pending.len())
+            };
+            pass.set(
+                ACCOUNTS_READY,
+                true,
+                "AsSpecified",
+                format!("{roles} role(s) as specified{waiting}"),
+            );
+        }
+    }
+    pass.status.pending_grants = out.pending;
+    pass.status.orphan_roles = out.orphans;
+    if !out.changes.is_empty() {
+        pass.event(
+            EventType::Normal,
+            "AccountsChanged",
+            "Reconcile",
+            out.changes.join("; "),
+        );
+    }
+}
+
+/// Step 6: a backup when one is due or asked (never of a database missing
+/// data); returns when the next one is due.
+async fn backups(pass: &mut Pass<'_>, live: &Live<'_>, asked: Asked, accounts_ok: bool) -> Duration {
+    let probe = live.ctx.settings.database_probe_interval;
+    let db = live.db;
+    let Some(spec_store) = &live.r.store else {
+        return probe;
+    };
+    let store = match spec_store {
+        Err(e) => {
+            pass.set(BACKUPS_HEALTHY, false, "StoreUnavailable", e.clone());
+            return probe;
+        }
+        Ok(store) => store,
+    };
+    let last_attempt = pass.status.last_backup_attempt.as_ref().map(|t| t.0);
+    let due = backup::next_due(db, last_attempt);
+    let now_asked = db
+        .annotations()
+        .get(BACKUP_NOW_ANNOTATION)
+        .filter(|v| pass.status.backup_now.as_ref() != Some(*v))
+        .cloned();
+    let scheduled = due.is_some_and(|d| d <= pass.now);
+    let healthy = pass.state() == Some(DatabaseHealthState::Healthy);
+    if (scheduled || now_asked.is_some() || asked.is_some()) && healthy && accounts_ok {
+        pass.status.last_backup_attempt = Some(Time(pass.now));
+        if let Some(v) = now_asked {
+            pass.status.backup_now = Some(v);
+        }
+        let (outcome, message) = backup_now(pass, live, store).await;
+        if let Some((a, id)) = asked {
+            pass.action(a, id, if outcome == "Succeeded" { "Done" } else { "Failed" }, message);
+        }
+    } else if let Some((a, id)) = asked {
+        pass.action(
+            a,
+            id,
+            "Rejected",
+            "the database is not healthy: no backup of missing data".into(),
+        );
+    } else if pass.status.last_backup.is_none() && find_condition(&pass.status.conditions, BACKUPS_HEALTHY).is_none() {
+        let when = due.map(|d| d.to_string()).unwrap_or_default();
+        pass.set(
+            BACKUPS_HEALTHY,
+            false,
+            "NoBackupYet",
+            format!("the first backup is due at {when}"),
+        );
+    }
+    match backup::next_due(db, pass.status.last_backup_attempt.as_ref().map(|t| t.0)) {
+        Some(next) => {
+            let wait = next.as_second() - Timestamp::now().as_second();
+            probe.min(Duration::from_secs(wait.max(1) as u64))
+        }
+        None => probe,
+    }
+}
+
+/// Takes one backup and applies retention: (outcome, message).
+async fn backup_now(pass: &mut Pass<'_>, live: &Live<'_>, store: &Store) -> (&'static str, String) {
+    let ctx = live.ctx;
+    let result = backup::take(&live.tools, &live.r.target, store, live.db, &live.version).await;
+    let (outcome, message) = match result {
+        Ok(m) => {
+            let rec = backup::record(&m);
+            ctx.metrics.database_backup_bytes.inc_by(rec.bytes);
+            let mut message = format!("backup {}: {} bytes in {}", rec.id, rec.bytes, rec.duration);
+            match backup::prune(store, live.db).await {
+                Ok(gone) if !gone.is_empty() => message.push_str(&format!("; retention removed {}", gone.join(", "))),
+                Ok(_) => {}
+                Err(e) => message.push_str(&format!("; retention failed: {e}")),
+            }
+            pass.set(BACKUPS_HEALTHY, true, "BackupSucceeded", message.clone());
+            pass.event(EventType::Normal, "BackupSucceeded", "Backup", message.clone());
+            pass.status.last_backup = Some(rec);
+            ("Succeeded", message)
+        }
+        Err(e) => {
+            let last = pass
+                .status
+                .last_backup
+                .as_ref()
+                .map(|b| format!("; the last good backup is still {}", b.id))
+                .unwrap_or_default();
+            let message = format!("backup failed: {e}{last}");
+            pass.set(BACKUPS_HEALTHY, false, "BackupFailed", message.clone());
+            pass.event(EventType::Warning, "BackupFailed", "Backup", message.clone());
+            ("Failed", message)
+        }
+    };
+    ctx.metrics
+        .database_backups
+        .get_or_create(&OutcomeLabels {
+            outcome: outcome.into(),
+        })
+        .inc();
+    (outcome, message)
 }
 
 #[cfg(test)]

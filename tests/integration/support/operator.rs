@@ -3,6 +3,7 @@
 //! parallel do not reconcile each other's objects.
 
 use std::{
+    os::unix::process::CommandExt,
     path::PathBuf,
     process::{Child, Command, Stdio},
     time::Duration,
@@ -40,6 +41,8 @@ pub struct Options<'a> {
     pub lease: Option<&'a str>,
     pub identity: Option<&'a str>,
     pub extra: Vec<String>,
+    /// Extra environment, e.g. a test crash point (`REPRISE_TEST_CRASH_AT`).
+    pub env: Vec<(String, String)>,
 }
 
 impl<'a> Options<'a> {
@@ -50,6 +53,7 @@ impl<'a> Options<'a> {
             lease: None,
             identity: None,
             extra: vec![],
+            env: vec![],
         }
     }
 }
@@ -78,6 +82,9 @@ impl Operator {
         .env("RUST_LOG", "info,reprise=debug")
         .env_remove("POD_NAME")
         .env_remove("POD_NAMESPACE")
+        .envs(opts.env.iter().map(|(k, v)| (k, v)))
+        // Its own process group, as a pod: killing it kills its children too.
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(file.try_clone().expect("log fd"))
         .stderr(file);
@@ -172,9 +179,20 @@ impl Operator {
         let _ = Command::new("kill").args([sig, &self.child.id().to_string()]).status();
     }
 
+    /// Kills the operator and its children at once, as when its pod is deleted.
     pub fn kill(&mut self) {
-        self.signal("-KILL");
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .status();
         let _ = self.child.wait();
+    }
+
+    /// SIGSTOP / SIGCONT: the operator frozen and thawed (its process group).
+    pub fn freeze(&self, frozen: bool) {
+        let sig = if frozen { "-STOP" } else { "-CONT" };
+        let _ = Command::new("kill")
+            .args([sig, "--", &format!("-{}", self.child.id())])
+            .status();
     }
 
     /// SIGTERM, then waits for the exit; returns whether it exited cleanly.
