@@ -114,8 +114,12 @@ fn cancel_on_signal(token: CancellationToken) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs the operator until a signal, or until leadership is lost (an error:
-/// the process must exit so that it never writes as a non-leader).
+/// Runs the operator until a signal. With leader election, a replica that
+/// loses its Lease (no renewal within the renew deadline, or another replica
+/// took it) stops every controller at once — nothing more is written — and
+/// campaigns again: if nobody took the Lease meanwhile, it leads again as soon
+/// as it can renew, instead of leaving the cluster without a leader for a
+/// whole lease duration.
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let client = Client::try_default()
         .await
@@ -130,88 +134,102 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     tracing::info!(%addr, namespace = ?opts.namespace, "health and metrics endpoints listening");
 
     let identity = opts.identity();
-    let mut elector = if opts.leader_election {
+    let controllers = |term: CancellationToken| {
+        runner::run(
+            client.clone(),
+            metrics.clone(),
+            opts.namespace.clone(),
+            identity.clone(),
+            settings(&opts),
+            health.clone(),
+            term,
+        )
+    };
+    if !opts.leader_election {
+        health.set_leadership(Leadership::Leader);
+        metrics.leader.set(1);
+        controllers(shutdown.clone()).await;
+    } else {
         let cfg = opts.lease_config()?;
         tracing::info!(lease = %cfg.name, namespace = %cfg.namespace, %identity, "leader election on");
         let mut el = LeaderElector::new(client.clone(), cfg);
-        let h = health.clone();
-        let mut announced = false;
-        let won = el
-            .acquire(&shutdown, || {
-                h.set_leadership(Leadership::Follower);
-                if !announced {
-                    tracing::info!("another replica leads; waiting");
-                    announced = true;
-                }
-            })
-            .await;
-        if !won {
-            let _ = server.await;
-            return Ok(());
-        }
-        tracing::info!("leading");
-        Some(el)
-    } else {
-        None
-    };
+        while lead(&mut el, &health, &metrics, &shutdown, &controllers).await {}
+        el.release().await;
+    }
+    shutdown.cancel();
+    let _ = server.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// One term: waits to lead, runs the controllers while leading. Returns
+/// whether to campaign again (leadership was lost, not the process stopped).
+async fn lead<F, Fut>(
+    el: &mut LeaderElector,
+    health: &Health,
+    metrics: &Metrics,
+    shutdown: &CancellationToken,
+    controllers: &F,
+) -> bool
+where
+    F: Fn(CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut announced = false;
+    let won = el
+        .acquire(shutdown, || {
+            health.set_leadership(Leadership::Follower);
+            if !announced {
+                tracing::info!("another replica leads; waiting");
+                announced = true;
+            }
+        })
+        .await;
+    if !won {
+        return false;
+    }
+    tracing::info!("leading");
     health.set_leadership(Leadership::Leader);
     metrics.leader.set(1);
-
-    let controllers = pin!(runner::run(
-        client,
-        metrics.clone(),
-        opts.namespace.clone(),
-        identity,
-        crate::controllers::Settings {
-            database_probe_interval: std::time::Duration::from_secs(opts.database_probe_seconds.max(1)),
-            postgres_bin_dir: opts.postgres_bin_dir.clone(),
-            bmc_timeout: std::time::Duration::from_secs(opts.bmc_timeout_seconds.max(1)),
-            bmc_conversation_timeout: std::time::Duration::from_secs(match opts.bmc_conversation_seconds {
-                0 => 3 * opts.bmc_timeout_seconds.max(1),
-                s => s,
-            }),
-            bmc_concurrency: opts.bmc_concurrency,
-            bmc_limits: crate::providers::redfish::Limits {
-                max_body_bytes: opts.bmc_max_body_bytes.max(64 << 10),
-                max_members: opts.bmc_max_members.clamp(1, 10_000),
-            },
-            vm_ready_grace: std::time::Duration::from_secs(opts.vm_ready_grace_seconds),
-            kubevirt_installed: false,
-        },
-        health.clone(),
-        shutdown.clone()
-    ));
-    let result = match elector.as_mut() {
-        None => {
-            controllers.await;
-            Ok(())
-        }
-        Some(el) => {
-            let mut controllers = controllers;
-            tokio::select! {
-                _ = &mut controllers => Ok(()),
-                ended = el.hold(&shutdown) => match ended {
-                    Ended::Shutdown => {
-                        // In-flight reconciles finish before the Lease is let go.
-                        controllers.await;
-                        Ok(())
-                    }
-                    Ended::Lost(why) => {
-                        health.set_broken();
-                        metrics.leader.set(0);
-                        Err(anyhow::anyhow!("lost leadership: {why}; exiting so that only the leader writes"))
-                    }
-                },
+    let term = shutdown.child_token();
+    let mut running = pin!(controllers(term.clone()));
+    let again = tokio::select! {
+        _ = &mut running => false,
+        ended = el.hold(shutdown) => match ended {
+            Ended::Shutdown => {
+                // In-flight reconciles finish before the Lease is let go.
+                running.await;
+                false
             }
-        }
+            Ended::Lost(why) => {
+                tracing::warn!(%why, "lost leadership: every controller stopped at once; campaigning again");
+                true
+            }
+        },
     };
-    if result.is_ok() {
-        if let Some(el) = &elector {
-            el.release().await;
-        }
-        shutdown.cancel();
-        let _ = server.await;
-        tracing::info!("stopped");
+    // Dropped here when leadership was lost: no reconcile writes after this point.
+    term.cancel();
+    metrics.leader.set(0);
+    health.set_caches_synced(false);
+    health.set_leadership(Leadership::Follower);
+    again
+}
+
+fn settings(opts: &RunOptions) -> crate::controllers::Settings {
+    crate::controllers::Settings {
+        database_probe_interval: std::time::Duration::from_secs(opts.database_probe_seconds.max(1)),
+        postgres_bin_dir: opts.postgres_bin_dir.clone(),
+        bmc_timeout: std::time::Duration::from_secs(opts.bmc_timeout_seconds.max(1)),
+        bmc_conversation_timeout: std::time::Duration::from_secs(match opts.bmc_conversation_seconds {
+            0 => 3 * opts.bmc_timeout_seconds.max(1),
+            s => s,
+        }),
+        bmc_concurrency: opts.bmc_concurrency,
+        bmc_limits: crate::providers::redfish::Limits {
+            max_body_bytes: opts.bmc_max_body_bytes.max(64 << 10),
+            max_members: opts.bmc_max_members.clamp(1, 10_000),
+        },
+        vm_ready_grace: std::time::Duration::from_secs(opts.vm_ready_grace_seconds),
+        kubevirt_installed: false,
     }
-    result
 }

@@ -13,6 +13,7 @@ pub mod kubevirt;
 pub mod operator;
 pub mod plastprod;
 pub mod postgres;
+pub mod proxy;
 pub mod redfish;
 pub mod tls;
 pub mod webhooks;

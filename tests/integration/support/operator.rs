@@ -43,6 +43,8 @@ pub struct Options<'a> {
     pub extra: Vec<String>,
     /// Extra environment, e.g. a test crash point (`REPRISE_TEST_CRASH_AT`).
     pub env: Vec<(String, String)>,
+    /// Another kubeconfig for the operator's identity (e.g. through a relay).
+    pub kubeconfig: Option<PathBuf>,
 }
 
 impl<'a> Options<'a> {
@@ -54,6 +56,7 @@ impl<'a> Options<'a> {
             identity: None,
             extra: vec![],
             env: vec![],
+            kubeconfig: None,
         }
     }
 }
@@ -77,7 +80,7 @@ impl Operator {
             "--identity",
             &identity,
         ])
-        .env("KUBECONFIG", &p.operator_kubeconfig)
+        .env("KUBECONFIG", opts.kubeconfig.as_ref().unwrap_or(&p.operator_kubeconfig))
         .env("REPRISE_LOG_FORMAT", "json")
         .env("RUST_LOG", "info,reprise=debug")
         .env_remove("POD_NAME")
