@@ -2,13 +2,15 @@
 //! into running software.
 
 pub mod api;
-pub mod controllers;
+pub mod components;
 pub mod crash;
 pub mod docs;
 pub mod http;
 pub mod leader;
 pub mod operator;
 pub mod providers;
+pub mod recovery;
+pub mod runtime;
 pub mod telemetry;
 
 /// Selects ring as rustls' process-wide crypto provider (kube uses ring), so

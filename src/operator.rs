@@ -8,9 +8,9 @@ use kube::Client;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    controllers::runner,
     http::{self, Health, Leadership},
     leader::{Ended, LeaderElector, LeaseConfig},
+    runtime::runner,
     telemetry::Metrics,
 };
 
@@ -215,8 +215,8 @@ where
     again
 }
 
-fn settings(opts: &RunOptions) -> crate::controllers::Settings {
-    crate::controllers::Settings {
+fn settings(opts: &RunOptions) -> crate::runtime::Settings {
+    crate::runtime::Settings {
         database_probe_interval: std::time::Duration::from_secs(opts.database_probe_seconds.max(1)),
         postgres_bin_dir: opts.postgres_bin_dir.clone(),
         bmc_timeout: std::time::Duration::from_secs(opts.bmc_timeout_seconds.max(1)),

@@ -239,6 +239,11 @@ pub struct ApplicationStatus {
     /// The health signal the recovery engine reads (see `AppHealth`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<AppHealth>,
+    /// When the application last turned healthy or stopped being healthy:
+    /// for a failure, when it was first observed; once healthy again, the
+    /// evidence of when it came back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_since: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime>,
     /// The last repair reprise made to the Deployment or Service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_repair: Option<Repair>,
@@ -266,6 +271,15 @@ pub enum AppHealth {
     Progressing,
     Degraded,
     Failed,
+}
+
+impl super::contract::HealthState for AppHealth {
+    fn is_failure(self) -> bool {
+        self == Self::Failed
+    }
+    fn is_healthy(self) -> bool {
+        self == Self::Healthy
+    }
 }
 
 /// A version that failed to roll out.

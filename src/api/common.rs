@@ -381,10 +381,11 @@ pub struct ActionRecord {
     pub id: String,
     /// The action asked, e.g. `restart` or `restore`.
     pub action: String,
-    /// When it was carried out.
-    pub time: Time,
-    /// `Done`, or `Rejected` with why.
-    pub outcome: String,
+    /// When it was carried out (or taken on, while `Accepted`).
+    pub time: k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime,
+    /// `Accepted` (under way), `Done`, `Rejected` (not possible: the message
+    /// says why) or `Failed`.
+    pub outcome: super::contract::ActionOutcome,
     /// Details.
     #[serde(default)]
     pub message: String,

@@ -1,7 +1,7 @@
 //! Database: PostgreSQL accounts, access, backups and verified restores.
 //! The plan's "gestion des comptes", "accès et gestion des bases de données", level 1.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -360,18 +360,17 @@ pub enum DatabaseHealthState {
     RestoreFailed,
 }
 
-/// The health signal, with when it last changed.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct DatabaseHealth {
-    /// The state.
-    pub state: DatabaseHealthState,
-    /// When the state last changed: for a failure, when it was observed.
-    pub since: Time,
-    /// What was observed.
-    #[serde(default)]
-    pub message: String,
+impl super::contract::HealthState for DatabaseHealthState {
+    fn is_failure(self) -> bool {
+        !self.is_healthy()
+    }
+    fn is_healthy(self) -> bool {
+        self == Self::Healthy
+    }
 }
+
+/// The health signal, with when it last changed.
+pub type DatabaseHealth = super::contract::Health<DatabaseHealthState>;
 
 /// A backup as recorded in status.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -402,21 +401,32 @@ pub struct BackupFileRecord {
     pub sha256: String,
 }
 
+/// How a restore (or a drill's restore into scratch copies) ended.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum RestoreOutcome {
+    /// Every table of the backup is back with its row count, and every verify
+    /// table matches the backup's manifest.
+    Verified,
+    /// Restored, but a table differs from the backup.
+    VerificationFailed,
+    Failed,
+}
+
 /// A restore and its verification.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RestoreRecord {
-    /// `Verified` (every verify table matches the backup's manifest),
-    /// `VerificationFailed` or `Failed`.
-    pub outcome: String,
+    /// `Verified` (every table of the backup is back with its row count, every
+    /// verify table matches the manifest), `VerificationFailed` or `Failed`.
+    pub outcome: RestoreOutcome,
     /// What was restored: `database shop` or `table shop.public.orders`, one per line.
     pub targets: Vec<String>,
-    /// When the failure was observed.
-    pub failure_observed: Time,
+    /// When the failure was first observed.
+    pub failure_observed: MicroTime,
     /// When the restore started.
-    pub started: Time,
+    pub started: MicroTime,
     /// When it finished.
-    pub finished: Time,
+    pub finished: MicroTime,
     /// How long it took (a duration).
     pub duration: String,
     /// The backup used.
@@ -471,9 +481,9 @@ pub struct RestoreInProgress {
     /// The backup each database is restored from, as `database: backup id`.
     pub backups: Vec<String>,
     /// When the failure was first observed.
-    pub failure_observed: Time,
+    pub failure_observed: MicroTime,
     /// When the restore started.
-    pub started: Time,
+    pub started: MicroTime,
     /// The `reprise.dev/action` request it answers, if one asked for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<String>,

@@ -1,6 +1,6 @@
 //! Incident: the audit record of one failure and its recovery.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -54,7 +54,7 @@ pub struct IncidentSpec {
     pub drill: bool,
     /// When the failure was observed (the component's health signal `since`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub observed_at: Option<Time>,
+    pub observed_at: Option<MicroTime>,
     /// The `NotifyOnly` MaintenanceWindow the failure happened in: the
     /// incident's procedure only notifies (its other steps are skipped).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -88,20 +88,26 @@ pub struct IncidentStatus {
     pub phase: IncidentPhase,
     /// When the failure was first observed (the watch event).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failure_observed_at: Option<Time>,
+    pub failure_observed_at: Option<MicroTime>,
     /// When reprise opened the incident.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub detected_at: Option<Time>,
+    pub detected_at: Option<MicroTime>,
     /// detectedAt plus the level's maximum window; unset for an open-ended level.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub deadline: Option<Time>,
+    pub deadline: Option<MicroTime>,
     /// Whether the deadline passed before resolution.
     #[serde(default)]
     pub breached: bool,
-    /// When the incident was resolved or failed; it is deleted the plan's
-    /// `incidentRetention` after.
+    /// When the incident was resolved (the component observed healthy again)
+    /// or its procedure failed; it is deleted the plan's `incidentRetention`
+    /// after it is resolved. A failed incident stays open for people and
+    /// resolves when the component is healthy again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub closed_at: Option<Time>,
+    pub closed_at: Option<MicroTime>,
+    /// How it was resolved: by which step, or that the component came back
+    /// without the procedure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<String>,
     /// Every step, in order, with its outcome.
     #[serde(default)]
     pub timeline: Vec<TimelineEntry>,
@@ -124,12 +130,13 @@ pub struct TimelineEntry {
     /// Attempt number, from 1.
     pub attempt: u32,
     /// When it started.
-    pub started: Time,
+    pub started: MicroTime,
     /// When it ended; unset while it runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finished: Option<Time>,
-    /// `Running`, `Succeeded`, `Failed`, `TimedOut` or `Skipped`.
-    pub outcome: String,
+    pub finished: Option<MicroTime>,
+    /// `Running`, `Succeeded` (the component was observed healthy after the
+    /// step's action), `Failed`, `TimedOut` or `Skipped`.
+    pub outcome: super::contract::StepOutcome,
     /// What happened.
     #[serde(default)]
     pub message: String,
@@ -171,7 +178,7 @@ pub struct StepMeasure {
     /// Attempt number.
     pub attempt: u32,
     /// Its outcome.
-    pub outcome: String,
-    /// How long it took (a duration).
+    pub outcome: super::contract::StepOutcome,
+    /// How long it took (a duration, to the millisecond).
     pub duration: String,
 }

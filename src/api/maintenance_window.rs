@@ -97,7 +97,7 @@ pub struct RecordedFailure {
     /// The component.
     pub component: ComponentRef,
     /// When its health signal turned bad.
-    pub since: Time,
+    pub since: k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime,
     /// What it said.
     pub cause: String,
 }

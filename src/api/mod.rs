@@ -7,6 +7,7 @@
 
 pub mod application;
 pub mod common;
+pub mod contract;
 pub mod database;
 pub mod incident;
 pub mod maintenance_window;

@@ -1,6 +1,6 @@
 //! RecoveryPlan: the PRA itself — levels, responders, procedures, objectives, drills.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, MicroTime};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -229,7 +229,7 @@ pub struct Contract {
 /// The ordered steps run when a component of one kind fails.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("self.steps.all(s, s.action in ['Notify', 'WaitForApproval'] || (self.kind == 'Application' && s.action in ['Restart', 'Recreate', 'Rollback']) || (self.kind == 'Database' && s.action in ['Reconnect', 'Restore']) || (self.kind == 'VirtualMachine' && s.action in ['Restart', 'Recreate', 'RestoreSnapshot', 'Move']) || (self.kind == 'Server' && s.action in ['PowerCycle', 'Reprovision']))").message("spec.procedures[].steps[].action must be one this procedure's kind supports: Application: Restart, Recreate, Rollback; Database: Reconnect, Restore; VirtualMachine: Restart, Recreate, RestoreSnapshot, Move; Server: PowerCycle, Reprovision; any: Notify, WaitForApproval"))]
+#[x_kube(validation = procedure_validation())]
 pub struct Procedure {
     /// Kind of component the procedure recovers.
     pub kind: ComponentKind,
@@ -237,6 +237,12 @@ pub struct Procedure {
     #[schemars(length(min = 1, max = 16))]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     pub steps: Vec<Step>,
+}
+
+/// The CEL rule on a procedure, built from the actions each kind supports.
+fn procedure_validation() -> kube::core::Rule {
+    let (rule, message) = super::contract::procedure_rule();
+    kube::core::Rule::new(rule).message(kube::core::Message::Message(message))
 }
 
 /// One step of a procedure.
@@ -299,6 +305,23 @@ pub enum Action {
     /// depends on recover first; `await-self-repair`: a repair the component's
     /// own controller started finishes first).
     AwaitRecovery,
+}
+
+impl Action {
+    pub const ALL: [Action; 12] = [
+        Self::Restart,
+        Self::Recreate,
+        Self::Rollback,
+        Self::Reconnect,
+        Self::Restore,
+        Self::RestoreSnapshot,
+        Self::Move,
+        Self::PowerCycle,
+        Self::Reprovision,
+        Self::Notify,
+        Self::WaitForApproval,
+        Self::AwaitRecovery,
+    ];
 }
 
 /// Annotation that starts a drill on demand: `kubectl annotate recoveryplan NAME reprise.dev/drill-now=$(date +%s)`
@@ -386,16 +409,25 @@ pub struct DrillResult {
     /// What started it: `schedule`, or the `reprise.dev/drill-now` value.
     pub trigger: String,
     /// When it started.
-    pub started: Time,
+    pub started: MicroTime,
     /// When it ended; unset while it runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finished: Option<Time>,
+    pub finished: Option<MicroTime>,
     /// Per level: measured recovery time against the window.
     #[serde(default)]
     pub levels: Vec<DrillLevel>,
     /// Per component drilled: what it measured.
     #[serde(default)]
     pub components: Vec<DrillComponent>,
+}
+
+/// How a component's part of a drill ended.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum DrillOutcome {
+    Running,
+    Verified,
+    Failed,
+    Skipped,
 }
 
 /// One component's part of a drill.
@@ -407,7 +439,7 @@ pub struct DrillComponent {
     /// Its level.
     pub level: u8,
     /// `Running`, `Verified`, `Failed` or `Skipped`.
-    pub outcome: String,
+    pub outcome: DrillOutcome,
     /// Measured restore time, in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seconds: Option<f64>,

@@ -311,6 +311,8 @@ pub struct CablingDrift {
 /// - `PowerLost`: the server is off while it should be on, and reprise did not turn it off.
 /// - `Critical`: the BMC reports the system's health as Critical.
 /// - `Provisioning`: a reprovisioning is under way (not a failure).
+/// - `Restarting`: a power cycle reprise asked for is under way, until the
+///   BMC shows the reboot (not a failure).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum ServerHealthState {
     Healthy,
@@ -318,20 +320,20 @@ pub enum ServerHealthState {
     PowerLost,
     Critical,
     Provisioning,
+    Restarting,
+}
+
+impl super::contract::HealthState for ServerHealthState {
+    fn is_failure(self) -> bool {
+        matches!(self, Self::Unreachable | Self::PowerLost | Self::Critical)
+    }
+    fn is_healthy(self) -> bool {
+        self == Self::Healthy
+    }
 }
 
 /// The health signal, with when it last changed.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ServerHealth {
-    /// The state.
-    pub state: ServerHealthState,
-    /// When the state last changed: for a failure, when it was observed.
-    pub since: Time,
-    /// What was observed.
-    #[serde(default)]
-    pub message: String,
-}
+pub type ServerHealth = super::contract::Health<ServerHealthState>;
 
 /// A power change asked of the BMC.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -350,6 +352,13 @@ pub struct PowerRequest {
     /// `@Message.ExtendedInfo`), if it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refused: Option<String>,
+    /// For a `ForceRestart`: what showed the reboot (the power seen off, a
+    /// new last reset time), once seen; and what the BMC said before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reboot_evidence: Option<String>,
+    /// For a `ForceRestart`: the BMC's boot marks before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<String>,
 }
 
 /// A (re)provisioning and its steps.

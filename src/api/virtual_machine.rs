@@ -193,6 +193,11 @@ pub struct VirtualMachineStatus {
     /// until the spec changes (its generation).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub moved_to: Option<MovedTo>,
+    /// The VM instance (its uid) a `restart`, `recreate` or `move` replaced:
+    /// the health stays `Starting` until another instance runs and is ready,
+    /// so a recovery is never counted before the VM runs again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaced_instance: Option<String>,
     /// The steps of the last multi-step action (`restoreSnapshot`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action_progress: Option<VmActionProgress>,
@@ -258,18 +263,17 @@ pub enum VmHealthState {
     Restoring,
 }
 
-/// The health signal, with when it last changed.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct VmHealth {
-    /// The state.
-    pub state: VmHealthState,
-    /// When the state last changed: for a failure, when it was observed.
-    pub since: Time,
-    /// What was observed.
-    #[serde(default)]
-    pub message: String,
+impl super::contract::HealthState for VmHealthState {
+    fn is_failure(self) -> bool {
+        matches!(self, Self::Failed | Self::NotReady | Self::Missing)
+    }
+    fn is_healthy(self) -> bool {
+        self == Self::Healthy
+    }
 }
+
+/// The health signal, with when it last changed.
+pub type VmHealth = super::contract::Health<VmHealthState>;
 
 /// A multi-step recovery action in progress or done.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]

@@ -11,6 +11,18 @@ pub struct Delivery {
     pub message: String,
 }
 
+/// An HTTP client for webhooks: a bounded connect and total time per attempt,
+/// no redirect followed (a token never travels elsewhere).
+pub fn client() -> reqwest::Client {
+    crate::install_crypto_provider();
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("an HTTP client with default TLS settings builds")
+}
+
 /// POSTs `body` to `url` (with a bearer `token` if given): up to `attempts`
 /// tries, 1 s then 2 s, 4 s … apart; each bounded by the client's timeout.
 pub async fn post(

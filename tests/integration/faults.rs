@@ -243,3 +243,300 @@ async fn an_emptied_database_is_restored_whole_not_just_its_verify_tables() {
     );
     op.kill();
 }
+
+// ---- The engine: success only on evidence, transient outages ridden out,
+// ---- responders off the critical path, actions once across a crash.
+
+use crate::support::{
+    kubevirt::{self, StandIn},
+    plane,
+};
+
+fn incidents(ns: &TestNamespace) -> Vec<Value> {
+    let v: Value = serde_json::from_str(&ns.k(&["get", "incidents", "-o", "json"])).unwrap();
+    v["items"].as_array().cloned().unwrap_or_default()
+}
+
+fn entry<'a>(inc: &'a Value, step: &str) -> Option<&'a Value> {
+    inc["status"]["timeline"].as_array()?.iter().find(|e| e["step"] == step)
+}
+
+fn time(v: &Value) -> k8s_openapi::jiff::Timestamp {
+    v.as_str().unwrap_or_else(|| panic!("not a time: {v}")).parse().unwrap()
+}
+
+/// VirtualMachines `names` (label `tier: vm`), a plan restarting them, the
+/// KubeVirt stand-in and an operator (5 s VM grace); every VM Ready.
+async fn vms(
+    prefix: &str,
+    names: &[String],
+    plan_extra: &str,
+    crash_at: Option<&str>,
+) -> (TestNamespace, StandIn, Operator) {
+    let ns = TestNamespace::new(prefix);
+    let standin = StandIn::start(plane().client().await, &ns.name);
+    let mut op = vm_operator(&ns, crash_at);
+    op.wait_ready().await;
+    let mut yaml = String::new();
+    for n in names {
+        yaml += &format!(
+            "apiVersion: reprise.dev/v1alpha1\nkind: VirtualMachine\nmetadata: {{name: {n}, labels: {{tier: vm}}}}\nspec:\n  cpu: 1\n  memory: 1Gi\n  disks: [{{name: root, containerDisk: {{image: \"registry.example/vm/debian:12\"}}}}]\n---\n"
+        );
+    }
+    yaml += &format!(
+        "apiVersion: reprise.dev/v1alpha1\nkind: RecoveryPlan\nmetadata: {{name: pra}}\nspec:\n  selector: {{matchLabels: {{tier: vm}}}}\n{plan_extra}  procedures:\n  - kind: VirtualMachine\n    steps: [{{name: restart, action: Restart, timeout: 2m}}]\n"
+    );
+    let (ok, out) = ns.apply(&yaml);
+    assert!(ok, "{out}");
+    for n in names {
+        ns.k(&[
+            "wait",
+            "--for=condition=Ready",
+            &format!("virtualmachines.reprise.dev/{n}"),
+            "--timeout=90s",
+        ]);
+    }
+    (ns, standin, op)
+}
+
+fn vm_operator(ns: &TestNamespace, crash_at: Option<&str>) -> Operator {
+    Operator::start(Options {
+        extra: vec!["--vm-ready-grace-seconds".into(), "5".into()],
+        env: crash_at
+            .map(|p| vec![("REPRISE_TEST_CRASH_AT".to_string(), p.to_string())])
+            .unwrap_or_default(),
+        ..Options::namespace(&ns.name)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_vm_incident_resolves_only_once_a_new_instance_runs() {
+    let (ns, standin, _op) = vms("vm-evidence", &["vm-a".into()], "", None).await;
+    // virt-controller hangs: the restart deletes the instance, nothing starts a new one.
+    standin.pause(true);
+    kubevirt::fail_instance(&plane().client().await, &ns.name, "vm-a").await;
+    let inc = eventually("the restart carried out", Duration::from_secs(60), || async {
+        incidents(&ns).into_iter().find(|i| {
+            entry(i, "restart").is_some_and(|e| e["outcome"] == "Running")
+                && ns.json("virtualmachines.reprise.dev/vm-a")["status"]["lastAction"]["outcome"] == "Done"
+        })
+    })
+    .await;
+    let name = inc["metadata"]["name"].as_str().unwrap().to_string();
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let inc = ns.json(&format!("incident/{name}"));
+    assert_ne!(
+        inc["status"]["phase"], "Resolved",
+        "resolved while no instance runs: {}",
+        inc["status"]
+    );
+    assert_eq!(
+        entry(&inc, "restart").unwrap()["outcome"],
+        "Running",
+        "{}",
+        inc["status"]
+    );
+    let resumed = k8s_openapi::jiff::Timestamp::now();
+    standin.pause(false);
+    let inc = ns
+        .wait_for(&format!("incident/{name}"), "the incident resolved", 60, |v| {
+            v["status"]["phase"] == "Resolved"
+        })
+        .await;
+    let st = &inc["status"];
+    assert_eq!(entry(&inc, "restart").unwrap()["outcome"], "Succeeded", "{st}");
+    assert!(
+        time(&st["closedAt"]) >= resumed,
+        "resolved as of the new instance: {st}"
+    );
+    let took = crate::support::seconds(&st["measures"]["timeToRecover"]);
+    assert!(took >= 12.0, "the recovery time counts until the VM runs again: {st}");
+    assert_eq!(standin.started("vm-a"), 2, "one new instance");
+    println!(
+        "level 2, VM restart with the instance really back: {}",
+        st["measures"]["timeToRecover"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_responder_that_never_answers_delays_no_recovery() {
+    // A webhook that accepts connections and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let hold = tokio::spawn(async move {
+        let mut held = vec![];
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    let names: Vec<String> = (0..20).map(|i| format!("vm-{i}")).collect();
+    let plan = format!(
+        "  levels:\n  - {{level: 2, appliesTo: [VirtualMachine], minWindow: 30m, maxWindow: 45m, responders: [{{name: it}}]}}\n  responders:\n  - {{name: it, type: Internal, webhook: {{url: \"http://127.0.0.1:{port}/hook\"}}}}\n"
+    );
+    let (ns, _standin, _op) = vms("hung-hook", &names, &plan, None).await;
+    let client = plane().client().await;
+    for n in &names {
+        kubevirt::fail_instance(&client, &ns.name, n).await;
+    }
+    let all = eventually("20 incidents resolved", Duration::from_secs(120), || async {
+        let all = incidents(&ns);
+        (all.len() == 20 && all.iter().all(|i| i["status"]["phase"] == "Resolved")).then_some(all)
+    })
+    .await;
+    let mut slowest = 0.0f64;
+    for inc in &all {
+        let st = &inc["status"];
+        let restart = entry(inc, "restart").unwrap_or_else(|| panic!("a restart: {st}"));
+        let waited = time(&restart["started"])
+            .duration_since(time(&st["detectedAt"]))
+            .as_secs_f64();
+        slowest = slowest.max(waited);
+        let told = entry(inc, "notify-it").unwrap();
+        assert!(
+            told["outcome"] == "Running" || time(&told["finished"]) > time(&st["closedAt"]),
+            "the recovery did not wait for the delivery: {st}"
+        );
+    }
+    println!("20 incidents, a responder that never answers: the slowest restart started {slowest:.2}s after detection");
+    assert!(
+        slowest < 10.0,
+        "a restart waited {slowest:.2}s: behind the responder's timeouts"
+    );
+    hold.abort();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_postgres_restart_of_25_seconds_is_ridden_out() {
+    let mut pg = Postgres::start();
+    let ns = TestNamespace::new("pg-restart");
+    let backups = tempfile::tempdir().unwrap();
+    pg.sql("postgres", "CREATE DATABASE shop");
+    seed(&pg);
+    let mut op = operator(&ns, None);
+    op.wait_ready().await;
+    let plan = "apiVersion: reprise.dev/v1alpha1\nkind: RecoveryPlan\nmetadata: {name: pra}\nspec:\n  selector: {}\n  procedures:\n  - kind: Database\n    steps:\n    - {name: reconnect, action: Reconnect, timeout: 1m, retries: 3}\n    - {name: restore, action: Restore, timeout: 20m}\n";
+    let (ok, out) = ns.apply(&format!("{}---\n{plan}", database_yaml(&pg, backups.path())));
+    assert!(ok, "{out}");
+    ns.k(&["wait", "--for=condition=Ready", "database/shop-db", "--timeout=60s"]);
+    pg.stop();
+    let stopped = k8s_openapi::jiff::Timestamp::now();
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    pg.restart();
+    let back = k8s_openapi::jiff::Timestamp::now();
+    let inc = eventually("the incident resolved", Duration::from_secs(60), || async {
+        incidents(&ns).into_iter().find(|i| i["status"]["phase"] == "Resolved")
+    })
+    .await;
+    let st = &inc["status"];
+    let steps = crate::support::each(&st["timeline"], "step");
+    assert_eq!(steps, ["reconnect"], "one reconnect, no restore: {st}");
+    assert_eq!(entry(&inc, "reconnect").unwrap()["outcome"], "Succeeded", "{st}");
+    assert!(time(&st["closedAt"]) >= back, "{st}");
+    println!(
+        "PostgreSQL down {:.1}s: incident resolved {:.1}s after it answered again",
+        stopped.duration_until(back).as_secs_f64(),
+        back.duration_until(time(&st["closedAt"])).as_secs_f64()
+    );
+    assert_eq!(incidents(&ns).len(), 1);
+    op.kill();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_vm_restart_killed_midway_runs_once() {
+    for point in ["vm:accepted", "vm:restarted"] {
+        let (ns, standin, mut doomed) = vms("crash-vm", &["vm-a".into()], "", Some(point)).await;
+        kubevirt::fail_instance(&plane().client().await, &ns.name, "vm-a").await;
+        assert!(
+            doomed.wait_exit(Duration::from_secs(60)).await.is_some(),
+            "{point}: the operator did not reach its crash point"
+        );
+        let mut op = vm_operator(&ns, None);
+        op.wait_ready().await;
+        let inc = eventually("the incident resolved", Duration::from_secs(60), || async {
+            incidents(&ns).into_iter().find(|i| i["status"]["phase"] == "Resolved")
+        })
+        .await;
+        assert_eq!(
+            entry(&inc, "restart").unwrap()["outcome"],
+            "Succeeded",
+            "{}",
+            inc["status"]
+        );
+        assert_eq!(standin.started("vm-a"), 2, "{point}: one restart, not two");
+        let vm = ns.json("virtualmachines.reprise.dev/vm-a");
+        assert_eq!(vm["status"]["lastAction"]["outcome"], "Done", "{}", vm["status"]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_power_on_killed_midway_is_asked_once() {
+    use crate::support::fake_bmc::{Behaviour, FakeBmc, server_yaml};
+    let bmc = FakeBmc::start(Behaviour {
+        power: Some("Off".into()),
+        power_delay: Some(Duration::from_secs(6)),
+        ..Default::default()
+    })
+    .await;
+    let ns = TestNamespace::new("crash-power");
+    let mut doomed = operator(&ns, Some("server:power"));
+    doomed.wait_ready().await;
+    let (ok, out) = ns.apply(&server_yaml("hv", &bmc.url, "  pollInterval: 2s\n"));
+    assert!(ok, "{out}");
+    assert!(
+        doomed.wait_exit(Duration::from_secs(60)).await.is_some(),
+        "no crash at the power-on"
+    );
+    let mut op = operator(&ns, None);
+    op.wait_ready().await;
+    ns.wait_for("server/hv", "the server on and healthy", 60, |v| {
+        v["status"]["health"]["state"] == "Healthy" && v["status"]["powerState"] == "On"
+    })
+    .await;
+    assert_eq!(bmc.count("POST", "/redfish/v1/Systems/1/Actions"), 1, "asked once");
+    op.kill();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_application_restart_killed_midway_runs_once() {
+    if !plane().pods {
+        return;
+    }
+    for point in ["application:accepted", "application:applied"] {
+        let ns = TestNamespace::new("crash-app");
+        let mut op = operator(&ns, None);
+        op.wait_ready().await;
+        let (ok, out) = ns.apply(
+            "apiVersion: reprise.dev/v1alpha1\nkind: Application\nmetadata: {name: shop}\nspec: {type: Web, version: \"1.0\", image: \"registry.example/shop:{version}\", replicas: 2}\n",
+        );
+        assert!(ok, "{out}");
+        ns.k(&["wait", "--for=condition=Ready", "application/shop", "--timeout=90s"]);
+        op.kill();
+        let mut doomed = operator(&ns, Some(point));
+        doomed.wait_ready().await;
+        ns.k(&["annotate", "application/shop", "reprise.dev/action=restart/r1"]);
+        assert!(
+            doomed.wait_exit(Duration::from_secs(60)).await.is_some(),
+            "{point}: no crash"
+        );
+        let mut op = operator(&ns, None);
+        op.wait_ready().await;
+        let app = ns
+            .wait_for("application/shop", &format!("{point}: the restart answered"), 90, |v| {
+                v["status"]["lastAction"]["outcome"] == "Done" && v["status"]["health"] == "Healthy"
+            })
+            .await;
+        let d = ns.json("deployment/shop");
+        assert_eq!(
+            d["spec"]["template"]["metadata"]["annotations"]["reprise.dev/restarted-at"], "r1",
+            "{point}"
+        );
+        let sets: Value = serde_json::from_str(&ns.k(&["get", "replicasets", "-o", "json"])).unwrap();
+        assert_eq!(
+            sets["items"].as_array().unwrap().len(),
+            2,
+            "{point}: the first rollout and one restart, not two: {}",
+            app["status"]["lastAction"]
+        );
+        op.kill();
+    }
+}

@@ -20,8 +20,16 @@ async fn resolved(world: &World, kind: &str, name: &str, level: u64) -> Value {
         &format!("the {kind} {name} incident resolved"),
         Duration::from_secs(180),
         || async {
+            // Resolved, and every delivery to responders ended (they run apart from the recovery).
             let all = world.incidents(kind, name);
-            all.first().filter(|i| i["status"]["phase"] == "Resolved").cloned()
+            all.first()
+                .filter(|i| i["status"]["phase"] == "Resolved")
+                .filter(|i| {
+                    i["status"]["timeline"]
+                        .as_array()
+                        .is_some_and(|t| t.iter().all(|e| e["outcome"] != "Running"))
+                })
+                .cloned()
         },
     )
     .await;

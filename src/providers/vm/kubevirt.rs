@@ -10,11 +10,8 @@ use kube::{
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::{Observed, Snapshot, VmProvider};
-use crate::api::{
-    VirtualMachine,
-    virtual_machine::{Disk, RunState},
-};
+use super::{Observed, Snapshot, VmEngine};
+use crate::api::{VirtualMachine, virtual_machine::Disk};
 
 pub const MANAGER: &str = "reprise/virtualmachine";
 /// Label on everything reprise creates for a VM, naming the reprise VirtualMachine.
@@ -221,8 +218,19 @@ impl KubeVirt {
     }
 }
 
-impl VmProvider for KubeVirt {
+impl VmEngine for KubeVirt {
     type Error = kube::Error;
+
+    fn matches(&self, observed: &Observed, vm: &VirtualMachine, running: bool) -> bool {
+        let Some(have) = &observed.object else {
+            return false;
+        };
+        let want = desired(vm, running);
+        use crate::runtime::apply::is_subset;
+        is_subset(&want["spec"], &have["spec"])
+            && is_subset(&want["metadata"]["labels"], &have["metadata"]["labels"])
+            && is_subset(&want["metadata"]["annotations"], &have["metadata"]["annotations"])
+    }
 
     async fn apply(&self, vm: &VirtualMachine, running: bool) -> Result<String, kube::Error> {
         let body = desired(vm, running);
@@ -254,6 +262,7 @@ impl VmProvider for KubeVirt {
         if let Some(vmi) = self.api(vm, &vmi_resource()).get_opt(name).await? {
             let st = &vmi.data["status"];
             o.instance = true;
+            o.instance_uid = vmi.uid();
             o.instance_created = Some(created(&vmi));
             o.phase = st["phase"].as_str().map(str::to_string);
             o.node = st["nodeName"].as_str().map(str::to_string);
@@ -398,11 +407,6 @@ impl VmProvider for KubeVirt {
             .await?
             .map(|r| r.data["status"]["complete"].as_bool().unwrap_or(false)))
     }
-}
-
-/// Whether the spec asks the VM to run.
-pub fn wants_running(vm: &VirtualMachine) -> bool {
-    vm.spec.run_state == RunState::Running
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
-//! Virtual machine providers. reprise drives an engine that runs VMs rather
-//! than running them itself; KubeVirt is the first provider, behind this
-//! trait so that another (libvirt) can follow.
+//! Virtual machine engines. reprise drives an engine that runs VMs rather
+//! than running them itself; KubeVirt is the first, behind the [`VmEngine`]
+//! trait so that another (libvirt) can follow: an implementation of the
+//! trait, and one arm where the VirtualMachine controller picks the engine
+//! from `spec.provider`.
 
 pub mod kubevirt;
 
@@ -17,6 +19,8 @@ pub struct Observed {
     pub exists: bool,
     /// A running instance exists.
     pub instance: bool,
+    /// The instance's uid (a new instance has a new one).
+    pub instance_uid: Option<String>,
     /// The instance's phase (`Pending`, `Scheduling`, `Running`, `Failed`, …).
     pub phase: Option<String>,
     pub ready: bool,
@@ -43,9 +47,20 @@ pub struct Snapshot {
     pub size_bytes: Option<u64>,
 }
 
+/// Why a VM engine's call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    #[error(transparent)]
+    Kube(#[from] kube::Error),
+    #[error("{0}")]
+    Engine(String),
+}
+
 /// The operations reprise needs from a VM engine.
-pub trait VmProvider {
-    type Error: std::error::Error;
+pub trait VmEngine {
+    type Error: Into<VmError>;
+    /// Whether the engine's VM as observed already holds what `apply` would write.
+    fn matches(&self, observed: &Observed, vm: &VirtualMachine, running: bool) -> bool;
     /// Creates or updates the provider's VM from the spec, running or not.
     /// Returns the software revision applied.
     fn apply(&self, vm: &VirtualMachine, running: bool) -> impl Future<Output = Result<String, Self::Error>> + Send;

@@ -105,11 +105,13 @@ pub struct Behaviour {
     pub power_stuck: bool,
     /// The power the system starts with.
     pub power: Option<String>,
+    /// A reset takes this long to change the power (as real BMCs do).
+    pub power_delay: Option<Duration>,
 }
 
 struct Bmc {
     b: Behaviour,
-    power: Mutex<String>,
+    power: Arc<Mutex<String>>,
     media: Mutex<bool>,
     log: Log,
 }
@@ -128,7 +130,7 @@ impl FakeBmc {
     pub async fn start(b: Behaviour) -> Self {
         let log: Log = Arc::default();
         let state = Arc::new(Bmc {
-            power: Mutex::new(b.power.clone().unwrap_or_else(|| "On".into())),
+            power: Arc::new(Mutex::new(b.power.clone().unwrap_or_else(|| "On".into()))),
             media: Mutex::new(false),
             b,
             log: log.clone(),
@@ -336,7 +338,16 @@ fn reset(s: &Bmc) -> Response {
             .into_response();
     }
     if !s.b.power_stuck {
-        *s.power.lock().unwrap() = "On".into();
+        match s.b.power_delay {
+            None => *s.power.lock().unwrap() = "On".into(),
+            Some(d) => {
+                let power = s.power.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(d).await;
+                    *power.lock().unwrap() = "On".into();
+                });
+            }
+        }
     }
     StatusCode::NO_CONTENT.into_response()
 }

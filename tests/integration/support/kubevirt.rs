@@ -14,7 +14,13 @@
 //!
 //! It never restarts a failed instance by itself, so tests can see failures.
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use kube::{
     Api, Client, ResourceExt,
@@ -39,25 +45,48 @@ pub fn restores() -> ApiResource {
     ar("snapshot.kubevirt.io", "v1beta1", "VirtualMachineRestore")
 }
 
-pub struct StandIn(tokio::task::JoinHandle<()>);
+pub struct StandIn {
+    task: tokio::task::JoinHandle<()>,
+    paused: Arc<AtomicBool>,
+    /// VM instances started, per VM.
+    started: Started,
+}
+
+type Started = Arc<std::sync::Mutex<std::collections::BTreeMap<String, usize>>>;
 
 impl StandIn {
     pub fn start(client: Client, ns: &str) -> Self {
         let ns = ns.to_string();
-        StandIn(tokio::spawn(async move {
+        let paused = Arc::new(AtomicBool::new(false));
+        let started: Started = Arc::default();
+        let (p, s) = (paused.clone(), started.clone());
+        let task = tokio::spawn(async move {
             loop {
-                if let Err(e) = pass(&client, &ns).await {
+                if !p.load(Ordering::SeqCst)
+                    && let Err(e) = pass(&client, &ns, &s).await
+                {
                     eprintln!("kubevirt stand-in: {e}");
                 }
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
-        }))
+        });
+        StandIn { task, paused, started }
+    }
+
+    /// Stops doing anything (as a virt-controller that hangs), or starts again.
+    pub fn pause(&self, paused: bool) {
+        self.paused.store(paused, Ordering::SeqCst);
+    }
+
+    /// How many instances of `vm` it started.
+    pub fn started(&self, vm: &str) -> usize {
+        self.started.lock().unwrap().get(vm).copied().unwrap_or(0)
     }
 }
 
 impl Drop for StandIn {
     fn drop(&mut self) {
-        self.0.abort();
+        self.task.abort();
     }
 }
 
@@ -71,7 +100,7 @@ async fn set_status(api: &Api<DynamicObject>, name: &str, status: serde_json::Va
         .map(|_| ())
 }
 
-async fn pass(client: &Client, ns: &str) -> Result<(), kube::Error> {
+async fn pass(client: &Client, ns: &str, started: &Started) -> Result<(), kube::Error> {
     let vm_api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &vms());
     let vmi_api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &vmis());
     for vm in vm_api.list(&ListParams::default()).await? {
@@ -95,6 +124,7 @@ async fn pass(client: &Client, ns: &str) -> Result<(), kube::Error> {
                     }]);
                 obj.data = json!({"spec": t["spec"]});
                 vmi_api.create(&PostParams::default(), &obj).await?;
+                *started.lock().unwrap().entry(name.clone()).or_default() += 1;
                 set_status(
                     &vmi_api,
                     &name,

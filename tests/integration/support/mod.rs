@@ -392,6 +392,14 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A duration as reprise writes them (`12.345s`), in seconds.
+pub fn seconds(v: &serde_json::Value) -> f64 {
+    let s = v.as_str().unwrap_or_else(|| panic!("not a duration: {v}"));
+    s.strip_suffix('s')
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("not a duration in seconds: {s}"))
+}
+
 /// `key` of each item of the JSON array `v`, as text (e.g. the steps of a timeline).
 pub fn each(v: &serde_json::Value, key: &str) -> Vec<String> {
     v.as_array()

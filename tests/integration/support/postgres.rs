@@ -16,6 +16,8 @@ pub struct Postgres {
     pub bin: PathBuf,
     dir: tempfile::TempDir,
     child: Child,
+    /// How the server was started, to start it again after `stop`.
+    command: Vec<std::ffi::OsString>,
 }
 
 /// Where initdb, postgres, psql, pg_dump and pg_restore are.
@@ -109,8 +111,8 @@ impl Postgres {
             }
         }
         let port = super::free_port();
-        let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
-        let child = wrap(bin.join("postgres"))
+        let mut command = wrap(bin.join("postgres"));
+        command
             .arg("-D")
             .arg(&data)
             .args([
@@ -124,28 +126,82 @@ impl Postgres {
             .args(["-c", "full_page_writes=off", "-c", "max_connections=50"])
             .args(settings.iter().flat_map(|s| ["-c", s]))
             .arg("-k")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+            .arg(dir.path());
+        let args: Vec<std::ffi::OsString> = std::iter::once(command.get_program().to_owned())
+            .chain(command.get_args().map(|a| a.to_owned()))
+            .collect();
+        let child = Self::spawn(&args, dir.path());
         let pg = Postgres {
             port,
             admin_password,
             bin,
             dir,
             child,
+            command: args,
         };
+        pg.wait_up();
+        pg
+    }
+
+    fn spawn(args: &[std::ffi::OsString], dir: &std::path::Path) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("server.log"))
+            .unwrap();
+        Command::new(&args[0])
+            .args(&args[1..])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
+    fn wait_up(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while pg.try_sql(ADMIN, &pg.admin_password, "postgres", "SELECT 1").is_err() {
+        while self
+            .try_sql(ADMIN, &self.admin_password, "postgres", "SELECT 1")
+            .is_err()
+        {
             assert!(
                 Instant::now() < deadline,
                 "PostgreSQL did not start: {}",
-                pg.server_log()
+                self.server_log()
             );
             std::thread::sleep(Duration::from_millis(200));
         }
-        pg
+    }
+
+    /// Stops the server (fast shutdown: connections refused until `restart`).
+    pub fn stop(&mut self) {
+        self.shut_down();
+    }
+
+    /// Starts the stopped server again, on the same port with the same data.
+    pub fn restart(&mut self) {
+        self.child = Self::spawn(&self.command, self.dir.path());
+        self.wait_up();
+    }
+
+    fn shut_down(&mut self) {
+        // SIGINT is PostgreSQL's fast shutdown (SIGTERM would wait for clients).
+        // The child may be runuser: signal the postmaster by its command line.
+        let _ = Command::new("pkill")
+            .args([
+                "-INT",
+                "-f",
+                &format!("bin/postgres -D .* -p {} -c listen_addresses", self.port),
+            ])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     pub fn server_log(&self) -> String {
@@ -177,23 +233,6 @@ impl Postgres {
 
 impl Drop for Postgres {
     fn drop(&mut self) {
-        // SIGINT is PostgreSQL's fast shutdown (SIGTERM would wait for clients).
-        // The child may be runuser: signal the postmaster by its command line.
-        let _ = Command::new("pkill")
-            .args([
-                "-INT",
-                "-f",
-                &format!("bin/postgres -D .* -p {} -c listen_addresses", self.port),
-            ])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.shut_down();
     }
 }

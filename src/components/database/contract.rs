@@ -1,0 +1,76 @@
+//! The Database as the recovery engine sees it.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+
+use crate::api::{
+    Database,
+    common::{ActionRecord, ComponentKind, ComponentRef},
+    contract::{ACTION_ANNOTATION, ActionOutcome, ActionVerb, Backups, Component, DrillAnswer, Request, Signal},
+    database::{DatabaseHealthState, RestoreOutcome},
+};
+
+impl Component for Database {
+    fn reference(&self) -> ComponentRef {
+        ComponentRef {
+            kind: ComponentKind::Database,
+            name: self.name_any(),
+        }
+    }
+
+    fn labels(&self) -> &BTreeMap<String, String> {
+        ResourceExt::labels(self)
+    }
+
+    fn health(&self) -> Option<Signal> {
+        self.status.as_ref()?.health.as_ref().map(Signal::from)
+    }
+
+    fn pending_request(&self) -> Option<Request> {
+        Request::parse(self.annotations().get(ACTION_ANNOTATION)?)
+    }
+
+    fn last_action(&self) -> Option<&ActionRecord> {
+        self.status.as_ref()?.last_action.as_ref()
+    }
+
+    fn own_repair(&self, _now: Timestamp) -> Option<String> {
+        let h = self.status.as_ref()?.health.as_ref()?;
+        (h.state == DatabaseHealthState::Restoring)
+            .then(|| format!("Database {} is restoring from its backup on its own", self.name_any()))
+    }
+
+    fn backups(&self) -> Backups {
+        if self.spec.backup.is_none() {
+            return Backups::NotApplicable;
+        }
+        match self.status.as_ref().and_then(|s| s.last_backup.as_ref()) {
+            Some(b) => Backups::At(b.time.0),
+            None => Backups::None,
+        }
+    }
+
+    fn drill_answer(&self, id: &str) -> Option<DrillAnswer> {
+        let st = self.status.as_ref()?;
+        let last = st
+            .last_action
+            .as_ref()
+            .filter(|a| a.id == id && ActionVerb::parse(&a.action) == Some(ActionVerb::Drill))?;
+        let seconds = st
+            .last_drill
+            .as_ref()
+            .map(|d| d.finished.0.duration_since(d.started.0).as_secs_f64());
+        let verified = last.outcome == ActionOutcome::Done
+            && st
+                .last_drill
+                .as_ref()
+                .is_some_and(|d| d.outcome == RestoreOutcome::Verified);
+        Some(DrillAnswer {
+            verified,
+            message: last.message.clone(),
+            seconds,
+        })
+    }
+}

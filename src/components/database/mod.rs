@@ -1,0 +1,891 @@
+//! Database reconciler: reaches the PostgreSQL instance, keeps its
+//! databases, roles, passwords and grants as the spec says, writes a
+//! connection Secret per login role, takes scheduled and asked-for backups,
+//! restores what disappears from the newest backup that verifies, and
+//! publishes the health signal the recovery engine reads.
+
+pub mod backup;
+pub mod connection;
+pub mod contract;
+pub mod restore;
+pub mod scratch;
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use futures::{FutureExt, future::BoxFuture};
+use k8s_openapi::{
+    ByteString,
+    api::core::v1::Secret,
+    apimachinery::pkg::apis::meta::v1::{MicroTime, Time},
+    jiff::Timestamp,
+};
+use kube::{
+    Resource, ResourceExt,
+    api::ObjectMeta,
+    runtime::{controller::Action, events::EventType},
+};
+
+use crate::runtime::{
+    Context, Error,
+    apply::MANAGED_BY,
+    kind::Kind,
+    report::{Report, requested_action, unknown_action},
+    secrets,
+    validation::{Invalid, check_cron, report_invalid},
+};
+use crate::{
+    api::{
+        Database,
+        common::{ComponentKind, ConditionStatus, find_condition, reasons},
+        contract::{ActionOutcome, ActionVerb, Health, Request},
+        database::{
+            BACKUP_NOW_ANNOTATION, DatabaseHealthState, DatabaseStatus, RestoreInProgress, RestoreOutcome,
+            RestoreRecord, SslMode,
+        },
+    },
+    crash,
+    providers::{
+        backup_store::{Manifest, Store},
+        postgres::{
+            self, PgError, Target,
+            accounts::{self, Outcome},
+            dump::Tools,
+        },
+    },
+    telemetry::{ObjectLabels, OutcomeLabels},
+};
+use restore::Missing;
+
+pub const REACHABLE: &str = "Reachable";
+pub const ACCOUNTS_READY: &str = "AccountsReady";
+pub const BACKUPS_HEALTHY: &str = "BackupsHealthy";
+
+/// Checks that need no API call.
+pub fn validate_spec(db: &Database) -> Result<(), Invalid> {
+    if let Some(b) = &db.spec.backup {
+        check_cron("spec.backup.schedule", &b.schedule)?;
+    }
+    if let Some(v) = &db.spec.verify {
+        for (i, t) in v.tables.iter().enumerate() {
+            if !db.spec.databases.iter().any(|d| d.name == t.database) {
+                return Err(Invalid::new(
+                    format!("spec.verify.tables[{i}].database"),
+                    format!("{:?} is not one of spec.databases", t.database),
+                ));
+            }
+        }
+    }
+    if let Some(ext) = &db.spec.instance.external
+        && matches!(ext.ssl_mode, SslMode::VerifyCA | SslMode::VerifyFull)
+        && ext.ca_bundle_secret_ref.is_none()
+    {
+        return Err(Invalid::new(
+            "spec.instance.external.caBundleSecretRef",
+            format!(
+                "sslMode {:?} verifies the server against a CA bundle: name one",
+                ext.ssl_mode
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The Secrets a Database reads (a change to any of them reconciles it).
+pub fn secrets_named(db: &Database) -> Vec<String> {
+    let mut names = vec![];
+    if let Some(ext) = &db.spec.instance.external {
+        names.push(ext.admin_secret_ref.name.clone());
+        names.extend(ext.ca_bundle_secret_ref.iter().map(|r| r.name.clone()));
+    }
+    names.extend(
+        db.spec
+            .roles
+            .iter()
+            .filter_map(|r| r.password_secret_ref.as_ref().map(|p| p.name.clone())),
+    );
+    if let Some(s3) = db.spec.backup.as_ref().and_then(|b| b.store.s3.as_ref()) {
+        names.push(s3.credentials_secret_ref.name.clone());
+    }
+    names
+}
+
+/// The connection Secret of a login role: `<database object>-<role>` (`_` → `-`).
+pub fn connection_secret_name(db: &str, role: &str) -> String {
+    format!("{db}-{}", role.replace('_', "-"))
+}
+
+fn percent(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The connection Secret applications mount: host, port, database, user, password, uri.
+fn connection_secret(db: &Database, target: &Target, role: &accounts::DesiredRole) -> Option<Secret> {
+    let password = role.password.as_ref()?;
+    let database = role
+        .grants
+        .first()
+        .map(|g| g.database.clone())
+        .or_else(|| db.spec.databases.first().map(|d| d.name.clone()))
+        .unwrap_or_else(|| "postgres".into());
+    let mode = match target.ssl_mode {
+        SslMode::Disable => "disable",
+        SslMode::Prefer => "prefer",
+        SslMode::Require => "require",
+        SslMode::VerifyCA => "verify-ca",
+        SslMode::VerifyFull => "verify-full",
+    };
+    let host = if target.host.contains(':') {
+        format!("[{}]", target.host)
+    } else {
+        target.host.clone()
+    };
+    let uri = format!(
+        "postgresql://{}:{}@{host}:{}/{}?sslmode={mode}",
+        percent(&role.name),
+        percent(&password.0),
+        target.port,
+        percent(&database)
+    );
+    let data: BTreeMap<String, ByteString> = [
+        ("host", target.host.clone()),
+        ("port", target.port.to_string()),
+        ("database", database),
+        ("user", role.name.clone()),
+        ("password", password.0.clone()),
+        ("sslmode", mode.to_string()),
+        ("uri", uri),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), ByteString(v.into_bytes())))
+    .collect();
+    Some(Secret {
+        metadata: ObjectMeta {
+            name: Some(connection_secret_name(&db.name_any(), &role.name)),
+            namespace: db.namespace(),
+            labels: Some(BTreeMap::from([
+                (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
+                ("reprise.dev/database".to_string(), db.name_any()),
+                ("reprise.dev/role".to_string(), role.name.replace('_', "-")),
+            ])),
+            owner_references: db.controller_owner_ref(&()).map(|o| vec![o]),
+            ..Default::default()
+        },
+        type_: Some("Opaque".into()),
+        data: Some(data),
+        ..Default::default()
+    })
+}
+
+/// One reconcile's view of a Database: the status being built, the Events to publish.
+type Pass<'a> = Report<'a, Database>;
+
+/// What a Database's reconcile adds to the shared report.
+trait DatabasePass {
+    fn state(&self) -> Option<DatabaseHealthState>;
+    fn health(&mut self, state: DatabaseHealthState, message: impl Into<String>);
+    fn action(&mut self, req: Request, outcome: ActionOutcome, message: String);
+    fn finish(self, requeue: Duration) -> impl std::future::Future<Output = Result<Action, Error>> + Send;
+}
+
+impl DatabasePass for Pass<'_> {
+    fn state(&self) -> Option<DatabaseHealthState> {
+        self.status.health.as_ref().map(|h| h.state)
+    }
+
+    /// Sets the health signal; `since` moves only when the database turns
+    /// healthy or stops being healthy: a failure keeps its first observation
+    /// through Unreachable, DataMissing, Restoring (and across restarts).
+    fn health(&mut self, state: DatabaseHealthState, message: impl Into<String>) {
+        self.status.health = Some(Health::observe(self.status.health.as_ref(), state, message, self.now));
+    }
+
+    fn action(&mut self, req: Request, outcome: ActionOutcome, message: String) {
+        let (record, type_, note) = crate::runtime::report::action_record(self.now, req.verb, req.id, outcome, message);
+        self.event(type_, "RecoveryAction", "Recover", note);
+        self.status.last_action = Some(record);
+    }
+
+    /// Ready, the RPO, the status write, the Events; then when to look again.
+    async fn finish(mut self, requeue: Duration) -> Result<Action, Error> {
+        fn ok(s: &DatabaseStatus, t: &str) -> bool {
+            find_condition(&s.conditions, t).is_some_and(|c| c.status == ConditionStatus::True)
+        }
+        let healthy = self.state() == Some(DatabaseHealthState::Healthy);
+        let (ready, reason, message) = if !ok(&self.status, REACHABLE) {
+            let c = find_condition(&self.status.conditions, REACHABLE).cloned();
+            let (r, m) = c.map(|c| (c.reason, c.message)).unwrap_or_default();
+            (false, r, m)
+        } else if !healthy {
+            let h = self.status.health.clone().map(|h| h.message).unwrap_or_default();
+            (false, "DataMissing".to_string(), h)
+        } else if !ok(&self.status, ACCOUNTS_READY) {
+            let c = find_condition(&self.status.conditions, ACCOUNTS_READY).cloned();
+            (
+                false,
+                "AccountsNotReady".to_string(),
+                c.map(|c| c.message).unwrap_or_default(),
+            )
+        } else {
+            (
+                true,
+                reasons::RECONCILED.to_string(),
+                "reachable; databases, roles and grants as specified".to_string(),
+            )
+        };
+        self.set(reasons::READY, ready, &reason, message);
+        // The RPO moves with time; refresh it with other changes, or every 5 minutes.
+        if let Some(b) = &self.status.last_backup {
+            let rpo = (self.now.as_second() - b.time.0.as_second()).max(0);
+            let old = self.obj.status.as_ref().and_then(|s| s.rpo_seconds);
+            let mut same = self.status.clone();
+            same.rpo_seconds = old;
+            let unchanged = self.obj.status.as_ref() == Some(&same);
+            if !unchanged || old.is_none_or(|o| (rpo - o).abs() >= 300) {
+                self.status.rpo_seconds = Some(rpo);
+            } else {
+                self.status.rpo_seconds = old;
+            }
+            self.ctx
+                .metrics
+                .database_last_backup
+                .get_or_create(&ObjectLabels {
+                    namespace: self.obj.namespace().unwrap_or_default(),
+                    name: self.obj.name_any(),
+                })
+                .set(b.time.0.as_millisecond() as f64 / 1000.0);
+        }
+        // Events on transitions of reachability, and everything gathered.
+        let was = self
+            .obj
+            .status
+            .as_ref()
+            .and_then(|s| find_condition(&s.conditions, REACHABLE).map(|c| c.status));
+        let now_ok = ok(&self.status, REACHABLE);
+        if was
+            != Some(if now_ok {
+                ConditionStatus::True
+            } else {
+                ConditionStatus::False
+            })
+        {
+            let c = find_condition(&self.status.conditions, REACHABLE).cloned();
+            if let Some(c) = c {
+                let type_ = if now_ok { EventType::Normal } else { EventType::Warning };
+                let reason = if now_ok { "Reachable" } else { "Unreachable" };
+                self.event(type_, reason, "Connect", c.message);
+            }
+        }
+        self.write().await?;
+        Ok(Action::requeue(requeue))
+    }
+}
+
+pub fn reconcile(obj: Arc<Database>, ctx: Arc<Context>) -> BoxFuture<'static, Result<Action, Error>> {
+    async move {
+        let db = obj.as_ref();
+        if let Err(invalid) = validate_spec(db) {
+            return report_invalid(&ctx, db, &invalid).await;
+        }
+        let resolved = match connection::resolve(&ctx, db).await? {
+            Ok(r) => r,
+            Err(invalid) => return report_invalid(&ctx, db, &invalid).await,
+        };
+        run(&ctx, db, resolved).await
+    }
+    .boxed()
+}
+
+/// A request through the action annotation.
+type Asked = Option<Request>;
+
+/// What one pass works with once the instance answers.
+struct Live<'a> {
+    ctx: &'a Context,
+    db: &'a Database,
+    r: &'a connection::Resolved,
+    tools: Tools,
+    admin: tokio_postgres::Client,
+    version: String,
+    version_num: i32,
+}
+
+impl Live<'_> {
+    fn store(&self) -> Option<&Store> {
+        self.r.store.as_ref().and_then(|s| s.as_ref().ok())
+    }
+
+    fn peers<'p>(&'p self, store: &'p Store) -> restore::Peers<'p> {
+        restore::Peers {
+            tools: &self.tools,
+            target: &self.r.target,
+            admin: &self.admin,
+            store,
+            version_num: self.version_num,
+        }
+    }
+}
+
+async fn run(ctx: &Context, db: &Database, r: connection::Resolved) -> Result<Action, Error> {
+    let probe = ctx.settings.database_probe_interval;
+    let mut pass = Pass::new(ctx, db);
+    let mut action = requested_action(db, pass.status.last_action.as_ref());
+
+    // 1. Reach the instance. While it does not answer, an action asked of it
+    //    waits (the engine's step has its timeout), and the instance is probed
+    //    again soon: a restart of the server is ridden out, not failed at once.
+    let reached = match r.target.connect("postgres").await {
+        Ok(admin) => postgres::server_version(&admin).await.map(|v| (admin, v)),
+        Err(e) => Err(e),
+    };
+    let (admin, (version, version_num)) = match reached {
+        Ok(a) => a,
+        Err(e) => {
+            pass.set(REACHABLE, false, e.reason, e.message.clone());
+            pass.health(DatabaseHealthState::Unreachable, format!("{}: {}", e.reason, e.message));
+            let again = if action.is_some() {
+                Duration::from_secs(2)
+            } else {
+                probe
+            };
+            return pass.finish(again.min(probe)).await;
+        }
+    };
+    pass.set(
+        REACHABLE,
+        true,
+        "Connected",
+        format!("PostgreSQL {version} at {}:{}", r.target.host, r.target.port),
+    );
+    pass.status.server_version = Some(version.clone());
+    let live = Live {
+        ctx,
+        db,
+        r: &r,
+        tools: Tools {
+            bin_dir: ctx.settings.postgres_bin_dir.clone(),
+        },
+        admin,
+        version,
+        version_num,
+    };
+    let mut sessions = postgres::Sessions::new(&r.target);
+    if let Some(req) = action.take_if(|r| r.action() == Some(ActionVerb::Reconnect)) {
+        pass.action(req, ActionOutcome::Done, "the instance answered".into());
+    }
+
+    // 2. Roles first: databases may be owned by them.
+    let owner = format!("{}/{}", db.namespace().unwrap_or_default(), db.name_any());
+    let names: Vec<String> = db.spec.databases.iter().map(|d| d.name.clone()).collect();
+    let mut out = Outcome::default();
+    let mut accounts_error: Option<PgError> = accounts::ensure_roles(
+        &live.admin,
+        &mut sessions,
+        &owner,
+        &r.roles,
+        db.spec.prune,
+        &names,
+        &mut out,
+    )
+    .await
+    .err();
+
+    // 3. What is gone: restored when a backup holds it, else created (new database).
+    let manifests = manifests(&mut pass, live.store()).await;
+    let asked_restore = action.take_if(|r| r.action() == Some(ActionVerb::Restore));
+    if let Err(e) = data(&mut pass, &live, &mut sessions, &manifests, asked_restore, &mut out).await? {
+        accounts_error.get_or_insert(e);
+    }
+
+    // A drill: restored into scratch databases, verified, dropped.
+    if let Some(asked) = action.take_if(|r| r.action() == Some(ActionVerb::Drill)) {
+        drill_now(&mut pass, &live, &manifests, asked).await;
+    }
+
+    // 4. Owners and grants, once databases and tables are there.
+    if accounts_error.is_none() {
+        accounts_error = owners_and_grants(&live, &mut sessions, &mut out).await.err();
+    }
+    record_accounts(&mut pass, accounts_error.as_ref(), out, r.roles.len());
+
+    // 5. A connection Secret per login role.
+    for role in &r.roles {
+        let Some(secret) = connection_secret(db, &r.target, role) else {
+            continue;
+        };
+        if let Some(true) = secrets::apply_owned(ctx, Database::MANAGER, &secret).await? {
+            ctx.metrics.repaired("Database", "Secret", "Recreated");
+            pass.event(
+                EventType::Warning,
+                "Recreated",
+                "Repair",
+                format!("connection Secret {} was deleted; recreated it", secret.name_any()),
+            );
+        }
+    }
+
+    // 6. Backups: on schedule, on request, never of a database missing data.
+    let asked_backup = action.take_if(|r| r.action() == Some(ActionVerb::Backup));
+    let requeue = backups(&mut pass, &live, asked_backup, accounts_error.is_none()).await;
+    if let Some(req) = action {
+        let why = unknown_action(&req.verb, ComponentKind::Database);
+        pass.action(req, ActionOutcome::Rejected, why);
+    }
+    pass.finish(requeue.min(probe)).await
+}
+
+/// The backups in the store, newest first (none, said so, when it cannot be listed).
+async fn manifests(pass: &mut Pass<'_>, store: Option<&Store>) -> Vec<Manifest> {
+    let Some(s) = store else { return vec![] };
+    match s.manifests().await {
+        Ok(m) => m,
+        Err(e) => {
+            pass.set(
+                BACKUPS_HEALTHY,
+                false,
+                "StoreUnavailable",
+                format!("cannot list backups: {e}"),
+            );
+            vec![]
+        }
+    }
+}
+
+/// Step 3: an interrupted restore finished or cleared, what is gone found,
+/// new databases created, the rest restored (or held by a maintenance window),
+/// a restore that finished before a restart verified. Err: the PostgreSQL
+/// error that stopped it (reported with the accounts).
+async fn data(
+    pass: &mut Pass<'_>,
+    live: &Live<'_>,
+    sessions: &mut postgres::Sessions<'_>,
+    manifests: &[Manifest],
+    asked: Asked,
+    out: &mut Outcome,
+) -> Result<Result<(), PgError>, Error> {
+    let db = live.db;
+    if let Some(store) = live.store() {
+        match restore::finish_interrupted(&live.peers(store), db).await {
+            Ok(done) => {
+                for note in done {
+                    pass.event(EventType::Normal, "RestoreResumed", "Restore", note);
+                }
+            }
+            Err(e) => return Ok(Err(e)),
+        }
+    }
+    let missing = match restore::find_missing(&live.admin, sessions, db, manifests).await {
+        Ok(m) => m,
+        Err(e) => return Ok(Err(e)),
+    };
+    let (restorable, fresh): (Vec<Missing>, Vec<Missing>) = missing
+        .into_iter()
+        .partition(|m| manifests.iter().any(|b| m.held_by(b)));
+    let mut notes = vec![];
+    for m in &fresh {
+        match m {
+            Missing::Database(name) => {
+                let owner = db
+                    .spec
+                    .databases
+                    .iter()
+                    .find(|d| &d.name == name)
+                    .and_then(|d| d.owner.as_deref());
+                match accounts::create_database(&live.admin, name, owner).await {
+                    Ok(()) => out.changes.push(format!("created database {name}")),
+                    Err(e) => return Ok(Err(e)),
+                }
+            }
+            Missing::Table { .. } => notes.push(format!("{} does not exist yet (no backup holds it)", m.describe())),
+        }
+    }
+    // Inside a Pause maintenance window only a restore someone asks for runs.
+    let held = (!restorable.is_empty() && asked.is_none())
+        .then(|| crate::runtime::holds::held_by(&live.ctx.stores, db))
+        .flatten();
+    if let Some(window) = held {
+        let what: Vec<String> = restorable.iter().map(Missing::describe).collect();
+        pass.health(
+            DatabaseHealthState::DataMissing,
+            format!(
+                "gone: {}; not restored while MaintenanceWindow {window} holds recovery",
+                what.join(", ")
+            ),
+        );
+    } else if restorable.is_empty() {
+        let checked = finished_before_restart(pass, live, manifests).await;
+        if checked != Some(false) {
+            pass.health(
+                DatabaseHealthState::Healthy,
+                if notes.is_empty() {
+                    "every database and every table of the newest backup is present".to_string()
+                } else {
+                    notes.join("; ")
+                },
+            );
+        }
+        if let Some(req) = asked {
+            pass.action(
+                req,
+                ActionOutcome::Done,
+                "nothing to restore: every database and every table of the newest backup is present (a present database is never overwritten)"
+                    .into(),
+            );
+        }
+    } else {
+        restore_now(pass, live, &restorable, manifests, asked).await?;
+    }
+    Ok(Ok(()))
+}
+
+/// A restore recorded as under way whose data is all present now (it finished
+/// before a restart): verified against the backups it came from, and
+/// recorded. Returns whether it verified (None: there was none).
+async fn finished_before_restart(pass: &mut Pass<'_>, live: &Live<'_>, manifests: &[Manifest]) -> Option<bool> {
+    let (Some(p), Some(store)) = (pass.status.restore_in_progress.clone(), live.store()) else {
+        return None;
+    };
+    let backups: Vec<(String, &Manifest)> = p
+        .backups
+        .iter()
+        .filter_map(|b| {
+            let (name, id) = b.split_once(": ")?;
+            Some((name.to_string(), manifests.iter().find(|m| m.id == id)?))
+        })
+        .collect();
+    let observed = p.failure_observed.0;
+    let mut rec = restore::record(p.targets.clone(), observed);
+    rec.started = p.started.clone();
+    restore::verify_finished(&live.peers(store), live.db, &backups, &mut rec, observed).await;
+    rec.message = if rec.outcome == RestoreOutcome::Verified {
+        "finished before the operator restarted; verified by the operator that took over".into()
+    } else {
+        format!("finished before the operator restarted: {}", rec.message)
+    };
+    let verified = rec.outcome == RestoreOutcome::Verified;
+    let asked = p.request.map(|id| Request {
+        verb: ActionVerb::Restore.as_str().into(),
+        id,
+    });
+    end_restore(pass, live.ctx, rec, asked);
+    Some(verified)
+}
+
+/// Restores what is gone from the newest backup that verifies, with the
+/// restore written to status before it starts.
+async fn restore_now(
+    pass: &mut Pass<'_>,
+    live: &Live<'_>,
+    restorable: &[Missing],
+    manifests: &[Manifest],
+    asked: Asked,
+) -> Result<(), Error> {
+    let what: Vec<String> = restorable.iter().map(Missing::describe).collect();
+    pass.health(DatabaseHealthState::DataMissing, format!("gone: {}", what.join(", ")));
+    // The failure's first observation: kept across states and restarts.
+    let observed = pass.status.health.as_ref().map(|h| h.since.0).unwrap_or(pass.now);
+    pass.health(DatabaseHealthState::Restoring, format!("restoring {}", what.join(", ")));
+    let store = live.store().expect("manifests come from a store");
+    let mut rec = restore::record(what.clone(), observed);
+    let (chosen, failures) = restore::choose(store, restorable, manifests, &mut rec).await;
+    pass.status.restore_in_progress = Some(RestoreInProgress {
+        targets: what.clone(),
+        backups: chosen
+            .iter()
+            .map(|c| format!("{}: {}", c.database, c.manifest.id))
+            .collect(),
+        failure_observed: MicroTime(observed),
+        started: rec.started.clone(),
+        request: asked.as_ref().map(|r| r.id.clone()),
+    });
+    pass.event(
+        EventType::Warning,
+        "DataMissing",
+        "Restore",
+        format!(
+            "{} gone; restoring from the newest backup that verifies",
+            what.join(", ")
+        ),
+    );
+    pass.checkpoint().await?;
+    crash::point("restore:recorded");
+    restore::run(&live.peers(store), live.db, &chosen, failures, observed, &mut rec).await;
+    end_restore(pass, live.ctx, rec, asked);
+    Ok(())
+}
+
+/// Records a restore that ended: status, health, Events, metric, the action's answer.
+fn end_restore(pass: &mut Pass<'_>, ctx: &Context, rec: RestoreRecord, asked: Asked) {
+    for why in &rec.skipped_backups {
+        pass.event(
+            EventType::Warning,
+            "BackupCorrupt",
+            "Restore",
+            format!("skipped: {why}"),
+        );
+    }
+    ctx.metrics
+        .database_restores
+        .get_or_create(&OutcomeLabels {
+            outcome: format!("{:?}", rec.outcome),
+        })
+        .inc();
+    let checked = rec
+        .contents_checked
+        .as_ref()
+        .map(|c| format!("{} table(s) with {} rows and ", c.tables, c.rows))
+        .unwrap_or_default();
+    let summary = format!(
+        "{} from backup {} ({} bytes in {}, data-loss window {}s): {}",
+        rec.targets.join(", "),
+        rec.backup_id.as_deref().unwrap_or("none"),
+        rec.bytes_restored,
+        rec.duration,
+        rec.data_loss_window_seconds.unwrap_or(0),
+        if rec.outcome == RestoreOutcome::Verified {
+            format!("{checked}{} verify table(s) match the backup", rec.verification.len())
+        } else {
+            format!("{:?}: {}", rec.outcome, rec.message)
+        }
+    );
+    if rec.outcome == RestoreOutcome::Verified {
+        pass.event(EventType::Normal, "Restored", "Restore", format!("restored {summary}"));
+        pass.health(DatabaseHealthState::Healthy, format!("restored {summary}"));
+    } else {
+        pass.event(
+            EventType::Warning,
+            "RestoreFailed",
+            "Restore",
+            format!("restore of {summary}"),
+        );
+        pass.health(DatabaseHealthState::RestoreFailed, format!("restore of {summary}"));
+    }
+    if let Some(req) = asked {
+        let outcome = if rec.outcome == RestoreOutcome::Verified {
+            ActionOutcome::Done
+        } else {
+            ActionOutcome::Failed
+        };
+        pass.action(req, outcome, summary);
+    }
+    pass.status.restore_in_progress = None;
+    pass.status.last_restore = Some(rec);
+}
+
+/// A drill: the newest backup restored into scratch databases, verified, dropped.
+async fn drill_now(pass: &mut Pass<'_>, live: &Live<'_>, manifests: &[Manifest], req: Request) {
+    let Some(store) = live.store() else {
+        pass.action(
+            req,
+            ActionOutcome::Rejected,
+            "no backup store: spec.backup is unset".into(),
+        );
+        return;
+    };
+    let id = req.id.clone();
+    let rec = scratch::run(&live.peers(store), live.db, manifests, &id, live.version_num).await;
+    let summary = format!(
+        "drill: backup {} restored into scratch copies and dropped in {} ({} bytes): {}",
+        rec.backup_id.as_deref().unwrap_or("none"),
+        rec.duration,
+        rec.bytes_restored,
+        if rec.outcome == RestoreOutcome::Verified {
+            format!("{} verify table(s) match the manifest", rec.verification.len())
+        } else {
+            format!("{:?}: {}", rec.outcome, rec.message)
+        }
+    );
+    let verified = rec.outcome == RestoreOutcome::Verified;
+    pass.event(
+        if verified {
+            EventType::Normal
+        } else {
+            EventType::Warning
+        },
+        if verified { "DrillVerified" } else { "DrillFailed" },
+        "Drill",
+        summary.clone(),
+    );
+    let outcome = if verified {
+        ActionOutcome::Done
+    } else {
+        ActionOutcome::Failed
+    };
+    pass.action(req, outcome, summary);
+    pass.status.last_drill = Some(rec);
+}
+
+/// Step 4: each database's owner, then every role's grants.
+async fn owners_and_grants(
+    live: &Live<'_>,
+    sessions: &mut postgres::Sessions<'_>,
+    out: &mut Outcome,
+) -> Result<(), PgError> {
+    for d in &live.db.spec.databases {
+        if let Some(o) = &d.owner
+            && accounts::database_exists(&live.admin, &d.name).await.unwrap_or(false)
+            && accounts::ensure_owner(&live.admin, &d.name, o).await?
+        {
+            out.changes.push(format!("database {} is now owned by {o}", d.name));
+        }
+    }
+    accounts::ensure_grants(&live.admin, sessions, &live.r.roles, live.version_num, out).await
+}
+
+/// The accounts' condition, what waits, what is left over, what changed.
+fn record_accounts(pass: &mut Pass<'_>, error: Option<&PgError>, out: Outcome, roles: usize) {
+    match error {
+        Some(e) => pass.set(ACCOUNTS_READY, false, e.reason, e.message.clone()),
+        None => {
+            let waiting = if out.pending.is_empty() {
+                String::new()
+            } else {
+                format!("; {} grant(s) wait for their objects", out.pending.len())
+            };
+            pass.set(
+                ACCOUNTS_READY,
+                true,
+                "AsSpecified",
+                format!("{roles} role(s) as specified{waiting}"),
+            );
+        }
+    }
+    pass.status.pending_grants = out.pending;
+    pass.status.orphan_roles = out.orphans;
+    if !out.changes.is_empty() {
+        pass.event(
+            EventType::Normal,
+            "AccountsChanged",
+            "Reconcile",
+            out.changes.join("; "),
+        );
+    }
+}
+
+/// Step 6: a backup when one is due or asked (never of a database missing
+/// data); returns when the next one is due.
+async fn backups(pass: &mut Pass<'_>, live: &Live<'_>, asked: Asked, accounts_ok: bool) -> Duration {
+    let probe = live.ctx.settings.database_probe_interval;
+    let db = live.db;
+    let Some(spec_store) = &live.r.store else {
+        return probe;
+    };
+    let store = match spec_store {
+        Err(e) => {
+            pass.set(BACKUPS_HEALTHY, false, "StoreUnavailable", e.clone());
+            return probe;
+        }
+        Ok(store) => store,
+    };
+    let last_attempt = pass.status.last_backup_attempt.as_ref().map(|t| t.0);
+    let due = backup::next_due(db, last_attempt);
+    let now_asked = db
+        .annotations()
+        .get(BACKUP_NOW_ANNOTATION)
+        .filter(|v| pass.status.backup_now.as_ref() != Some(*v))
+        .cloned();
+    let scheduled = due.is_some_and(|d| d <= pass.now);
+    let healthy = pass.state() == Some(DatabaseHealthState::Healthy);
+    if (scheduled || now_asked.is_some() || asked.is_some()) && healthy && accounts_ok {
+        pass.status.last_backup_attempt = Some(Time(pass.now));
+        if let Some(v) = now_asked {
+            pass.status.backup_now = Some(v);
+        }
+        let (outcome, message) = backup_now(pass, live, store).await;
+        if let Some(req) = asked {
+            let answer = if outcome == "Succeeded" {
+                ActionOutcome::Done
+            } else {
+                ActionOutcome::Failed
+            };
+            pass.action(req, answer, message);
+        }
+    } else if let Some(req) = asked {
+        pass.action(
+            req,
+            ActionOutcome::Rejected,
+            "the database is not healthy: no backup of missing data".into(),
+        );
+    } else if pass.status.last_backup.is_none() && find_condition(&pass.status.conditions, BACKUPS_HEALTHY).is_none() {
+        let when = due.map(|d| d.to_string()).unwrap_or_default();
+        pass.set(
+            BACKUPS_HEALTHY,
+            false,
+            "NoBackupYet",
+            format!("the first backup is due at {when}"),
+        );
+    }
+    match backup::next_due(db, pass.status.last_backup_attempt.as_ref().map(|t| t.0)) {
+        Some(next) => {
+            let wait = next.as_second() - Timestamp::now().as_second();
+            probe.min(Duration::from_secs(wait.max(1) as u64))
+        }
+        None => probe,
+    }
+}
+
+/// Takes one backup and applies retention: (outcome, message).
+async fn backup_now(pass: &mut Pass<'_>, live: &Live<'_>, store: &Store) -> (&'static str, String) {
+    let ctx = live.ctx;
+    let result = backup::take(&live.tools, &live.r.target, store, live.db, &live.version).await;
+    let (outcome, message) = match result {
+        Ok(m) => {
+            let rec = backup::record(&m);
+            ctx.metrics.database_backup_bytes.inc_by(rec.bytes);
+            let mut message = format!("backup {}: {} bytes in {}", rec.id, rec.bytes, rec.duration);
+            match backup::prune(store, live.db).await {
+                Ok(gone) if !gone.is_empty() => message.push_str(&format!("; retention removed {}", gone.join(", "))),
+                Ok(_) => {}
+                Err(e) => message.push_str(&format!("; retention failed: {e}")),
+            }
+            pass.set(BACKUPS_HEALTHY, true, "BackupSucceeded", message.clone());
+            pass.event(EventType::Normal, "BackupSucceeded", "Backup", message.clone());
+            pass.status.last_backup = Some(rec);
+            ("Succeeded", message)
+        }
+        Err(e) => {
+            let last = pass
+                .status
+                .last_backup
+                .as_ref()
+                .map(|b| format!("; the last good backup is still {}", b.id))
+                .unwrap_or_default();
+            let message = format!("backup failed: {e}{last}");
+            pass.set(BACKUPS_HEALTHY, false, "BackupFailed", message.clone());
+            pass.event(EventType::Warning, "BackupFailed", "Backup", message.clone());
+            ("Failed", message)
+        }
+    };
+    ctx.metrics
+        .database_backups
+        .get_or_create(&OutcomeLabels {
+            outcome: outcome.into(),
+        })
+        .inc();
+    (outcome, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verify_tables_must_be_in_declared_databases() {
+        let db: Database = serde_json::from_value(serde_json::json!({
+            "apiVersion": "reprise.dev/v1alpha1", "kind": "Database",
+            "metadata": {"name": "d"},
+            "spec": {
+                "instance": {"external": {"host": "db", "adminSecretRef": {"name": "a"}}},
+                "databases": [{"name": "shop"}],
+                "verify": {"tables": [{"database": "shop", "name": "orders"}, {"database": "crm", "name": "x"}]}
+            }
+        }))
+        .unwrap();
+        let e = validate_spec(&db).unwrap_err();
+        assert_eq!(e.field, "spec.verify.tables[1].database");
+    }
+}

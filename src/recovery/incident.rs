@@ -1,0 +1,268 @@
+//! Incident reconciler: the incident's times (failure observed, detected,
+//! deadline from the plan's level), its measures (to the millisecond), the
+//! responders' deliveries, the procedure (see `executor`), and its
+//! resolution once the component's health signal is good again — as of when
+//! the component was observed healthy.
+
+use std::{sync::Arc, time::Duration};
+
+use futures::{FutureExt, future::BoxFuture};
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::MicroTime, jiff::Timestamp};
+use kube::{
+    ResourceExt,
+    runtime::{controller::Action, events::EventType},
+};
+
+use super::executor::{self, Outcome};
+use crate::{
+    api::{
+        Database, Incident, RecoveryPlan,
+        common::{ComponentKind, reasons},
+        incident::{IncidentPhase, Measures, StepMeasure},
+    },
+    runtime::{
+        Context, Error,
+        report::Report,
+        stores,
+        validation::{Invalid, report_invalid},
+    },
+    telemetry::{IncidentLabels, LevelLabels},
+};
+
+/// A duration to the millisecond, as Go writes them (`12.345s`).
+pub fn secs(from: Timestamp, to: Timestamp) -> String {
+    let ms = (to.as_millisecond() - from.as_millisecond()).max(0);
+    format!("{}.{:03}s", ms / 1000, ms % 1000)
+}
+
+pub fn reconcile(obj: Arc<Incident>, ctx: Arc<Context>) -> BoxFuture<'static, Result<Action, Error>> {
+    async move {
+        let inc = obj.as_ref();
+        let ns = inc.namespace().unwrap_or_default();
+        let Some(plan) = stores::get(&ctx.stores.recovery_plans, &ns, &inc.spec.plan_ref.name) else {
+            let invalid = Invalid::external(
+                "spec.planRef",
+                format!(
+                    "RecoveryPlan {:?} does not exist in namespace {ns:?}",
+                    inc.spec.plan_ref.name
+                ),
+            );
+            return report_invalid(&ctx, inc, &invalid).await;
+        };
+        let mut r = Report::new(&ctx, inc);
+        let window = plan
+            .spec
+            .levels
+            .iter()
+            .find(|l| l.level == inc.spec.level)
+            .and_then(|l| l.max_window.as_ref())
+            .map(|w| w.as_std());
+        let detected = inc.metadata.creation_timestamp.as_ref().map(|t| t.0).unwrap_or(r.now);
+        let observed = inc.spec.observed_at.as_ref().map(|t| t.0).unwrap_or(detected);
+        let deadline = window.and_then(|w| detected.checked_add(w).ok());
+        r.status.detected_at = Some(MicroTime(detected));
+        r.status.failure_observed_at = Some(MicroTime(observed));
+        r.status.deadline = deadline.map(MicroTime);
+        let mut again = None;
+        if super::opening::is_open(inc) {
+            executor::tell_first(&mut r, &ctx, &plan).await?;
+            again = recover(&mut r, &ctx, &plan).await?;
+        }
+        executor::deliveries(&mut r, &ctx, &plan).await?;
+        measure(&mut r, &ctx, observed, detected, deadline.is_some());
+        let resolved = r.status.phase == IncidentPhase::Resolved;
+        let phase = r.status.phase;
+        r.set(
+            reasons::READY,
+            resolved,
+            &format!("{phase:?}"),
+            format!("incident is {phase:?}"),
+        );
+        let closed_at = r.status.closed_at.as_ref().map(|t| t.0);
+        r.write().await?;
+        count_open(&ctx, inc, resolved);
+        if let Some(closed) = closed_at {
+            return retire(&ctx, inc, &plan, closed, again).await;
+        }
+        Ok(again.map(Action::requeue).unwrap_or_else(Action::await_change))
+    }
+    .boxed()
+}
+
+/// The procedure moved on; the incident resolved (or abandoned) when that is
+/// where it stands; the deadline watched. Returns when to look again.
+async fn recover(r: &mut Report<'_, Incident>, ctx: &Context, plan: &RecoveryPlan) -> Result<Option<Duration>, Error> {
+    let inc = r.obj;
+    let level = inc.spec.level.to_string();
+    let c = &inc.spec.component;
+    let deadline = r.status.deadline.as_ref().map(|t| t.0);
+    let again = match executor::advance(r, ctx, plan).await? {
+        Outcome::Resolved(res) => {
+            let detected = r.status.detected_at.as_ref().map(|t| t.0).unwrap_or(r.now);
+            let at = res.at.max(detected);
+            r.status.phase = IncidentPhase::Resolved;
+            r.status.closed_at = Some(MicroTime(at));
+            r.status.breached = deadline.is_some_and(|d| at > d);
+            r.status.resolution = Some(res.how.clone());
+            let outcome = if r.status.breached { "Breached" } else { "Resolved" };
+            ctx.metrics
+                .incidents
+                .get_or_create(&IncidentLabels {
+                    level: level.clone(),
+                    kind: c.kind.as_str().into(),
+                    outcome: outcome.into(),
+                })
+                .inc();
+            let took = at.duration_since(detected).as_secs_f64().max(0.0);
+            ctx.metrics
+                .recovery_duration
+                .get_or_create(&LevelLabels { level: level.clone() })
+                .observe(took);
+            r.event(
+                EventType::Normal,
+                "Resolved",
+                "Recover",
+                format!(
+                    "{} {} is healthy again after {} ({}; deadline {})",
+                    c.kind,
+                    c.name,
+                    secs(detected, at),
+                    res.how,
+                    if r.status.breached { "breached" } else { "met" }
+                ),
+            );
+            return Ok(None);
+        }
+        Outcome::Abandoned(why) => {
+            r.status.phase = IncidentPhase::Failed;
+            r.status.closed_at = Some(MicroTime(r.now));
+            r.status.resolution = Some(why.clone());
+            r.event(EventType::Warning, "Abandoned", "Recover", why);
+            return Ok(None);
+        }
+        Outcome::Again(d) => Some(d),
+        Outcome::Idle => None,
+    };
+    let Some(d) = deadline else { return Ok(again) };
+    if r.now > d && !r.status.breached {
+        r.status.breached = true;
+        ctx.metrics
+            .deadline_breaches
+            .get_or_create(&LevelLabels { level: level.clone() })
+            .inc();
+        r.event(
+            EventType::Warning,
+            "DeadlineBreached",
+            "Recover",
+            format!("level {level}: not resolved by {d}"),
+        );
+        return Ok(again);
+    }
+    let until = Duration::from_millis((d.as_millisecond() - r.now.as_millisecond()).max(1000) as u64);
+    Ok(Some(again.map_or(until, |a| a.min(until))))
+}
+
+/// The measures: times to detect and recover, each step's duration, the
+/// data a database restore moved and lost, the deadline.
+fn measure(r: &mut Report<'_, Incident>, ctx: &Context, observed: Timestamp, detected: Timestamp, has_deadline: bool) {
+    let inc = r.obj;
+    let mut m = r.status.measures.clone().unwrap_or_default();
+    m.time_to_detect = Some(secs(observed, detected));
+    if let (IncidentPhase::Resolved, Some(closed)) = (r.status.phase, &r.status.closed_at) {
+        m.time_to_recover = Some(secs(detected, closed.0));
+    }
+    if inc.spec.component.kind == ComponentKind::Database {
+        let ns = inc.namespace().unwrap_or_default();
+        data_measures(ctx, &ns, &inc.spec.component.name, observed, &mut m);
+    }
+    m.steps = r
+        .status
+        .timeline
+        .iter()
+        .filter_map(|e| {
+            let end = e.finished.as_ref()?;
+            Some(StepMeasure {
+                step: e.step.clone(),
+                attempt: e.attempt,
+                outcome: e.outcome,
+                duration: secs(e.started.0, end.0),
+            })
+        })
+        .collect();
+    let closed = r.status.closed_at.is_some();
+    // An open-ended level (no maximum window) has no deadline to meet.
+    m.deadline_met = match (closed, r.status.breached, has_deadline) {
+        (_, true, _) => Some(false),
+        (true, false, true) => Some(true),
+        _ => None,
+    };
+    r.status.measures = Some(m);
+}
+
+/// For a Database: the data its restore after this failure moved and lost.
+fn data_measures(ctx: &Context, ns: &str, name: &str, observed: Timestamp, m: &mut Measures) {
+    let db: Option<Database> = stores::get(&ctx.stores.databases, ns, name);
+    let Some(restore) = db.and_then(|d| d.status).and_then(|s| s.last_restore) else {
+        return;
+    };
+    if restore.failure_observed.0.as_second() + 1 < observed.as_second() {
+        return; // an older restore
+    }
+    m.data_restored_bytes = Some(restore.bytes_restored);
+    m.data_loss_window = restore.data_loss_window_seconds.map(|s| format!("{}s", s.max(0)));
+}
+
+/// Open incidents per level, from the store (this write included or not, it converges).
+fn count_open(ctx: &Context, inc: &Incident, resolved: bool) {
+    let open_now = super::opening::open(&ctx.stores)
+        .iter()
+        .filter(|i| i.spec.level == inc.spec.level && i.uid() != inc.uid())
+        .count()
+        + usize::from(!resolved && inc.status.as_ref().is_none_or(|s| s.closed_at.is_none()));
+    ctx.metrics
+        .open_incidents
+        .get_or_create(&LevelLabels {
+            level: inc.spec.level.to_string(),
+        })
+        .set(open_now as i64);
+}
+
+/// Closed incidents are the audit trail for the plan's retention, then go.
+async fn retire(
+    ctx: &Context,
+    inc: &Incident,
+    plan: &RecoveryPlan,
+    closed: Timestamp,
+    again: Option<Duration>,
+) -> Result<Action, Error> {
+    let expires = closed.as_second() + plan.spec.incident_retention.as_std().as_secs() as i64;
+    let left = expires - Timestamp::now().as_second();
+    if left > 0 {
+        let left = Duration::from_secs(left as u64);
+        return Ok(Action::requeue(again.map_or(left, |a| a.min(left))));
+    }
+    let api: kube::Api<Incident> = kube::Api::namespaced(ctx.client.clone(), &inc.namespace().unwrap_or_default());
+    match api.delete(&inc.name_any(), &Default::default()).await {
+        Err(kube::Error::Api(e)) if e.code == 404 => {}
+        Ok(_) => {
+            ctx.metrics.wrote("Incident", "delete");
+            tracing::info!(incident = %inc.name_any(), "incident past the plan's retention: deleted");
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_are_written_to_the_millisecond() {
+        let a: Timestamp = "2026-11-30T10:00:00.250Z".parse().unwrap();
+        let b: Timestamp = "2026-11-30T10:00:33.662Z".parse().unwrap();
+        assert_eq!(secs(a, b), "33.412s");
+        assert_eq!(secs(b, a), "0.000s");
+        let _: crate::api::common::Duration = secs(a, b).parse().unwrap();
+    }
+}

@@ -1,0 +1,319 @@
+//! RecoveryPlan reconciler: validation, coverage, readiness per level
+//! (responders and their contracts, backups fresher than the level's RPO),
+//! and detection (an Incident per failed covered component, see `opening`).
+//! The procedure executor builds on it.
+
+use std::{collections::BTreeSet, sync::Arc, time::Duration};
+
+use futures::{FutureExt, future::BoxFuture};
+use kube::{ResourceExt, runtime::controller::Action};
+
+use crate::{
+    api::{
+        RecoveryPlan,
+        common::{ComponentRef, reasons},
+        contract::{Backups, verb_of_step},
+        recovery_plan::{Coverage, LevelReadiness, RecoveryPlan as Plan, ResponderType},
+    },
+    runtime::{
+        Context, Error,
+        report::Report,
+        stores::{self as components},
+        validation::{Invalid, check_cron, check_date, report_invalid},
+    },
+};
+
+/// Checks only the operator can make.
+pub fn validate(ctx: &Context, plan: &Plan, covered: &[ComponentRef]) -> Result<(), Invalid> {
+    components::selector("spec.selector", &plan.spec.selector)?;
+    if let Some(d) = &plan.spec.drills {
+        check_cron("spec.drills.schedule", &d.schedule)?;
+    }
+    for (i, r) in plan.spec.responders.iter().enumerate() {
+        if let Some(c) = &r.contract {
+            check_date(&format!("spec.responders[{i}].contract.until"), &c.until)?;
+        }
+    }
+    let ns = plan.namespace().unwrap_or_default();
+    // Each action step must be one every covered component of its kind can carry out.
+    for (p, proc_) in plan.spec.procedures.iter().enumerate() {
+        for (s, step) in proc_.steps.iter().enumerate() {
+            let Some(verb) = verb_of_step(step.action) else {
+                continue;
+            };
+            for c in covered.iter().filter(|c| c.kind == proc_.kind) {
+                let why = components::component(&ctx.stores, &ns, c).and_then(|c| c.unable(verb));
+                if let Some(why) = why {
+                    return Err(Invalid::external(
+                        format!("spec.procedures[{p}].steps[{s}]"),
+                        format!("{:?} cannot run: {why}", step.action),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Per level: can the plan's people be reached under its terms today?
+pub fn readiness(plan: &Plan, today: k8s_openapi::jiff::civil::Date) -> Vec<LevelReadiness> {
+    plan.spec
+        .levels
+        .iter()
+        .map(|level| {
+            let mut reasons = vec![];
+            let mut reachable = 0;
+            for lr in &level.responders {
+                let Some(r) = plan.spec.responders.iter().find(|r| r.name == lr.name) else {
+                    continue;
+                };
+                let expired = r.type_ == ResponderType::Vendor
+                    && r.contract
+                        .as_ref()
+                        .and_then(|c| c.until.parse::<k8s_openapi::jiff::civil::Date>().ok())
+                        .is_some_and(|until| until < today);
+                if expired {
+                    reasons.push(format!("the contract of {} ended; it is not called", r.name));
+                } else if r.webhook.is_none() && r.phone.is_none() {
+                    reasons.push(format!("{} has neither a webhook nor a phone number", r.name));
+                } else {
+                    reachable += 1;
+                }
+            }
+            if reachable == 0 {
+                reasons.push(format!("no reachable responder for level {}", level.level));
+            }
+            LevelReadiness {
+                level: level.level,
+                ready: reachable > 0,
+                reasons,
+            }
+        })
+        .collect()
+}
+
+/// Per level with an RPO: the covered Databases and VirtualMachines whose
+/// newest backup is older than it (or missing). `backup_of` reads a
+/// component's newest good backup time. Also returns when the next backup
+/// turns stale, to look again then.
+pub fn stale_backups(
+    plan: &Plan,
+    covered: &[ComponentRef],
+    backup_of: impl Fn(&ComponentRef) -> Option<Option<k8s_openapi::jiff::Timestamp>>,
+    now: k8s_openapi::jiff::Timestamp,
+) -> (Vec<(u8, String)>, Option<Duration>) {
+    let mut out = vec![];
+    let mut next: Option<Duration> = None;
+    for level in &plan.spec.levels {
+        let Some(rpo) = level.objectives.as_ref().and_then(|o| o.rpo.as_ref()) else {
+            continue;
+        };
+        for c in covered.iter().filter(|c| level.applies_to.contains(&c.kind)) {
+            let Some(last) = backup_of(c) else { continue };
+            match last {
+                None => out.push((
+                    level.level,
+                    format!("{} {} has no backup yet (RPO {})", c.kind, c.name, rpo.as_str()),
+                )),
+                Some(t) => {
+                    let age = now.as_second() - t.as_second();
+                    let limit = rpo.as_std().as_secs() as i64;
+                    if age > limit {
+                        out.push((
+                            level.level,
+                            format!(
+                                "{} {}'s newest backup is {}s old, beyond the RPO of {}",
+                                c.kind,
+                                c.name,
+                                age,
+                                rpo.as_str()
+                            ),
+                        ));
+                    } else {
+                        let left = Duration::from_secs((limit - age + 1) as u64);
+                        next = Some(next.map_or(left, |n| n.min(left)));
+                    }
+                }
+            }
+        }
+    }
+    (out, next)
+}
+
+/// The newest good backup of a component (None: it has no backups to keep fresh).
+fn backup_time(ctx: &Context, ns: &str, c: &ComponentRef) -> Option<Option<k8s_openapi::jiff::Timestamp>> {
+    match components::component(&ctx.stores, ns, c)?.backups() {
+        Backups::NotApplicable => None,
+        Backups::None => Some(None),
+        Backups::At(t) => Some(Some(t)),
+    }
+}
+
+/// Components of the namespace covered by this plan, and those covered by no plan.
+fn coverage(ctx: &Context, plan: &Plan) -> Result<(Vec<ComponentRef>, Vec<ComponentRef>), Invalid> {
+    let ns = plan.namespace().unwrap_or_default();
+    let mine = components::selector("spec.selector", &plan.spec.selector)?;
+    let covered = components::selected(&ctx.stores, &ns, &mine);
+    let mut any: BTreeSet<ComponentRef> = BTreeSet::new();
+    for other in ctx.stores.recovery_plans.state() {
+        let Ok(other) = &other.0 else { continue };
+        if other.namespace().as_deref() != Some(ns.as_str()) {
+            continue;
+        }
+        if let Ok(sel) = components::selector("spec.selector", &other.spec.selector) {
+            any.extend(components::selected(&ctx.stores, &ns, &sel));
+        }
+    }
+    let uncovered = components::in_namespace(&ctx.stores, &ns)
+        .into_iter()
+        .map(|c| c.reference())
+        .filter(|c| !any.contains(c))
+        .collect();
+    Ok((covered, uncovered))
+}
+
+pub fn reconcile(obj: Arc<RecoveryPlan>, ctx: Arc<Context>) -> BoxFuture<'static, Result<Action, Error>> {
+    async move {
+        let (covered, uncovered) = match coverage(&ctx, &obj) {
+            Ok(c) => c,
+            Err(invalid) => return report_invalid(&ctx, obj.as_ref(), &invalid).await,
+        };
+        if let Err(invalid) = validate(&ctx, &obj, &covered) {
+            return report_invalid(&ctx, obj.as_ref(), &invalid).await;
+        }
+        let ns = obj.namespace().unwrap_or_default();
+        let open = super::opening::open(&ctx.stores)
+            .iter()
+            .filter(|i| i.namespace().as_deref() == Some(ns.as_str()) && i.spec.plan_ref.name == obj.name_any())
+            .count() as u32;
+        let today = k8s_openapi::jiff::Timestamp::now()
+            .to_zoned(k8s_openapi::jiff::tz::TimeZone::UTC)
+            .date();
+        let mut readiness = readiness(&obj, today);
+        let (stale, stale_next) = stale_backups(
+            &obj,
+            &covered,
+            |c| backup_time(&ctx, &ns, c),
+            k8s_openapi::jiff::Timestamp::now(),
+        );
+        for (level, reason) in stale {
+            if let Some(l) = readiness.iter_mut().find(|l| l.level == level) {
+                l.ready = false;
+                l.reasons.push(reason);
+            }
+        }
+        let not_ready: Vec<String> = readiness
+            .iter()
+            .filter(|l| !l.ready)
+            .flat_map(|l| l.reasons.clone())
+            .collect();
+        let message = if not_ready.is_empty() {
+            format!(
+                "{} components covered, {} uncovered in the namespace",
+                covered.len(),
+                uncovered.len()
+            )
+        } else {
+            not_ready.join("; ")
+        };
+        let mut r = Report::new(&ctx, obj.as_ref());
+        r.set(
+            reasons::READY,
+            not_ready.is_empty(),
+            if not_ready.is_empty() {
+                reasons::RECONCILED
+            } else {
+                "ObjectivesAtRisk"
+            },
+            message,
+        );
+        r.status.readiness = readiness;
+        // Detection: failed covered components get an Incident.
+        let paused = super::opening::open_incidents(&ctx, &obj, &covered).await?;
+        if !paused.is_empty() {
+            tracing::info!(components = ?paused, "failures inside a Pause maintenance window: no incident");
+        }
+        r.status.open_incidents = open;
+        let mut notes = vec![];
+        let mut last_drill = r.status.last_drill.clone();
+        let drill_next = super::drills::advance(&ctx, &obj, &covered, &mut last_drill, &mut notes).await?;
+        r.status.last_drill = last_drill;
+        r.status.coverage = Some(Coverage {
+            covered_count: covered.len() as u32,
+            uncovered_count: uncovered.len() as u32,
+            covered,
+            uncovered,
+        });
+        for (type_, reason, note) in notes {
+            r.event(type_, reason, "Drill", note);
+        }
+        r.write().await?;
+        // Contracts end at midnight, backups age, drills come due: look again
+        // within the hour, or at the soonest of those.
+        let hour = Duration::from_secs(3600);
+        Ok(Action::requeue(
+            [stale_next, drill_next].into_iter().flatten().fold(hour, Duration::min),
+        ))
+    }
+    .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::common::ComponentKind;
+    use k8s_openapi::jiff::Timestamp;
+
+    #[test]
+    fn backups_older_than_a_levels_rpo_put_it_at_risk() {
+        let plan: Plan = serde_json::from_value(serde_json::json!({
+            "apiVersion": "reprise.dev/v1alpha1", "kind": "RecoveryPlan",
+            "metadata": {"name": "p"},
+            "spec": {
+                "selector": {},
+                "levels": [
+                    {"level": 1, "appliesTo": ["Database"], "minWindow": "15m", "maxWindow": "30m", "objectives": {"rpo": "6h"}},
+                    {"level": 2, "appliesTo": ["VirtualMachine"], "minWindow": "30m", "maxWindow": "45m"}
+                ]
+            }
+        }))
+        .unwrap();
+        let now: Timestamp = "2026-11-29T12:00:00Z".parse().unwrap();
+        let c = |kind, name: &str| ComponentRef {
+            kind,
+            name: name.into(),
+        };
+        let covered = [
+            c(ComponentKind::Database, "fresh"),
+            c(ComponentKind::Database, "old"),
+            c(ComponentKind::Database, "never"),
+            c(ComponentKind::VirtualMachine, "vm"),
+        ];
+        let (stale, next) = stale_backups(
+            &plan,
+            &covered,
+            |c| match c.name.as_str() {
+                "fresh" => Some(Some("2026-11-29T10:00:00Z".parse().unwrap())),
+                "old" => Some(Some("2026-11-29T05:00:00Z".parse().unwrap())),
+                "never" => Some(None),
+                _ => Some(None),
+            },
+            now,
+        );
+        let reasons: Vec<&str> = stale.iter().map(|(_, r)| r.as_str()).collect();
+        assert_eq!(stale.len(), 2, "{reasons:?}");
+        assert!(
+            reasons[0].contains("old") && reasons[0].contains("25200s"),
+            "{reasons:?}"
+        );
+        assert!(
+            reasons[1].contains("never") && reasons[1].contains("no backup"),
+            "{reasons:?}"
+        );
+        assert_eq!(
+            next,
+            Some(Duration::from_secs(4 * 3600 + 1)),
+            "the fresh one turns stale in 4 h"
+        );
+    }
+}

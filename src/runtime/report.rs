@@ -1,0 +1,226 @@
+//! Writing status: only when it changed, with server-side apply under the
+//! kind's field manager.
+
+use kube::{
+    Api, ResourceExt,
+    api::{Patch, PatchParams},
+    runtime::events::{Event, EventType},
+};
+
+use super::{Context, Error, kind::Kind};
+
+/// Writes `status` if it differs from what the object has. Returns whether it wrote.
+pub async fn write_status<K: Kind>(ctx: &Context, obj: &K, status: &K::Status) -> Result<bool, Error> {
+    if obj.status() == Some(status) {
+        return Ok(false);
+    }
+    let uid = obj.uid().unwrap_or_default();
+    let value = serde_json::to_value(status)?;
+    let seen = rv(obj);
+    if let Some((written_rv, written)) = ctx.written.lock().unwrap_or_else(|p| p.into_inner()).get(&uid)
+        && *written == value
+        && seen < *written_rv
+    {
+        // Our own write has not come back through the watch yet.
+        return Ok(false);
+    }
+    let ns = obj.namespace().unwrap_or_default();
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
+    let body = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": value,
+    });
+    let updated = api
+        .patch_status(
+            &obj.name_any(),
+            &PatchParams::apply(K::MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await?;
+    ctx.metrics.wrote(&K::kind(&()), "status");
+    ctx.written
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(uid, (rv(&updated), value));
+    Ok(true)
+}
+
+/// The status this operator last wrote for `obj`, when the store has not
+/// caught up with that write yet: a reconcile builds on what it did (steps
+/// started, notifications sent), not on the older copy the watch still holds.
+fn fresher_than_store<K: Kind>(ctx: &Context, obj: &K) -> Option<K::Status> {
+    let written = ctx.written.lock().unwrap_or_else(|p| p.into_inner());
+    let (written_rv, value) = written.get(&obj.uid()?)?;
+    (*written_rv > rv(obj))
+        .then(|| serde_json::from_value(value.clone()).ok())
+        .flatten()
+}
+
+/// The resourceVersion as a number (etcd's revision), 0 when it is not one.
+fn rv<K: Kind>(obj: &K) -> u64 {
+    obj.resource_version().and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// Publishes an Event about `obj`. A failure to publish is logged, never fatal.
+pub async fn publish<K: Kind>(ctx: &Context, obj: &K, type_: EventType, reason: &str, action: &str, note: String) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: action.into(),
+        secondary: None,
+    };
+    match ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+        Ok(()) => ctx.metrics.wrote(&K::kind(&()), "event"),
+        Err(e) => tracing::warn!(error = %e, reason, "could not publish an Event"),
+    }
+}
+
+/// The object's status with `Ready` set and `observedGeneration` moved to the
+/// current generation; everything else as it was.
+pub fn with_ready<K: Kind>(obj: &K, ok: bool, reason: &str, message: impl Into<String>) -> K::Status {
+    use super::kind::CommonStatus;
+    use crate::api::common::{condition, reasons, set_condition};
+    let generation = obj.meta().generation.unwrap_or(0);
+    let mut status = obj.status().cloned().unwrap_or_default();
+    status.set_observed_generation(generation);
+    set_condition(
+        status.conditions_mut(),
+        condition(reasons::READY, ok, reason, message, generation),
+    );
+    status
+}
+
+/// The recovery action asked through the `reprise.dev/action` annotation
+/// (`<action>/<id>`) and not yet carried out (`last` has another id).
+pub fn requested_action<K: kube::Resource>(
+    obj: &K,
+    last: Option<&crate::api::common::ActionRecord>,
+) -> Option<crate::api::contract::Request> {
+    let v = obj.annotations().get(crate::api::contract::ACTION_ANNOTATION)?;
+    let r = crate::api::contract::Request::parse(v)?;
+    last.is_none_or(|a| a.id != r.id).then_some(r)
+}
+
+/// The answer to a request that names no action of this kind.
+pub fn unknown_action(verb: &str, kind: crate::api::common::ComponentKind) -> String {
+    let known: Vec<&str> = crate::api::contract::actions(kind).iter().map(|v| v.as_str()).collect();
+    format!("unknown action {verb:?}: use {}", known.join(", "))
+}
+
+/// One reconcile's report: the status being built from the object's current
+/// one, and the Events to publish once the status is written.
+pub struct Report<'a, K: Kind> {
+    pub ctx: &'a Context,
+    pub obj: &'a K,
+    pub status: K::Status,
+    pub generation: i64,
+    pub now: k8s_openapi::jiff::Timestamp,
+    events: Vec<(EventType, &'static str, &'static str, String)>,
+}
+
+impl<'a, K: Kind> Report<'a, K> {
+    pub fn new(ctx: &'a Context, obj: &'a K) -> Self {
+        use super::kind::CommonStatus;
+        let generation = obj.meta().generation.unwrap_or(0);
+        let mut status = fresher_than_store(ctx, obj)
+            .or_else(|| obj.status().cloned())
+            .unwrap_or_default();
+        status.set_observed_generation(generation);
+        Self {
+            ctx,
+            obj,
+            status,
+            generation,
+            now: k8s_openapi::jiff::Timestamp::now(),
+            events: vec![],
+        }
+    }
+
+    /// Sets condition `type_`.
+    pub fn set(&mut self, type_: &str, ok: bool, reason: &str, message: impl Into<String>) {
+        use super::kind::CommonStatus;
+        use crate::api::common::{condition, set_condition};
+        set_condition(
+            self.status.conditions_mut(),
+            condition(type_, ok, reason, message, self.generation),
+        );
+    }
+
+    /// Whether condition `type_` is True in the status being built.
+    pub fn is(&self, type_: &str) -> bool {
+        use super::kind::CommonStatus;
+        crate::api::common::find_condition(self.status.conditions(), type_)
+            .is_some_and(|c| c.status == crate::api::common::ConditionStatus::True)
+    }
+
+    /// Whether condition `type_` was True before this reconcile (None: not set).
+    pub fn was(&self, type_: &str) -> Option<bool> {
+        use super::kind::CommonStatus;
+        self.obj
+            .status()
+            .and_then(|s| crate::api::common::find_condition(s.conditions(), type_).cloned())
+            .map(|c| c.status == crate::api::common::ConditionStatus::True)
+    }
+
+    pub fn event(&mut self, type_: EventType, reason: &'static str, action: &'static str, note: impl Into<String>) {
+        self.events.push((type_, reason, action, note.into()));
+    }
+
+    /// Writes the status now, before a long step, so watchers see it.
+    pub async fn checkpoint(&mut self) -> Result<(), Error> {
+        write_status(self.ctx, self.obj, &self.status).await?;
+        Ok(())
+    }
+
+    /// Writes the status (if it changed), then publishes the Events.
+    pub async fn write(self) -> Result<(), Error> {
+        write_status(self.ctx, self.obj, &self.status).await?;
+        for (type_, reason, action, note) in self.events {
+            publish(self.ctx, self.obj, type_, reason, action, truncate(note)).await;
+        }
+        Ok(())
+    }
+}
+
+/// Event notes are limited to 1 KiB by the API server.
+pub fn truncate(mut s: String) -> String {
+    if s.len() > 1000 {
+        let mut cut = 990;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push_str(" …");
+    }
+    s
+}
+
+/// An action record for a recovery action asked through the annotation, and its Event.
+pub fn action_record(
+    now: k8s_openapi::jiff::Timestamp,
+    action: String,
+    id: String,
+    outcome: crate::api::contract::ActionOutcome,
+    message: String,
+) -> (crate::api::common::ActionRecord, EventType, String) {
+    use crate::api::contract::ActionOutcome;
+    let type_ = if matches!(outcome, ActionOutcome::Done | ActionOutcome::Accepted) {
+        EventType::Normal
+    } else {
+        EventType::Warning
+    };
+    let note = format!("{action} ({id}): {message}");
+    (
+        crate::api::common::ActionRecord {
+            id,
+            action,
+            time: k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(now),
+            outcome,
+            message,
+        },
+        type_,
+        note,
+    )
+}

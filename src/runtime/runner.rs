@@ -1,0 +1,646 @@
+//! Starts one shared watch per kind and one Controller per kind on top of them.
+
+use std::{sync::Arc, time::Duration};
+
+use futures::{FutureExt, StreamExt, future::BoxFuture};
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    core::v1::{Secret, Service},
+};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    core::{DeserializeGuard, PartialObjectMeta},
+    runtime::{
+        Controller, WatchStreamExt,
+        controller::{Action, Config as ControllerConfig},
+        events::EventType,
+        reflector::{self, ObjectRef, Store, store::Writer},
+        utils::Backoff,
+        watcher,
+    },
+};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::{Context, Error, Settings, Stores, kind::Kind};
+use crate::{
+    api::{
+        self, Application, Database, Incident, MaintenanceWindow, RecoveryPlan, Server, VirtualMachine,
+        contract::Component,
+    },
+    components,
+    http::Health,
+    recovery,
+    telemetry::Metrics,
+};
+
+/// A reconcile function of one kind.
+pub type ReconcileFn<K> = fn(Arc<K>, Arc<Context>) -> BoxFuture<'static, Result<Action, Error>>;
+
+/// Watch backoff: 200 ms doubling to 3 s, with jitter. kube-runtime's default
+/// climbs to 30 s and more, which leaves the operator blind for that long
+/// after an API server restart.
+pub struct FastBackoff {
+    next: Duration,
+}
+
+impl Default for FastBackoff {
+    fn default() -> Self {
+        Self {
+            next: Duration::from_millis(200),
+        }
+    }
+}
+
+impl Iterator for FastBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let current = self.next;
+        self.next = (self.next * 2).min(Duration::from_secs(3));
+        Some(current + current.mul_f64(crate::leader::rand_fraction() * 0.2))
+    }
+}
+
+impl Backoff for FastBackoff {
+    fn reset(&mut self) {
+        self.next = Duration::from_millis(200);
+    }
+}
+
+/// The Api of `T` in the operator's namespace, or in all namespaces.
+fn scoped_api<T>(client: &Client, namespace: Option<&str>) -> Api<T>
+where
+    T: Resource<Scope = kube::core::NamespaceResourceScope>,
+    T::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Waits until every reprise CRD is established. Logs what it waits for;
+/// never exits: the CRDs may be installed after the operator.
+async fn await_crds(client: &Client, shutdown: &CancellationToken) -> bool {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in api::crds() {
+        let name = crd.name_any();
+        let mut logged = false;
+        loop {
+            let established = match crds.get_opt(&name).await {
+                Ok(Some(c)) => c
+                    .status
+                    .and_then(|s| s.conditions)
+                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True")),
+                Ok(None) => false,
+                Err(e) => {
+                    tracing::warn!(crd = %name, error = %e, "cannot read the CRD");
+                    false
+                }
+            };
+            if established {
+                break;
+            }
+            if !logged {
+                tracing::warn!(crd = %name, "waiting for the CRD to be installed and established");
+                logged = true;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return false,
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            }
+        }
+    }
+    true
+}
+
+/// One shared watch: its store reader and the writer its driver feeds.
+struct Shared<K: Kind> {
+    reader: Store<DeserializeGuard<K>>,
+    writer: Writer<DeserializeGuard<K>>,
+}
+
+impl<K: Kind> Shared<K> {
+    fn new() -> Self {
+        let (reader, writer) = reflector::store_shared(256);
+        Self { reader, writer }
+    }
+
+    fn subscribe(&self) -> impl futures::Stream<Item = Arc<DeserializeGuard<K>>> + Send + 'static {
+        self.writer.subscribe().expect("a shared store always has subscribers")
+    }
+
+    /// The task that runs the watch and feeds the store and subscribers.
+    /// `deleted` hears of every deletion: shared streams carry only applied
+    /// objects, and a deleted component changes what plans cover.
+    fn drive(self, client: &Client, namespace: Option<&str>, deleted: Option<Deletions>) -> BoxFuture<'static, ()> {
+        let stream = watcher(
+            scoped_api::<DeserializeGuard<K>>(client, namespace),
+            watcher::Config::default().any_semantic(),
+        )
+        .backoff(FastBackoff::default())
+        .inspect(move |event| {
+            if let (Ok(watcher::Event::Delete(_)), Some(tx)) = (event, &deleted) {
+                let _ = tx.send(());
+            }
+        })
+        .reflect_shared(self.writer);
+        stream
+            .for_each(|event| async move {
+                if let Err(e) = event {
+                    tracing::warn!(kind = %K::kind(&()), error = %e, "watch interrupted; resuming");
+                }
+            })
+            .boxed()
+    }
+}
+
+/// Remembers each failure a component's watch events show, however briefly
+/// it lasts (see `recovery::detection::Seen`).
+fn observe_failures<K: Kind + Component>(shared: &Shared<K>, ctx: Arc<Context>) -> BoxFuture<'static, ()> {
+    shared
+        .subscribe()
+        .for_each(move |o| {
+            if let Ok(obj) = &o.0 {
+                ctx.seen.observe(&obj.namespace().unwrap_or_default(), obj);
+            }
+            futures::future::ready(())
+        })
+        .boxed()
+}
+
+/// Tells the plan and window controllers that a component was deleted.
+type Deletions = tokio::sync::broadcast::Sender<()>;
+
+/// A stream that yields once per deletion heard (or once for many, when it lagged).
+fn on_deletion(tx: &Deletions) -> impl futures::Stream<Item = ()> + Send + 'static {
+    use tokio::sync::broadcast::error::RecvError;
+    futures::stream::unfold(tx.subscribe(), |mut rx| async move {
+        match rx.recv().await {
+            Ok(()) | Err(RecvError::Lagged(_)) => Some(((), rx)),
+            Err(RecvError::Closed) => None,
+        }
+    })
+}
+
+/// A watch of objects reprise owns (selected by the managed-by label): the
+/// store, and the stream of changed *and deleted* objects that triggers the
+/// owner's reconcile (a shared stream would not carry deletions, and a deleted
+/// Deployment is exactly what must be repaired).
+fn owned<T>(
+    client: &Client,
+    namespace: Option<&str>,
+) -> (
+    Store<T>,
+    impl futures::Stream<Item = Result<T, watcher::Error>> + Send + 'static,
+)
+where
+    T: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let api: Api<T> = scoped_api(client, namespace);
+    let label = format!("{}={}", super::apply::MANAGED_BY.0, super::apply::MANAGED_BY.1);
+    let stream = watcher(api, watcher::Config::default().labels(&label).any_semantic())
+        .backoff(FastBackoff::default())
+        .reflect(writer)
+        .touched_objects();
+    (reader, stream)
+}
+
+/// A metadata-only watch of every Secret in scope: the store (to know each
+/// Secret's resourceVersion) and the stream of changed and deleted Secrets.
+fn secrets(
+    client: &Client,
+    namespace: Option<&str>,
+) -> (
+    Store<PartialObjectMeta<Secret>>,
+    impl futures::Stream<Item = Result<PartialObjectMeta<Secret>, watcher::Error>> + Send + 'static,
+) {
+    let (reader, writer) = reflector::store();
+    let api: Api<PartialObjectMeta<Secret>> = scoped_api(client, namespace);
+    let stream = watcher(api, watcher::Config::default().any_semantic())
+        .backoff(FastBackoff::default())
+        .reflect(writer)
+        .touched_objects();
+    (reader, stream)
+}
+
+/// The objects of kind `K` a Secret matters to: those that name it
+/// (`named`), and the owner of a Secret reprise wrote for one of them.
+fn users_of<K: Kind>(
+    store: Store<DeserializeGuard<K>>,
+    named: fn(&K) -> Vec<String>,
+) -> impl Fn(Arc<PartialObjectMeta<Secret>>) -> Vec<ObjectRef<DeserializeGuard<K>>> {
+    move |s: Arc<PartialObjectMeta<Secret>>| {
+        let ns = s.namespace();
+        let name = s.name_any();
+        let kind = K::kind(&());
+        let owners: Vec<String> = s
+            .owner_references()
+            .iter()
+            .filter(|o| o.kind == kind)
+            .map(|o| o.name.clone())
+            .collect();
+        store
+            .state()
+            .iter()
+            .filter(|o| o.namespace() == ns)
+            .filter(|o| match &o.0 {
+                Ok(obj) => owners.contains(&obj.name_any()) || named(obj).contains(&name),
+                Err(_) => false,
+            })
+            .map(|o| ObjectRef::from_obj(o.as_ref()))
+            .collect()
+    }
+}
+
+type SecretChanges = tokio::sync::broadcast::Sender<Arc<PartialObjectMeta<Secret>>>;
+
+/// Forwards the Secret watch's changes (deletions included) to every subscriber.
+fn fan_out(
+    stream: impl futures::Stream<Item = Result<PartialObjectMeta<Secret>, watcher::Error>> + Send + 'static,
+    tx: SecretChanges,
+) -> BoxFuture<'static, ()> {
+    stream
+        .for_each(move |r| {
+            if let Ok(s) = r {
+                let _ = tx.send(Arc::new(s));
+            }
+            futures::future::ready(())
+        })
+        .boxed()
+}
+
+/// One subscriber's stream of Secret changes. A subscriber that falls behind
+/// skips what it missed: every Secret user is polled again anyway.
+fn secret_changes(tx: &SecretChanges) -> impl futures::Stream<Item = Arc<PartialObjectMeta<Secret>>> + Send + 'static {
+    use tokio::sync::broadcast::error::RecvError;
+    futures::stream::unfold(tx.subscribe(), |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(s) => return Some((s, rx)),
+                Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    })
+}
+
+/// The receiving end of a channel as a stream.
+fn tokio_stream_of<T: Send + 'static>(
+    rx: tokio::sync::mpsc::UnboundedReceiver<T>,
+) -> impl futures::Stream<Item = T> + Send + 'static {
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) })
+}
+
+/// Whether CRD `name` is installed.
+async fn crd_installed(client: &Client, name: &str) -> bool {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    matches!(crds.get_opt(name).await, Ok(Some(_)))
+}
+
+/// Changes (deletions included) of KubeVirt objects reprise made, as a
+/// trigger for the reprise VirtualMachine they belong to (label `reprise.dev/vm`,
+/// else the same name: a VM instance carries its VM's template labels and name).
+fn kubevirt_changes(
+    client: &Client,
+    namespace: Option<&str>,
+    ar: &kube::api::ApiResource,
+) -> impl futures::Stream<Item = Result<kube::api::DynamicObject, watcher::Error>> + Send + 'static {
+    let api: Api<kube::api::DynamicObject> = match namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, ar),
+        None => Api::all_with(client.clone(), ar),
+    };
+    let label = format!("{}={}", super::apply::MANAGED_BY.0, super::apply::MANAGED_BY.1);
+    watcher(api, watcher::Config::default().labels(&label).any_semantic())
+        .backoff(FastBackoff::default())
+        .touched_objects()
+}
+
+fn vm_of(o: kube::api::DynamicObject) -> Option<ObjectRef<DeserializeGuard<VirtualMachine>>> {
+    let name = o
+        .labels()
+        .get(crate::providers::vm::kubevirt::VM_LABEL)
+        .cloned()
+        .unwrap_or_else(|| o.name_any());
+    Some(ObjectRef::new(&name).within(&o.namespace()?))
+}
+
+/// Wraps a kind's reconcile: the span, the metrics, and malformed objects
+/// (reported, never reconciled, never fatal).
+async fn guarded<K: Kind>(
+    obj: Arc<DeserializeGuard<K>>,
+    ctx: Arc<Context>,
+    reconcile: ReconcileFn<K>,
+) -> Result<Action, Error> {
+    let kind = K::kind(&());
+    let started = std::time::Instant::now();
+    let result = match &obj.0 {
+        Ok(o) => {
+            let span = tracing::info_span!(
+                "reconcile",
+                kind = %kind,
+                namespace = %o.namespace().unwrap_or_default(),
+                object = %o.name_any()
+            );
+            let key = format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any());
+            let result = async {
+                let result = reconcile(Arc::new(o.clone()), ctx.clone()).await;
+                match &result {
+                    Ok(action) => tracing::debug!(?action, "reconciled"),
+                    Err(e) => tracing::debug!(error = %e, "reconcile failed"),
+                }
+                result
+            }
+            .instrument(span)
+            .await;
+            if result.is_ok() {
+                ctx.succeeded(&key);
+            }
+            result
+        }
+        Err(invalid) => {
+            report_malformed::<K>(&ctx, invalid).await;
+            Ok(Action::await_change())
+        }
+    };
+    ctx.metrics.reconciled(&kind, started.elapsed());
+    result
+}
+
+async fn report_malformed<K: Kind>(ctx: &Context, invalid: &kube::core::error_boundary::InvalidObject) {
+    let kind = K::kind(&());
+    let name = invalid.metadata.name.clone().unwrap_or_default();
+    let namespace = invalid.metadata.namespace.clone().unwrap_or_default();
+    tracing::error!(%kind, %namespace, %name, error = %invalid.error, "cannot read the object; fix it and it will be reconciled");
+    ctx.metrics
+        .malformed_objects
+        .get_or_create(&crate::telemetry::KindLabels { kind: kind.to_string() })
+        .inc();
+    // An Event needs a typed object; build a bare one that carries the metadata.
+    let reference = k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some(K::api_version(&()).to_string()),
+        kind: Some(kind.to_string()),
+        name: Some(name),
+        namespace: Some(namespace),
+        uid: invalid.metadata.uid.clone(),
+        resource_version: invalid.metadata.resource_version.clone(),
+        ..Default::default()
+    };
+    let event = kube::runtime::events::Event {
+        type_: EventType::Warning,
+        reason: "MalformedObject".into(),
+        note: Some(format!("reprise cannot read this object: {}", invalid.error)),
+        action: "Read".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+        tracing::warn!(error = %e, "could not publish an Event");
+    }
+}
+
+fn error_policy<K: Kind>(obj: Arc<DeserializeGuard<K>>, err: &Error, ctx: Arc<Context>) -> Action {
+    let kind = K::kind(&());
+    ctx.metrics.failed(&kind, err.category());
+    let key = match &obj.0 {
+        Ok(o) => format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any()),
+        Err(i) => format!("{:?}/{:?}", i.metadata.namespace, i.metadata.name),
+    };
+    let wait = ctx.backoff(&key);
+    tracing::warn!(%kind, object = %key, error = %err, retry_in = ?wait, "reconcile failed");
+    Action::requeue(wait)
+}
+
+/// Maps any object to the objects of kind `K` in its namespace (used where a
+/// change of one kind can change the status of all objects of another).
+fn all_in_namespace<K: Kind, O: Resource>(
+    store: Store<DeserializeGuard<K>>,
+) -> impl Fn(Arc<O>) -> Vec<ObjectRef<DeserializeGuard<K>>> {
+    move |o: Arc<O>| {
+        let ns = o.namespace();
+        store
+            .state()
+            .iter()
+            .filter(|k| k.namespace() == ns)
+            .map(|k| ObjectRef::from_obj(k.as_ref()))
+            .collect()
+    }
+}
+
+fn controller<K: Kind>(
+    shared: &Shared<K>,
+    ctx: Arc<Context>,
+    reconcile: ReconcileFn<K>,
+    shutdown: &CancellationToken,
+    extra: impl FnOnce(Controller<DeserializeGuard<K>>) -> Controller<DeserializeGuard<K>>,
+) -> BoxFuture<'static, ()> {
+    let c = Controller::for_shared_stream(shared.subscribe(), shared.reader.clone())
+        .with_config(
+            ControllerConfig::default()
+                .concurrency(16)
+                .debounce(Duration::from_millis(20)),
+        )
+        .trigger_backoff(FastBackoff::default())
+        .graceful_shutdown_on(shutdown.clone().cancelled_owned());
+    extra(c)
+        .run(move |o, c| guarded(o, c, reconcile), error_policy::<K>, ctx)
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "controller event");
+            }
+        })
+        .boxed()
+}
+
+/// Runs every controller until `shutdown` (in-flight reconciles finish first).
+/// `health` is told when the caches are synced.
+pub async fn run(
+    client: Client,
+    metrics: Arc<Metrics>,
+    namespace: Option<String>,
+    instance: String,
+    mut settings: Settings,
+    health: Arc<Health>,
+    shutdown: CancellationToken,
+) {
+    if !await_crds(&client, &shutdown).await {
+        return;
+    }
+    settings.kubevirt_installed = crd_installed(&client, "virtualmachines.kubevirt.io").await
+        && crd_installed(&client, "virtualmachinesnapshots.snapshot.kubevirt.io").await;
+    if !settings.kubevirt_installed {
+        tracing::warn!(
+            "KubeVirt's CRDs are not installed: VirtualMachines will wait (restart reprise after installing KubeVirt)"
+        );
+    }
+    let kubevirt = settings.kubevirt_installed;
+    let ns = namespace.as_deref();
+    let apps = Shared::<Application>::new();
+    let dbs = Shared::<Database>::new();
+    let incidents = Shared::<Incident>::new();
+    let windows = Shared::<MaintenanceWindow>::new();
+    let plans = Shared::<RecoveryPlan>::new();
+    let servers = Shared::<Server>::new();
+    let vms = Shared::<VirtualMachine>::new();
+    let (deleted, _) = tokio::sync::broadcast::channel(64);
+    let (deployments, deployment_changes) = owned::<Deployment>(&client, ns);
+    let (services, service_changes) = owned::<Service>(&client, ns);
+    let (secret_meta, secret_stream) = secrets(&client, ns);
+    let (secrets_tx, _) = tokio::sync::broadcast::channel(256);
+    let stores = Stores {
+        secrets: secret_meta.clone(),
+        deployments: deployments.clone(),
+        services: services.clone(),
+        applications: apps.reader.clone(),
+        databases: dbs.reader.clone(),
+        incidents: incidents.reader.clone(),
+        maintenance_windows: windows.reader.clone(),
+        recovery_plans: plans.reader.clone(),
+        servers: servers.reader.clone(),
+        virtual_machines: vms.reader.clone(),
+    };
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        metrics,
+        namespace.clone(),
+        stores.clone(),
+        instance,
+        settings,
+    ));
+
+    let mut tasks: Vec<BoxFuture<'static, ()>> = vec![
+        observe_failures(&apps, ctx.clone()),
+        observe_failures(&dbs, ctx.clone()),
+        observe_failures(&vms, ctx.clone()),
+        observe_failures(&servers, ctx.clone()),
+        controller(&apps, ctx.clone(), components::application::reconcile, &shutdown, |c| {
+            c.owns_stream(deployment_changes)
+                .owns_stream(service_changes)
+                .watches_shared_stream(dbs.subscribe(), all_in_namespace(stores.applications.clone()))
+                .watches_shared_stream(vms.subscribe(), all_in_namespace(stores.applications.clone()))
+        }),
+        controller(&dbs, ctx.clone(), components::database::reconcile, &shutdown, |c| {
+            c.watches_shared_stream(
+                secret_changes(&secrets_tx),
+                users_of(stores.databases.clone(), components::database::secrets_named),
+            )
+        }),
+        controller(&incidents, ctx.clone(), recovery::incident::reconcile, &shutdown, |c| {
+            // An incident resolves when its component's health signal is good
+            // again; its deliveries end apart from its reconciles.
+            let delivered = match ctx.notifier.completions() {
+                Some(rx) => tokio_stream_of(rx)
+                    .map(|i: ObjectRef<Incident>| {
+                        ObjectRef::<DeserializeGuard<Incident>>::new(&i.name)
+                            .within(i.namespace.as_deref().unwrap_or_default())
+                    })
+                    .boxed(),
+                None => futures::stream::empty().boxed(),
+            };
+            c.reconcile_on(delivered)
+                .watches_shared_stream(plans.subscribe(), all_in_namespace(stores.incidents.clone()))
+                .watches_shared_stream(apps.subscribe(), all_in_namespace(stores.incidents.clone()))
+                .watches_shared_stream(dbs.subscribe(), all_in_namespace(stores.incidents.clone()))
+                .watches_shared_stream(vms.subscribe(), all_in_namespace(stores.incidents.clone()))
+                .watches_shared_stream(servers.subscribe(), all_in_namespace(stores.incidents.clone()))
+        }),
+        controller(
+            &windows,
+            ctx.clone(),
+            recovery::maintenance::reconcile,
+            &shutdown,
+            |c| {
+                c.watches_shared_stream(apps.subscribe(), all_in_namespace(stores.maintenance_windows.clone()))
+                    .watches_shared_stream(dbs.subscribe(), all_in_namespace(stores.maintenance_windows.clone()))
+                    .watches_shared_stream(vms.subscribe(), all_in_namespace(stores.maintenance_windows.clone()))
+                    .watches_shared_stream(
+                        servers.subscribe(),
+                        all_in_namespace(stores.maintenance_windows.clone()),
+                    )
+            },
+        ),
+        controller(&plans, ctx.clone(), recovery::plan::reconcile, &shutdown, |c| {
+            c.reconcile_all_on(on_deletion(&deleted))
+                .watches_shared_stream(apps.subscribe(), all_in_namespace(stores.recovery_plans.clone()))
+                .watches_shared_stream(dbs.subscribe(), all_in_namespace(stores.recovery_plans.clone()))
+                .watches_shared_stream(vms.subscribe(), all_in_namespace(stores.recovery_plans.clone()))
+                .watches_shared_stream(servers.subscribe(), all_in_namespace(stores.recovery_plans.clone()))
+                .watches_shared_stream(incidents.subscribe(), all_in_namespace(stores.recovery_plans.clone()))
+                // A window that ends lets a held failure open its incident.
+                .watches_shared_stream(windows.subscribe(), all_in_namespace(stores.recovery_plans.clone()))
+        }),
+        controller(&servers, ctx.clone(), components::server::reconcile, &shutdown, |c| {
+            c.watches_shared_stream(
+                secret_changes(&secrets_tx),
+                users_of(stores.servers.clone(), components::server::secrets_named),
+            )
+        }),
+        controller(
+            &vms,
+            ctx.clone(),
+            components::virtual_machine::reconcile,
+            &shutdown,
+            |c| {
+                let c = c.watches_shared_stream(servers.subscribe(), all_in_namespace(stores.virtual_machines.clone()));
+                if !kubevirt {
+                    return c;
+                }
+                use crate::providers::vm::kubevirt::{restore_resource, snapshot_resource, vm_resource, vmi_resource};
+                [vm_resource(), vmi_resource(), snapshot_resource(), restore_resource()]
+                    .into_iter()
+                    .fold(c, |c, ar| {
+                        c.watches_stream_with(kubevirt_changes(&client, ns, &ar), vm_of, ar)
+                    })
+            },
+        ),
+    ];
+    // The watch drivers stop with the controllers: nothing reads them after.
+    let stop = shutdown.clone();
+    let drivers = futures::future::join_all(vec![
+        fan_out(secret_stream, secrets_tx.clone()),
+        apps.drive(&client, ns, Some(deleted.clone())),
+        dbs.drive(&client, ns, Some(deleted.clone())),
+        incidents.drive(&client, ns, Some(deleted.clone())),
+        windows.drive(&client, ns, None),
+        plans.drive(&client, ns, Some(deleted.clone())),
+        servers.drive(&client, ns, Some(deleted.clone())),
+        vms.drive(&client, ns, Some(deleted.clone())),
+    ]);
+    tasks.push(
+        async move {
+            tokio::select! {
+                _ = drivers => tracing::error!("a watch ended"),
+                _ = stop.cancelled() => {}
+            }
+        }
+        .boxed(),
+    );
+    let synced = async move {
+        let s = &stores;
+        let _ = futures::future::join_all(vec![
+            s.applications.wait_until_ready().boxed(),
+            s.databases.wait_until_ready().boxed(),
+            s.incidents.wait_until_ready().boxed(),
+            s.maintenance_windows.wait_until_ready().boxed(),
+            s.recovery_plans.wait_until_ready().boxed(),
+            s.servers.wait_until_ready().boxed(),
+            s.virtual_machines.wait_until_ready().boxed(),
+            s.deployments.wait_until_ready().boxed(),
+            s.services.wait_until_ready().boxed(),
+            s.secrets.wait_until_ready().boxed(),
+        ])
+        .await;
+        health.set_caches_synced(true);
+        tracing::info!("caches synced; controllers running");
+    };
+    tasks.push(synced.boxed());
+    futures::future::join_all(tasks).await;
+}

@@ -1,0 +1,159 @@
+//! Checks the API server cannot make (cron syntax, references that must
+//! exist, Secrets that must hold given keys), and how a failed one is reported:
+//! `Ready=False`, reason `InvalidSpec`, the field named, one Warning Event, and
+//! one status write per generation.
+
+use std::{fmt, str::FromStr, time::Duration};
+
+use kube::{runtime::controller::Action, runtime::events::EventType};
+
+use super::{
+    Context, Error,
+    kind::{CommonStatus, Kind},
+    report::{publish, write_status},
+};
+use crate::api::common::{condition, reasons, set_condition};
+
+/// A spec that is wrong in a way only the operator can see.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Invalid {
+    /// JSON path of the field, e.g. `spec.backup.schedule`.
+    pub field: String,
+    /// What is wrong and what is expected.
+    pub message: String,
+    /// Whether the fix may come from outside the spec (a Secret created
+    /// later): then the object is checked again after a while, quietly.
+    pub external: bool,
+}
+
+impl Invalid {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+            external: false,
+        }
+    }
+
+    pub fn external(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+            external: true,
+        }
+    }
+}
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// How long an object whose spec points at something missing waits before it looks again.
+pub const RECHECK_MISSING: Duration = Duration::from_secs(60);
+
+/// Reports `invalid` on `obj`: status first, and an Event only when the status changed.
+pub async fn report_invalid<K: Kind>(ctx: &Context, obj: &K, invalid: &Invalid) -> Result<Action, Error> {
+    let generation = obj.meta().generation.unwrap_or(0);
+    let mut status = obj.status().cloned().unwrap_or_default();
+    status.set_observed_generation(generation);
+    set_condition(
+        status.conditions_mut(),
+        condition(
+            reasons::READY,
+            false,
+            reasons::INVALID_SPEC,
+            invalid.to_string(),
+            generation,
+        ),
+    );
+    if write_status(ctx, obj, &status).await? {
+        publish(
+            ctx,
+            obj,
+            EventType::Warning,
+            reasons::INVALID_SPEC,
+            "Validate",
+            invalid.to_string(),
+        )
+        .await;
+        tracing::warn!(field = %invalid.field, message = %invalid.message, "invalid spec");
+    }
+    Ok(if invalid.external {
+        Action::requeue(RECHECK_MISSING)
+    } else {
+        Action::await_change()
+    })
+}
+
+/// A 5-field cron schedule (minute hour day-of-month month day-of-week), UTC.
+pub fn check_cron(field: &str, expr: &str) -> Result<(), Invalid> {
+    let fields = expr.split_whitespace().count();
+    if fields != 5 {
+        return Err(Invalid::new(
+            field,
+            format!(
+                "{expr:?} is not a cron schedule: expected 5 fields (minute hour day month weekday), found {fields}"
+            ),
+        ));
+    }
+    croner::Cron::from_str(expr)
+        .map(|_| ())
+        .map_err(|e| Invalid::new(field, format!("{expr:?} is not a cron schedule: {e}")))
+}
+
+/// A date `YYYY-MM-DD` that exists in the calendar.
+pub fn check_date(field: &str, value: &str) -> Result<k8s_openapi::jiff::civil::Date, Invalid> {
+    value
+        .parse()
+        .map_err(|e| Invalid::new(field, format!("{value:?} is not a date (YYYY-MM-DD): {e}")))
+}
+
+/// The Secret `name` exists in `ns` and holds every key in `keys` (read
+/// through the Secret cache: no API call while the Secret is unchanged).
+pub async fn check_secret(
+    ctx: &Context,
+    ns: &str,
+    field: &str,
+    name: &str,
+    keys: &[&str],
+) -> Result<Result<(), Invalid>, Error> {
+    let Some(data) = super::secrets::data(ctx, ns, name).await? else {
+        return Ok(Err(Invalid::external(
+            field,
+            format!("Secret {name:?} does not exist in namespace {ns:?}"),
+        )));
+    };
+    let missing: Vec<&str> = keys.iter().copied().filter(|k| !data.contains_key(*k)).collect();
+    if missing.is_empty() {
+        Ok(Ok(()))
+    } else {
+        Ok(Err(Invalid::external(
+            field,
+            format!("Secret {name:?} lacks the key(s) {}", missing.join(", ")),
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cron_schedules_need_five_valid_fields() {
+        assert!(check_cron("spec.backup.schedule", "0 2 * * *").is_ok());
+        assert!(check_cron("spec.backup.schedule", "*/15 * * * 1-5").is_ok());
+        let e = check_cron("spec.backup.schedule", "every night").unwrap_err();
+        assert_eq!(e.field, "spec.backup.schedule");
+        assert!(e.message.contains("5 fields"), "{e}");
+        assert!(check_cron("f", "61 2 * * *").is_err());
+        assert!(check_cron("f", "0 0 2 * * *").is_err());
+    }
+
+    #[test]
+    fn dates_must_exist() {
+        assert!(check_date("c", "2027-12-31").is_ok());
+        assert!(check_date("c", "2027-02-30").is_err());
+    }
+}
