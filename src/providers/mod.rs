@@ -2,6 +2,7 @@
 
 pub mod artifacts;
 pub mod backup_store;
+pub mod bmc;
 pub mod postgres;
 pub mod redfish;
 pub mod tls;

@@ -214,7 +214,7 @@ fn data_measures(ctx: &Context, ns: &str, name: &str, observed: Timestamp, m: &m
 
 /// Open incidents per level, from the store (this write included or not, it converges).
 fn count_open(ctx: &Context, inc: &Incident, resolved: bool) {
-    let open_now = super::opening::open(&ctx.stores)
+    let open_now = super::opening::all_open(&ctx.stores)
         .iter()
         .filter(|i| i.spec.level == inc.spec.level && i.uid() != inc.uid())
         .count()

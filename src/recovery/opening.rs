@@ -36,7 +36,7 @@ pub fn is_open(i: &Incident) -> bool {
 }
 
 /// The open Incidents in the store (every namespace the operator watches).
-pub fn open(stores: &crate::runtime::Stores) -> Vec<Incident> {
+pub fn all_open(stores: &crate::runtime::Stores) -> Vec<Incident> {
     stores
         .incidents
         .state()
@@ -49,7 +49,7 @@ pub fn open(stores: &crate::runtime::Stores) -> Vec<Incident> {
 
 /// The open Incident of component `c` in `ns`, if any.
 pub fn open_for(stores: &crate::runtime::Stores, ns: &str, c: &ComponentRef) -> Option<Incident> {
-    open(stores)
+    all_open(stores)
         .into_iter()
         .find(|i| i.namespace().as_deref() == Some(ns) && &i.spec.component == c)
 }
@@ -102,7 +102,7 @@ pub fn name(c: &ComponentRef, since: Timestamp) -> String {
 
 /// Opens an Incident for each failed covered component that has none open.
 /// Returns the components skipped because a Pause window covers them.
-pub async fn open_incidents(
+pub async fn open_for_failures(
     ctx: &Context,
     plan: &RecoveryPlan,
     covered: &[ComponentRef],

@@ -182,7 +182,7 @@ pub fn reconcile(obj: Arc<RecoveryPlan>, ctx: Arc<Context>) -> BoxFuture<'static
             return report_invalid(&ctx, obj.as_ref(), &invalid).await;
         }
         let ns = obj.namespace().unwrap_or_default();
-        let open = super::opening::open(&ctx.stores)
+        let open = super::opening::all_open(&ctx.stores)
             .iter()
             .filter(|i| i.namespace().as_deref() == Some(ns.as_str()) && i.spec.plan_ref.name == obj.name_any())
             .count() as u32;
@@ -229,7 +229,7 @@ pub fn reconcile(obj: Arc<RecoveryPlan>, ctx: Arc<Context>) -> BoxFuture<'static
         );
         r.status.readiness = readiness;
         // Detection: failed covered components get an Incident.
-        let paused = super::opening::open_incidents(&ctx, &obj, &covered).await?;
+        let paused = super::opening::open_for_failures(&ctx, &obj, &covered).await?;
         if !paused.is_empty() {
             tracing::info!(components = ?paused, "failures inside a Pause maintenance window: no incident");
         }

@@ -1,5 +1,7 @@
-//! Owned Kubernetes objects: server-side apply under one field manager, and
-//! drift detection that compares only the fields reprise sets.
+//! Owned Kubernetes objects: the label that marks them, and drift detection
+//! that compares only the fields reprise sets (the objects themselves are
+//! applied server-side, under the owning kind's field manager, by their
+//! component: Deployments and Services, connection Secrets, KubeVirt VMs).
 
 use serde_json::Value;
 

@@ -102,7 +102,9 @@ pub struct Context {
     /// The namespace the operator is limited to, if any.
     pub namespace: Option<String>,
     pub stores: Stores,
-    /// HTTP client for artifact checks.
+    /// HTTP client for what specs name on the network: artifacts (checked
+    /// against their sha256) and provisioning images (checked before a BMC
+    /// is asked to boot from them).
     pub http: reqwest::Client,
     /// Consecutive failures per object, for per-object backoff.
     failures: Mutex<HashMap<String, u32>>,

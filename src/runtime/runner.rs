@@ -351,7 +351,7 @@ async fn guarded<K: Kind>(
                 namespace = %o.namespace().unwrap_or_default(),
                 object = %o.name_any()
             );
-            let key = format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any());
+            let key = backoff_key::<K>(o.namespace().as_deref(), &o.name_any());
             let result = async {
                 let result = reconcile(Arc::new(o.clone()), ctx.clone()).await;
                 match &result {
@@ -407,12 +407,21 @@ async fn report_malformed<K: Kind>(ctx: &Context, invalid: &kube::core::error_bo
     }
 }
 
+/// The key of an object's backoff: its kind too, so that a Database and an
+/// Application of the same name do not share one counter.
+fn backoff_key<K: Kind>(ns: Option<&str>, name: &str) -> String {
+    format!("{}/{}/{name}", K::kind(&()), ns.unwrap_or_default())
+}
+
 fn error_policy<K: Kind>(obj: Arc<DeserializeGuard<K>>, err: &Error, ctx: Arc<Context>) -> Action {
     let kind = K::kind(&());
     ctx.metrics.failed(&kind, err.category());
     let key = match &obj.0 {
-        Ok(o) => format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any()),
-        Err(i) => format!("{:?}/{:?}", i.metadata.namespace, i.metadata.name),
+        Ok(o) => backoff_key::<K>(o.namespace().as_deref(), &o.name_any()),
+        Err(i) => backoff_key::<K>(
+            i.metadata.namespace.as_deref(),
+            i.metadata.name.as_deref().unwrap_or_default(),
+        ),
     };
     let wait = ctx.backoff(&key);
     tracing::warn!(%kind, object = %key, error = %err, retry_in = ?wait, "reconcile failed");

@@ -40,7 +40,8 @@ use crate::{
     crash,
     providers::{
         postgres::Password,
-        redfish::{self, Bmc, Trust, model::ComputerSystem, origin},
+        bmc::{Board, SystemView},
+        redfish::{self, Bmc, Trust, origin},
     },
 };
 
@@ -216,32 +217,48 @@ async fn poll(
     s: &Server,
     talk: Conversation,
 ) -> Result<Option<Duration>, Error> {
-    let system_id = s.spec.bmc.system_id.as_deref();
-    let opened = match Bmc::open(&s.spec.bmc.address, &talk.user, talk.password, talk.http, talk.limits).await {
-        Ok(bmc) => match bmc.system(system_id).await {
-            Ok(found) => Ok((bmc, found)),
-            Err(e) => {
-                bmc.close().await;
-                Err(e)
-            }
-        },
-        Err(e) => Err(e),
-    };
-    let (bmc, (path, sys, _)) = match opened {
-        Ok(x) => x,
+    // The BMC's protocol: Redfish (another one is one more arm here).
+    match Bmc::open(&s.spec.bmc.address, &talk.user, talk.password, talk.http, talk.limits).await {
+        Ok(bmc) => converse(r, ctx, s, bmc).await,
         Err(e) => {
+            unreachable(r, &e);
+            Ok(None)
+        }
+    }
+}
+
+/// What one conversation does: inventory, health, the action asked, the power.
+async fn converse<B: Board>(r: &mut Report<'_, Server>, ctx: &Context, s: &Server, bmc: B) -> Result<Option<Duration>, Error> {
+    let system_id = s.spec.bmc.system_id.as_deref();
+    let sys = match bmc.system(system_id).await {
+        Ok(sys) => sys,
+        Err(e) => {
+            bmc.close().await;
             unreachable(r, &e);
             return Ok(None);
         }
     };
-    let version = bmc.root().redfish_version.clone().unwrap_or_default();
+    let result = act_on(r, ctx, s, &bmc, &sys).await;
+    bmc.close().await;
+    result
+}
+
+/// With the BMC answering: everything the poll keeps up to date.
+async fn act_on<B: Board>(
+    r: &mut Report<'_, Server>,
+    ctx: &Context,
+    s: &Server,
+    bmc: &B,
+    sys: &B::System,
+) -> Result<Option<Duration>, Error> {
+    let version: String = bmc.version().chars().take(32).collect();
+    let path = sys.location().to_string();
     r.set(
         REACHABLE,
         true,
         "Connected",
         format!(
-            "Redfish {} at {}, system {path}",
-            version.chars().take(32).collect::<String>(),
+            "Redfish {version} at {}, system {path}",
             origin::redact(&s.spec.bmc.address)
         ),
     );
@@ -253,20 +270,14 @@ async fn poll(
             format!("the BMC answers again ({path})"),
         );
     }
-    let inventory = bmc.inventory(&sys).await;
+    let inventory = bmc.inventory(sys).await;
     record_inventory(r, s, inventory);
-    let critical = record_health(r, &sys);
-    let power = sys.power_state.clone().unwrap_or_else(|| "Unknown".into());
+    let critical = record_health(r, sys);
+    let power = sys.power_state().unwrap_or("Unknown").to_string();
     r.status.power_state = Some(power.clone());
     finish_accepted(r);
-    let mut again = match run_action(r, ctx, s, &bmc, &path, &sys, &power).await {
-        Ok(a) => a,
-        Err(e) => {
-            bmc.close().await;
-            return Err(e);
-        }
-    };
-    let restarting = follow_restart(r, &sys, &power);
+    let mut again = run_action(r, ctx, s, bmc, sys, &power).await?;
+    let restarting = follow_restart(r, sys, &power);
     if restarting {
         again = Some(Duration::from_secs(1));
     }
@@ -275,26 +286,28 @@ async fn poll(
         .provisioning
         .as_ref()
         .is_some_and(|p| p.phase == provisioning::IN_PROGRESS);
-    let (power_lost, held, wait) = match keep_power(r, ctx, s, &bmc, &path, &sys, &power, provisioning).await {
-        Ok(k) => k,
-        Err(e) => {
-            bmc.close().await;
-            return Err(e);
-        }
-    };
+    let (power_lost, held, wait) = keep_power(r, ctx, s, bmc, sys, &power, provisioning).await?;
     if let Some(w) = wait {
         again = Some(again.map_or(w, |a| a.min(w)));
     }
+    health(r, provisioning, restarting, critical, power_lost, held, &power);
+    Ok(again)
+}
 
-    // The health signal.
+/// The health signal from what the poll saw.
+fn health(
+    r: &mut Report<'_, Server>,
+    provisioning: bool,
+    restarting: bool,
+    critical: bool,
+    power_lost: bool,
+    held: Option<String>,
+    power: &str,
+) {
     if provisioning {
         set_health(r, ServerHealthState::Provisioning, "reprovisioning from the image");
     } else if restarting && !critical {
-        set_health(
-            r,
-            ServerHealthState::Restarting,
-            "a power cycle reprise asked for is under way",
-        );
+        set_health(r, ServerHealthState::Restarting, "a power cycle reprise asked for is under way");
     } else if critical {
         set_health(r, ServerHealthState::Critical, "the BMC reports health Critical");
     } else if power_lost {
@@ -322,8 +335,6 @@ async fn poll(
             );
         }
     }
-    bmc.close().await;
-    Ok(again)
 }
 
 /// The inventory and the cabling check against the declared network.
@@ -371,12 +382,8 @@ fn record_inventory(r: &mut Report<'_, Server>, s: &Server, inventory: crate::ap
 }
 
 /// The health the BMC reports; returns whether it is Critical.
-fn record_health(r: &mut Report<'_, Server>, sys: &ComputerSystem) -> bool {
-    let bmc_health = redfish::model::text(
-        sys.status
-            .as_ref()
-            .and_then(|st| st.health_rollup.clone().or(st.health.clone())),
-    );
+fn record_health(r: &mut Report<'_, Server>, sys: &impl SystemView) -> bool {
+    let bmc_health = sys.health();
     let critical = bmc_health.as_deref() == Some("Critical");
     let reason: String = bmc_health
         .clone()
@@ -396,13 +403,12 @@ fn record_health(r: &mut Report<'_, Server>, sys: &ComputerSystem) -> bool {
 }
 
 /// Runs the action the engine asked for, or moves a provisioning on.
-async fn run_action(
+async fn run_action<B: Board>(
     r: &mut Report<'_, Server>,
     ctx: &Context,
     s: &Server,
-    bmc: &Bmc,
-    path: &str,
-    sys: &ComputerSystem,
+    bmc: &B,
+    sys: &B::System,
     power: &str,
 ) -> Result<Option<Duration>, Error> {
     let system_id = s.spec.bmc.system_id.as_deref();
@@ -432,14 +438,14 @@ async fn run_action(
                 attempts: 1,
                 refused: None,
                 reboot_evidence: None,
-                baseline: Some(provisioning::boot_marks(sys)),
+                baseline: Some(sys.boot_marks()),
             });
             r.checkpoint().await?;
             crash::point("server:power-cycle");
-            match bmc.reset(path, sys, reset).await {
+            match bmc.reset(sys, reset).await {
                 Ok(()) => {
                     // A restart can be short: look at once for the power going off.
-                    if let (Ok((_, after, _)), Some(p)) = (bmc.system(system_id).await, r.status.power_request.as_mut())
+                    if let (Ok(after), Some(p)) = (bmc.system(system_id).await, r.status.power_request.as_mut())
                     {
                         p.reboot_evidence =
                             provisioning::reboot_evidence(p.baseline.as_deref().unwrap_or_default(), &after);
@@ -511,7 +517,7 @@ fn finish_accepted(r: &mut Report<'_, Server>) {
 /// A power cycle under way: done once the BMC shows the reboot and the power
 /// is on again; without evidence within the settle time, the request's answer
 /// becomes `Failed` (its effect was never seen). Returns whether it is still under way.
-fn follow_restart(r: &mut Report<'_, Server>, sys: &ComputerSystem, power: &str) -> bool {
+fn follow_restart(r: &mut Report<'_, Server>, sys: &impl SystemView, power: &str) -> bool {
     let Some(p) = r
         .status
         .power_request
@@ -534,7 +540,7 @@ fn follow_restart(r: &mut Report<'_, Server>, sys: &ComputerSystem, power: &str)
     let why = format!(
         "no evidence of a reboot within {}s of the ForceRestart: the BMC reports {}",
         power::SETTLE.as_secs(),
-        provisioning::boot_marks(sys)
+        sys.boot_marks()
     );
     r.status.power_request = None;
     if let Some(last) = r.status.last_action.as_mut()
@@ -548,14 +554,12 @@ fn follow_restart(r: &mut Report<'_, Server>, sys: &ComputerSystem, power: &str)
 }
 
 /// Keeps the power as desired: (power lost, the window holding repairs, when to look again).
-#[allow(clippy::too_many_arguments)]
-async fn keep_power(
+async fn keep_power<B: Board>(
     r: &mut Report<'_, Server>,
     ctx: &Context,
     s: &Server,
-    bmc: &Bmc,
-    path: &str,
-    sys: &ComputerSystem,
+    bmc: &B,
+    sys: &B::System,
     power: &str,
     provisioning: bool,
 ) -> Result<(bool, Option<String>, Option<Duration>), Error> {
@@ -590,7 +594,7 @@ async fn keep_power(
                 // Held by a window: the usual poll notices when it ends.
                 Some(_) => None,
                 None => {
-                    ask_power(r, ctx, bmc, path, sys, power, reset, attempts).await?;
+                    ask_power(r, ctx, bmc, sys, power, reset, attempts).await?;
                     Some(Duration::from_secs(2))
                 }
             }
@@ -611,13 +615,11 @@ async fn keep_power(
 
 /// Asks the BMC for a reset that brings the power where the spec wants it,
 /// and records the request (or the BMC's refusal) for the backoff.
-#[allow(clippy::too_many_arguments)]
-async fn ask_power(
+async fn ask_power<B: Board>(
     r: &mut Report<'_, Server>,
     ctx: &Context,
-    bmc: &Bmc,
-    path: &str,
-    sys: &ComputerSystem,
+    bmc: &B,
+    sys: &B::System,
     power: &str,
     reset: &'static str,
     attempts: u32,
@@ -634,7 +636,7 @@ async fn ask_power(
         baseline: None,
     });
     r.checkpoint().await?;
-    let result = bmc.reset(path, sys, reset).await;
+    let result = bmc.reset(sys, reset).await;
     crash::point("server:power");
     if let (Err(e), Some(p)) = (&result, r.status.power_request.as_mut()) {
         p.refused = Some(e.message.clone());

@@ -13,7 +13,7 @@ use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 
 use crate::{
     api::server::{BootMode, ProvisioningSpec, ProvisioningStatus, ProvisioningStep},
-    providers::redfish::{Bmc, RedfishError, model::ComputerSystem},
+    providers::bmc::{Board, BmcError, SystemView},
 };
 
 pub const IN_PROGRESS: &str = "InProgress";
@@ -49,34 +49,17 @@ where
     result.is_ok()
 }
 
-fn redfish(e: RedfishError) -> String {
+fn redfish(e: BmcError) -> String {
     e.to_string()
 }
 
-/// What the BMC says about the system that a reboot changes.
-pub fn boot_marks(sys: &ComputerSystem) -> String {
-    format!(
-        "power {}, last reset {}, boot progress {} at {}",
-        sys.power_state.as_deref().unwrap_or("unknown"),
-        sys.last_reset_time.as_deref().unwrap_or("not reported"),
-        sys.boot_progress
-            .as_ref()
-            .and_then(|b| b.last_state.as_deref())
-            .unwrap_or("not reported"),
-        sys.boot_progress
-            .as_ref()
-            .and_then(|b| b.last_state_time.as_deref())
-            .unwrap_or("-"),
-    )
-}
-
 /// Evidence that the system rebooted since `baseline` (its boot marks before the reset).
-pub fn reboot_evidence(baseline: &str, sys: &ComputerSystem) -> Option<String> {
-    let power = sys.power_state.as_deref().unwrap_or("unknown");
+pub fn reboot_evidence(baseline: &str, sys: &impl SystemView) -> Option<String> {
+    let power = sys.power_state().unwrap_or("unknown");
     if power != "On" && power != "unknown" {
         return Some(format!("the BMC reported the power {power} after the reset"));
     }
-    let now = boot_marks(sys);
+    let now = sys.boot_marks();
     let changed = |label: &str| {
         let part = |s: &str| s.split(", ").find(|p| p.starts_with(label)).map(str::to_string);
         let (before, after) = (part(baseline), part(&now));
@@ -120,11 +103,11 @@ async fn image_reachable(http: &reqwest::Client, image: &str) -> Result<(), Stri
 }
 
 /// Starts a provisioning: image checked, media in, boot once from it, reset.
-pub async fn start(
-    bmc: &Bmc,
+pub async fn start<B: Board>(
+    bmc: &B,
     http: &reqwest::Client,
     system_id: Option<&str>,
-    sys: &ComputerSystem,
+    sys: &B::System,
     spec: &ProvisioningSpec,
     id: &str,
 ) -> ProvisioningStatus {
@@ -138,11 +121,7 @@ pub async fn start(
     };
     let ok = step(&mut p, "InsertMedia", async {
         image_reachable(http, &spec.image).await?;
-        let (path, vm) = bmc.virtual_cd(sys).await.map_err(redfish)?;
-        if vm.inserted == Some(true) {
-            bmc.eject_media(&path, &vm).await.map_err(redfish)?;
-        }
-        bmc.insert_media(&path, &vm, &spec.image).await.map_err(redfish)?;
+        let path = bmc.insert_media(sys, &spec.image).await.map_err(redfish)?;
         Ok(format!("{} inserted in {path}", spec.image))
     })
     .await;
@@ -155,10 +134,8 @@ pub async fn start(
     };
     let ok = step(&mut p, "SetBootOverride", async {
         // Read again: the ETag must be the current one.
-        let (path, _, etag) = bmc.system(system_id).await.map_err(redfish)?;
-        bmc.boot_once_from_cd(&path, etag.as_deref(), mode)
-            .await
-            .map_err(redfish)?;
+        let sys = bmc.system(system_id).await.map_err(redfish)?;
+        bmc.boot_once_from_media(&sys, mode).await.map_err(redfish)?;
         Ok(format!("next boot once from Cd ({mode})"))
     })
     .await;
@@ -168,16 +145,16 @@ pub async fn start(
     let mut baseline = None;
     let mut evidence = None;
     step(&mut p, "Reset", async {
-        let (path, sys, _) = bmc.system(system_id).await.map_err(redfish)?;
-        let before = boot_marks(&sys);
-        let reset = if sys.power_state.as_deref() == Some("On") {
+        let sys = bmc.system(system_id).await.map_err(redfish)?;
+        let before = sys.boot_marks();
+        let reset = if sys.power_state() == Some("On") {
             "ForceRestart"
         } else {
             "On"
         };
-        bmc.reset(&path, &sys, reset).await.map_err(redfish)?;
+        bmc.reset(&sys, reset).await.map_err(redfish)?;
         // A restart can be short: look at once for the power going off.
-        if let Ok((_, after, _)) = bmc.system(system_id).await {
+        if let Ok(after) = bmc.system(system_id).await {
             evidence = reboot_evidence(&before, &after);
         }
         if reset == "On" {
@@ -195,9 +172,9 @@ pub async fn start(
 /// Moves a provisioning on: notes the boot once the BMC shows a reboot and
 /// the power on (or times out), ejects the media after `ejectAfter`.
 /// Returns when to look again, if the provisioning is still in progress.
-pub async fn advance(
-    bmc: &Bmc,
-    sys: &ComputerSystem,
+pub async fn advance<B: Board>(
+    bmc: &B,
+    sys: &B::System,
     spec: &ProvisioningSpec,
     p: &mut ProvisioningStatus,
 ) -> Option<Duration> {
@@ -208,7 +185,7 @@ pub async fn advance(
             if p.reboot_evidence.is_none() {
                 p.reboot_evidence = reboot_evidence(p.baseline.as_deref().unwrap_or_default(), sys);
             }
-            let on = sys.power_state.as_deref() == Some("On");
+            let on = sys.power_state() == Some("On");
             let waited = now.duration_since(last.finished.0);
             let (outcome, message) = match &p.reboot_evidence {
                 Some(e) if on => (
@@ -220,7 +197,7 @@ pub async fn advance(
                     format!(
                         "no evidence of a reboot within {} of the reset: the BMC reports {}",
                         spec.boot_timeout.as_str(),
-                        boot_marks(sys)
+                        sys.boot_marks()
                     ),
                 ),
                 _ => return Some(Duration::from_secs(1)),
@@ -245,8 +222,7 @@ pub async fn advance(
                 return Some(Duration::from_secs((due - now.as_second()).max(1) as u64));
             }
             if step(p, "EjectMedia", async {
-                let (path, vm) = bmc.virtual_cd(sys).await.map_err(redfish)?;
-                bmc.eject_media(&path, &vm).await.map_err(redfish)?;
+                let path = bmc.eject_media(sys).await.map_err(redfish)?;
                 Ok(format!("ejected from {path}"))
             })
             .await
@@ -262,21 +238,26 @@ pub async fn advance(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::providers::redfish::{RedfishSystem, model::ComputerSystem};
 
-    fn sys(power: &str, last_reset: Option<&str>) -> ComputerSystem {
-        ComputerSystem {
-            power_state: Some(power.into()),
-            last_reset_time: last_reset.map(str::to_string),
-            ..Default::default()
+    fn sys(power: &str, last_reset: Option<&str>) -> RedfishSystem {
+        RedfishSystem {
+            path: "/redfish/v1/Systems/1".into(),
+            etag: None,
+            sys: ComputerSystem {
+                power_state: Some(power.into()),
+                last_reset_time: last_reset.map(str::to_string),
+                ..Default::default()
+            },
         }
     }
 
     #[test]
     fn a_reboot_needs_evidence() {
-        let before = boot_marks(&sys("On", None));
+        let before = sys("On", None).boot_marks();
         assert_eq!(reboot_evidence(&before, &sys("On", None)), None, "power stayed On");
         assert!(reboot_evidence(&before, &sys("Off", None)).unwrap().contains("Off"));
-        let before = boot_marks(&sys("On", Some("2026-11-30T10:00:00Z")));
+        let before = sys("On", Some("2026-11-30T10:00:00Z")).boot_marks();
         assert_eq!(reboot_evidence(&before, &sys("On", Some("2026-11-30T10:00:00Z"))), None);
         let e = reboot_evidence(&before, &sys("On", Some("2026-11-30T10:05:00Z"))).unwrap();
         assert!(e.contains("10:05"), "{e}");

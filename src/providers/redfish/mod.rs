@@ -739,6 +739,93 @@ pub fn error_detail(body: &str) -> String {
     detail.chars().filter(|c| !c.is_control()).take(500).collect()
 }
 
+/// A ComputerSystem as read in one conversation: its link, content and ETag.
+pub struct RedfishSystem {
+    pub path: String,
+    pub sys: ComputerSystem,
+    pub etag: Option<String>,
+}
+
+impl crate::providers::bmc::SystemView for RedfishSystem {
+    fn power_state(&self) -> Option<&str> {
+        self.sys.power_state.as_deref()
+    }
+
+    fn health(&self) -> Option<String> {
+        text(
+            self.sys
+                .status
+                .as_ref()
+                .and_then(|st| st.health_rollup.clone().or(st.health.clone())),
+        )
+    }
+
+    fn boot_marks(&self) -> String {
+        let s = &self.sys;
+        format!(
+            "power {}, last reset {}, boot progress {} at {}",
+            s.power_state.as_deref().unwrap_or("unknown"),
+            s.last_reset_time.as_deref().unwrap_or("not reported"),
+            s.boot_progress
+                .as_ref()
+                .and_then(|b| b.last_state.as_deref())
+                .unwrap_or("not reported"),
+            s.boot_progress
+                .as_ref()
+                .and_then(|b| b.last_state_time.as_deref())
+                .unwrap_or("-"),
+        )
+    }
+
+    fn location(&self) -> &str {
+        &self.path
+    }
+}
+
+impl crate::providers::bmc::Board for Bmc {
+    type System = RedfishSystem;
+
+    async fn system(&self, id: Option<&str>) -> Result<RedfishSystem, RedfishError> {
+        let (path, sys, etag) = Bmc::system(self, id).await?;
+        Ok(RedfishSystem { path, sys, etag })
+    }
+
+    async fn inventory(&self, s: &RedfishSystem) -> Inventory {
+        Bmc::inventory(self, &s.sys).await
+    }
+
+    async fn reset(&self, s: &RedfishSystem, reset_type: &str) -> Result<(), RedfishError> {
+        Bmc::reset(self, &s.path, &s.sys, reset_type).await
+    }
+
+    async fn insert_media(&self, s: &RedfishSystem, image: &str) -> Result<String, RedfishError> {
+        let (path, vm) = self.virtual_cd(&s.sys).await?;
+        if vm.inserted == Some(true) {
+            self.eject_media(&path, &vm).await?;
+        }
+        Bmc::insert_media(self, &path, &vm, image).await?;
+        Ok(path)
+    }
+
+    async fn eject_media(&self, s: &RedfishSystem) -> Result<String, RedfishError> {
+        let (path, vm) = self.virtual_cd(&s.sys).await?;
+        Bmc::eject_media(self, &path, &vm).await?;
+        Ok(path)
+    }
+
+    async fn boot_once_from_media(&self, s: &RedfishSystem, mode: &str) -> Result<(), RedfishError> {
+        self.boot_once_from_cd(&s.path, s.etag.as_deref(), mode).await
+    }
+
+    fn version(&self) -> String {
+        self.root.redfish_version.clone().unwrap_or_default()
+    }
+
+    async fn close(self) {
+        Bmc::close(self).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
