@@ -12,8 +12,13 @@ use object_store::{
     ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart, aws::AmazonS3Builder, local::LocalFileSystem, path::Path,
 };
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncReadExt;
 
-use super::postgres::tables::TableMeasure;
+use super::{
+    artifacts::hex,
+    database::{DumpError, TableMeasure},
+};
 use crate::api::database::BackupStore as StoreSpec;
 
 /// What a backup holds, to restore it and to check a restore against.
@@ -289,6 +294,57 @@ pub fn into_reader(
     s: impl Stream<Item = Result<Bytes, StoreError>> + Send + Unpin + 'static,
 ) -> impl tokio::io::AsyncRead + Send + Unpin {
     tokio_util::io::StreamReader::new(s.map(|r| r.map_err(std::io::Error::other)))
+}
+
+/// Reads the dump through and checks its size and SHA-256 against the manifest.
+pub async fn check_dump(store: &Store, id: &str, rec: &DumpRecord) -> Result<(), DumpError> {
+    let mut hasher = Sha256::new();
+    let mut bytes = 0u64;
+    if let Some(path) = store.local_file(id, &rec.file) {
+        let mut f = match tokio::fs::File::open(&path).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(DumpError::Corrupt(format!("backup {id}: {} is missing", rec.file)));
+            }
+            Err(e) => return Err(DumpError::Tool(format!("{}: {e}", path.display()))),
+        };
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = f
+                .read(&mut buf)
+                .await
+                .map_err(|e| DumpError::Tool(format!("{}: {e}", path.display())))?;
+            if n == 0 {
+                break;
+            }
+            bytes += n as u64;
+            hasher.update(&buf[..n]);
+        }
+        return matches(id, rec, hex(&hasher.finalize()), bytes);
+    }
+    let mut stream = match store.read(id, &rec.file).await {
+        Ok(s) => s,
+        Err(object_store::Error::NotFound { .. }) => {
+            return Err(DumpError::Corrupt(format!("backup {id}: {} is missing", rec.file)));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        bytes += chunk.len() as u64;
+        hasher.update(&chunk);
+    }
+    matches(id, rec, hex(&hasher.finalize()), bytes)
+}
+
+fn matches(id: &str, rec: &DumpRecord, sha: String, bytes: u64) -> Result<(), DumpError> {
+    if sha != rec.sha256 || bytes != rec.bytes {
+        return Err(DumpError::Corrupt(format!(
+            "backup {id}: {} has sha256 {sha} ({bytes} bytes), the manifest says {} ({} bytes)",
+            rec.file, rec.sha256, rec.bytes
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

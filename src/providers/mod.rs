@@ -3,6 +3,7 @@
 pub mod artifacts;
 pub mod backup_store;
 pub mod bmc;
+pub mod database;
 pub mod postgres;
 pub mod redfish;
 pub mod tls;

@@ -10,10 +10,7 @@ use crate::{
     },
     providers::{
         backup_store::{Manifest, Store, expired},
-        postgres::{
-            Target,
-            dump::{self, Tools},
-        },
+        database::DatabaseEngine,
     },
 };
 
@@ -30,14 +27,7 @@ pub fn new_id(now: Timestamp) -> String {
 }
 
 /// Takes a backup of every database of the spec into `store`.
-/// `version`: the server's, as the reconcile read it.
-pub async fn take(
-    tools: &Tools,
-    target: &Target,
-    store: &Store,
-    db: &Database,
-    version: &str,
-) -> Result<Manifest, String> {
+pub async fn take(engine: &impl DatabaseEngine, store: &Store, db: &Database) -> Result<Manifest, String> {
     let started = Timestamp::now();
     let id = new_id(started);
     // What a failed or interrupted backup left (only one backup of a Database runs at a time).
@@ -54,7 +44,7 @@ pub async fn take(
             .filter(|t| t.database == d.name)
             .map(|t| (t.schema.clone(), t.name.clone()))
             .collect();
-        match dump::dump(tools, target, store, &id, &d.name, &verify).await {
+        match engine.dump(store, &id, &d.name, &verify).await {
             Ok(f) => files.push(f),
             Err(e) => {
                 // Leave nothing half-written behind.
@@ -67,7 +57,7 @@ pub async fn take(
         id,
         started,
         finished: Timestamp::now(),
-        server_version: version.to_string(),
+        server_version: engine.version().to_string(),
         databases: files,
     };
     if let Err(e) = store.finish(&manifest).await {

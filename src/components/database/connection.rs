@@ -10,7 +10,7 @@ use crate::{
     api::Database,
     providers::{
         backup_store::{S3Credentials, Store},
-        postgres::{Password, Target, accounts::DesiredRole},
+        database::{DesiredRole, Password, Target},
     },
 };
 

@@ -46,11 +46,8 @@ use crate::{
     crash,
     providers::{
         backup_store::{Manifest, Store},
-        postgres::{
-            self, PgError, Target,
-            accounts::{self, Outcome},
-            dump::Tools,
-        },
+        database::{DatabaseEngine, DesiredRole, EngineError, Outcome, Target},
+        postgres::{Postgres, dump::Tools},
     },
     telemetry::{ObjectLabels, OutcomeLabels},
 };
@@ -114,17 +111,13 @@ pub fn connection_secret_name(db: &str, role: &str) -> String {
     format!("{db}-{}", role.replace('_', "-"))
 }
 
-fn percent(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 /// The connection Secret applications mount: host, port, database, user, password, uri.
-fn connection_secret(db: &Database, target: &Target, role: &accounts::DesiredRole) -> Option<Secret> {
+fn connection_secret(
+    db: &Database,
+    engine: &impl DatabaseEngine,
+    target: &Target,
+    role: &DesiredRole,
+) -> Option<Secret> {
     let password = role.password.as_ref()?;
     let database = role
         .grants
@@ -132,37 +125,11 @@ fn connection_secret(db: &Database, target: &Target, role: &accounts::DesiredRol
         .map(|g| g.database.clone())
         .or_else(|| db.spec.databases.first().map(|d| d.name.clone()))
         .unwrap_or_else(|| "postgres".into());
-    let mode = match target.ssl_mode {
-        SslMode::Disable => "disable",
-        SslMode::Prefer => "prefer",
-        SslMode::Require => "require",
-        SslMode::VerifyCA => "verify-ca",
-        SslMode::VerifyFull => "verify-full",
-    };
-    let host = if target.host.contains(':') {
-        format!("[{}]", target.host)
-    } else {
-        target.host.clone()
-    };
-    let uri = format!(
-        "postgresql://{}:{}@{host}:{}/{}?sslmode={mode}",
-        percent(&role.name),
-        percent(&password.0),
-        target.port,
-        percent(&database)
-    );
-    let data: BTreeMap<String, ByteString> = [
-        ("host", target.host.clone()),
-        ("port", target.port.to_string()),
-        ("database", database),
-        ("user", role.name.clone()),
-        ("password", password.0.clone()),
-        ("sslmode", mode.to_string()),
-        ("uri", uri),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), ByteString(v.into_bytes())))
-    .collect();
+    let data: BTreeMap<String, ByteString> = engine
+        .connection_details(target, &role.name, &password.0, &database)
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), ByteString(v.into_bytes())))
+        .collect();
     Some(Secret {
         metadata: ObjectMeta {
             name: Some(connection_secret_name(&db.name_any(), &role.name)),
@@ -304,33 +271,45 @@ pub fn reconcile(obj: Arc<Database>, ctx: Arc<Context>) -> BoxFuture<'static, Re
 type Asked = Option<Request>;
 
 /// What one pass works with once the instance answers.
-struct Live<'a> {
+struct Live<'a, E> {
     ctx: &'a Context,
     db: &'a Database,
     r: &'a connection::Resolved,
-    tools: Tools,
-    admin: tokio_postgres::Client,
-    version: String,
-    version_num: i32,
+    engine: E,
 }
 
-impl Live<'_> {
+impl<E: DatabaseEngine> Live<'_, E> {
     fn store(&self) -> Option<&Store> {
         self.r.store.as_ref().and_then(|s| s.as_ref().ok())
     }
 
-    fn peers<'p>(&'p self, store: &'p Store) -> restore::Peers<'p> {
+    fn peers<'p>(&'p self, store: &'p Store) -> restore::Peers<'p, E> {
         restore::Peers {
-            tools: &self.tools,
-            target: &self.r.target,
-            admin: &self.admin,
+            engine: &self.engine,
             store,
-            version_num: self.version_num,
         }
     }
 }
 
+/// Opens the conversation with the engine `spec.engine` names, then runs the pass.
 async fn run(ctx: &Context, db: &Database, r: connection::Resolved) -> Result<Action, Error> {
+    match db.spec.engine {
+        crate::api::database::Engine::PostgreSQL => {
+            let tools = Tools {
+                bin_dir: ctx.settings.postgres_bin_dir.clone(),
+            };
+            let reached = Postgres::connect(r.target.clone(), tools).await;
+            pass(ctx, db, &r, reached).await
+        }
+    }
+}
+
+async fn pass<E: DatabaseEngine>(
+    ctx: &Context,
+    db: &Database,
+    r: &connection::Resolved,
+    reached: Result<E, EngineError>,
+) -> Result<Action, Error> {
     let probe = ctx.settings.database_probe_interval;
     let mut pass = Pass::new(ctx, db);
     let mut action = requested_action(db, pass.status.last_action.as_ref());
@@ -338,12 +317,8 @@ async fn run(ctx: &Context, db: &Database, r: connection::Resolved) -> Result<Ac
     // 1. Reach the instance. While it does not answer, an action asked of it
     //    waits (the engine's step has its timeout), and the instance is probed
     //    again soon: a restart of the server is ridden out, not failed at once.
-    let reached = match r.target.connect("postgres").await {
-        Ok(admin) => postgres::server_version(&admin).await.map(|v| (admin, v)),
-        Err(e) => Err(e),
-    };
-    let (admin, (version, version_num)) = match reached {
-        Ok(a) => a,
+    let engine = match reached {
+        Ok(e) => e,
         Err(e) => {
             pass.set(REACHABLE, false, e.reason, e.message.clone());
             pass.health(DatabaseHealthState::Unreachable, format!("{}: {}", e.reason, e.message));
@@ -359,21 +334,16 @@ async fn run(ctx: &Context, db: &Database, r: connection::Resolved) -> Result<Ac
         REACHABLE,
         true,
         "Connected",
-        format!("PostgreSQL {version} at {}:{}", r.target.host, r.target.port),
+        format!(
+            "{} {} at {}:{}",
+            engine.name(),
+            engine.version(),
+            r.target.host,
+            r.target.port
+        ),
     );
-    pass.status.server_version = Some(version.clone());
-    let live = Live {
-        ctx,
-        db,
-        r: &r,
-        tools: Tools {
-            bin_dir: ctx.settings.postgres_bin_dir.clone(),
-        },
-        admin,
-        version,
-        version_num,
-    };
-    let mut sessions = postgres::Sessions::new(&r.target);
+    pass.status.server_version = Some(engine.version().to_string());
+    let live = Live { ctx, db, r, engine };
     if let Some(req) = action.take_if(|r| r.action() == Some(ActionVerb::Reconnect)) {
         pass.action(req, ActionOutcome::Done, "the instance answered".into());
     }
@@ -382,22 +352,16 @@ async fn run(ctx: &Context, db: &Database, r: connection::Resolved) -> Result<Ac
     let owner = format!("{}/{}", db.namespace().unwrap_or_default(), db.name_any());
     let names: Vec<String> = db.spec.databases.iter().map(|d| d.name.clone()).collect();
     let mut out = Outcome::default();
-    let mut accounts_error: Option<PgError> = accounts::ensure_roles(
-        &live.admin,
-        &mut sessions,
-        &owner,
-        &r.roles,
-        db.spec.prune,
-        &names,
-        &mut out,
-    )
-    .await
-    .err();
+    let mut accounts_error: Option<EngineError> = live
+        .engine
+        .ensure_roles(&owner, &r.roles, db.spec.prune, &names, &mut out)
+        .await
+        .err();
 
     // 3. What is gone: restored when a backup holds it, else created (new database).
     let manifests = manifests(&mut pass, live.store()).await;
     let asked_restore = action.take_if(|r| r.action() == Some(ActionVerb::Restore));
-    if let Err(e) = data(&mut pass, &live, &mut sessions, &manifests, asked_restore, &mut out).await? {
+    if let Err(e) = data(&mut pass, &live, &manifests, asked_restore, &mut out).await? {
         accounts_error.get_or_insert(e);
     }
 
@@ -408,13 +372,13 @@ async fn run(ctx: &Context, db: &Database, r: connection::Resolved) -> Result<Ac
 
     // 4. Owners and grants, once databases and tables are there.
     if accounts_error.is_none() {
-        accounts_error = owners_and_grants(&live, &mut sessions, &mut out).await.err();
+        accounts_error = owners_and_grants(&live, &mut out).await.err();
     }
     record_accounts(&mut pass, accounts_error.as_ref(), out, r.roles.len());
 
     // 5. A connection Secret per login role.
     for role in &r.roles {
-        let Some(secret) = connection_secret(db, &r.target, role) else {
+        let Some(secret) = connection_secret(db, &live.engine, &r.target, role) else {
             continue;
         };
         if let Some(true) = secrets::apply_owned(ctx, Database::MANAGER, &secret).await? {
@@ -461,12 +425,11 @@ async fn manifests(pass: &mut Pass<'_>, store: Option<&Store>) -> Vec<Manifest> 
 /// error that stopped it (reported with the accounts).
 async fn data(
     pass: &mut Pass<'_>,
-    live: &Live<'_>,
-    sessions: &mut postgres::Sessions<'_>,
+    live: &Live<'_, impl DatabaseEngine>,
     manifests: &[Manifest],
     asked: Asked,
     out: &mut Outcome,
-) -> Result<Result<(), PgError>, Error> {
+) -> Result<Result<(), EngineError>, Error> {
     let db = live.db;
     if let Some(store) = live.store() {
         match restore::finish_interrupted(&live.peers(store), db).await {
@@ -478,7 +441,7 @@ async fn data(
             Err(e) => return Ok(Err(e)),
         }
     }
-    let missing = match restore::find_missing(&live.admin, sessions, db, manifests).await {
+    let missing = match restore::find_missing(&live.engine, db, manifests).await {
         Ok(m) => m,
         Err(e) => return Ok(Err(e)),
     };
@@ -495,7 +458,7 @@ async fn data(
                     .iter()
                     .find(|d| &d.name == name)
                     .and_then(|d| d.owner.as_deref());
-                match accounts::create_database(&live.admin, name, owner).await {
+                match live.engine.create_database(name, owner).await {
                     Ok(()) => out.changes.push(format!("created database {name}")),
                     Err(e) => return Ok(Err(e)),
                 }
@@ -545,7 +508,11 @@ async fn data(
 /// A restore recorded as under way whose data is all present now (it finished
 /// before a restart): verified against the backups it came from, and
 /// recorded. Returns whether it verified (None: there was none).
-async fn finished_before_restart(pass: &mut Pass<'_>, live: &Live<'_>, manifests: &[Manifest]) -> Option<bool> {
+async fn finished_before_restart(
+    pass: &mut Pass<'_>,
+    live: &Live<'_, impl DatabaseEngine>,
+    manifests: &[Manifest],
+) -> Option<bool> {
     let (Some(p), Some(store)) = (pass.status.restore_in_progress.clone(), live.store()) else {
         return None;
     };
@@ -579,7 +546,7 @@ async fn finished_before_restart(pass: &mut Pass<'_>, live: &Live<'_>, manifests
 /// restore written to status before it starts.
 async fn restore_now(
     pass: &mut Pass<'_>,
-    live: &Live<'_>,
+    live: &Live<'_, impl DatabaseEngine>,
     restorable: &[Missing],
     manifests: &[Manifest],
     asked: Asked,
@@ -677,7 +644,7 @@ fn end_restore(pass: &mut Pass<'_>, ctx: &Context, rec: RestoreRecord, asked: As
 }
 
 /// A drill: the newest backup restored into scratch databases, verified, dropped.
-async fn drill_now(pass: &mut Pass<'_>, live: &Live<'_>, manifests: &[Manifest], req: Request) {
+async fn drill_now(pass: &mut Pass<'_>, live: &Live<'_, impl DatabaseEngine>, manifests: &[Manifest], req: Request) {
     let Some(store) = live.store() else {
         pass.action(
             req,
@@ -687,7 +654,7 @@ async fn drill_now(pass: &mut Pass<'_>, live: &Live<'_>, manifests: &[Manifest],
         return;
     };
     let id = req.id.clone();
-    let rec = scratch::run(&live.peers(store), live.db, manifests, &id, live.version_num).await;
+    let rec = scratch::run(&live.peers(store), live.db, manifests, &id).await;
     let summary = format!(
         "drill: backup {} restored into scratch copies and dropped in {} ({} bytes): {}",
         rec.backup_id.as_deref().unwrap_or("none"),
@@ -720,24 +687,21 @@ async fn drill_now(pass: &mut Pass<'_>, live: &Live<'_>, manifests: &[Manifest],
 }
 
 /// Step 4: each database's owner, then every role's grants.
-async fn owners_and_grants(
-    live: &Live<'_>,
-    sessions: &mut postgres::Sessions<'_>,
-    out: &mut Outcome,
-) -> Result<(), PgError> {
+async fn owners_and_grants(live: &Live<'_, impl DatabaseEngine>, out: &mut Outcome) -> Result<(), EngineError> {
+    let engine = &live.engine;
     for d in &live.db.spec.databases {
         if let Some(o) = &d.owner
-            && accounts::database_exists(&live.admin, &d.name).await.unwrap_or(false)
-            && accounts::ensure_owner(&live.admin, &d.name, o).await?
+            && engine.database_exists(&d.name).await.unwrap_or(false)
+            && engine.ensure_owner(&d.name, o).await?
         {
             out.changes.push(format!("database {} is now owned by {o}", d.name));
         }
     }
-    accounts::ensure_grants(&live.admin, sessions, &live.r.roles, live.version_num, out).await
+    engine.ensure_grants(&live.r.roles, out).await
 }
 
 /// The accounts' condition, what waits, what is left over, what changed.
-fn record_accounts(pass: &mut Pass<'_>, error: Option<&PgError>, out: Outcome, roles: usize) {
+fn record_accounts(pass: &mut Pass<'_>, error: Option<&EngineError>, out: Outcome, roles: usize) {
     match error {
         Some(e) => pass.set(ACCOUNTS_READY, false, e.reason, e.message.clone()),
         None => {
@@ -768,7 +732,12 @@ fn record_accounts(pass: &mut Pass<'_>, error: Option<&PgError>, out: Outcome, r
 
 /// Step 6: a backup when one is due or asked (never of a database missing
 /// data); returns when the next one is due.
-async fn backups(pass: &mut Pass<'_>, live: &Live<'_>, asked: Asked, accounts_ok: bool) -> Duration {
+async fn backups(
+    pass: &mut Pass<'_>,
+    live: &Live<'_, impl DatabaseEngine>,
+    asked: Asked,
+    accounts_ok: bool,
+) -> Duration {
     let probe = live.ctx.settings.database_probe_interval;
     let db = live.db;
     let Some(spec_store) = &live.r.store else {
@@ -829,9 +798,13 @@ async fn backups(pass: &mut Pass<'_>, live: &Live<'_>, asked: Asked, accounts_ok
 }
 
 /// Takes one backup and applies retention: (outcome, message).
-async fn backup_now(pass: &mut Pass<'_>, live: &Live<'_>, store: &Store) -> (&'static str, String) {
+async fn backup_now(
+    pass: &mut Pass<'_>,
+    live: &Live<'_, impl DatabaseEngine>,
+    store: &Store,
+) -> (&'static str, String) {
     let ctx = live.ctx;
-    let result = backup::take(&live.tools, &live.r.target, store, live.db, &live.version).await;
+    let result = backup::take(&live.engine, store, live.db).await;
     let (outcome, message) = match result {
         Ok(m) => {
             let rec = backup::record(&m);

@@ -18,7 +18,6 @@ use k8s_openapi::{
     jiff::Timestamp,
 };
 use serde::{Deserialize, Serialize};
-use tokio_postgres::Client;
 
 use crate::{
     api::{
@@ -27,12 +26,8 @@ use crate::{
     },
     crash,
     providers::{
-        backup_store::{DumpRecord, Manifest, Store},
-        postgres::{
-            PgError, Sessions, Target, accounts,
-            dump::{self, DumpError, Scope, Tools},
-            tables::{self, TableMeasure},
-        },
+        backup_store::{DumpRecord, Manifest, Store, check_dump},
+        database::{DatabaseConn, DatabaseEngine, DumpError, EngineError, Scope, TableMeasure},
     },
 };
 
@@ -76,14 +71,13 @@ impl Missing {
 /// lacks (each restored alone). Without a backup, the verify tables that are
 /// missing (nothing can restore them; they are reported).
 pub async fn find_missing(
-    admin: &Client,
-    sessions: &mut Sessions<'_>,
+    engine: &impl DatabaseEngine,
     db: &Database,
     manifests: &[Manifest],
-) -> Result<Vec<Missing>, PgError> {
+) -> Result<Vec<Missing>, EngineError> {
     let mut missing = vec![];
     for d in &db.spec.databases {
-        if !accounts::database_exists(admin, &d.name).await? {
+        if !engine.database_exists(&d.name).await? {
             missing.push(Missing::Database(d.name.clone()));
             continue;
         }
@@ -106,7 +100,7 @@ pub async fn find_missing(
         if wanted.is_empty() {
             continue;
         }
-        let present = tables::list(sessions.get(&d.name).await?).await?;
+        let present = engine.tables(&d.name).await?;
         let gone: Vec<(String, String)> = wanted.into_iter().filter(|t| !present.contains(t)).collect();
         if newest.is_some() && present.is_empty() && !gone.is_empty() {
             missing.push(Missing::Database(d.name.clone()));
@@ -122,13 +116,18 @@ pub async fn find_missing(
 }
 
 /// What a restore works with.
-pub struct Peers<'a> {
-    pub tools: &'a Tools,
-    pub target: &'a Target,
-    pub admin: &'a Client,
+pub struct Peers<'a, E> {
+    pub engine: &'a E,
     pub store: &'a Store,
-    pub version_num: i32,
 }
+
+impl<E> Clone for Peers<'_, E> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<E> Copy for Peers<'_, E> {}
 
 /// The backup chosen for one database's restore.
 pub struct Chosen<'m> {
@@ -193,7 +192,7 @@ pub async fn choose<'m>(
 
 /// Restores what `chosen` says and verifies it; ends the record.
 pub async fn run(
-    peers: &Peers<'_>,
+    peers: &Peers<'_, impl DatabaseEngine>,
     db: &Database,
     chosen: &[Chosen<'_>],
     mut failures: Vec<String>,
@@ -223,7 +222,7 @@ pub async fn checksum_passes(
     rec: &DumpRecord,
     record: &mut RestoreRecord,
 ) -> Result<bool, String> {
-    match dump::check(store, &m.id, rec).await {
+    match check_dump(store, &m.id, rec).await {
         Ok(()) => Ok(true),
         Err(DumpError::Corrupt(why)) => {
             record.skipped_backups.push(why);
@@ -299,15 +298,16 @@ pub fn conclude(record: &mut RestoreRecord, used: &[&Manifest], failures: &[Stri
 
 /// Measures each of `wanted` in database `restored` and records it, named as in database `name`.
 pub async fn verify(
-    target: &Target,
+    engine: &impl DatabaseEngine,
     restored: &str,
     name: &str,
     wanted: &[TableMeasure],
     record: &mut RestoreRecord,
 ) -> Result<(), String> {
-    let conn = target.connect(restored).await.map_err(|e| e.to_string())?;
+    let conn = engine.open(restored).await.map_err(|e| e.to_string())?;
     for t in wanted {
-        let found = tables::measure(&conn, &t.schema, &t.name)
+        let found = conn
+            .measure(&t.schema, &t.name)
             .await
             .map_err(|e| format!("verifying {name}.{}.{}: {e}", t.schema, t.name))?;
         record.verification.push(TableVerification {
@@ -323,14 +323,14 @@ pub async fn verify(
 /// Checks that each of `wanted` is in database `restored` with the row count
 /// the backup recorded (named as in database `name`), adding to the record's check.
 pub async fn check_contents(
-    target: &Target,
+    engine: &impl DatabaseEngine,
     restored: &str,
     name: &str,
     wanted: &[TableMeasure],
     record: &mut RestoreRecord,
 ) -> Result<(), String> {
-    let conn = target.connect(restored).await.map_err(|e| e.to_string())?;
-    let present = tables::list(&conn).await.map_err(|e| e.to_string())?;
+    let conn = engine.open(restored).await.map_err(|e| e.to_string())?;
+    let present = conn.tables().await.map_err(|e| e.to_string())?;
     let check = record.contents_checked.get_or_insert_with(ContentsCheck::default);
     for t in wanted {
         check.tables += 1;
@@ -343,7 +343,8 @@ pub async fn check_contents(
             }
             continue;
         }
-        let rows = tables::count(&conn, &t.schema, &t.name)
+        let rows = conn
+            .count(&t.schema, &t.name)
             .await
             .map_err(|e| format!("counting {shown}: {e}"))?;
         check.rows += rows;
@@ -424,12 +425,12 @@ fn replaced_name(target: &str, backup: &str) -> String {
 
 /// A whole database: into a marked staging database, verified there, swapped in.
 async fn restore_whole(
-    peers: &Peers<'_>,
+    peers: &Peers<'_, impl DatabaseEngine>,
     db: &Database,
     c: &Chosen<'_>,
     record: &mut RestoreRecord,
 ) -> Result<(), String> {
-    let (admin, target) = (peers.admin, peers.target);
+    let engine = peers.engine;
     let name = c.database.as_str();
     let backup = c.manifest.id.as_str();
     let stage = staging_name(name, backup);
@@ -439,12 +440,11 @@ async fn restore_whole(
         .iter()
         .find(|d| d.name == name)
         .and_then(|d| d.owner.as_deref());
-    let fail = |e: PgError| e.to_string();
-    accounts::drop_database(admin, &stage, peers.version_num)
-        .await
-        .map_err(fail)?;
-    accounts::create_database(admin, &stage, owner).await.map_err(fail)?;
-    accounts::comment_database(admin, &stage, Some(&Marker::new(name, backup, "Restoring").text()))
+    let fail = |e: EngineError| e.to_string();
+    engine.drop_database(&stage).await.map_err(fail)?;
+    engine.create_database(&stage, owner).await.map_err(fail)?;
+    engine
+        .mark_database(&stage, Some(&Marker::new(name, backup, "Restoring").text()))
         .await
         .map_err(fail)?;
     crash::point("restore:staged");
@@ -453,20 +453,13 @@ async fn restore_whole(
         record.verification.len(),
     );
     let restored = async {
-        record.bytes_restored += dump::restore(
-            peers.tools,
-            target,
-            peers.store,
-            backup,
-            c.dump,
-            &stage,
-            Scope::Database,
-        )
-        .await
-        .map_err(|e| format!("restoring backup {backup}: {e}"))?;
+        record.bytes_restored += engine
+            .restore(peers.store, backup, c.dump, &stage, Scope::Database)
+            .await
+            .map_err(|e| format!("restoring backup {backup}: {e}"))?;
         crash::point("restore:restored");
-        check_contents(target, &stage, name, c.dump.all_tables(), record).await?;
-        verify(target, &stage, name, &verify_tables(db, name, c.dump), record).await
+        check_contents(engine, &stage, name, c.dump.all_tables(), record).await?;
+        verify(engine, &stage, name, &verify_tables(db, name, c.dump), record).await
     }
     .await;
     let verified = restored.is_ok()
@@ -476,33 +469,40 @@ async fn restore_whole(
             .all(|v| v.rows == v.expected_rows && v.checksum_matches);
     if !verified {
         // Nothing of it reaches the live name.
-        let _ = accounts::drop_database(admin, &stage, peers.version_num).await;
+        let _ = engine.drop_database(&stage).await;
         return restored;
     }
-    accounts::comment_database(admin, &stage, Some(&Marker::new(name, backup, "Verified").text()))
+    engine
+        .mark_database(&stage, Some(&Marker::new(name, backup, "Verified").text()))
         .await
         .map_err(fail)?;
     crash::point("restore:verified");
-    swap(admin, name, &stage, backup, peers.version_num).await.map_err(fail)
+    swap(engine, name, &stage, backup).await.map_err(fail)
 }
 
 /// Puts the verified staging database in place of `target`: whatever holds the
 /// name is set aside (marked) and dropped once the staging database has it.
-async fn swap(admin: &Client, target: &str, stage: &str, backup: &str, version_num: i32) -> Result<(), PgError> {
+async fn swap(engine: &impl DatabaseEngine, target: &str, stage: &str, backup: &str) -> Result<(), EngineError> {
     let aside = replaced_name(target, backup);
-    if accounts::database_exists(admin, target).await? {
-        accounts::rename_database(admin, target, &aside).await?;
-        accounts::comment_database(admin, &aside, Some(&Marker::new(target, backup, "Replaced").text())).await?;
+    if engine.database_exists(target).await? {
+        engine.rename_database(target, &aside).await?;
+        engine
+            .mark_database(&aside, Some(&Marker::new(target, backup, "Replaced").text()))
+            .await?;
         crash::point("restore:set-aside");
     }
-    accounts::rename_database(admin, stage, target).await?;
+    engine.rename_database(stage, target).await?;
     crash::point("restore:swapped");
-    accounts::comment_database(admin, target, None).await?;
-    accounts::drop_database(admin, &aside, version_num).await
+    engine.mark_database(target, None).await?;
+    engine.drop_database(&aside).await
 }
 
 /// Tables alone, into the live database, in one transaction.
-async fn restore_tables(peers: &Peers<'_>, c: &Chosen<'_>, record: &mut RestoreRecord) -> Result<(), String> {
+async fn restore_tables(
+    peers: &Peers<'_, impl DatabaseEngine>,
+    c: &Chosen<'_>,
+    record: &mut RestoreRecord,
+) -> Result<(), String> {
     let name = c.database.as_str();
     let backup = c.manifest.id.as_str();
     let wanted: Vec<TableMeasure> = c
@@ -516,19 +516,13 @@ async fn restore_tables(peers: &Peers<'_>, c: &Chosen<'_>, record: &mut RestoreR
         })
         .cloned()
         .collect();
-    record.bytes_restored += dump::restore(
-        peers.tools,
-        peers.target,
-        peers.store,
-        backup,
-        c.dump,
-        name,
-        Scope::Tables(&wanted),
-    )
-    .await
-    .map_err(|e| format!("restoring backup {backup}: {e}"))?;
+    record.bytes_restored += peers
+        .engine
+        .restore(peers.store, backup, c.dump, name, Scope::Tables(&wanted))
+        .await
+        .map_err(|e| format!("restoring backup {backup}: {e}"))?;
     crash::point("restore:tables");
-    check_contents(peers.target, name, name, &wanted, record).await?;
+    check_contents(peers.engine, name, name, &wanted, record).await?;
     let checksummed: Vec<TableMeasure> = c
         .dump
         .tables
@@ -536,18 +530,22 @@ async fn restore_tables(peers: &Peers<'_>, c: &Chosen<'_>, record: &mut RestoreR
         .filter(|t| wanted.iter().any(|w| w.schema == t.schema && w.name == t.name))
         .cloned()
         .collect();
-    verify(peers.target, name, name, &checksummed, record).await
+    verify(peers.engine, name, name, &checksummed, record).await
 }
 
 /// Finishes or clears what an interrupted restore of the spec's databases
 /// left behind: a verified staging database is swapped in (unless the live
 /// name holds data again), an unverified one is dropped (its restore starts
 /// over), one set aside is dropped. Returns what it did, one line each.
-pub async fn finish_interrupted(peers: &Peers<'_>, db: &Database) -> Result<Vec<String>, PgError> {
-    let admin = peers.admin;
+pub async fn finish_interrupted(
+    peers: &Peers<'_, impl DatabaseEngine>,
+    db: &Database,
+) -> Result<Vec<String>, EngineError> {
+    let engine = peers.engine;
     let mut done = vec![];
     let ours = |t: &str| db.spec.databases.iter().any(|d| d.name == t);
-    let mut marked: Vec<(String, Marker)> = accounts::databases_commented(admin, MARKER_PREFIX)
+    let mut marked: Vec<(String, Marker)> = engine
+        .databases_marked(MARKER_PREFIX)
         .await?
         .into_iter()
         .filter_map(|(d, c)| Some((d, serde_json::from_str::<Marker>(&c).ok()?)))
@@ -558,19 +556,20 @@ pub async fn finish_interrupted(peers: &Peers<'_>, db: &Database) -> Result<Vec<
     for (name, m) in marked {
         match m.state.as_str() {
             "Verified" if name == m.target => {
-                accounts::comment_database(admin, &name, None).await?;
+                engine.mark_database(&name, None).await?;
             }
             "Verified" => {
-                let live_empty = !accounts::database_exists(admin, &m.target).await?
-                    || tables::list(&peers.target.connect(&m.target).await?).await?.is_empty();
+                // A connection of its own: the swap renames the live database.
+                let live_empty = !engine.database_exists(&m.target).await?
+                    || engine.open(&m.target).await?.tables().await?.is_empty();
                 if live_empty {
-                    swap(admin, &m.target, &name, &m.backup, peers.version_num).await?;
+                    swap(engine, &m.target, &name, &m.backup).await?;
                     done.push(format!(
                         "finished swapping in database {} restored from backup {} before a restart",
                         m.target, m.backup
                     ));
                 } else {
-                    accounts::drop_database(admin, &name, peers.version_num).await?;
+                    engine.drop_database(&name).await?;
                     done.push(format!(
                         "dropped {name}: a restore of {} interrupted by a restart, which holds data again",
                         m.target
@@ -578,7 +577,7 @@ pub async fn finish_interrupted(peers: &Peers<'_>, db: &Database) -> Result<Vec<
                 }
             }
             _ => {
-                accounts::drop_database(admin, &name, peers.version_num).await?;
+                engine.drop_database(&name).await?;
                 done.push(format!(
                     "dropped {name} ({} of {} from backup {}), left by a restart",
                     m.state, m.target, m.backup
@@ -593,7 +592,7 @@ pub async fn finish_interrupted(peers: &Peers<'_>, db: &Database) -> Result<Vec<
 /// target checked against the backup it came from, the record ended as the
 /// check says.
 pub async fn verify_finished(
-    peers: &Peers<'_>,
+    peers: &Peers<'_, impl DatabaseEngine>,
     db: &Database,
     backups: &[(String, &Manifest)],
     record: &mut RestoreRecord,
@@ -607,8 +606,8 @@ pub async fn verify_finished(
             continue;
         };
         let checked = async {
-            check_contents(peers.target, name, name, rec.all_tables(), record).await?;
-            verify(peers.target, name, name, &verify_tables(db, name, rec), record).await
+            check_contents(peers.engine, name, name, rec.all_tables(), record).await?;
+            verify(peers.engine, name, name, &verify_tables(db, name, rec), record).await
         }
         .await;
         match checked {

@@ -5,18 +5,13 @@
 //! interrupted drill left behind is dropped by the next drill.
 
 use k8s_openapi::jiff::Timestamp;
-use tokio_postgres::Client;
 
 use super::restore::{self, Peers};
 use crate::{
     api::{Database, database::RestoreRecord},
     providers::{
         backup_store::Manifest,
-        postgres::{
-            PgError, accounts, classify,
-            dump::{self, Scope},
-            ident, literal,
-        },
+        database::{DatabaseEngine, EngineError, Scope},
     },
 };
 
@@ -29,11 +24,10 @@ pub fn scratch_name(db: &str, id: &str) -> String {
     format!("{base}_drill_{}", crate::api::contract::drill_tag(id, 16))
 }
 
-use accounts::drop_database;
-
 /// Scratch databases left by an interrupted drill.
-pub async fn leftovers(admin: &Client) -> Result<Vec<String>, PgError> {
-    Ok(accounts::databases_commented(admin, SCRATCH_COMMENT)
+pub async fn leftovers(engine: &impl DatabaseEngine) -> Result<Vec<String>, EngineError> {
+    Ok(engine
+        .databases_marked(SCRATCH_COMMENT)
         .await?
         .into_iter()
         .filter(|(_, c)| c == SCRATCH_COMMENT)
@@ -43,11 +37,10 @@ pub async fn leftovers(admin: &Client) -> Result<Vec<String>, PgError> {
 
 /// Runs drill `id` over every database of the spec.
 pub async fn run(
-    peers: &Peers<'_>,
+    peers: &Peers<'_, impl DatabaseEngine>,
     db: &Database,
     manifests: &[Manifest],
     id: &str,
-    version_num: i32,
 ) -> RestoreRecord {
     let now = Timestamp::now();
     let mut record = restore::record(
@@ -59,10 +52,10 @@ pub async fn run(
         now,
     );
     let mut failures = vec![];
-    match leftovers(peers.admin).await {
+    match leftovers(peers.engine).await {
         Ok(old) => {
             for name in old {
-                if let Err(e) = drop_database(peers.admin, &name, version_num).await {
+                if let Err(e) = peers.engine.drop_database(&name).await {
                     failures.push(format!("dropping the leftover scratch database {name}: {e}"));
                 }
             }
@@ -71,7 +64,7 @@ pub async fn run(
     }
     let mut used: Vec<&Manifest> = vec![];
     for d in &db.spec.databases {
-        match one(peers, &d.name, manifests, id, version_num, &mut record).await {
+        match one(peers, &d.name, manifests, id, &mut record).await {
             Ok(m) => used.push(m),
             Err(e) => failures.push(format!("{}: {e}", d.name)),
         }
@@ -82,47 +75,38 @@ pub async fn run(
 }
 
 async fn one<'m>(
-    peers: &Peers<'_>,
+    peers: &Peers<'_, impl DatabaseEngine>,
     name: &str,
     manifests: &'m [Manifest],
     id: &str,
-    version_num: i32,
     record: &mut RestoreRecord,
 ) -> Result<&'m Manifest, String> {
-    let Peers {
-        tools,
-        target,
-        admin,
-        store,
-        ..
-    } = *peers;
+    let Peers { engine, store } = *peers;
     for m in manifests {
         let Some(rec) = m.database(name) else { continue };
         if !restore::checksum_passes(store, m, rec, record).await? {
             continue;
         }
         let scratch = scratch_name(name, id);
-        accounts::create_database(admin, &scratch, None)
+        engine
+            .create_database(&scratch, None)
             .await
             .map_err(|e| format!("creating scratch database {scratch}: {e}"))?;
         let restored = async {
-            admin
-                .batch_execute(&format!(
-                    "COMMENT ON DATABASE {} IS {}",
-                    ident(&scratch),
-                    literal(SCRATCH_COMMENT)
-                ))
+            engine
+                .mark_database(&scratch, Some(SCRATCH_COMMENT))
                 .await
-                .map_err(|e| classify(&e).to_string())?;
-            let bytes = dump::restore(tools, target, store, &m.id, rec, &scratch, Scope::Database)
+                .map_err(|e| e.to_string())?;
+            let bytes = engine
+                .restore(store, &m.id, rec, &scratch, Scope::Database)
                 .await
                 .map_err(|e| format!("restoring backup {} into {scratch}: {e}", m.id))?;
             record.bytes_restored += bytes;
-            restore::check_contents(target, &scratch, name, rec.all_tables(), record).await?;
-            restore::verify(target, &scratch, name, &rec.tables, record).await
+            restore::check_contents(engine, &scratch, name, rec.all_tables(), record).await?;
+            restore::verify(engine, &scratch, name, &rec.tables, record).await
         }
         .await;
-        let dropped = drop_database(admin, &scratch, version_num).await;
+        let dropped = engine.drop_database(&scratch).await;
         restored?;
         dropped.map_err(|e| format!("dropping scratch database {scratch}: {e}"))?;
         return Ok(m);

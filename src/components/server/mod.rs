@@ -39,8 +39,8 @@ use crate::{
     },
     crash,
     providers::{
-        postgres::Password,
         bmc::{Board, SystemView},
+        postgres::Password,
         redfish::{self, Bmc, Trust, origin},
     },
 };
@@ -228,7 +228,12 @@ async fn poll(
 }
 
 /// What one conversation does: inventory, health, the action asked, the power.
-async fn converse<B: Board>(r: &mut Report<'_, Server>, ctx: &Context, s: &Server, bmc: B) -> Result<Option<Duration>, Error> {
+async fn converse<B: Board>(
+    r: &mut Report<'_, Server>,
+    ctx: &Context,
+    s: &Server,
+    bmc: B,
+) -> Result<Option<Duration>, Error> {
     let system_id = s.spec.bmc.system_id.as_deref();
     let sys = match bmc.system(system_id).await {
         Ok(sys) => sys,
@@ -307,7 +312,11 @@ fn health(
     if provisioning {
         set_health(r, ServerHealthState::Provisioning, "reprovisioning from the image");
     } else if restarting && !critical {
-        set_health(r, ServerHealthState::Restarting, "a power cycle reprise asked for is under way");
+        set_health(
+            r,
+            ServerHealthState::Restarting,
+            "a power cycle reprise asked for is under way",
+        );
     } else if critical {
         set_health(r, ServerHealthState::Critical, "the BMC reports health Critical");
     } else if power_lost {
@@ -445,8 +454,7 @@ async fn run_action<B: Board>(
             match bmc.reset(sys, reset).await {
                 Ok(()) => {
                     // A restart can be short: look at once for the power going off.
-                    if let (Ok(after), Some(p)) = (bmc.system(system_id).await, r.status.power_request.as_mut())
-                    {
+                    if let (Ok(after), Some(p)) = (bmc.system(system_id).await, r.status.power_request.as_mut()) {
                         p.reboot_evidence =
                             provisioning::reboot_evidence(p.baseline.as_deref().unwrap_or_default(), &after);
                     }

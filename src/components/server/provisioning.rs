@@ -13,7 +13,7 @@ use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 
 use crate::{
     api::server::{BootMode, ProvisioningSpec, ProvisioningStatus, ProvisioningStep},
-    providers::bmc::{Board, BmcError, SystemView},
+    providers::bmc::{BmcError, Board, SystemView},
 };
 
 pub const IN_PROGRESS: &str = "InProgress";

@@ -8,28 +8,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use tokio_postgres::{Client, error::SqlState};
 
+pub use crate::providers::database::{DesiredRole, Outcome};
+
 use super::{AUTHENTICATION_FAILED, Password, PgError, Sessions, Target, ident, literal, qualified, scram};
-use crate::api::database::{Grant, Privilege};
-
-/// A role as the spec wants it, with its password read from its Secret.
-#[derive(Clone, Debug)]
-pub struct DesiredRole {
-    pub name: String,
-    pub login: bool,
-    pub password: Option<Password>,
-    pub grants: Vec<Grant>,
-}
-
-/// What a pass changed, what waits, what is left over.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Outcome {
-    /// Changes made, one sentence each (no secrets).
-    pub changes: Vec<String>,
-    /// Grants waiting for their database, schema or table.
-    pub pending: Vec<String>,
-    /// Roles reprise created that left the spec and were kept.
-    pub orphans: Vec<String>,
-}
+use crate::api::database::Privilege;
 
 /// The comment that marks a role as created by reprise for one Database object.
 pub fn mark(owner: &str) -> String {
@@ -41,7 +23,7 @@ pub fn mark(owner: &str) -> String {
 /// admin may read `pg_authid`), then drops or reports roles that left the spec.
 pub async fn ensure_roles(
     admin: &Client,
-    sessions: &mut Sessions<'_>,
+    sessions: &mut Sessions,
     owner: &str,
     roles: &[DesiredRole],
     prune: bool,
@@ -437,7 +419,7 @@ fn desired(db: &str, roles: &[DesiredRole], cat: &Catalog, version_num: i32, pen
 /// exactly what the grants say.
 pub async fn ensure_grants(
     admin: &Client,
-    sessions: &mut Sessions<'_>,
+    sessions: &mut Sessions,
     roles: &[DesiredRole],
     version_num: i32,
     out: &mut Outcome,
@@ -615,6 +597,7 @@ async fn current(admin: &Client, conn: &Client, db: &str, roles: &[String]) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::database::Grant;
 
     fn grant(json: serde_json::Value) -> Grant {
         serde_json::from_value(json).unwrap()

@@ -5,7 +5,6 @@
 
 use std::{path::PathBuf, process::Stdio, time::Instant};
 
-use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::{
     io::{AsyncRead, AsyncReadExt},
@@ -13,6 +12,7 @@ use tokio::{
 };
 
 use super::{PgError, Target, tables};
+pub use crate::providers::database::{DumpError, Scope};
 use crate::providers::{
     artifacts::hex,
     backup_store::{DumpRecord, Store, into_reader},
@@ -59,19 +59,6 @@ fn die_with_parent(c: &mut Command) {
             Ok(())
         });
     }
-}
-
-/// Why a dump or restore failed.
-#[derive(Debug, thiserror::Error)]
-pub enum DumpError {
-    #[error(transparent)]
-    Postgres(#[from] PgError),
-    #[error("backup store: {0}")]
-    Store(#[from] object_store::Error),
-    #[error("{0}")]
-    Tool(String),
-    #[error("{0}")]
-    Corrupt(String),
 }
 
 /// A libpq tool's environment, with the CA bundle in a file while it runs.
@@ -220,72 +207,12 @@ pub async fn dump(
     })
 }
 
-/// Reads the dump through and checks its size and SHA-256 against the manifest.
-pub async fn check(store: &Store, id: &str, rec: &DumpRecord) -> Result<(), DumpError> {
-    let mut hasher = Sha256::new();
-    let mut bytes = 0u64;
-    if let Some(path) = store.local_file(id, &rec.file) {
-        let mut f = match tokio::fs::File::open(&path).await {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(DumpError::Corrupt(format!("backup {id}: {} is missing", rec.file)));
-            }
-            Err(e) => return Err(DumpError::Tool(format!("{}: {e}", path.display()))),
-        };
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = f
-                .read(&mut buf)
-                .await
-                .map_err(|e| DumpError::Tool(format!("{}: {e}", path.display())))?;
-            if n == 0 {
-                break;
-            }
-            bytes += n as u64;
-            hasher.update(&buf[..n]);
-        }
-        return matches(id, rec, hex(&hasher.finalize()), bytes);
-    }
-    let mut stream = match store.read(id, &rec.file).await {
-        Ok(s) => s,
-        Err(object_store::Error::NotFound { .. }) => {
-            return Err(DumpError::Corrupt(format!("backup {id}: {} is missing", rec.file)));
-        }
-        Err(e) => return Err(e.into()),
-    };
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk?;
-        bytes += chunk.len() as u64;
-        hasher.update(&chunk);
-    }
-    matches(id, rec, hex(&hasher.finalize()), bytes)
-}
-
-fn matches(id: &str, rec: &DumpRecord, sha: String, bytes: u64) -> Result<(), DumpError> {
-    if sha != rec.sha256 || bytes != rec.bytes {
-        return Err(DumpError::Corrupt(format!(
-            "backup {id}: {} has sha256 {sha} ({bytes} bytes), the manifest says {} ({} bytes)",
-            rec.file, rec.sha256, rec.bytes
-        )));
-    }
-    Ok(())
-}
-
 /// Streams `input` into `child`'s stdin; returns the bytes written.
 async fn feed(child: &mut Child, mut input: impl AsyncRead + Unpin) -> Result<u64, DumpError> {
     let mut stdin = child.stdin.take().expect("stdin is piped");
     let n = tokio::io::copy(&mut input, &mut stdin).await;
     drop(stdin);
     n.map_err(|e| DumpError::Tool(format!("streaming the backup: {e}")))
-}
-
-/// What to restore from a dump.
-pub enum Scope<'a> {
-    /// The whole database, into an empty database of that name.
-    Database,
-    /// These tables (with their data, constraints, indexes, sequences,
-    /// triggers and privileges) into the live database, which lacks them.
-    Tables(&'a [tables::TableMeasure]),
 }
 
 /// Restores dump `rec` of backup `id` into `into` (a database name), in one

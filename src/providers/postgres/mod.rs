@@ -4,55 +4,15 @@
 
 pub mod accounts;
 pub mod dump;
+mod engine;
 pub mod scram;
 pub mod tables;
-
-use std::{fmt, time::Duration};
 
 use tokio_postgres::{Client, config::SslMode as PgSslMode, error::SqlState};
 
 use crate::api::database::SslMode;
-
-/// A password that never shows in logs, Debug output or error messages.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Password(pub String);
-
-impl fmt::Debug for Password {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-/// Where and how to connect.
-#[derive(Clone, Debug)]
-pub struct Target {
-    pub host: String,
-    pub port: u16,
-    pub user: String,
-    pub password: Password,
-    pub ssl_mode: SslMode,
-    /// PEM CA bundle for VerifyCA/VerifyFull (and Require/Prefer, which then verify the CA as libpq does).
-    pub ca_pem: Option<Vec<u8>>,
-    pub connect_timeout: Duration,
-}
-
-/// Why a connection or a statement failed. `reason` is a CamelCase word for
-/// conditions; `message` never holds a password.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct PgError {
-    pub reason: &'static str,
-    pub message: String,
-}
-
-impl PgError {
-    pub fn new(reason: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            reason,
-            message: message.into(),
-        }
-    }
-}
+pub use crate::providers::database::{EngineError as PgError, Password, Target};
+pub use engine::Postgres;
 
 pub const CONNECTION_REFUSED: &str = "ConnectionRefused";
 pub const TIMEOUT: &str = "Timeout";
@@ -182,13 +142,13 @@ impl Target {
 /// Connections to the databases of one instance, each opened once and kept
 /// for the rest of a reconcile (checking data, grants and owners all read the
 /// same databases).
-pub struct Sessions<'a> {
-    target: &'a Target,
+pub struct Sessions {
+    target: Target,
     open: std::collections::HashMap<String, Client>,
 }
 
-impl<'a> Sessions<'a> {
-    pub fn new(target: &'a Target) -> Self {
+impl Sessions {
+    pub fn new(target: Target) -> Self {
         Self {
             target,
             open: Default::default(),
@@ -196,7 +156,7 @@ impl<'a> Sessions<'a> {
     }
 
     pub fn target(&self) -> &Target {
-        self.target
+        &self.target
     }
 
     /// The connection to `db`, opened on first use.
@@ -262,6 +222,8 @@ pub async fn server_version(client: &Client) -> Result<(String, i32), PgError> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]

@@ -2,27 +2,10 @@
 //! computed in the server in one pass (order-independent: the sum of each
 //! row's hash), so it needs no memory in reprise whatever the table's size.
 
-use serde::{Deserialize, Serialize};
 use tokio_postgres::GenericClient;
 
 use super::{PgError, qualified};
-
-/// A table's measure.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct TableMeasure {
-    pub schema: String,
-    pub name: String,
-    pub rows: i64,
-    /// Sum over rows of the first 64 bits of md5(row as text), in decimal.
-    pub checksum: String,
-    /// Indexes of the table (recorded at backup, to restore the table alone).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub indexes: Vec<String>,
-    /// Sequences the table owns (serial and identity columns).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub sequences: Vec<String>,
-}
+pub use crate::providers::database::TableMeasure;
 
 /// Measures `schema.name` in the client's current transaction.
 pub async fn measure(client: &impl GenericClient, schema: &str, name: &str) -> Result<TableMeasure, PgError> {
