@@ -5,6 +5,7 @@ pub mod api;
 pub mod components;
 pub mod crash;
 pub mod docs;
+pub mod drift;
 pub mod http;
 pub mod leader;
 pub mod operator;

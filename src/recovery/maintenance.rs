@@ -15,14 +15,14 @@ use crate::{
         common::reasons,
         maintenance_window::{RecordedFailure, WindowPhase},
     },
-    runtime::{Context, Error, report::Report, stores as components, validation::report_invalid},
+    runtime::{Context, Error, report::Report, stores as registry, validation::report_invalid},
 };
 
 pub use crate::runtime::holds::phase;
 
 pub fn reconcile(obj: Arc<MaintenanceWindow>, ctx: Arc<Context>) -> BoxFuture<'static, Result<Action, Error>> {
     async move {
-        let selector = match components::selector("spec.selector", &obj.spec.selector) {
+        let selector = match registry::selector("spec.selector", &obj.spec.selector) {
             Ok(s) => s,
             Err(invalid) => return report_invalid(&ctx, obj.as_ref(), &invalid).await,
         };
@@ -32,7 +32,7 @@ pub fn reconcile(obj: Arc<MaintenanceWindow>, ctx: Arc<Context>) -> BoxFuture<'s
         r.set(reasons::READY, true, reasons::RECONCILED, format!("{phase:?}"));
         let status = &mut r.status;
         status.phase = Some(phase);
-        status.covered = components::selected(&ctx.stores, &ns, &selector);
+        status.covered = registry::selected(&ctx.stores, &ns, &selector);
         if phase == WindowPhase::Active {
             // The maintenance's measures: each failure seen inside it, once.
             for c in &status.covered {

@@ -18,14 +18,14 @@ use crate::{
     runtime::{
         Context, Error,
         report::Report,
-        stores::{self as components},
+        stores::{self as registry},
         validation::{Invalid, check_cron, check_date, report_invalid},
     },
 };
 
 /// Checks only the operator can make.
 pub fn validate(ctx: &Context, plan: &Plan, covered: &[ComponentRef]) -> Result<(), Invalid> {
-    components::selector("spec.selector", &plan.spec.selector)?;
+    registry::selector("spec.selector", &plan.spec.selector)?;
     if let Some(d) = &plan.spec.drills {
         check_cron("spec.drills.schedule", &d.schedule)?;
     }
@@ -42,7 +42,7 @@ pub fn validate(ctx: &Context, plan: &Plan, covered: &[ComponentRef]) -> Result<
                 continue;
             };
             for c in covered.iter().filter(|c| c.kind == proc_.kind) {
-                let why = components::component(&ctx.stores, &ns, c).and_then(|c| c.unable(verb));
+                let why = registry::component(&ctx.stores, &ns, c).and_then(|c| c.unable(verb));
                 if let Some(why) = why {
                     return Err(Invalid::external(
                         format!("spec.procedures[{p}].steps[{s}]"),
@@ -142,7 +142,7 @@ pub fn stale_backups(
 
 /// The newest good backup of a component (None: it has no backups to keep fresh).
 fn backup_time(ctx: &Context, ns: &str, c: &ComponentRef) -> Option<Option<k8s_openapi::jiff::Timestamp>> {
-    match components::component(&ctx.stores, ns, c)?.backups() {
+    match registry::component(&ctx.stores, ns, c)?.backups() {
         Backups::NotApplicable => None,
         Backups::None => Some(None),
         Backups::At(t) => Some(Some(t)),
@@ -152,19 +152,19 @@ fn backup_time(ctx: &Context, ns: &str, c: &ComponentRef) -> Option<Option<k8s_o
 /// Components of the namespace covered by this plan, and those covered by no plan.
 fn coverage(ctx: &Context, plan: &Plan) -> Result<(Vec<ComponentRef>, Vec<ComponentRef>), Invalid> {
     let ns = plan.namespace().unwrap_or_default();
-    let mine = components::selector("spec.selector", &plan.spec.selector)?;
-    let covered = components::selected(&ctx.stores, &ns, &mine);
+    let mine = registry::selector("spec.selector", &plan.spec.selector)?;
+    let covered = registry::selected(&ctx.stores, &ns, &mine);
     let mut any: BTreeSet<ComponentRef> = BTreeSet::new();
     for other in ctx.stores.recovery_plans.state() {
         let Ok(other) = &other.0 else { continue };
         if other.namespace().as_deref() != Some(ns.as_str()) {
             continue;
         }
-        if let Ok(sel) = components::selector("spec.selector", &other.spec.selector) {
-            any.extend(components::selected(&ctx.stores, &ns, &sel));
+        if let Ok(sel) = registry::selector("spec.selector", &other.spec.selector) {
+            any.extend(registry::selected(&ctx.stores, &ns, &sel));
         }
     }
-    let uncovered = components::in_namespace(&ctx.stores, &ns)
+    let uncovered = registry::in_namespace(&ctx.stores, &ns)
         .into_iter()
         .map(|c| c.reference())
         .filter(|c| !any.contains(c))

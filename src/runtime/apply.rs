@@ -1,65 +1,10 @@
 //! Owned Kubernetes objects: the label that marks them, and drift detection
-//! that compares only the fields reprise sets (the objects themselves are
-//! applied server-side, under the owning kind's field manager, by their
-//! component: Deployments and Services, connection Secrets, KubeVirt VMs).
-
-use serde_json::Value;
+//! (`crate::drift`) that compares only the fields reprise sets. The objects
+//! themselves are applied server-side, under the owning kind's field manager,
+//! by their component: Deployments and Services, connection Secrets,
+//! KubeVirt VMs.
 
 /// Label on every object reprise owns (the owned-object watches select on it).
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "reprise");
 
-/// Whether every field set in `desired` has the same value in `live`.
-/// Objects compare key by key; lists compare item by item and must have the
-/// same length. Fields the API server or other controllers add are ignored.
-pub fn is_subset(desired: &Value, live: &Value) -> bool {
-    match (desired, live) {
-        (Value::Object(d), Value::Object(l)) => d.iter().all(|(k, dv)| match l.get(k) {
-            Some(lv) => is_subset(dv, lv),
-            // An empty value we set may be dropped by the API server.
-            None => {
-                matches!(dv, Value::Null)
-                    || dv.as_array().is_some_and(Vec::is_empty)
-                    || dv.as_object().is_some_and(|o| o.is_empty())
-            }
-        }),
-        (Value::Array(d), Value::Array(l)) => d.len() == l.len() && d.iter().zip(l).all(|(dv, lv)| is_subset(dv, lv)),
-        (Value::Null, _) => true,
-        (d, l) => d == l,
-    }
-}
-
-/// A short hash of a JSON value, to tell "the spec changed" from "someone changed the object".
-pub fn fingerprint(v: &Value) -> String {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(v.to_string().as_bytes());
-    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn fields_added_by_the_server_are_not_drift() {
-        let desired =
-            json!({"spec": {"replicas": 2, "template": {"spec": {"containers": [{"name": "app", "image": "a:1"}]}}}});
-        let live = json!({"spec": {"replicas": 2, "progressDeadlineSeconds": 600,
-            "template": {"spec": {"containers": [{"name": "app", "image": "a:1", "imagePullPolicy": "IfNotPresent"}], "dnsPolicy": "ClusterFirst"}}}});
-        assert!(is_subset(&desired, &live));
-    }
-
-    #[test]
-    fn a_changed_or_missing_field_is_drift() {
-        let desired =
-            json!({"spec": {"replicas": 2, "template": {"spec": {"containers": [{"name": "app", "image": "a:1"}]}}}});
-        let scaled =
-            json!({"spec": {"replicas": 5, "template": {"spec": {"containers": [{"name": "app", "image": "a:1"}]}}}});
-        let reimaged =
-            json!({"spec": {"replicas": 2, "template": {"spec": {"containers": [{"name": "app", "image": "a:2"}]}}}});
-        let extra = json!({"spec": {"replicas": 2, "template": {"spec": {"containers": [{"name": "app", "image": "a:1"}, {"name": "sidecar"}]}}}});
-        assert!(!is_subset(&desired, &scaled));
-        assert!(!is_subset(&desired, &reimaged));
-        assert!(!is_subset(&desired, &extra));
-    }
-}
+pub use crate::drift::{fingerprint, is_subset};

@@ -469,6 +469,243 @@ fn controller<K: Kind>(
         .boxed()
 }
 
+/// The shared watch of every kind reprise owns: the registry the runner
+/// wires controllers, stores and drivers from. A new component kind is one
+/// field here, one line in each method below, and one `controller` call.
+struct Kinds {
+    apps: Shared<Application>,
+    dbs: Shared<Database>,
+    servers: Shared<Server>,
+    vms: Shared<VirtualMachine>,
+    incidents: Shared<Incident>,
+    windows: Shared<MaintenanceWindow>,
+    plans: Shared<RecoveryPlan>,
+    deleted: Deletions,
+}
+
+impl Kinds {
+    fn new() -> Self {
+        Self {
+            apps: Shared::new(),
+            dbs: Shared::new(),
+            servers: Shared::new(),
+            vms: Shared::new(),
+            incidents: Shared::new(),
+            windows: Shared::new(),
+            plans: Shared::new(),
+            deleted: tokio::sync::broadcast::channel(64).0,
+        }
+    }
+
+    fn stores(
+        &self,
+        secrets: Store<PartialObjectMeta<Secret>>,
+        deployments: Store<Deployment>,
+        services: Store<Service>,
+    ) -> Stores {
+        Stores {
+            secrets,
+            deployments,
+            services,
+            applications: self.apps.reader.clone(),
+            databases: self.dbs.reader.clone(),
+            incidents: self.incidents.reader.clone(),
+            maintenance_windows: self.windows.reader.clone(),
+            recovery_plans: self.plans.reader.clone(),
+            servers: self.servers.reader.clone(),
+            virtual_machines: self.vms.reader.clone(),
+        }
+    }
+
+    /// Each component kind's failures, remembered however briefly they show.
+    fn observers(&self, ctx: &Arc<Context>) -> Vec<BoxFuture<'static, ()>> {
+        vec![
+            observe_failures(&self.apps, ctx.clone()),
+            observe_failures(&self.dbs, ctx.clone()),
+            observe_failures(&self.vms, ctx.clone()),
+            observe_failures(&self.servers, ctx.clone()),
+        ]
+    }
+
+    /// A change of any component reconciles the objects of `store` in its namespace.
+    fn on_components<K: Kind>(
+        &self,
+        c: Controller<DeserializeGuard<K>>,
+        store: &Store<DeserializeGuard<K>>,
+    ) -> Controller<DeserializeGuard<K>> {
+        c.watches_shared_stream(self.apps.subscribe(), all_in_namespace(store.clone()))
+            .watches_shared_stream(self.dbs.subscribe(), all_in_namespace(store.clone()))
+            .watches_shared_stream(self.vms.subscribe(), all_in_namespace(store.clone()))
+            .watches_shared_stream(self.servers.subscribe(), all_in_namespace(store.clone()))
+    }
+
+    /// The watches, until `stop` (nothing reads them after the controllers stop).
+    fn drive(
+        self,
+        client: &Client,
+        ns: Option<&str>,
+        secrets: BoxFuture<'static, ()>,
+        stop: CancellationToken,
+    ) -> BoxFuture<'static, ()> {
+        let d = || Some(self.deleted.clone());
+        let drivers = futures::future::join_all(vec![
+            secrets,
+            self.apps.drive(client, ns, d()),
+            self.dbs.drive(client, ns, d()),
+            self.incidents.drive(client, ns, d()),
+            self.windows.drive(client, ns, None),
+            self.plans.drive(client, ns, d()),
+            self.servers.drive(client, ns, d()),
+            self.vms.drive(client, ns, d()),
+        ]);
+        async move {
+            tokio::select! {
+                _ = drivers => tracing::error!("a watch ended"),
+                _ = stop.cancelled() => {}
+            }
+        }
+        .boxed()
+    }
+}
+
+/// Tells `health` once every cache has synced.
+async fn synced(s: Stores, health: Arc<Health>) {
+    let _ = futures::future::join_all(vec![
+        s.applications.wait_until_ready().boxed(),
+        s.databases.wait_until_ready().boxed(),
+        s.incidents.wait_until_ready().boxed(),
+        s.maintenance_windows.wait_until_ready().boxed(),
+        s.recovery_plans.wait_until_ready().boxed(),
+        s.servers.wait_until_ready().boxed(),
+        s.virtual_machines.wait_until_ready().boxed(),
+        s.deployments.wait_until_ready().boxed(),
+        s.services.wait_until_ready().boxed(),
+        s.secrets.wait_until_ready().boxed(),
+    ])
+    .await;
+    health.set_caches_synced(true);
+    tracing::info!("caches synced; controllers running");
+}
+
+/// The recovery engine's controllers: incidents, maintenance windows, plans.
+fn engine_controllers(k: &Kinds, ctx: &Arc<Context>, shutdown: &CancellationToken) -> Vec<BoxFuture<'static, ()>> {
+    let stores = &ctx.stores;
+    vec![
+        controller(
+            &k.incidents,
+            ctx.clone(),
+            recovery::incident::reconcile,
+            shutdown,
+            |c| {
+                // An incident resolves when its component's health signal is good
+                // again; its deliveries end apart from its reconciles.
+                let delivered = match ctx.notifier.completions() {
+                    Some(rx) => tokio_stream_of(rx)
+                        .map(|i: ObjectRef<Incident>| {
+                            ObjectRef::<DeserializeGuard<Incident>>::new(&i.name)
+                                .within(i.namespace.as_deref().unwrap_or_default())
+                        })
+                        .boxed(),
+                    None => futures::stream::empty().boxed(),
+                };
+                let c = c
+                    .reconcile_on(delivered)
+                    .watches_shared_stream(k.plans.subscribe(), all_in_namespace(stores.incidents.clone()));
+                k.on_components(c, &stores.incidents)
+            },
+        ),
+        controller(
+            &k.windows,
+            ctx.clone(),
+            recovery::maintenance::reconcile,
+            shutdown,
+            |c| k.on_components(c, &stores.maintenance_windows),
+        ),
+        controller(&k.plans, ctx.clone(), recovery::plan::reconcile, shutdown, |c| {
+            let c = c
+                .reconcile_all_on(on_deletion(&k.deleted))
+                .watches_shared_stream(k.incidents.subscribe(), all_in_namespace(stores.recovery_plans.clone()))
+                // A window that ends lets a held failure open its incident.
+                .watches_shared_stream(k.windows.subscribe(), all_in_namespace(stores.recovery_plans.clone()));
+            k.on_components(c, &stores.recovery_plans)
+        }),
+    ]
+}
+
+/// What the component controllers watch besides their own kind.
+struct Related<'a> {
+    deployments: BoxedChanges<Deployment>,
+    services: BoxedChanges<Service>,
+    secrets: &'a SecretChanges,
+    client: &'a Client,
+    ns: Option<&'a str>,
+}
+
+type BoxedChanges<T> = futures::stream::BoxStream<'static, Result<T, watcher::Error>>;
+
+/// The component controllers: applications, databases, servers, virtual machines.
+fn component_controllers(
+    k: &Kinds,
+    ctx: &Arc<Context>,
+    shutdown: &CancellationToken,
+    related: Related<'_>,
+) -> Vec<BoxFuture<'static, ()>> {
+    let stores = &ctx.stores;
+    let Related {
+        deployments,
+        services,
+        secrets,
+        client,
+        ns,
+    } = related;
+    let kubevirt = ctx.settings.kubevirt_installed;
+    vec![
+        controller(
+            &k.apps,
+            ctx.clone(),
+            components::application::reconcile,
+            shutdown,
+            |c| {
+                c.owns_stream(deployments)
+                    .owns_stream(services)
+                    .watches_shared_stream(k.dbs.subscribe(), all_in_namespace(stores.applications.clone()))
+                    .watches_shared_stream(k.vms.subscribe(), all_in_namespace(stores.applications.clone()))
+            },
+        ),
+        controller(&k.dbs, ctx.clone(), components::database::reconcile, shutdown, |c| {
+            c.watches_shared_stream(
+                secret_changes(secrets),
+                users_of(stores.databases.clone(), components::database::secrets_named),
+            )
+        }),
+        controller(&k.servers, ctx.clone(), components::server::reconcile, shutdown, |c| {
+            c.watches_shared_stream(
+                secret_changes(secrets),
+                users_of(stores.servers.clone(), components::server::secrets_named),
+            )
+        }),
+        controller(
+            &k.vms,
+            ctx.clone(),
+            components::virtual_machine::reconcile,
+            shutdown,
+            |c| {
+                let c =
+                    c.watches_shared_stream(k.servers.subscribe(), all_in_namespace(stores.virtual_machines.clone()));
+                if !kubevirt {
+                    return c;
+                }
+                use crate::providers::vm::kubevirt::{restore_resource, snapshot_resource, vm_resource, vmi_resource};
+                [vm_resource(), vmi_resource(), snapshot_resource(), restore_resource()]
+                    .into_iter()
+                    .fold(c, |c, ar| {
+                        c.watches_stream_with(kubevirt_changes(client, ns, &ar), vm_of, ar)
+                    })
+            },
+        ),
+    ]
+}
+
 /// Runs every controller until `shutdown` (in-flight reconciles finish first).
 /// `health` is told when the caches are synced.
 pub async fn run(
@@ -490,32 +727,13 @@ pub async fn run(
             "KubeVirt's CRDs are not installed: VirtualMachines will wait (restart reprise after installing KubeVirt)"
         );
     }
-    let kubevirt = settings.kubevirt_installed;
     let ns = namespace.as_deref();
-    let apps = Shared::<Application>::new();
-    let dbs = Shared::<Database>::new();
-    let incidents = Shared::<Incident>::new();
-    let windows = Shared::<MaintenanceWindow>::new();
-    let plans = Shared::<RecoveryPlan>::new();
-    let servers = Shared::<Server>::new();
-    let vms = Shared::<VirtualMachine>::new();
-    let (deleted, _) = tokio::sync::broadcast::channel(64);
+    let kinds = Kinds::new();
     let (deployments, deployment_changes) = owned::<Deployment>(&client, ns);
     let (services, service_changes) = owned::<Service>(&client, ns);
     let (secret_meta, secret_stream) = secrets(&client, ns);
     let (secrets_tx, _) = tokio::sync::broadcast::channel(256);
-    let stores = Stores {
-        secrets: secret_meta.clone(),
-        deployments: deployments.clone(),
-        services: services.clone(),
-        applications: apps.reader.clone(),
-        databases: dbs.reader.clone(),
-        incidents: incidents.reader.clone(),
-        maintenance_windows: windows.reader.clone(),
-        recovery_plans: plans.reader.clone(),
-        servers: servers.reader.clone(),
-        virtual_machines: vms.reader.clone(),
-    };
+    let stores = kinds.stores(secret_meta, deployments, services);
     let ctx = Arc::new(Context::new(
         client.clone(),
         metrics,
@@ -524,132 +742,18 @@ pub async fn run(
         instance,
         settings,
     ));
-
-    let mut tasks: Vec<BoxFuture<'static, ()>> = vec![
-        observe_failures(&apps, ctx.clone()),
-        observe_failures(&dbs, ctx.clone()),
-        observe_failures(&vms, ctx.clone()),
-        observe_failures(&servers, ctx.clone()),
-        controller(&apps, ctx.clone(), components::application::reconcile, &shutdown, |c| {
-            c.owns_stream(deployment_changes)
-                .owns_stream(service_changes)
-                .watches_shared_stream(dbs.subscribe(), all_in_namespace(stores.applications.clone()))
-                .watches_shared_stream(vms.subscribe(), all_in_namespace(stores.applications.clone()))
-        }),
-        controller(&dbs, ctx.clone(), components::database::reconcile, &shutdown, |c| {
-            c.watches_shared_stream(
-                secret_changes(&secrets_tx),
-                users_of(stores.databases.clone(), components::database::secrets_named),
-            )
-        }),
-        controller(&incidents, ctx.clone(), recovery::incident::reconcile, &shutdown, |c| {
-            // An incident resolves when its component's health signal is good
-            // again; its deliveries end apart from its reconciles.
-            let delivered = match ctx.notifier.completions() {
-                Some(rx) => tokio_stream_of(rx)
-                    .map(|i: ObjectRef<Incident>| {
-                        ObjectRef::<DeserializeGuard<Incident>>::new(&i.name)
-                            .within(i.namespace.as_deref().unwrap_or_default())
-                    })
-                    .boxed(),
-                None => futures::stream::empty().boxed(),
-            };
-            c.reconcile_on(delivered)
-                .watches_shared_stream(plans.subscribe(), all_in_namespace(stores.incidents.clone()))
-                .watches_shared_stream(apps.subscribe(), all_in_namespace(stores.incidents.clone()))
-                .watches_shared_stream(dbs.subscribe(), all_in_namespace(stores.incidents.clone()))
-                .watches_shared_stream(vms.subscribe(), all_in_namespace(stores.incidents.clone()))
-                .watches_shared_stream(servers.subscribe(), all_in_namespace(stores.incidents.clone()))
-        }),
-        controller(
-            &windows,
-            ctx.clone(),
-            recovery::maintenance::reconcile,
-            &shutdown,
-            |c| {
-                c.watches_shared_stream(apps.subscribe(), all_in_namespace(stores.maintenance_windows.clone()))
-                    .watches_shared_stream(dbs.subscribe(), all_in_namespace(stores.maintenance_windows.clone()))
-                    .watches_shared_stream(vms.subscribe(), all_in_namespace(stores.maintenance_windows.clone()))
-                    .watches_shared_stream(
-                        servers.subscribe(),
-                        all_in_namespace(stores.maintenance_windows.clone()),
-                    )
-            },
-        ),
-        controller(&plans, ctx.clone(), recovery::plan::reconcile, &shutdown, |c| {
-            c.reconcile_all_on(on_deletion(&deleted))
-                .watches_shared_stream(apps.subscribe(), all_in_namespace(stores.recovery_plans.clone()))
-                .watches_shared_stream(dbs.subscribe(), all_in_namespace(stores.recovery_plans.clone()))
-                .watches_shared_stream(vms.subscribe(), all_in_namespace(stores.recovery_plans.clone()))
-                .watches_shared_stream(servers.subscribe(), all_in_namespace(stores.recovery_plans.clone()))
-                .watches_shared_stream(incidents.subscribe(), all_in_namespace(stores.recovery_plans.clone()))
-                // A window that ends lets a held failure open its incident.
-                .watches_shared_stream(windows.subscribe(), all_in_namespace(stores.recovery_plans.clone()))
-        }),
-        controller(&servers, ctx.clone(), components::server::reconcile, &shutdown, |c| {
-            c.watches_shared_stream(
-                secret_changes(&secrets_tx),
-                users_of(stores.servers.clone(), components::server::secrets_named),
-            )
-        }),
-        controller(
-            &vms,
-            ctx.clone(),
-            components::virtual_machine::reconcile,
-            &shutdown,
-            |c| {
-                let c = c.watches_shared_stream(servers.subscribe(), all_in_namespace(stores.virtual_machines.clone()));
-                if !kubevirt {
-                    return c;
-                }
-                use crate::providers::vm::kubevirt::{restore_resource, snapshot_resource, vm_resource, vmi_resource};
-                [vm_resource(), vmi_resource(), snapshot_resource(), restore_resource()]
-                    .into_iter()
-                    .fold(c, |c, ar| {
-                        c.watches_stream_with(kubevirt_changes(&client, ns, &ar), vm_of, ar)
-                    })
-            },
-        ),
-    ];
-    // The watch drivers stop with the controllers: nothing reads them after.
-    let stop = shutdown.clone();
-    let drivers = futures::future::join_all(vec![
-        fan_out(secret_stream, secrets_tx.clone()),
-        apps.drive(&client, ns, Some(deleted.clone())),
-        dbs.drive(&client, ns, Some(deleted.clone())),
-        incidents.drive(&client, ns, Some(deleted.clone())),
-        windows.drive(&client, ns, None),
-        plans.drive(&client, ns, Some(deleted.clone())),
-        servers.drive(&client, ns, Some(deleted.clone())),
-        vms.drive(&client, ns, Some(deleted.clone())),
-    ]);
-    tasks.push(
-        async move {
-            tokio::select! {
-                _ = drivers => tracing::error!("a watch ended"),
-                _ = stop.cancelled() => {}
-            }
-        }
-        .boxed(),
-    );
-    let synced = async move {
-        let s = &stores;
-        let _ = futures::future::join_all(vec![
-            s.applications.wait_until_ready().boxed(),
-            s.databases.wait_until_ready().boxed(),
-            s.incidents.wait_until_ready().boxed(),
-            s.maintenance_windows.wait_until_ready().boxed(),
-            s.recovery_plans.wait_until_ready().boxed(),
-            s.servers.wait_until_ready().boxed(),
-            s.virtual_machines.wait_until_ready().boxed(),
-            s.deployments.wait_until_ready().boxed(),
-            s.services.wait_until_ready().boxed(),
-            s.secrets.wait_until_ready().boxed(),
-        ])
-        .await;
-        health.set_caches_synced(true);
-        tracing::info!("caches synced; controllers running");
+    let mut tasks = kinds.observers(&ctx);
+    tasks.extend(engine_controllers(&kinds, &ctx, &shutdown));
+    let related = Related {
+        deployments: deployment_changes.boxed(),
+        services: service_changes.boxed(),
+        secrets: &secrets_tx,
+        client: &client,
+        ns,
     };
-    tasks.push(synced.boxed());
+    tasks.extend(component_controllers(&kinds, &ctx, &shutdown, related));
+    let secrets_fan_out = fan_out(secret_stream, secrets_tx.clone());
+    tasks.push(kinds.drive(&client, ns, secrets_fan_out, shutdown.clone()));
+    tasks.push(synced(stores, health).boxed());
     futures::future::join_all(tasks).await;
 }

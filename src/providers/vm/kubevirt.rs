@@ -226,7 +226,7 @@ impl VmEngine for KubeVirt {
             return false;
         };
         let want = desired(vm, running);
-        use crate::runtime::apply::is_subset;
+        use crate::drift::is_subset;
         is_subset(&want["spec"], &have["spec"])
             && is_subset(&want["metadata"]["labels"], &have["metadata"]["labels"])
             && is_subset(&want["metadata"]["annotations"], &have["metadata"]["annotations"])
