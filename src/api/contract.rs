@@ -298,6 +298,35 @@ pub struct DrillAnswer {
     pub seconds: Option<f64>,
 }
 
+/// The part of [`Component`] every kind answers from its metadata and the
+/// common fields of its status (`status.lastAction`): its reference, labels,
+/// pending request and last action. Used inside `impl Component for <Kind>`.
+#[macro_export]
+macro_rules! component_common {
+    ($kind:ident) => {
+        fn reference(&self) -> $crate::api::common::ComponentRef {
+            $crate::api::common::ComponentRef {
+                kind: $crate::api::common::ComponentKind::$kind,
+                name: ::kube::ResourceExt::name_any(self),
+            }
+        }
+
+        fn labels(&self) -> &::std::collections::BTreeMap<String, String> {
+            ::kube::ResourceExt::labels(self)
+        }
+
+        fn pending_request(&self) -> Option<$crate::api::contract::Request> {
+            $crate::api::contract::Request::parse(
+                ::kube::ResourceExt::annotations(self).get($crate::api::contract::ACTION_ANNOTATION)?,
+            )
+        }
+
+        fn last_action(&self) -> Option<&$crate::api::common::ActionRecord> {
+            self.status.as_ref()?.last_action.as_ref()
+        }
+    };
+}
+
 /// All the recovery engine may know of a component.
 pub trait Component: Send + Sync {
     fn reference(&self) -> ComponentRef;

@@ -1,31 +1,20 @@
 //! The Application as the recovery engine sees it.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
 use crate::api::{
     Application,
     application::{AppHealth, DependencyKind},
-    common::{ActionRecord, ComponentKind, ComponentRef, find_condition, reasons},
-    contract::{ACTION_ANNOTATION, Component, HealthState, Request, Signal},
+    common::{ComponentKind, ComponentRef, find_condition, reasons},
+    contract::{Component, HealthState, Signal},
 };
 
 /// How long after the controller recreated its Deployment the engine lets the pods start.
 const OWN_REPAIR_GRACE: i64 = 120;
 
 impl Component for Application {
-    fn reference(&self) -> ComponentRef {
-        ComponentRef {
-            kind: ComponentKind::Application,
-            name: self.name_any(),
-        }
-    }
-
-    fn labels(&self) -> &BTreeMap<String, String> {
-        ResourceExt::labels(self)
-    }
+    crate::component_common!(Application);
 
     fn health(&self) -> Option<Signal> {
         let st = self.status.as_ref()?;
@@ -43,14 +32,6 @@ impl Component for Application {
                 .unwrap_or_else(Timestamp::now),
             message: ready.map(|r| r.message.clone()).unwrap_or_default(),
         })
-    }
-
-    fn pending_request(&self) -> Option<Request> {
-        Request::parse(self.annotations().get(ACTION_ANNOTATION)?)
-    }
-
-    fn last_action(&self) -> Option<&ActionRecord> {
-        self.status.as_ref()?.last_action.as_ref()
     }
 
     fn own_repair(&self, now: Timestamp) -> Option<String> {

@@ -1,39 +1,19 @@
 //! The Database as the recovery engine sees it.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
 use crate::api::{
     Database,
-    common::{ActionRecord, ComponentKind, ComponentRef},
-    contract::{ACTION_ANNOTATION, ActionOutcome, ActionVerb, Backups, Component, DrillAnswer, Request, Signal},
+    contract::{ActionOutcome, ActionVerb, Backups, Component, DrillAnswer, Signal},
     database::{DatabaseHealthState, RestoreOutcome},
 };
 
 impl Component for Database {
-    fn reference(&self) -> ComponentRef {
-        ComponentRef {
-            kind: ComponentKind::Database,
-            name: self.name_any(),
-        }
-    }
-
-    fn labels(&self) -> &BTreeMap<String, String> {
-        ResourceExt::labels(self)
-    }
+    crate::component_common!(Database);
 
     fn health(&self) -> Option<Signal> {
         self.status.as_ref()?.health.as_ref().map(Signal::from)
-    }
-
-    fn pending_request(&self) -> Option<Request> {
-        Request::parse(self.annotations().get(ACTION_ANNOTATION)?)
-    }
-
-    fn last_action(&self) -> Option<&ActionRecord> {
-        self.status.as_ref()?.last_action.as_ref()
     }
 
     fn own_repair(&self, _now: Timestamp) -> Option<String> {

@@ -1,7 +1,5 @@
 //! The Server as the recovery engine sees it.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use serde_json::json;
@@ -9,32 +7,14 @@ use serde_json::json;
 use super::power;
 use crate::api::{
     Server,
-    common::{ActionRecord, ComponentKind, ComponentRef},
-    contract::{ACTION_ANNOTATION, Component, Request, Signal},
+    contract::{Component, Signal},
 };
 
 impl Component for Server {
-    fn reference(&self) -> ComponentRef {
-        ComponentRef {
-            kind: ComponentKind::Server,
-            name: self.name_any(),
-        }
-    }
-
-    fn labels(&self) -> &BTreeMap<String, String> {
-        ResourceExt::labels(self)
-    }
+    crate::component_common!(Server);
 
     fn health(&self) -> Option<Signal> {
         self.status.as_ref()?.health.as_ref().map(Signal::from)
-    }
-
-    fn pending_request(&self) -> Option<Request> {
-        Request::parse(self.annotations().get(ACTION_ANNOTATION)?)
-    }
-
-    fn last_action(&self) -> Option<&ActionRecord> {
-        self.status.as_ref()?.last_action.as_ref()
     }
 
     fn own_repair(&self, now: Timestamp) -> Option<String> {
