@@ -334,10 +334,12 @@ async fn a_notify_only_window_opens_an_incident_whose_procedure_only_notifies() 
         "--timeout=60s",
     ]);
     crate::support::kubevirt::fail_instance(&client, &ns.name, "vm-api").await;
+    // Deliveries run apart from the reconciles: wait for the notify step to end too.
     let inc = eventually("the restart skipped", Duration::from_secs(60), || async {
-        incidents(&ns)
-            .into_iter()
-            .find(|i| timeline(i).iter().any(|(s, o, _)| s == "restart" && o == "Skipped"))
+        incidents(&ns).into_iter().find(|i| {
+            let t = timeline(i);
+            t.iter().any(|(s, o, _)| s == "restart" && o == "Skipped") && t.iter().all(|(_, o, _)| o != "Running")
+        })
     })
     .await;
     assert_eq!(inc["spec"]["notifyOnly"], "change-freeze");
