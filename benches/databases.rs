@@ -86,7 +86,7 @@ fn generate(pg: &Postgres, mib: u64) -> u64 {
 
 fn database(port: u16, store: &Path) -> String {
     format!(
-        "apiVersion: v1\nkind: Secret\nmetadata: {{name: pg-admin}}\nstringData: {{username: {ADMIN}, password: \"PW\"}}\n---\n\
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: pg-admin, annotations: {{reprise.dev/for: \"Database/*\"}}}}\nstringData: {{username: {ADMIN}, password: \"PW\"}}\n---\n\
          apiVersion: reprise.dev/v1alpha1\nkind: Database\nmetadata: {{name: bench}}\nspec:\n  instance:\n    external: {{host: 127.0.0.1, port: {port}, adminSecretRef: {{name: pg-admin}}, sslMode: Disable}}\n  databases: [{{name: bench}}]\n  backup:\n    schedule: \"0 0 1 1 *\"\n    retention: {{count: 1}}\n    store: {{local: {{path: {}}}}}\n  verify:\n    tables: [{{database: bench, name: orders}}]\n",
         store.display()
     )

@@ -66,6 +66,10 @@ pub struct RunOptions {
     /// Seconds a VM may take to become ready before the health signal says NotReady.
     #[arg(long, env = "REPRISE_VM_READY_GRACE_SECONDS", default_value_t = 300)]
     pub vm_ready_grace_seconds: u64,
+    /// The directory local backup stores must lie under: a Database naming a
+    /// path elsewhere is refused (InvalidSpec).
+    #[arg(long, env = "REPRISE_BACKUP_ROOT", default_value = "/var/lib/reprise/backups")]
+    pub backup_root: std::path::PathBuf,
     /// Directory of pg_dump and pg_restore (default: found on the PATH).
     #[arg(long, env = "REPRISE_POSTGRES_BIN_DIR")]
     pub postgres_bin_dir: Option<std::path::PathBuf>,
@@ -231,5 +235,6 @@ fn settings(opts: &RunOptions) -> crate::runtime::Settings {
         },
         vm_ready_grace: std::time::Duration::from_secs(opts.vm_ready_grace_seconds),
         kubevirt_installed: false,
+        backup_root: opts.backup_root.clone(),
     }
 }

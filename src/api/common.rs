@@ -21,6 +21,14 @@ pub mod reasons {
     pub const PENDING: &str = "Pending";
     /// A component this object depends on is not Ready.
     pub const DEPENDENCY_NOT_READY: &str = "DependencyNotReady";
+    /// kstatus: work is under way (True while not Ready and not stalled).
+    pub const RECONCILING: &str = "Reconciling";
+    /// kstatus: the object cannot progress without a change by a person.
+    pub const STALLED: &str = "Stalled";
+    /// The operator cannot read the object (a value the schema let through).
+    pub const MALFORMED: &str = "MalformedObject";
+    /// What the object would write exists and belongs to something else.
+    pub const CONFLICT: &str = "Conflict";
 }
 
 /// Status of a condition, as in every Kubernetes API.

@@ -71,6 +71,10 @@ pub enum IncidentPhase {
     Escalated,
     Resolved,
     Failed,
+    /// Not opened by reprise, and its component showed no failure when
+    /// reprise first looked: nobody was told, nothing was done (a hand-made
+    /// Incident must not page people; see the chart's admission policy).
+    Rejected,
 }
 
 /// Observed state of an Incident.

@@ -90,8 +90,64 @@ pub struct S3Credentials {
 
 pub type StoreError = object_store::Error;
 
+/// Where a local store may be: an absolute path without `.` or `..`
+/// segments, under `root` (the operator's backup directory). Returns the
+/// path, or why not.
+pub fn confine(root: &std::path::Path, path: &str) -> Result<std::path::PathBuf, String> {
+    use std::path::Component;
+    let p = std::path::Path::new(path);
+    if !p.is_absolute() {
+        return Err(format!("{path:?} is not an absolute path"));
+    }
+    if p.components()
+        .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
+        || path.contains("/./")
+    {
+        return Err(format!("{path:?} has a . or .. segment"));
+    }
+    let normal: std::path::PathBuf = p.components().collect();
+    if !normal.starts_with(root) {
+        return Err(format!(
+            "{path:?} is outside the operator's backup directory {} (--backup-root)",
+            root.display()
+        ));
+    }
+    Ok(normal)
+}
+
+/// An S3 endpoint reprise may call: `http` or `https`, a host, no user
+/// information, query or fragment.
+pub fn check_endpoint(endpoint: &str) -> Result<(), String> {
+    let u = reqwest::Url::parse(endpoint).map_err(|e| format!("{endpoint:?} is not a URL: {e}"))?;
+    if !matches!(u.scheme(), "http" | "https") {
+        return Err(format!("{endpoint:?}: only http and https endpoints are used"));
+    }
+    if u.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{endpoint:?} names no host"));
+    }
+    if !u.username().is_empty() || u.password().is_some() {
+        return Err("the endpoint carries user information; put the keys in credentialsSecretRef".into());
+    }
+    if u.query().is_some() || u.fragment().is_some() {
+        return Err(format!("{endpoint:?} has a query or fragment"));
+    }
+    Ok(())
+}
+
+/// The spec's store as reprise may use it: the field at fault and why not.
+pub fn check_spec(spec: &StoreSpec, root: &std::path::Path) -> Result<(), (&'static str, String)> {
+    if let Some(local) = &spec.local {
+        confine(root, &local.path).map_err(|e| ("spec.backup.store.local.path", e))?;
+    }
+    if let Some(e) = spec.s3.as_ref().and_then(|s| s.endpoint.as_deref()) {
+        check_endpoint(e).map_err(|e| ("spec.backup.store.s3.endpoint", e))?;
+    }
+    Ok(())
+}
+
 impl Store {
-    /// Opens the store the spec names, for the Database `namespace/name`.
+    /// Opens the store the spec names, for the Database `namespace/name`
+    /// (a spec [`check_spec`] accepted).
     pub fn open(spec: &StoreSpec, creds: Option<S3Credentials>, namespace: &str, name: &str) -> Result<Self, String> {
         let local_root = spec.local.as_ref().map(|l| std::path::PathBuf::from(&l.path));
         let (inner, base): (Arc<dyn ObjectStore>, Option<&str>) = if let Some(local) = &spec.local {
@@ -359,6 +415,35 @@ mod tests {
             finished: t,
             server_version: "15".into(),
             databases: vec![],
+        }
+    }
+
+    #[test]
+    fn local_paths_stay_under_the_root_and_endpoints_are_http() {
+        let root = std::path::Path::new("/var/lib/reprise/backups");
+        assert!(confine(root, "/var/lib/reprise/backups").is_ok());
+        assert!(confine(root, "/var/lib/reprise/backups/shop/").is_ok());
+        for bad in [
+            "/var/lib/reprise/backups/../../etc",
+            "/var/lib/reprise/backups/./x",
+            "/var/lib/reprise/backups-evil",
+            "/etc",
+            "backups",
+            "/var/lib/reprise/backups/a/..",
+        ] {
+            assert!(confine(root, bad).is_err(), "{bad}");
+        }
+        assert!(check_endpoint("http://127.0.0.1:8333").is_ok());
+        assert!(check_endpoint("https://s3.example.org/").is_ok());
+        for bad in [
+            "file:///etc",
+            "ftp://h/",
+            "http://user:pw@h/",
+            "http://h/?x=1",
+            "not a url",
+            "unix:/var/run/x",
+        ] {
+            assert!(check_endpoint(bad).is_err(), "{bad}");
         }
     }
 

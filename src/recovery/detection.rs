@@ -46,7 +46,10 @@ pub fn healthy(s: &Stores, ns: &str, c: &ComponentRef) -> bool {
 /// be recorded. In memory: after a restart, current failures are read again
 /// from the stores.
 #[derive(Default)]
-pub struct Seen(std::sync::Mutex<std::collections::BTreeMap<(String, ComponentRef), Failure>>);
+pub struct Seen(
+    std::sync::Mutex<std::collections::BTreeMap<(String, ComponentRef), Failure>>,
+    std::sync::Mutex<std::collections::BTreeSet<(String, String)>>,
+);
 
 impl Seen {
     /// Remembers the component's failure, if its signal reports one (the first sighting of each).
@@ -68,6 +71,19 @@ impl Seen {
     pub fn forget(&self, ns: &str, c: &ComponentRef) {
         let mut seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
         seen.remove(&(ns.to_string(), c.clone()));
+    }
+
+    /// Remembers that this process opened the Incident `ns/name`.
+    pub fn opened(&self, ns: &str, incident: &str) {
+        let mut opened = self.1.lock().unwrap_or_else(|p| p.into_inner());
+        opened.insert((ns.to_string(), incident.to_string()));
+    }
+
+    /// Whether this process opened the Incident `ns/name` (and forgets it:
+    /// asked once, on the incident's first look).
+    pub fn take_opened(&self, ns: &str, incident: &str) -> bool {
+        let mut opened = self.1.lock().unwrap_or_else(|p| p.into_inner());
+        opened.remove(&(ns.to_string(), incident.to_string()))
     }
 
     /// Drops what is older than 15 minutes (nobody will ask for it).

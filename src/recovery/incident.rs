@@ -64,7 +64,10 @@ pub fn reconcile(obj: Arc<Incident>, ctx: Arc<Context>) -> BoxFuture<'static, Re
         r.status.failure_observed_at = Some(MicroTime(observed));
         r.status.deadline = deadline.map(MicroTime);
         let mut again = None;
-        if super::opening::is_open(inc) {
+        if let Some(why) = unconfirmed(&ctx, inc) {
+            reject(&mut r, &why);
+        }
+        if super::opening::is_open(inc) && r.status.phase != IncidentPhase::Rejected {
             executor::tell_first(&mut r, &ctx, &plan).await?;
             again = recover(&mut r, &ctx, &plan).await?;
         }
@@ -87,6 +90,35 @@ pub fn reconcile(obj: Arc<Incident>, ctx: Arc<Context>) -> BoxFuture<'static, Re
         Ok(again.map(Action::requeue).unwrap_or_else(Action::await_change))
     }
     .boxed()
+}
+
+/// On an Incident's first look, why it is not believed: not opened by this
+/// process, and its component shows no failure (now or seen on the watch).
+/// After a restart, an Incident its predecessor opened but never looked at
+/// is believed only while its component still fails.
+fn unconfirmed(ctx: &Context, inc: &Incident) -> Option<String> {
+    if inc.status.is_some() {
+        return None;
+    }
+    let ns = inc.namespace().unwrap_or_default();
+    if ctx.seen.take_opened(&ns, &inc.name_any()) {
+        return None;
+    }
+    let c = &inc.spec.component;
+    let failing = super::detection::failure(&ctx.stores, &ns, c).is_some() || ctx.seen.get(&ns, c).is_some();
+    (!failing).then(|| {
+        format!(
+            "not opened by reprise, and {} {} shows no failure: nobody was told, nothing was done",
+            c.kind, c.name
+        )
+    })
+}
+
+fn reject(r: &mut Report<'_, Incident>, why: &str) {
+    r.status.phase = IncidentPhase::Rejected;
+    r.status.closed_at = Some(MicroTime(r.now));
+    r.status.resolution = Some(why.to_string());
+    r.event(EventType::Warning, "Rejected", "Detect", why.to_string());
 }
 
 /// The procedure moved on; the incident resolved (or abandoned) when that is

@@ -295,11 +295,26 @@ pub async fn send(
         else {
             continue;
         };
+        let who = secrets::Requester {
+            kind: "RecoveryPlan",
+            name: plan.metadata.name.as_deref().unwrap_or_default(),
+        };
         let token = match &hook.token_secret_ref {
-            Some(t) => secrets::data(ctx, &ns, &t.name)
-                .await?
-                .and_then(|d| d.get(&t.key).cloned())
-                .map(|b| String::from_utf8_lossy(&b).into_owned()),
+            Some(t) => match secrets::read(ctx, &ns, &t.name, who).await? {
+                Ok(d) => d.get(&t.key).map(|b| String::from_utf8_lossy(b).into_owned()),
+                Err(why) => {
+                    // Never call it without the token it should carry.
+                    let message = format!("not called: {why}");
+                    ctx.notifier.settle(
+                        key,
+                        Delivered {
+                            outcome: StepOutcome::Failed,
+                            message,
+                        },
+                    );
+                    continue;
+                }
+            },
             None => None,
         };
         let body = message(inc, plan, status, &modes, &name, details.clone(), &key);

@@ -154,6 +154,9 @@ pub async fn open_for_failures(
             status: None,
         };
         let api: Api<Incident> = Api::namespaced(ctx.client.clone(), &ns);
+        // Before the create: its first reconcile may start before it returns.
+        ctx.seen
+            .opened(&ns, incident.metadata.name.as_deref().unwrap_or_default());
         match api.create(&PostParams::default(), &incident).await {
             Ok(created) => {
                 ctx.seen.forget(&ns, c);

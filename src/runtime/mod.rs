@@ -9,6 +9,7 @@ pub mod error;
 pub mod events;
 pub mod holds;
 pub mod kind;
+pub mod kstatus;
 pub mod report;
 pub mod runner;
 pub mod schedule;
@@ -77,6 +78,8 @@ pub struct Settings {
     pub vm_ready_grace: Duration,
     /// Whether KubeVirt's CRDs were there when reprise started (found, not configured).
     pub kubevirt_installed: bool,
+    /// The directory local backup stores must lie under.
+    pub backup_root: std::path::PathBuf,
 }
 
 impl Default for Settings {
@@ -90,6 +93,7 @@ impl Default for Settings {
             bmc_limits: Default::default(),
             vm_ready_grace: Duration::from_secs(300),
             kubevirt_installed: false,
+            backup_root: "/var/lib/reprise/backups".into(),
         }
     }
 }
@@ -113,9 +117,12 @@ pub struct Context {
     /// version must not write the same status again.
     pub(crate) written: Mutex<HashMap<String, (u64, serde_json::Value)>>,
     /// Secret data by `ns/name`, with the resourceVersion it was read at.
-    pub(crate) secret_cache: Mutex<HashMap<String, (String, secrets::Data)>>,
+    pub(crate) secret_cache: Mutex<HashMap<String, secrets::Cached>>,
     /// Owned Secrets reprise applied, by `ns/name`: resourceVersion and content fingerprint.
     pub(crate) applied: Mutex<HashMap<String, (String, String)>>,
+    /// Objects the operator cannot read, by uid: the generation whose status
+    /// says so (reported once per generation, not once per watch event).
+    pub(crate) malformed: Mutex<HashMap<String, i64>>,
     pub settings: Settings,
     /// Slots for BMC conversations (see `Settings::bmc_concurrency`).
     pub bmc_lanes: BmcLanes,
@@ -177,6 +184,7 @@ impl Context {
             written: Mutex::new(HashMap::new()),
             secret_cache: Mutex::new(HashMap::new()),
             applied: Mutex::new(HashMap::new()),
+            malformed: Mutex::new(HashMap::new()),
             bmc_lanes: BmcLanes::new(settings.bmc_concurrency),
             seen: crate::recovery::detection::Seen::default(),
             notifier: crate::recovery::notify::Notifier::start(crate::providers::webhook::client()),

@@ -11,6 +11,11 @@ use super::{Context, Error, kind::Kind};
 
 /// Writes `status` if it differs from what the object has. Returns whether it wrote.
 pub async fn write_status<K: Kind>(ctx: &Context, obj: &K, status: &K::Status) -> Result<bool, Error> {
+    use super::kind::CommonStatus;
+    let mut status = status.clone();
+    let generation = obj.meta().generation.unwrap_or(0);
+    super::kstatus::derive(status.conditions_mut(), generation);
+    let status = &status;
     if obj.status() == Some(status) {
         return Ok(false);
     }

@@ -10,6 +10,7 @@ use k8s_openapi::api::{
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{
     Api, Client, Resource, ResourceExt,
+    api::{Patch, PatchParams},
     core::{DeserializeGuard, PartialObjectMeta},
     runtime::{
         Controller, WatchStreamExt,
@@ -378,33 +379,78 @@ async fn guarded<K: Kind>(
 
 async fn report_malformed<K: Kind>(ctx: &Context, invalid: &kube::core::error_boundary::InvalidObject) {
     let kind = K::kind(&());
-    let name = invalid.metadata.name.clone().unwrap_or_default();
-    let namespace = invalid.metadata.namespace.clone().unwrap_or_default();
+    let meta = &invalid.metadata;
+    let name = meta.name.clone().unwrap_or_default();
+    let namespace = meta.namespace.clone().unwrap_or_default();
+    let generation = meta.generation.unwrap_or(0);
+    let uid = meta.uid.clone().unwrap_or_default();
+    let first = ctx
+        .malformed
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(uid.clone(), generation)
+        != Some(generation);
+    if !first {
+        return;
+    }
     tracing::error!(%kind, %namespace, %name, error = %invalid.error, "cannot read the object; fix it and it will be reconciled");
     ctx.metrics
         .malformed_objects
         .get_or_create(&crate::telemetry::KindLabels { kind: kind.to_string() })
         .inc();
+    let message = crate::runtime::report::truncate(format!("reprise cannot read this object: {}", invalid.error));
+    if let Err(e) = mark_malformed::<K>(ctx, &namespace, &name, generation, &message).await {
+        tracing::warn!(error = %e, "could not write the status of an object reprise cannot read");
+        ctx.malformed.lock().unwrap_or_else(|p| p.into_inner()).remove(&uid);
+    }
     // An Event needs a typed object; build a bare one that carries the metadata.
     let reference = k8s_openapi::api::core::v1::ObjectReference {
         api_version: Some(K::api_version(&()).to_string()),
         kind: Some(kind.to_string()),
         name: Some(name),
         namespace: Some(namespace),
-        uid: invalid.metadata.uid.clone(),
-        resource_version: invalid.metadata.resource_version.clone(),
+        uid: meta.uid.clone(),
+        resource_version: meta.resource_version.clone(),
         ..Default::default()
     };
     let event = kube::runtime::events::Event {
         type_: EventType::Warning,
-        reason: "MalformedObject".into(),
-        note: Some(format!("reprise cannot read this object: {}", invalid.error)),
+        reason: crate::api::common::reasons::MALFORMED.into(),
+        note: Some(message),
         action: "Read".into(),
         secondary: None,
     };
     if let Err(e) = ctx.recorder.publish(&event, &reference).await {
         tracing::warn!(error = %e, "could not publish an Event");
     }
+}
+
+/// Writes `Ready=False`/`Stalled=True` on an object the typed API cannot
+/// read, through an untyped merge patch of its status, so `kubectl wait` and
+/// kstatus see why instead of nothing.
+async fn mark_malformed<K: Kind>(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    generation: i64,
+    message: &str,
+) -> Result<(), Error> {
+    use crate::api::common::{condition, reasons};
+    let mut conditions = vec![condition(
+        reasons::READY,
+        false,
+        reasons::MALFORMED,
+        message,
+        generation,
+    )];
+    super::kstatus::derive(&mut conditions, generation);
+    let resource = kube::api::ApiResource::erase::<K>(&());
+    let api: Api<kube::api::DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, &resource);
+    let body = serde_json::json!({"status": {"observedGeneration": generation, "conditions": conditions}});
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&body))
+        .await?;
+    ctx.metrics.wrote(&K::kind(&()), "status");
+    Ok(())
 }
 
 /// The key of an object's backoff: its kind too, so that a Database and an

@@ -110,20 +110,20 @@ pub fn check_date(field: &str, value: &str) -> Result<k8s_openapi::jiff::civil::
         .map_err(|e| Invalid::new(field, format!("{value:?} is not a date (YYYY-MM-DD): {e}")))
 }
 
-/// The Secret `name` exists in `ns` and holds every key in `keys` (read
-/// through the Secret cache: no API call while the Secret is unchanged).
+/// The Secret `name` exists in `ns`, offers itself to `who` and holds every
+/// key in `keys` (read through the Secret cache: no API call while the
+/// Secret is unchanged).
 pub async fn check_secret(
     ctx: &Context,
     ns: &str,
+    who: super::secrets::Requester<'_>,
     field: &str,
     name: &str,
     keys: &[&str],
 ) -> Result<Result<(), Invalid>, Error> {
-    let Some(data) = super::secrets::data(ctx, ns, name).await? else {
-        return Ok(Err(Invalid::external(
-            field,
-            format!("Secret {name:?} does not exist in namespace {ns:?}"),
-        )));
+    let data = match super::secrets::read(ctx, ns, name, who).await? {
+        Ok(data) => data,
+        Err(why) => return Ok(Err(Invalid::external(field, why))),
     };
     let missing: Vec<&str> = keys.iter().copied().filter(|k| !data.contains_key(*k)).collect();
     if missing.is_empty() {

@@ -28,8 +28,8 @@ const REPORTING_PW2: &str = "reporting-Pw-rotated-3c4d";
 
 fn secrets_yaml(admin_password: &str, reporting: &str) -> String {
     format!(
-        "apiVersion: v1\nkind: Secret\nmetadata: {{name: pg-admin}}\nstringData: {{username: {ADMIN}, password: \"{admin_password}\"}}\n---\n\
-         apiVersion: v1\nkind: Secret\nmetadata: {{name: shop-accounts}}\nstringData: {{shop-app: \"{APP_PW}\", shop-admin: \"{SHOP_ADMIN_PW}\", reporting: \"{reporting}\"}}\n"
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: pg-admin, annotations: {{reprise.dev/for: \"Database/*\"}}}}\nstringData: {{username: {ADMIN}, password: \"{admin_password}\"}}\n---\n\
+         apiVersion: v1\nkind: Secret\nmetadata: {{name: shop-accounts, annotations: {{reprise.dev/for: \"Database/*\"}}}}\nstringData: {{shop-app: \"{APP_PW}\", shop-admin: \"{SHOP_ADMIN_PW}\", reporting: \"{reporting}\"}}\n"
     )
 }
 

@@ -35,7 +35,7 @@ fn counts(pg: &Postgres) -> String {
 
 fn database_yaml(pg: &Postgres, backups: &std::path::Path) -> String {
     format!(
-        "apiVersion: v1\nkind: Secret\nmetadata: {{name: pg-admin}}\nstringData: {{username: {ADMIN}, password: \"{}\"}}\n---\n\
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: pg-admin, annotations: {{reprise.dev/for: \"Database/*\"}}}}\nstringData: {{username: {ADMIN}, password: \"{}\"}}\n---\n\
          apiVersion: reprise.dev/v1alpha1\nkind: Database\nmetadata: {{name: shop-db}}\nspec:\n  instance: {{external: {{host: 127.0.0.1, port: {}, adminSecretRef: {{name: pg-admin}}, sslMode: Disable}}}}\n  databases: [{{name: shop}}]\n  backup: {{schedule: \"0 0 1 1 *\", retention: {{count: 2}}, store: {{local: {{path: {}}}}}}}\n  verify: {{tables: [{{database: shop, name: orders}}, {{database: shop, name: products}}]}}\n",
         pg.admin_password,
         pg.port,

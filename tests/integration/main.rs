@@ -18,4 +18,5 @@ mod plastprod;
 mod recovery;
 mod runtime;
 mod servers;
+mod tenancy;
 mod virtual_machines;

@@ -48,12 +48,12 @@ spec:
 const MANIFESTS: &str = r#"
 apiVersion: v1
 kind: Secret
-metadata: {name: admin}
+metadata: {name: admin, annotations: {reprise.dev/for: "Database/*"}}
 stringData: {username: postgres, password: pw}
 ---
 apiVersion: v1
 kind: Secret
-metadata: {name: accounts}
+metadata: {name: accounts, annotations: {reprise.dev/for: "Database/*"}}
 stringData: {other: x}
 ---
 apiVersion: v1
@@ -63,7 +63,7 @@ stringData: {username: u, password: p}
 ---
 apiVersion: v1
 kind: Secret
-metadata: {name: ca}
+metadata: {name: ca, annotations: {reprise.dev/for: "Server/*, Database/*"}}
 stringData: {wrong.crt: x}
 ---
 apiVersion: reprise.dev/v1alpha1

@@ -112,7 +112,7 @@ async fn db_world(prefix: &str) -> (Postgres, TestNamespace, tempfile::TempDir, 
 /// `databases` and verify `tables` (YAML flow lists), backed up to `backups`.
 fn shop_db(pg: &Postgres, backups: &tempfile::TempDir, databases: &str, tables: &str) -> String {
     format!(
-        "apiVersion: v1\nkind: Secret\nmetadata: {{name: pg-admin}}\nstringData: {{username: {ADMIN}, password: \"{}\"}}\n---\n\
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: pg-admin, annotations: {{reprise.dev/for: \"Database/*\"}}}}\nstringData: {{username: {ADMIN}, password: \"{}\"}}\n---\n\
          apiVersion: reprise.dev/v1alpha1\nkind: Database\nmetadata: {{name: shop-db, labels: {{tier: data}}}}\nspec:\n  instance: {{external: {{host: 127.0.0.1, port: {}, adminSecretRef: {{name: pg-admin}}, sslMode: Disable}}}}\n  databases: {databases}\n  backup: {{schedule: \"0 0 1 1 *\", store: {{local: {{path: {}}}}}}}\n  verify: {{tables: {tables}}}\n",
         pg.admin_password,
         pg.port,
@@ -126,7 +126,7 @@ async fn a_failed_database_opens_one_incident_that_resolves_with_its_measures() 
     let (pg, ns, backups, _op) = db_world("detect").await;
     let yaml = format!(
         "{}---\n\
-         apiVersion: v1\nkind: Secret\nmetadata: {{name: pager}}\nstringData: {{token: pager-token-77}}\n---\n\
+         apiVersion: v1\nkind: Secret\nmetadata: {{name: pager, annotations: {{reprise.dev/for: \"RecoveryPlan/*\"}}}}\nstringData: {{token: pager-token-77}}\n---\n\
          apiVersion: reprise.dev/v1alpha1\nkind: RecoveryPlan\nmetadata: {{name: pra}}\nspec:\n  selector: {{matchLabels: {{tier: data}}}}\n\
          \x20 levels:\n  - {{level: 1, appliesTo: [Application, Database], minWindow: 15m, maxWindow: 30m, responders: [{{name: it}}, {{name: vendor, modes: [Phone]}}]}}\n\
          \x20 responders:\n  - {{name: it, type: Internal, webhook: {{url: \"{hook}\", tokenSecretRef: {{name: pager, key: token}}}}}}\n\

@@ -23,7 +23,7 @@ const C: &str = "c0000000-0000-4000-8000-00000000000c";
 
 fn secret(name: &str, user: &str, password: &str) -> String {
     format!(
-        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\nstringData: {{username: {user}, password: \"{password}\"}}\n---\n"
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, annotations: {{reprise.dev/for: \"Server/*\"}}}}\nstringData: {{username: {user}, password: \"{password}\"}}\n---\n"
     )
 }
 
@@ -287,7 +287,7 @@ async fn credentials_and_tls_failures_are_named() {
     op.wait_ready().await;
     let ca_secret = |name: &str, pem: &Path| {
         format!(
-            "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\nstringData:\n  ca.crt: |\n{}---\n",
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, annotations: {{reprise.dev/for: \"Server/*\"}}}}\nstringData:\n  ca.crt: |\n{}---\n",
             indent(&std::fs::read_to_string(pem).unwrap())
         )
     };

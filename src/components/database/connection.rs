@@ -9,7 +9,7 @@ use crate::runtime::{Context, Error, secrets, validation::Invalid};
 use crate::{
     api::Database,
     providers::{
-        backup_store::{S3Credentials, Store},
+        backup_store::{self, S3Credentials, Store},
         database::{DesiredRole, Password, Target},
     },
 };
@@ -22,12 +22,21 @@ pub struct Resolved {
 }
 
 /// One key of a Secret, as text.
-async fn key(ctx: &Context, ns: &str, field: &str, name: &str, key: &str) -> Result<Result<String, Invalid>, Error> {
-    let Some(data) = secrets::data(ctx, ns, name).await? else {
-        return Ok(Err(Invalid::external(
-            field,
-            format!("Secret {name:?} does not exist in namespace {ns:?}"),
-        )));
+async fn key(
+    ctx: &Context,
+    db: &Database,
+    field: &str,
+    name: &str,
+    key: &str,
+) -> Result<Result<String, Invalid>, Error> {
+    let ns = db.namespace().unwrap_or_default();
+    let who = secrets::Requester {
+        kind: "Database",
+        name: db.metadata.name.as_deref().unwrap_or_default(),
+    };
+    let data = match secrets::read(ctx, &ns, name, who).await? {
+        Ok(data) => data,
+        Err(why) => return Ok(Err(Invalid::external(field, why))),
     };
     Ok(match data.get(key) {
         None => Err(Invalid::external(
@@ -55,13 +64,13 @@ pub async fn resolve(ctx: &Context, db: &Database) -> Result<Result<Resolved, In
     };
     let admin = &ext.admin_secret_ref.name;
     let field = "spec.instance.external.adminSecretRef";
-    let user = tri!(key(ctx, &ns, field, admin, "username"));
-    let password = tri!(key(ctx, &ns, field, admin, "password"));
+    let user = tri!(key(ctx, db, field, admin, "username"));
+    let password = tri!(key(ctx, db, field, admin, "password"));
     let ca_pem = match &ext.ca_bundle_secret_ref {
         Some(r) => Some(
             tri!(key(
                 ctx,
-                &ns,
+                db,
                 "spec.instance.external.caBundleSecretRef",
                 &r.name,
                 &r.key
@@ -84,7 +93,7 @@ pub async fn resolve(ctx: &Context, db: &Database) -> Result<Result<Resolved, In
         let password = match &r.password_secret_ref {
             Some(p) => Some(Password(tri!(key(
                 ctx,
-                &ns,
+                db,
                 &format!("spec.roles[{i}].passwordSecretRef"),
                 &p.name,
                 &p.key
@@ -101,13 +110,16 @@ pub async fn resolve(ctx: &Context, db: &Database) -> Result<Result<Resolved, In
     let store = match &db.spec.backup {
         None => None,
         Some(b) => {
+            if let Err((field, why)) = backup_store::check_spec(&b.store, &ctx.settings.backup_root) {
+                return Ok(Err(Invalid::new(field, why)));
+            }
             let creds = match &b.store.s3 {
                 Some(s3) => {
                     let field = "spec.backup.store.s3.credentialsSecretRef";
                     let name = &s3.credentials_secret_ref.name;
                     Some(S3Credentials {
-                        access_key_id: tri!(key(ctx, &ns, field, name, "accessKeyId")),
-                        secret_access_key: tri!(key(ctx, &ns, field, name, "secretAccessKey")),
+                        access_key_id: tri!(key(ctx, db, field, name, "accessKeyId")),
+                        secret_access_key: tri!(key(ctx, db, field, name, "secretAccessKey")),
                     })
                 }
                 None => None,

@@ -62,9 +62,14 @@ pub async fn validate(ctx: &Context, s: &Server) -> Result<Result<(), Invalid>, 
             "the address carries user information; put the credentials in spec.bmc.credentialsSecretRef",
         )));
     }
+    let who = secrets::Requester {
+        kind: "Server",
+        name: s.metadata.name.as_deref().unwrap_or_default(),
+    };
     let creds = check_secret(
         ctx,
         &ns,
+        who,
         "spec.bmc.credentialsSecretRef",
         &bmc.credentials_secret_ref.name,
         &["username", "password"],
@@ -74,7 +79,15 @@ pub async fn validate(ctx: &Context, s: &Server) -> Result<Result<(), Invalid>, 
         return Ok(creds);
     }
     if let Some(ca) = &bmc.ca_bundle_secret_ref {
-        return check_secret(ctx, &ns, "spec.bmc.caBundleSecretRef", &ca.name, &[ca.key.as_str()]).await;
+        return check_secret(
+            ctx,
+            &ns,
+            who,
+            "spec.bmc.caBundleSecretRef",
+            &ca.name,
+            &[ca.key.as_str()],
+        )
+        .await;
     }
     Ok(Ok(()))
 }
@@ -119,13 +132,20 @@ pub fn reconcile(obj: Arc<Server>, ctx: Arc<Context>) -> BoxFuture<'static, Resu
             return report_invalid(&ctx, s, &invalid).await;
         }
         let ns = s.namespace().unwrap_or_default();
-        let creds = secrets::data(&ctx, &ns, &s.spec.bmc.credentials_secret_ref.name)
+        let who = secrets::Requester {
+            kind: "Server",
+            name: s.metadata.name.as_deref().unwrap_or_default(),
+        };
+        // validate() saw both Secrets offered: a change since is an empty read
+        // now and a new reconcile soon (the Secret watch).
+        let creds = secrets::read(&ctx, &ns, &s.spec.bmc.credentials_secret_ref.name, who)
             .await?
             .unwrap_or_default();
         let trust = match &s.spec.bmc.ca_bundle_secret_ref {
             Some(r) => Trust::Ca(
-                secrets::data(&ctx, &ns, &r.name)
+                secrets::read(&ctx, &ns, &r.name, who)
                     .await?
+                    .ok()
                     .and_then(|d| d.get(&r.key).cloned())
                     .unwrap_or_default(),
             ),

@@ -355,7 +355,7 @@ fn reset(s: &Bmc) -> Response {
 /// The Server manifest for a fake BMC (with its credentials Secret `name-bmc`).
 pub fn server_yaml(name: &str, url: &str, extra: &str) -> String {
     format!(
-        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}-bmc}}\nstringData: {{username: {USER}, password: {PASSWORD}}}\n---\n\
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}-bmc, annotations: {{reprise.dev/for: \"Server/*\"}}}}\nstringData: {{username: {USER}, password: {PASSWORD}}}\n---\n\
          apiVersion: reprise.dev/v1alpha1\nkind: Server\nmetadata: {{name: {name}}}\nspec:\n  bmc: {{address: \"{url}\", credentialsSecretRef: {{name: {name}-bmc}}}}\n{extra}---\n"
     )
 }

@@ -218,6 +218,8 @@ impl Plane {
             "templates/serviceaccount.yaml",
             "--show-only",
             "templates/rbac.yaml",
+            "--show-only",
+            "templates/admission.yaml",
         ]));
         let (ok, out) = self.k_stdin(&["apply", "--server-side", "--force-conflicts", "-f", "-"], &rendered);
         assert!(ok, "cannot apply the chart's RBAC: {out}");

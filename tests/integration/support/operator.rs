@@ -97,6 +97,10 @@ impl Operator {
                 cmd.args(["--lease-namespace", OPERATOR_NAMESPACE]);
             }
         }
+        if !opts.extra.iter().any(|a| a == "--backup-root") {
+            // Tests keep their backups in temporary directories.
+            cmd.arg("--backup-root").arg(std::env::temp_dir());
+        }
         cmd.args(&opts.extra);
         let child = cmd.spawn().expect("cannot start reprise run");
         Self {
