@@ -18,6 +18,7 @@ use super::common::{Condition, Duration};
     version = "v1alpha1",
     kind = "Application",
     namespaced,
+    validation = Rule::new("self.metadata.name.size() <= 63 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("metadata.name: an Application becomes a Deployment and a Service, whose names are at most 63 lower-case letters, digits and '-', starting with a letter"),
     doc = "A web, mobile or API application: Deployment and Service, versioned releases with rollback, artifacts.",
     status = "ApplicationStatus",
     shortname = "app",
@@ -73,6 +74,7 @@ pub struct ApplicationSpec {
     /// and no new version rolls out while one of them is not Ready.
     #[serde(default)]
     #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new("self.all(a, self.exists_one(b, b == a))").message("dependsOn lists a component twice"))]
     pub depends_on: Vec<Dependency>,
     /// Built artifacts (mobile builds) whose content is checked against their sha256.
     #[serde(default)]
@@ -81,6 +83,7 @@ pub struct ApplicationSpec {
     pub artifacts: Vec<Artifact>,
     /// How often artifacts are re-checked (a duration).
     #[serde(default = "default_artifact_interval")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('10s')").message("artifactCheckInterval must be at least 10s"))]
     pub artifact_check_interval: Duration,
     /// How a new version rolls out.
     #[serde(default)]
@@ -184,12 +187,13 @@ pub struct Artifact {
 }
 
 /// How a new version rolls out.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Rollout {
     /// How long a new version has to become Available with every replica
     /// updated before reprise rolls back to the last good version.
     #[serde(default = "default_progress_deadline")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1s')").message("progressDeadline must be at least 1s"))]
     pub progress_deadline: Duration,
     /// How many releases `status.releases` keeps.
     #[serde(default = "default_history_limit")]

@@ -65,7 +65,10 @@ pub struct Condition {
 #[serde(rename_all = "camelCase")]
 pub struct SecretRef {
     /// Name of the Secret, in the same namespace.
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     pub name: String,
 }
 
@@ -74,10 +77,13 @@ pub struct SecretRef {
 #[serde(rename_all = "camelCase")]
 pub struct SecretKeyRef {
     /// Name of the Secret, in the same namespace.
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     pub name: String,
     /// Key inside the Secret's data.
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
     pub key: String,
 }
 
@@ -139,6 +145,7 @@ pub struct Retention {
     pub count: u32,
     /// Backups older than this are deleted (a duration such as `168h`). Unset: no age limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1m')").message("maxAge must be at least 1m"))]
     pub max_age: Option<Duration>,
 }
 
@@ -167,7 +174,7 @@ pub struct Duration {
 }
 
 /// The pattern every duration field carries in its schema.
-pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
+pub const DURATION_PATTERN: &str = r"^([0-9]{1,6}(\.[0-9]{1,9})?(ms|s|m|h))+$";
 
 impl Duration {
     pub fn as_std(&self) -> std::time::Duration {
@@ -288,6 +295,10 @@ impl JsonSchema for Duration {
             "type": "string",
             "pattern": DURATION_PATTERN,
             "maxLength": 32,
+            "x-kubernetes-validations": [{
+                "rule": "duration(self) <= duration('87600h')",
+                "message": "a duration is at most 87600h (10 years)",
+            }],
         })
     }
 }

@@ -85,7 +85,7 @@ pub struct Instance {
 }
 
 /// A database server reached over the network.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ExternalInstance {
     /// Host name or IP address.
@@ -105,6 +105,7 @@ pub struct ExternalInstance {
     pub ca_bundle_secret_ref: Option<SecretKeyRef>,
     /// How long to wait for a connection (a duration).
     #[serde(default = "default_connect_timeout")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1s')").message("connectTimeout must be at least 1s"))]
     pub connect_timeout: Duration,
 }
 
@@ -128,11 +129,12 @@ pub enum SslMode {
 }
 
 /// A database on the instance.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DatabaseEntry {
-    /// Database name.
+    /// Database name (not `postgres` nor `template*`: the server's own).
     #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z_][a-z0-9_]*$"))]
+    #[x_kube(validation = Rule::new("self != 'postgres' && !self.startsWith('template')").message("postgres and template* are the server's own databases; reprise does not manage them"))]
     pub name: String,
     /// Role that owns it (one of `roles`, or an existing role); unset: the admin.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -145,8 +147,10 @@ pub struct DatabaseEntry {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!self.login || has(self.passwordSecretRef)").message("spec.roles[]: a login role needs passwordSecretRef"))]
 pub struct Role {
-    /// Role name: lower-case letters, digits and `_`, as PostgreSQL folds unquoted names.
+    /// Role name: lower-case letters, digits and `_`, as PostgreSQL folds
+    /// unquoted names; not `postgres` nor `pg_*` (the server's own).
     #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z_][a-z0-9_]*$"))]
+    #[x_kube(validation = Rule::new("self != 'postgres' && !self.startsWith('pg_')").message("postgres and pg_* are the server's own roles; reprise does not manage them"))]
     pub name: String,
     /// Whether the role may log in.
     #[serde(default = "default_true")]
@@ -228,16 +232,18 @@ pub struct BackupStore {
 }
 
 /// A local directory store.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LocalStore {
-    /// Absolute path of the directory.
+    /// Absolute path of the directory, under the operator's backup directory
+    /// (its `--backup-root`; the chart's `databases.backups.mountPath`).
     #[schemars(length(min = 1, max = 4096), regex(pattern = r"^/.*$"))]
+    #[x_kube(validation = Rule::new("!self.split('/').exists(p, p == '.' || p == '..')").message("path must not contain . or .. segments"))]
     pub path: String,
 }
 
 /// An S3-compatible bucket.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct S3Store {
     /// Bucket name.
@@ -246,8 +252,10 @@ pub struct S3Store {
     /// Key prefix inside the bucket.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
-    /// Endpoint URL for S3-compatible stores; unset: AWS.
+    /// Endpoint URL for S3-compatible stores (http or https); unset: AWS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    #[x_kube(validation = Rule::new("isURL(self) && url(self).getScheme() in ['http', 'https'] && url(self).getHostname() != ''").message("endpoint must be an http or https URL with a host"))]
     pub endpoint: Option<String>,
     /// Region.
     #[serde(default, skip_serializing_if = "Option::is_none")]

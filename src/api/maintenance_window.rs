@@ -33,6 +33,7 @@ use super::common::{ComponentRef, Condition};
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.end > self.start").message("spec.end must be after spec.start"))]
+#[x_kube(validation = Rule::new("timestamp(self.end) - timestamp(self.start) <= duration('8784h')").message("spec: a maintenance window lasts at most 366 days (end - start)"))]
 pub struct MaintenanceWindowSpec {
     /// Components (of any kind, in this namespace) under maintenance, by label.
     pub selector: LabelSelector,

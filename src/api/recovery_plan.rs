@@ -62,6 +62,7 @@ pub struct RecoveryPlanSpec {
     pub drills: Option<Drills>,
     /// How long resolved Incidents are kept as the audit trail (a duration).
     #[serde(default = "default_incident_retention")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1m')").message("incidentRetention must be at least 1m"))]
     pub incident_retention: Duration,
 }
 
@@ -246,7 +247,7 @@ fn procedure_validation() -> kube::core::Rule {
 }
 
 /// One step of a procedure.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Step {
     /// Step name, unique in the procedure.
@@ -256,6 +257,7 @@ pub struct Step {
     pub action: Action,
     /// How long the step may take before it counts as failed (a duration).
     #[serde(default = "default_step_timeout")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1s')").message("timeout must be at least 1s"))]
     pub timeout: Duration,
     /// How many times a failed step is retried, with backoff.
     #[serde(default = "default_retries")]
@@ -331,7 +333,7 @@ pub const DRILL_NOW_ANNOTATION: &str = "reprise.dev/drill-now";
 /// Recovery drills: each covered Database's newest backup restored into a
 /// scratch database and each covered VirtualMachine's newest snapshot into a
 /// scratch VM, verified, timed and deleted. Live components are never touched.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Drills {
     /// Cron schedule (5 fields, UTC), e.g. `0 3 * * 0`. On demand: the
@@ -340,6 +342,7 @@ pub struct Drills {
     pub schedule: String,
     /// How long a drill may run before the components that have not answered count as failed.
     #[serde(default = "default_drill_timeout")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1s')").message("timeout must be at least 1s"))]
     pub timeout: Duration,
 }
 

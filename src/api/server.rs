@@ -59,9 +59,11 @@ pub struct ServerSpec {
     pub provisioning: Option<ProvisioningSpec>,
     /// How often the BMC is polled (a duration, e.g. `60s`); a jitter of up to 10% is added.
     #[serde(default = "default_poll_interval")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1s')").message("pollInterval must be at least 1s"))]
     pub poll_interval: Duration,
     /// How long a graceful shutdown may take before reprise forces the power off.
     #[serde(default = "default_shutdown_timeout")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1s')").message("shutdownTimeout must be at least 1s"))]
     pub shutdown_timeout: Duration,
 }
 
@@ -154,11 +156,13 @@ pub struct ProvisioningSpec {
     /// How long the installer needs the image after the server booted from
     /// it; then the virtual media is ejected.
     #[serde(default = "default_eject_after")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1s')").message("ejectAfter must be at least 1s"))]
     pub eject_after: Duration,
     /// How long after the reset the BMC may take to show that the server
     /// rebooted (power seen off, a new last reset time or boot progress);
     /// without that evidence the provisioning ends `TimedOut`.
     #[serde(default = "default_boot_timeout")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1s')").message("bootTimeout must be at least 1s"))]
     pub boot_timeout: Duration,
 }
 

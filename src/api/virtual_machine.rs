@@ -17,6 +17,7 @@ use super::common::{Condition, LocalRef, Retention};
     version = "v1alpha1",
     kind = "VirtualMachine",
     namespaced,
+    validation = Rule::new("self.metadata.name.size() <= 63 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("metadata.name: a VirtualMachine becomes a KubeVirt VirtualMachine, whose name is at most 63 lower-case letters, digits and '-', starting with a letter"),
     doc = "A virtual machine run by a provider (KubeVirt): installation, software, snapshots, restore.",
     status = "VirtualMachineStatus",
     shortname = "rvm",
@@ -111,8 +112,8 @@ pub struct ContainerDisk {
 pub struct DataVolumeDisk {
     /// Size of the volume (e.g. `20Gi`).
     pub size: Quantity,
-    /// URL of the image imported into the volume.
-    #[schemars(length(min = 1, max = 2048))]
+    /// URL of the image imported into the volume (http or https).
+    #[schemars(length(min = 1, max = 2048), regex(pattern = r"^https?://[^\s]+$"))]
     pub image_url: String,
     /// StorageClass; unset: the cluster default.
     #[serde(default, skip_serializing_if = "Option::is_none")]

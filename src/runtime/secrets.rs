@@ -128,30 +128,83 @@ pub struct Cached {
     data: Data,
 }
 
-/// Applies a Secret reprise owns unless it is already as desired: same
-/// content as reprise last wrote and untouched since (its resourceVersion).
-/// Returns whether it wrote, and whether the Secret had been deleted.
-pub async fn apply_owned(ctx: &Context, manager: &str, secret: &Secret) -> Result<Option<bool>, Error> {
+/// What [`apply_owned`] did.
+#[derive(Debug, PartialEq)]
+pub enum Applied {
+    /// Already as desired: nothing written.
+    Unchanged,
+    Written,
+    /// Written again after someone deleted it.
+    Recreated,
+    /// A Secret of that name exists and is not this owner's: left alone.
+    NotOurs(String),
+}
+
+/// Who controls a live object, for a message: `Kind/name`, or that nothing does.
+fn controller_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true))
+        .map(|o| format!("{}/{}", o.kind, o.name))
+        .unwrap_or_else(|| "nothing reprise manages".into())
+}
+
+/// Whether the live object is controlled by the owner `secret` names (the
+/// uid of its controller reference).
+fn ours(live: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, secret: &Secret) -> bool {
+    let want = secret
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true))
+        .map(|o| o.uid.as_str());
+    let have = live
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true))
+        .map(|o| o.uid.as_str());
+    want.is_some() && want == have
+}
+
+/// Applies a Secret reprise owns (its controller reference names the owner)
+/// unless it is already as desired: same content as reprise last wrote and
+/// untouched since (its resourceVersion). A Secret of that name that exists
+/// and is controlled by anything else is never written.
+pub async fn apply_owned(ctx: &Context, manager: &str, secret: &Secret) -> Result<Applied, Error> {
     let ns = secret.metadata.namespace.clone().unwrap_or_default();
     let name = secret.metadata.name.clone().unwrap_or_default();
     let key = format!("{ns}/{name}");
     let fingerprint = super::apply::fingerprint(&serde_json::to_value(secret)?);
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-    let mut live_rv = current_rv(ctx, &ns, &name);
+    let stored = ctx
+        .stores
+        .secrets
+        .get(&ObjectRef::<PartialObjectMeta<Secret>>::new(&name).within(&ns))
+        .map(|m| m.metadata.clone());
     let existed = ctx.applied.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&key);
-    if live_rv.is_none() && existed {
-        // Deleted, or our own write not yet seen by the watch: ask.
-        live_rv = api
-            .get_metadata_opt(&name)
-            .await?
-            .and_then(|m| m.metadata.resource_version);
+    // Not in the store: deleted, or not seen by the watch yet. Ask.
+    let live = match stored {
+        Some(m) => Some(m),
+        None => api.get_metadata_opt(&name).await?.map(|m| m.metadata),
+    };
+    if let Some(m) = &live
+        && !ours(m, secret)
+    {
+        return Ok(Applied::NotOurs(format!(
+            "Secret {name:?} exists and belongs to {}: reprise leaves it alone",
+            controller_of(m)
+        )));
     }
+    let live_rv = live.and_then(|m| m.resource_version);
     if let Some(rv) = &live_rv
         && let Some((applied_rv, applied)) = ctx.applied.lock().unwrap_or_else(|p| p.into_inner()).get(&key)
         && applied_rv == rv
         && *applied == fingerprint
     {
-        return Ok(None);
+        return Ok(Applied::Unchanged);
     }
     let written = api
         .patch(&name, &PatchParams::apply(manager).force(), &Patch::Apply(secret))
@@ -163,7 +216,11 @@ pub async fn apply_owned(ctx: &Context, manager: &str, secret: &Secret) -> Resul
             .unwrap_or_else(|p| p.into_inner())
             .insert(key, (rv, fingerprint));
     }
-    Ok(Some(existed && live_rv.is_none()))
+    Ok(if existed && live_rv.is_none() {
+        Applied::Recreated
+    } else {
+        Applied::Written
+    })
 }
 
 #[cfg(test)]

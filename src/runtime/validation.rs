@@ -98,9 +98,16 @@ pub fn check_cron(field: &str, expr: &str) -> Result<(), Invalid> {
             ),
         ));
     }
-    croner::Cron::from_str(expr)
-        .map(|_| ())
-        .map_err(|e| Invalid::new(field, format!("{expr:?} is not a cron schedule: {e}")))
+    let cron = croner::Cron::from_str(expr)
+        .map_err(|e| Invalid::new(field, format!("{expr:?} is not a cron schedule: {e}")))?;
+    // A schedule that names no real day (31 February) never fires: say so
+    // rather than wait forever. Looked for over the next 8 years (leap days).
+    let now = k8s_openapi::jiff::Timestamp::now().to_zoned(k8s_openapi::jiff::tz::TimeZone::UTC);
+    let horizon = now.timestamp().as_second() + 8 * 366 * 24 * 3600;
+    match cron.find_next_occurrence(&now, false) {
+        Ok(next) if next.timestamp().as_second() <= horizon => Ok(()),
+        _ => Err(Invalid::new(field, format!("{expr:?} never fires (no such date)"))),
+    }
 }
 
 /// A date `YYYY-MM-DD` that exists in the calendar.
@@ -149,6 +156,11 @@ mod tests {
         assert!(e.message.contains("5 fields"), "{e}");
         assert!(check_cron("f", "61 2 * * *").is_err());
         assert!(check_cron("f", "0 0 2 * * *").is_err());
+        assert!(check_cron("f", "0 0 29 2 *").is_ok(), "a leap day comes");
+        let e = check_cron("f", "0 0 31 2 *").unwrap_err();
+        assert!(e.message.contains("never fires"), "{e}");
+        assert!(check_cron("f", "*/0 * * * *").is_err());
+        assert!(check_cron("f", "0 0 30 2 *").is_err());
     }
 
     #[test]

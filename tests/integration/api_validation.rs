@@ -454,6 +454,163 @@ fn cases() -> Vec<Case> {
             |v| set(v, "/spec/component/kind", json!("Printer")),
             &["spec.component.kind", "Unsupported value"],
         ),
+        // Hostile values that once went through and then did nothing, or too much.
+        case(
+            "poll in a tight loop",
+            server,
+            |v| set(v, "/spec/pollInterval", json!("1ms")),
+            &["spec.pollInterval", "at least 1s"],
+        ),
+        case(
+            "poll every zero seconds",
+            server,
+            |v| set(v, "/spec/pollInterval", json!("0s")),
+            &["spec.pollInterval", "at least 1s"],
+        ),
+        case(
+            "a duration past any use",
+            server,
+            |v| set(v, "/spec/shutdownTimeout", json!("999999h")),
+            &["spec.shutdownTimeout", "at most 87600h"],
+        ),
+        case(
+            "a duration too long to parse",
+            server,
+            |v| set(v, "/spec/pollInterval", json!("99999999999h")),
+            &["spec.pollInterval", "should match"],
+        ),
+        case(
+            "credentials in the BMC address",
+            server,
+            |v| set(v, "/spec/bmc/address", json!("http://admin:hunter2@10.0.0.1")),
+            &["spec.bmc.address", "should match"],
+        ),
+        case(
+            "a Secret reference that is no Secret name",
+            server,
+            |v| set(v, "/spec/bmc/credentialsSecretRef/name", json!("../bmc")),
+            &["spec.bmc.credentialsSecretRef.name", "should match"],
+        ),
+        case(
+            "systemId escaping its collection",
+            server,
+            |v| set(v, "/spec/bmc/systemId", json!("../Managers?$expand=*")),
+            &["spec.bmc.systemId", "should match"],
+        ),
+        case(
+            "artifacts checked in a loop",
+            application,
+            |v| set(v, "/spec/artifactCheckInterval", json!("0s")),
+            &["spec.artifactCheckInterval", "at least 10s"],
+        ),
+        case(
+            "an Application name no Service can take",
+            application,
+            |v| set(v, "/metadata/name", json!("a".repeat(64))),
+            &["metadata.name", "Deployment and a Service"],
+        ),
+        case(
+            "an Application name with a dot",
+            application,
+            |v| set(v, "/metadata/name", json!("shop.v2")),
+            &["metadata.name", "Deployment and a Service"],
+        ),
+        case(
+            "the same dependency twice",
+            application,
+            |v| {
+                set(
+                    v,
+                    "/spec/dependsOn",
+                    json!([{"kind": "Database", "name": "db"}, {"kind": "Database", "name": "db"}]),
+                )
+            },
+            &["spec.dependsOn", "twice"],
+        ),
+        case(
+            "a VM name KubeVirt cannot take",
+            vm,
+            |v| set(v, "/metadata/name", json!("vm.web")),
+            &["metadata.name", "KubeVirt"],
+        ),
+        case(
+            "a data volume read from a file",
+            vm,
+            |v| {
+                set(
+                    v,
+                    "/spec/disks/0",
+                    json!({"name": "root", "dataVolume": {"size": "10Gi", "imageUrl": "file:///etc/shadow"}}),
+                )
+            },
+            &["spec.disks[0].dataVolume.imageUrl", "should match"],
+        ),
+        case(
+            "the admin role",
+            database,
+            |v| set(v, "/spec/roles/0/name", json!("postgres")),
+            &["spec.roles[0].name", "the server's own roles"],
+        ),
+        case(
+            "a reserved role",
+            database,
+            |v| set(v, "/spec/roles/0/name", json!("pg_monitor")),
+            &["spec.roles[0].name", "the server's own roles"],
+        ),
+        case(
+            "the maintenance database",
+            database,
+            |v| set(v, "/spec/databases/0/name", json!("postgres")),
+            &["spec.databases[0].name", "the server's own databases"],
+        ),
+        case(
+            "a template database",
+            database,
+            |v| set(v, "/spec/databases/0/name", json!("template1")),
+            &["spec.databases[0].name", "the server's own databases"],
+        ),
+        case(
+            "a backup path climbing out",
+            database,
+            |v| set(v, "/spec/backup/store/local/path", json!("/backups/../../etc")),
+            &["spec.backup.store.local.path", ". or .."],
+        ),
+        case(
+            "an S3 endpoint on the filesystem",
+            database,
+            |v| {
+                set(
+                    v,
+                    "/spec/backup/store",
+                    json!({"s3": {"bucket": "bkp", "endpoint": "file:///etc", "credentialsSecretRef": {"name": "s3"}}}),
+                )
+            },
+            &["spec.backup.store.s3.endpoint", "http or https"],
+        ),
+        case(
+            "connect timeout of zero",
+            database,
+            |v| set(v, "/spec/instance/external/connectTimeout", json!("0s")),
+            &["spec.instance.external.connectTimeout", "at least 1s"],
+        ),
+        case(
+            "retention of a millisecond",
+            database,
+            |v| set(v, "/spec/backup/retention", json!({"count": 2, "maxAge": "1ms"})),
+            &["spec.backup.retention.maxAge", "at least 1m"],
+        ),
+        case(
+            "incidents kept for no time",
+            plan,
+            |v| set(v, "/spec/incidentRetention", json!("0s")),
+            &["spec.incidentRetention", "at least 1m"],
+        ),
+        case(
+            "a window until 9999",
+            window,
+            |v| set(v, "/spec/end", json!("9999-12-31T00:00:00Z")),
+            &["spec", "at most 366 days"],
+        ),
     ]
 }
 

@@ -217,7 +217,11 @@ async fn check_artifacts(
     status: &mut ApplicationStatus,
     now: Timestamp,
 ) -> Option<Duration> {
-    let interval = app.spec.artifact_check_interval.as_std();
+    let interval = app
+        .spec
+        .artifact_check_interval
+        .as_std()
+        .max(std::time::Duration::from_secs(10));
     let mut next: Option<Duration> = None;
     let mut kept = vec![];
     for a in &app.spec.artifacts {

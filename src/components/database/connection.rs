@@ -17,8 +17,34 @@ use crate::{
 pub struct Resolved {
     pub target: Target,
     pub roles: Vec<DesiredRole>,
+    /// Roles of the spec left unmanaged, and why (another Database on the
+    /// same instance manages them too, or they are the admin account).
+    pub conflicts: Vec<String>,
     /// The backup store, or why it cannot be opened; None without `spec.backup`.
     pub store: Option<Result<Store, String>>,
+}
+
+/// The other Databases (in every namespace the operator watches) on the
+/// same instance: the same host and port.
+fn same_instance(ctx: &Context, db: &Database) -> Vec<Database> {
+    let Some(ext) = &db.spec.instance.external else {
+        return vec![];
+    };
+    let instance = |d: &Database| {
+        d.spec
+            .instance
+            .external
+            .as_ref()
+            .map(|e| (e.host.to_lowercase(), e.port))
+    };
+    let me = (ext.host.to_lowercase(), ext.port);
+    ctx.stores
+        .databases
+        .state()
+        .into_iter()
+        .filter_map(|d| d.0.as_ref().ok().cloned())
+        .filter(|d| d.uid() != db.uid() && instance(d).as_ref() == Some(&me))
+        .collect()
 }
 
 /// One key of a Secret, as text.
@@ -89,7 +115,25 @@ pub async fn resolve(ctx: &Context, db: &Database) -> Result<Result<Resolved, In
         connect_timeout: ext.connect_timeout.as_std().max(Duration::from_secs(1)),
     };
     let mut roles = vec![];
+    let mut conflicts = vec![];
+    let others = same_instance(ctx, db);
     for (i, r) in db.spec.roles.iter().enumerate() {
+        if r.name == target.user {
+            conflicts.push(format!(
+                "spec.roles[{i}]: {:?} is the admin account reprise connects as; reprise leaves it alone",
+                r.name
+            ));
+            continue;
+        }
+        if let Some(other) = others.iter().find(|o| o.spec.roles.iter().any(|x| x.name == r.name)) {
+            conflicts.push(format!(
+                "spec.roles[{i}]: role {:?} is also managed by Database {}/{} on the same instance; neither manages it until one lets it go",
+                r.name,
+                other.namespace().unwrap_or_default(),
+                other.name_any()
+            ));
+            continue;
+        }
         let password = match &r.password_secret_ref {
             Some(p) => Some(Password(tri!(key(
                 ctx,
@@ -127,5 +171,10 @@ pub async fn resolve(ctx: &Context, db: &Database) -> Result<Result<Resolved, In
             Some(Store::open(&b.store, creds, &ns, &db.name_any()))
         }
     };
-    Ok(Ok(Resolved { target, roles, store }))
+    Ok(Ok(Resolved {
+        target,
+        roles,
+        conflicts,
+        store,
+    }))
 }

@@ -354,7 +354,14 @@ async fn pass<E: DatabaseEngine>(
     let mut out = Outcome::default();
     let mut accounts_error: Option<EngineError> = live
         .engine
-        .ensure_roles(&owner, &r.roles, db.spec.prune, &names, &mut out)
+        // Never drop a role left unmanaged by a conflict: it is still in the spec.
+        .ensure_roles(
+            &owner,
+            &r.roles,
+            db.spec.prune && r.conflicts.is_empty(),
+            &names,
+            &mut out,
+        )
         .await
         .err();
 
@@ -377,20 +384,7 @@ async fn pass<E: DatabaseEngine>(
     record_accounts(&mut pass, accounts_error.as_ref(), out, r.roles.len());
 
     // 5. A connection Secret per login role.
-    for role in &r.roles {
-        let Some(secret) = connection_secret(db, &live.engine, &r.target, role) else {
-            continue;
-        };
-        if let Some(true) = secrets::apply_owned(ctx, Database::MANAGER, &secret).await? {
-            ctx.metrics.repaired("Database", "Secret", "Recreated");
-            pass.event(
-                EventType::Warning,
-                "Recreated",
-                "Repair",
-                format!("connection Secret {} was deleted; recreated it", secret.name_any()),
-            );
-        }
-    }
+    connection_secrets(&mut pass, &live).await?;
 
     // 6. Backups: on schedule, on request, never of a database missing data.
     let asked_backup = action.take_if(|r| r.action() == Some(ActionVerb::Backup));
@@ -400,6 +394,46 @@ async fn pass<E: DatabaseEngine>(
         pass.action(req, ActionOutcome::Rejected, why);
     }
     pass.finish(requeue.min(probe)).await
+}
+
+/// A connection Secret per login role; one whose name is taken by a Secret
+/// this Database does not control is left alone and reported (Conflict).
+async fn connection_secrets(pass: &mut Pass<'_>, live: &Live<'_, impl DatabaseEngine>) -> Result<(), Error> {
+    let (ctx, db) = (pass.ctx, pass.obj);
+    let mut conflicts = live.r.conflicts.clone();
+    for role in &live.r.roles {
+        let Some(secret) = connection_secret(db, &live.engine, &live.r.target, role) else {
+            continue;
+        };
+        match secrets::apply_owned(ctx, Database::MANAGER, &secret).await? {
+            secrets::Applied::Recreated => {
+                ctx.metrics.repaired("Database", "Secret", "Recreated");
+                pass.event(
+                    EventType::Warning,
+                    "Recreated",
+                    "Repair",
+                    format!("connection Secret {} was deleted; recreated it", secret.name_any()),
+                );
+            }
+            secrets::Applied::NotOurs(why) => conflicts.push(format!(
+                "spec.roles[] {}: {why}; rename the role or the Secret",
+                role.name
+            )),
+            secrets::Applied::Written | secrets::Applied::Unchanged => {}
+        }
+    }
+    if !conflicts.is_empty() {
+        let message = conflicts.join("; ");
+        let said = db
+            .status
+            .as_ref()
+            .and_then(|s| find_condition(&s.conditions, ACCOUNTS_READY));
+        if said.is_none_or(|c| c.message != message) {
+            pass.event(EventType::Warning, reasons::CONFLICT, "Reconcile", message.clone());
+        }
+        pass.set(ACCOUNTS_READY, false, reasons::CONFLICT, message);
+    }
+    Ok(())
 }
 
 /// The backups in the store, newest first (none, said so, when it cannot be listed).
