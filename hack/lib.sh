@@ -10,7 +10,9 @@ need_go() {
 }
 
 tool_key() {
-  cat "$REPRISE_ROOT/hack/tools/$1/go.mod" "$REPRISE_ROOT/hack/tools/$1/go.sum" | sha256sum | cut -c1-12
+  local d=$REPRISE_ROOT/hack/tools/$1 src=()
+  [[ -f $d/main.go ]] && src=("$d/main.go")  # a checker of our own, not a module's command
+  cat "$d/go.mod" "$d/go.sum" "${src[@]}" | sha256sum | cut -c1-12
 }
 
 k8s_bin_dir() { echo "$REPRISE_CACHE/bin/kubernetes-$(tool_key kubernetes)"; }

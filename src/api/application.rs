@@ -83,7 +83,7 @@ pub struct ApplicationSpec {
     pub artifacts: Vec<Artifact>,
     /// How often artifacts are re-checked (a duration).
     #[serde(default = "default_artifact_interval")]
-    #[x_kube(validation = Rule::new("duration(self) >= duration('10s')").message("artifactCheckInterval must be at least 10s"))]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1s')").message("artifactCheckInterval must be at least 1s"))]
     pub artifact_check_interval: Duration,
     /// How a new version rolls out.
     #[serde(default)]

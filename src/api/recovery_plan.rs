@@ -62,7 +62,7 @@ pub struct RecoveryPlanSpec {
     pub drills: Option<Drills>,
     /// How long resolved Incidents are kept as the audit trail (a duration).
     #[serde(default = "default_incident_retention")]
-    #[x_kube(validation = Rule::new("duration(self) >= duration('1m')").message("incidentRetention must be at least 1m"))]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1s')").message("incidentRetention must be at least 1s"))]
     pub incident_retention: Duration,
 }
 

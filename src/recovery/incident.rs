@@ -93,9 +93,11 @@ pub fn reconcile(obj: Arc<Incident>, ctx: Arc<Context>) -> BoxFuture<'static, Re
 }
 
 /// On an Incident's first look, why it is not believed: not opened by this
-/// process, and its component shows no failure (now or seen on the watch).
-/// After a restart, an Incident its predecessor opened but never looked at
-/// is believed only while its component still fails.
+/// process, and its component is healthy with no sign of a failure or of a
+/// recovery (not failing, not seen failing, no action asked or taken since
+/// the incident was created). After a restart, an Incident its predecessor
+/// opened is believed while its component still fails or recovers; only one
+/// whose component is already back and untouched is not.
 fn unconfirmed(ctx: &Context, inc: &Incident) -> Option<String> {
     if inc.status.is_some() {
         return None;
@@ -105,8 +107,17 @@ fn unconfirmed(ctx: &Context, inc: &Incident) -> Option<String> {
         return None;
     }
     let c = &inc.spec.component;
-    let failing = super::detection::failure(&ctx.stores, &ns, c).is_some() || ctx.seen.get(&ns, c).is_some();
-    (!failing).then(|| {
+    let component = crate::runtime::stores::component(&ctx.stores, &ns, c);
+    let created = inc.metadata.creation_timestamp.as_ref().map(|t| t.0);
+    let evidence = component.as_deref().is_some_and(|comp| {
+        super::detection::failure_of(comp).is_some()
+            || !comp.health().is_some_and(|h| h.healthy)
+            || comp.pending_request().is_some()
+            || comp
+                .last_action()
+                .is_some_and(|a| created.is_none_or(|t| a.time.0 >= t))
+    }) || ctx.seen.get(&ns, c).is_some();
+    (!evidence).then(|| {
         format!(
             "not opened by reprise, and {} {} shows no failure: nobody was told, nothing was done",
             c.kind, c.name

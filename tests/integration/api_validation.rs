@@ -501,7 +501,7 @@ fn cases() -> Vec<Case> {
             "artifacts checked in a loop",
             application,
             |v| set(v, "/spec/artifactCheckInterval", json!("0s")),
-            &["spec.artifactCheckInterval", "at least 10s"],
+            &["spec.artifactCheckInterval", "at least 1s"],
         ),
         case(
             "an Application name no Service can take",
@@ -603,7 +603,7 @@ fn cases() -> Vec<Case> {
             "incidents kept for no time",
             plan,
             |v| set(v, "/spec/incidentRetention", json!("0s")),
-            &["spec.incidentRetention", "at least 1m"],
+            &["spec.incidentRetention", "at least 1s"],
         ),
         case(
             "a window until 9999",

@@ -11,6 +11,7 @@ mod control_plane;
 mod crds;
 mod databases;
 mod faults;
+mod kstatus;
 mod leader;
 mod operator_validation;
 mod plans;

@@ -58,7 +58,7 @@ stringData: {other: x}
 ---
 apiVersion: v1
 kind: Secret
-metadata: {name: bmc}
+metadata: {name: bmc, annotations: {reprise.dev/for: "Server/*"}}
 stringData: {username: u, password: p}
 ---
 apiVersion: v1

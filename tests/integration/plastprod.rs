@@ -84,6 +84,14 @@ async fn the_example_is_quiet_then_recovers_one_failure_per_level() {
         all["items"].as_array().unwrap().is_empty(),
         "no incident while nothing fails"
     );
+    // What Flux or Argo CD would say of the example: every object Current.
+    let judged = crate::support::kstatus(
+        &ns.name,
+        "servers,virtualmachines.reprise.dev,databases,applications,recoveryplans,maintenancewindows",
+    );
+    let not_current: Vec<_> = judged.iter().filter(|(_, (s, _))| s != "Current").collect();
+    assert!(judged.len() >= 9, "{judged:?}");
+    assert!(not_current.is_empty(), "kstatus: {not_current:?}");
 
     // Level 1, application: its Deployment deleted.
     ns.k(&["delete", "deployment", "web-shop", "--wait=false"]);

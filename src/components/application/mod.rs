@@ -221,7 +221,7 @@ async fn check_artifacts(
         .spec
         .artifact_check_interval
         .as_std()
-        .max(std::time::Duration::from_secs(10));
+        .max(std::time::Duration::from_secs(1));
     let mut next: Option<Duration> = None;
     let mut kept = vec![];
     for a in &app.spec.artifacts {

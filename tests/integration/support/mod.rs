@@ -425,3 +425,31 @@ pub fn bench_runtime() -> tokio::runtime::Runtime {
         .build()
         .expect("runtime")
 }
+
+/// What kstatus (sigs.k8s.io/cli-utils, as Flux and Argo CD use it) says of
+/// each object of `kinds` (kubectl's comma list) in `ns`: `Kind/name` →
+/// (status, message), computed by `hack/kstatus-check`.
+pub fn kstatus(ns: &str, kinds: &str) -> std::collections::BTreeMap<String, (String, String)> {
+    let list = plane().k(&["get", kinds, "-n", ns, "-o", "json"]);
+    let mut child = Command::new(repo_root().join("hack/kstatus-check"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("cannot run hack/kstatus-check");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(list.as_bytes()).expect("write to kstatus-check");
+    }
+    let out = child.wait_with_output().expect("kstatus-check output");
+    assert!(out.status.success(), "hack/kstatus-check failed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.splitn(3, ' ');
+            let obj = parts.next()?.to_string();
+            let status = parts.next()?.to_string();
+            Some((obj, (status, parts.next().unwrap_or_default().to_string())))
+        })
+        .collect()
+}
