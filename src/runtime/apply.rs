@@ -8,3 +8,67 @@
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "reprise");
 
 pub use crate::drift::{fingerprint, is_subset};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+fn controller_uid(meta: &ObjectMeta) -> Option<&str> {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true))
+        .map(|o| o.uid.as_str())
+}
+
+/// Whether the live object has the controller `desired` names (by uid): an
+/// object of the same name that anything else controls is never written.
+pub fn same_controller(live: &ObjectMeta, desired: &ObjectMeta) -> bool {
+    let want = controller_uid(desired);
+    want.is_some() && want == controller_uid(live)
+}
+
+/// Who controls a live object, for a message: `Kind/name`, or that nothing reprise manages does.
+pub fn controller_of(meta: &ObjectMeta) -> String {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true))
+        .map(|o| format!("{}/{}", o.kind, o.name))
+        .unwrap_or_else(|| "nothing reprise manages".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+
+    fn owned_by(uid: &str, controller: bool) -> ObjectMeta {
+        ObjectMeta {
+            owner_references: Some(vec![OwnerReference {
+                api_version: "reprise.dev/v1alpha1".into(),
+                kind: "Database".into(),
+                name: "a".into(),
+                uid: uid.into(),
+                controller: Some(controller),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_the_same_controller_may_write() {
+        assert!(same_controller(&owned_by("u1", true), &owned_by("u1", true)));
+        assert!(!same_controller(&owned_by("u2", true), &owned_by("u1", true)));
+        assert!(
+            !same_controller(&owned_by("u1", false), &owned_by("u1", true)),
+            "an owner, not the controller"
+        );
+        assert!(!same_controller(&ObjectMeta::default(), &owned_by("u1", true)));
+        assert!(
+            !same_controller(&ObjectMeta::default(), &ObjectMeta::default()),
+            "nothing to match"
+        );
+        assert_eq!(controller_of(&owned_by("u2", true)), "Database/a");
+        assert_eq!(controller_of(&ObjectMeta::default()), "nothing reprise manages");
+    }
+}

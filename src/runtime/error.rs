@@ -13,6 +13,9 @@ pub enum Error {
     ShuttingDown,
     #[error("VM engine: {0}")]
     Engine(String),
+    /// What the object would write exists and something else controls it.
+    #[error("{0}")]
+    NotOurs(String),
 }
 
 impl From<crate::providers::vm::VmError> for Error {
@@ -35,6 +38,7 @@ impl Error {
             Error::Encode(_) => "EncodeError",
             Error::ShuttingDown => "ShuttingDown",
             Error::Engine(_) => "EngineError",
+            Error::NotOurs(_) => "Conflict",
         }
     }
 }

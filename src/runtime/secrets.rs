@@ -140,35 +140,6 @@ pub enum Applied {
     NotOurs(String),
 }
 
-/// Who controls a live object, for a message: `Kind/name`, or that nothing does.
-fn controller_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
-    meta.owner_references
-        .iter()
-        .flatten()
-        .find(|o| o.controller == Some(true))
-        .map(|o| format!("{}/{}", o.kind, o.name))
-        .unwrap_or_else(|| "nothing reprise manages".into())
-}
-
-/// Whether the live object is controlled by the owner `secret` names (the
-/// uid of its controller reference).
-fn ours(live: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, secret: &Secret) -> bool {
-    let want = secret
-        .metadata
-        .owner_references
-        .iter()
-        .flatten()
-        .find(|o| o.controller == Some(true))
-        .map(|o| o.uid.as_str());
-    let have = live
-        .owner_references
-        .iter()
-        .flatten()
-        .find(|o| o.controller == Some(true))
-        .map(|o| o.uid.as_str());
-    want.is_some() && want == have
-}
-
 /// Applies a Secret reprise owns (its controller reference names the owner)
 /// unless it is already as desired: same content as reprise last wrote and
 /// untouched since (its resourceVersion). A Secret of that name that exists
@@ -191,11 +162,11 @@ pub async fn apply_owned(ctx: &Context, manager: &str, secret: &Secret) -> Resul
         None => api.get_metadata_opt(&name).await?.map(|m| m.metadata),
     };
     if let Some(m) = &live
-        && !ours(m, secret)
+        && !super::apply::same_controller(m, &secret.metadata)
     {
         return Ok(Applied::NotOurs(format!(
             "Secret {name:?} exists and belongs to {}: reprise leaves it alone",
-            controller_of(m)
+            super::apply::controller_of(m)
         )));
     }
     let live_rv = live.and_then(|m| m.resource_version);

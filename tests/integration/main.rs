@@ -14,6 +14,7 @@ mod faults;
 mod kstatus;
 mod leader;
 mod operator_validation;
+mod ownership;
 mod plans;
 mod plastprod;
 mod recovery;

@@ -180,6 +180,14 @@ where
         Some(l) => Some((*l).clone()),
         None => api.get_opt(&name).await?,
     };
+    if let Some(l) = &live
+        && !crate::runtime::apply::same_controller(l.meta(), desired.meta())
+    {
+        return Err(Error::NotOurs(format!(
+            "{what} {name} exists and belongs to {}: reprise leaves it alone; rename the Application or remove the {what}",
+            crate::runtime::apply::controller_of(l.meta())
+        )));
+    }
     let applied = |o: &T| o.annotations().get(desired::APPLIED_ANNOTATION).cloned();
     let repair = match &live {
         None if existed_before => Some((
@@ -274,6 +282,31 @@ where
     }
 }
 
+/// Said in status and an Event, once (only when the status changes). A name
+/// taken by an object reprise does not control waits for a person (Stalled,
+/// looked at again in a minute); anything else backs off as an error.
+async fn apply_failed(mut r: Report<'_, Application>, e: Error) -> Result<Action, Error> {
+    let (reason, message) = match &e {
+        Error::NotOurs(why) => (reasons::CONFLICT, why.clone()),
+        e => ("ApplyFailed", format!("cannot apply the Deployment or Service: {e}")),
+    };
+    let said = r
+        .obj
+        .status
+        .as_ref()
+        .and_then(|s| crate::api::common::find_condition(&s.conditions, reasons::READY))
+        .is_some_and(|c| c.message == message);
+    r.set(reasons::READY, false, reason, message.clone());
+    if !said {
+        r.event(EventType::Warning, reason, "Apply", message);
+    }
+    r.write().await?;
+    match e {
+        Error::NotOurs(_) => Ok(Action::requeue(crate::runtime::validation::RECHECK_MISSING)),
+        e => Err(e),
+    }
+}
+
 pub fn reconcile(obj: Arc<Application>, ctx: Arc<Context>) -> BoxFuture<'static, Result<Action, Error>> {
     async move {
         if let Err(invalid) = validate(&ctx, &obj) {
@@ -286,12 +319,7 @@ pub fn reconcile(obj: Arc<Application>, ctx: Arc<Context>) -> BoxFuture<'static,
         let acted = act(&mut r, &ctx, app, &mut live).await?;
         let decision = release(&mut r, &ctx, app, &live).await;
         if let Err(e) = apply(&mut r, &ctx, app, &live, &decision).await {
-            // Said in status and an Event (once: both only when the status changes), then back off.
-            let message = format!("cannot apply the Deployment or Service: {e}");
-            r.set(reasons::READY, false, "ApplyFailed", message.clone());
-            r.event(EventType::Warning, "ApplyFailed", "Apply", message);
-            r.write().await?;
-            return Err(e);
+            return apply_failed(r, e).await;
         }
         if acted {
             crash::point("application:applied");

@@ -114,6 +114,25 @@ pub fn reconcile(obj: Arc<VirtualMachine>, ctx: Arc<Context>) -> BoxFuture<'stat
     .boxed()
 }
 
+/// Why the provider's VM of this name is not this VirtualMachine's to touch:
+/// it exists and something else controls it.
+fn foreign(observed: &Observed, vm: &VirtualMachine) -> Option<String> {
+    use kube::Resource;
+    let live: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta =
+        serde_json::from_value(observed.object.as_ref()?.get("metadata")?.clone()).ok()?;
+    let mine = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        owner_references: vm.controller_owner_ref(&()).map(|o| vec![o]),
+        ..Default::default()
+    };
+    (!crate::runtime::apply::same_controller(&live, &mine)).then(|| {
+        format!(
+            "the KubeVirt VirtualMachine {} exists and belongs to {}: reprise leaves it alone; rename this VirtualMachine or remove that one",
+            vm.name_any(),
+            crate::runtime::apply::controller_of(&live)
+        )
+    })
+}
+
 /// When to look again: the soonest of what each part asked for.
 #[derive(Default)]
 struct Again(Option<Duration>);
@@ -142,6 +161,20 @@ where
     let mut again = Again::default();
     let mut progress = r.status.action_progress.clone();
     let before = engine.observe(vm).await?;
+    if let Some(why) = foreign(&before, vm) {
+        // Never restart, apply over or delete what another owner controls.
+        let said = r
+            .obj
+            .status
+            .as_ref()
+            .and_then(|s| crate::api::common::find_condition(&s.conditions, reasons::READY))
+            .is_some_and(|c| c.message == why);
+        if !said {
+            r.event(EventType::Warning, reasons::CONFLICT, "Apply", why.clone());
+        }
+        r.set(reasons::READY, false, reasons::CONFLICT, why);
+        return Ok(Some(crate::runtime::validation::RECHECK_MISSING));
+    }
     finish_accepted(r, engine, vm, &before).await?;
     let recreate = act(r, ctx, engine, vm, &before, &mut progress).await?;
     let (mut observed, held) = ensure(r, ctx, engine, vm, &progress, recreate, &mut again).await?;
