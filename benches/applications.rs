@@ -202,6 +202,7 @@ fn main() {
         println!("control plane: private, {nodes} kwok nodes");
         let ns = "bench";
         let _ = plane.kubectl().args(["create", "namespace", ns]).output();
+        plane.grant_operator(ns);
         let mut op = Operator::start(Options {
             plane: Some(&plane),
             ..Options::namespace(ns)

@@ -17,9 +17,12 @@ use crate::{
 /// Options of `reprise run`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct RunOptions {
-    /// Watch only this namespace (default: all namespaces).
-    #[arg(long, env = "REPRISE_NAMESPACE")]
-    pub namespace: Option<String>,
+    /// Watch only these namespaces (repeat the flag, or separate with
+    /// commas; default: all namespaces). Each gets its own watches, so the
+    /// operator needs rights in those namespaces only (the chart's
+    /// `watchNamespaces`: Roles, no ClusterRole).
+    #[arg(long = "namespace", env = "REPRISE_NAMESPACE", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
     /// Address of the /healthz, /readyz and /metrics listener.
     #[arg(long, env = "REPRISE_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: SocketAddr,
@@ -92,7 +95,7 @@ impl RunOptions {
             .lease_namespace
             .clone()
             .or_else(|| std::env::var("POD_NAMESPACE").ok())
-            .or_else(|| self.namespace.clone())
+            .or_else(|| self.namespaces.first().cloned())
             .unwrap_or_else(|| "default".into());
         let mut cfg = LeaseConfig::new(&self.lease_name, &ns, &self.identity());
         cfg.lease_duration = Duration::from_secs(self.lease_duration_seconds);
@@ -135,14 +138,14 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let (addr, server) = http::serve(opts.http_addr, health.clone(), metrics.clone(), shutdown.clone())
         .await
         .with_context(|| format!("cannot listen on {}", opts.http_addr))?;
-    tracing::info!(%addr, namespace = ?opts.namespace, "health and metrics endpoints listening");
+    tracing::info!(%addr, namespaces = ?opts.namespaces, "health and metrics endpoints listening");
 
     let identity = opts.identity();
     let controllers = |term: CancellationToken| {
         runner::run(
             client.clone(),
             metrics.clone(),
-            opts.namespace.clone(),
+            opts.namespaces.clone(),
             identity.clone(),
             settings(&opts),
             health.clone(),

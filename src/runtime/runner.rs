@@ -7,7 +7,6 @@ use k8s_openapi::api::{
     apps::v1::Deployment,
     core::v1::{Secret, Service},
 };
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::{Patch, PatchParams},
@@ -82,30 +81,17 @@ where
     }
 }
 
-/// Waits until every reprise CRD is established. Logs what it waits for;
-/// never exits: the CRDs may be installed after the operator.
+/// Waits until the API server serves every reprise kind (a CRD appears in
+/// discovery once established). Discovery needs no rights beyond being
+/// authenticated, so a namespaced install needs no ClusterRole for it.
+/// Logs what it waits for; never exits: the CRDs may come after the operator.
 async fn await_crds(client: &Client, shutdown: &CancellationToken) -> bool {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     for crd in api::crds() {
-        let name = crd.name_any();
+        let (group, plural) = (crd.spec.group.clone(), crd.spec.names.plural.clone());
         let mut logged = false;
-        loop {
-            let established = match crds.get_opt(&name).await {
-                Ok(Some(c)) => c
-                    .status
-                    .and_then(|s| s.conditions)
-                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True")),
-                Ok(None) => false,
-                Err(e) => {
-                    tracing::warn!(crd = %name, error = %e, "cannot read the CRD");
-                    false
-                }
-            };
-            if established {
-                break;
-            }
+        while !served(client, &group, &plural).await {
             if !logged {
-                tracing::warn!(crd = %name, "waiting for the CRD to be installed and established");
+                tracing::warn!(crd = %crd.name_any(), "waiting for the CRD to be installed and established");
                 logged = true;
             }
             tokio::select! {
@@ -302,10 +288,14 @@ fn tokio_stream_of<T: Send + 'static>(
     futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) })
 }
 
-/// Whether CRD `name` is installed.
-async fn crd_installed(client: &Client, name: &str) -> bool {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    matches!(crds.get_opt(name).await, Ok(Some(_)))
+/// Whether the API server serves `plural` in `group` (any version).
+async fn served(client: &Client, group: &str, plural: &str) -> bool {
+    match kube::discovery::group(client, group).await {
+        Ok(g) => g
+            .versions()
+            .any(|v| g.versioned_resources(v).iter().any(|(r, _)| r.plural == plural)),
+        Err(_) => false,
+    }
 }
 
 /// Changes (deletions included) of KubeVirt objects reprise made, as a
@@ -615,20 +605,22 @@ impl Kinds {
 }
 
 /// Tells `health` once every cache has synced.
-async fn synced(s: Stores, health: Arc<Health>) {
-    let _ = futures::future::join_all(vec![
-        s.applications.wait_until_ready().boxed(),
-        s.databases.wait_until_ready().boxed(),
-        s.incidents.wait_until_ready().boxed(),
-        s.maintenance_windows.wait_until_ready().boxed(),
-        s.recovery_plans.wait_until_ready().boxed(),
-        s.servers.wait_until_ready().boxed(),
-        s.virtual_machines.wait_until_ready().boxed(),
-        s.deployments.wait_until_ready().boxed(),
-        s.services.wait_until_ready().boxed(),
-        s.secrets.wait_until_ready().boxed(),
-    ])
-    .await;
+async fn synced(all: Vec<Stores>, health: Arc<Health>) {
+    let waits = all.iter().flat_map(|s| {
+        [
+            s.applications.wait_until_ready().boxed(),
+            s.databases.wait_until_ready().boxed(),
+            s.incidents.wait_until_ready().boxed(),
+            s.maintenance_windows.wait_until_ready().boxed(),
+            s.recovery_plans.wait_until_ready().boxed(),
+            s.servers.wait_until_ready().boxed(),
+            s.virtual_machines.wait_until_ready().boxed(),
+            s.deployments.wait_until_ready().boxed(),
+            s.services.wait_until_ready().boxed(),
+            s.secrets.wait_until_ready().boxed(),
+        ]
+    });
+    let _ = futures::future::join_all(waits.collect::<Vec<_>>()).await;
     health.set_caches_synced(true);
     tracing::info!("caches synced; controllers running");
 }
@@ -757,7 +749,7 @@ fn component_controllers(
 pub async fn run(
     client: Client,
     metrics: Arc<Metrics>,
-    namespace: Option<String>,
+    namespaces: Vec<String>,
     instance: String,
     mut settings: Settings,
     health: Arc<Health>,
@@ -766,40 +758,67 @@ pub async fn run(
     if !await_crds(&client, &shutdown).await {
         return;
     }
-    settings.kubevirt_installed = crd_installed(&client, "virtualmachines.kubevirt.io").await
-        && crd_installed(&client, "virtualmachinesnapshots.snapshot.kubevirt.io").await;
+    settings.kubevirt_installed = served(&client, "kubevirt.io", "virtualmachines").await
+        && served(&client, "snapshot.kubevirt.io", "virtualmachinesnapshots").await;
     if !settings.kubevirt_installed {
         tracing::warn!(
             "KubeVirt's CRDs are not installed: VirtualMachines will wait (restart reprise after installing KubeVirt)"
         );
     }
+    // One set of watches and controllers per namespace (all: one set for the
+    // cluster). Objects refer only within their namespace, so the sets share
+    // nothing but the client, the metrics and the health.
+    let scopes: Vec<Option<String>> = if namespaces.is_empty() {
+        vec![None]
+    } else {
+        namespaces.into_iter().map(Some).collect()
+    };
+    let mut tasks = vec![];
+    let mut all_stores = vec![];
+    for ns in scopes {
+        let (t, stores) = scope(&client, &metrics, ns, &instance, settings.clone(), &shutdown);
+        tasks.extend(t);
+        all_stores.push(stores);
+    }
+    tasks.push(synced(all_stores, health).boxed());
+    futures::future::join_all(tasks).await;
+}
+
+/// The watches and controllers of one namespace (None: every namespace).
+fn scope(
+    client: &Client,
+    metrics: &Arc<Metrics>,
+    namespace: Option<String>,
+    instance: &str,
+    settings: Settings,
+    shutdown: &CancellationToken,
+) -> (Vec<BoxFuture<'static, ()>>, Stores) {
     let ns = namespace.as_deref();
     let kinds = Kinds::new();
-    let (deployments, deployment_changes) = owned::<Deployment>(&client, ns);
-    let (services, service_changes) = owned::<Service>(&client, ns);
-    let (secret_meta, secret_stream) = secrets(&client, ns);
+    let (deployments, deployment_changes) = owned::<Deployment>(client, ns);
+    let (services, service_changes) = owned::<Service>(client, ns);
+    let (secret_meta, secret_stream) = secrets(client, ns);
     let (secrets_tx, _) = tokio::sync::broadcast::channel(256);
     let stores = kinds.stores(secret_meta, deployments, services);
     let ctx = Arc::new(Context::new(
         client.clone(),
-        metrics,
+        metrics.clone(),
         namespace.clone(),
         stores.clone(),
-        instance,
+        instance.to_string(),
         settings,
     ));
     let mut tasks = kinds.observers(&ctx);
-    tasks.extend(engine_controllers(&kinds, &ctx, &shutdown));
+    tasks.extend(engine_controllers(&kinds, &ctx, shutdown));
     let related = Related {
         deployments: deployment_changes.boxed(),
         services: service_changes.boxed(),
         secrets: &secrets_tx,
-        client: &client,
+        client,
         ns,
     };
-    tasks.extend(component_controllers(&kinds, &ctx, &shutdown, related));
+    tasks.extend(component_controllers(&kinds, &ctx, shutdown, related));
     let secrets_fan_out = fan_out(secret_stream, secrets_tx.clone());
-    tasks.push(kinds.drive(&client, ns, secrets_fan_out, shutdown.clone()));
-    tasks.push(synced(stores, health).boxed());
-    futures::future::join_all(tasks).await;
+    tasks.push(kinds.drive(client, ns, secrets_fan_out, shutdown.clone()));
+    (tasks, stores)
 }

@@ -33,12 +33,19 @@ fn chart_lints_renders_and_passes_server_side_dry_run() {
         for kind in [
             "kind: Deployment",
             "kind: ServiceAccount",
-            "kind: ClusterRole",
             "kind: Service",
             "kind: CustomResourceDefinition",
+            "kind: ValidatingAdmissionPolicy\n",
+            "kind: ValidatingAdmissionPolicyBinding",
         ] {
             assert!(rendered.contains(kind), "the chart renders no {kind}");
         }
+        // Cluster-wide: a ClusterRole; limited to namespaces: Roles and no ClusterRole.
+        assert_eq!(
+            rendered.contains("kind: ClusterRole\n"),
+            values.is_empty(),
+            "ClusterRole only when watching the whole cluster"
+        );
         let le = if values.is_empty() {
             "--leader-election=false"
         } else {
@@ -68,4 +75,44 @@ fn chart_crds_are_the_generated_ones() {
             "charts/reprise/crds/{name} differs from the code; run `cargo run -- crds --out-dir charts/reprise/crds`"
         );
     }
+}
+
+/// The operator's rights under the chart's namespaced rules: everything it
+/// needs in its namespaces, nothing elsewhere; and one operator serves
+/// several namespaces.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_operator_acts_in_its_namespaces_only() {
+    use crate::support::{
+        OPERATOR_USER, TestNamespace, maintenance_window,
+        operator::{Operator, Options},
+    };
+    let a = TestNamespace::new("rights-a");
+    let b = TestNamespace::new("rights-b");
+    let can = |verb: &str, what: &str, ns: &str| {
+        let out = plane()
+            .kubectl()
+            .args(["auth", "can-i", verb, what, "-n", ns, "--as", OPERATOR_USER])
+            .output()
+            .expect("kubectl auth can-i");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(can("get", "secrets", "kube-system"), "no");
+    assert_eq!(can("list", "secrets", "default"), "no");
+    assert_eq!(can("delete", "deployments", "kube-system"), "no");
+    assert_eq!(can("get", "secrets", &a.name), "yes");
+    assert_eq!(can("delete", "deployments", &a.name), "yes");
+    assert_eq!(
+        can("get", "customresourcedefinitions", ""),
+        "no",
+        "discovery, not CRDs, tells what is served"
+    );
+
+    let mut op = Operator::start(Options::namespace(&format!("{},{}", a.name, b.name)));
+    op.wait_ready().await;
+    for ns in [&a, &b] {
+        let (ok, out) = ns.apply(&maintenance_window("w", "two namespaces"));
+        assert!(ok, "{out}");
+        ns.k(&["wait", "--for=condition=Ready", "maintenancewindow/w", "--timeout=30s"]);
+    }
+    assert!(op.exited().is_none());
 }

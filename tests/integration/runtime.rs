@@ -172,6 +172,7 @@ async fn watches_resume_within_seconds_after_an_api_server_restart() {
     let _down = Down(&private);
     let ns = "restart";
     private.k(&["create", "namespace", ns]);
+    private.grant_operator(ns);
     let mut op = Operator::start(Options {
         plane: Some(&private),
         ..Options::namespace(ns)

@@ -26,3 +26,76 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "reprise.leaderElection" -}}
 {{- if or .Values.leaderElection.enabled (gt (int .Values.replicaCount) 1) -}}true{{- else -}}false{{- end -}}
 {{- end -}}
+
+{{- /* The operator's rules, shared by the ClusterRole and the per-namespace Roles. */ -}}
+{{- define "reprise.rules" -}}
+rules:
+  # Watch every reprise kind (one shared watch per kind).
+  - apiGroups: [reprise.dev]
+    resources: [applications, databases, incidents, maintenancewindows, recoveryplans, servers, virtualmachines]
+    verbs: [get, list, watch]
+  # The procedure executor asks a component's controller for a recovery
+  # action through the `reprise.dev/action` annotation (a metadata patch).
+  - apiGroups: [reprise.dev]
+    resources: [applications, databases, servers, virtualmachines]
+    verbs: [patch]
+  # Open Incidents when a covered component fails; delete closed ones past
+  # the plan's incidentRetention. `open` is not a verb the API server knows:
+  # the admission policy (admission.yaml) asks for it, so only holders of it
+  # (this operator, cluster-admin) can create an Incident that pages people.
+  - apiGroups: [reprise.dev]
+    resources: [incidents]
+    verbs: [create, delete, open]
+  # Write status (server-side apply on the status subresource).
+  - apiGroups: [reprise.dev]
+    resources:
+      - applications/status
+      - databases/status
+      - incidents/status
+      - maintenancewindows/status
+      - recoveryplans/status
+      - servers/status
+      - virtualmachines/status
+    verbs: [patch]
+  # Secrets: read those specs refer to (BMC and database credentials, CA
+  # bundles), and only when the Secret offers itself to the object
+  # (annotation reprise.dev/for); list/watch their metadata only, so a
+  # rotated password is seen (RBAC cannot narrow a list by label: narrow it
+  # by namespace with watchNamespaces); apply the connection Secrets written
+  # for database roles (server-side apply is a patch; create on first
+  # apply), never over a Secret another owner controls.
+  - apiGroups: [""]
+    resources: [secrets]
+    verbs: [get, list, watch, create, patch]
+  # VirtualMachines own a KubeVirt VirtualMachine (applied, deleted for
+  # `recreate`); its instance is watched and deleted for `restart`; snapshots
+  # are taken and pruned; restores are created and watched. (Only used when
+  # KubeVirt is installed.)
+  - apiGroups: [kubevirt.io]
+    resources: [virtualmachines]
+    verbs: [get, list, watch, create, patch, delete]
+  - apiGroups: [kubevirt.io]
+    resources: [virtualmachineinstances]
+    verbs: [get, list, watch, delete]
+  - apiGroups: [snapshot.kubevirt.io]
+    resources: [virtualmachinesnapshots]
+    verbs: [get, list, watch, create, delete]
+  # Restores: into the VM (restoreSnapshot), or into a drill's scratch VM,
+  # deleted with it when the drill ends.
+  - apiGroups: [snapshot.kubevirt.io]
+    resources: [virtualmachinerestores]
+    verbs: [get, list, watch, create, delete]
+  # Applications own a Deployment and a Service: watch them (drift, rollout
+  # progress), apply them (server-side apply is a patch, create on first apply),
+  # delete them for the `recreate` recovery action.
+  - apiGroups: [apps]
+    resources: [deployments]
+    verbs: [get, list, watch, create, patch, delete]
+  - apiGroups: [""]
+    resources: [services]
+    verbs: [get, list, watch, create, patch, delete]
+  # Record what happened as Events (new ones, and the series count of repeats).
+  - apiGroups: [events.k8s.io]
+    resources: [events]
+    verbs: [create, patch]
+{{- end -}}

@@ -199,6 +199,38 @@ impl Plane {
         }
     }
 
+    /// The chart's Role and RoleBinding for the operator in `ns` (its
+    /// namespaced mode, `watchNamespaces`): the operator works with exactly the
+    /// chart's rules, and none outside its namespaces.
+    pub fn grant_operator(&self, ns: &str) {
+        static RENDERED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        let p = self;
+        let rendered = RENDERED.get_or_init(|| {
+            let chart = repo_root().join("charts/reprise");
+            let all = run(p.helm().args([
+                "template",
+                "reprise",
+                chart.to_str().expect("utf-8 path"),
+                "--namespace",
+                OPERATOR_NAMESPACE,
+                "--set",
+                "watchNamespaces={x-placeholder-ns}",
+                "--show-only",
+                "templates/rbac.yaml",
+            ]));
+            // Only what lands in the placeholder namespace.
+            all.split("\n---")
+                .filter(|d| d.contains("namespace: x-placeholder-ns"))
+                .collect::<Vec<_>>()
+                .join("\n---\n")
+        });
+        let (ok, out) = p.k_stdin(
+            &["apply", "--server-side", "--force-conflicts", "-f", "-"],
+            &rendered.replace("x-placeholder-ns", ns),
+        );
+        assert!(ok, "cannot grant the operator its Role in {ns}: {out}");
+    }
+
     /// Renders the chart's ServiceAccount and RBAC, applies them, and writes a
     /// kubeconfig with a token of that ServiceAccount.
     fn install_operator_identity(&self) -> PathBuf {
@@ -208,12 +240,20 @@ impl Plane {
         );
         assert!(ok, "cannot create {OPERATOR_NAMESPACE}");
         let chart = repo_root().join("charts/reprise");
+        // The namespaced mode: no ClusterRole (one left by an older run is
+        // removed); each test namespace gets the chart's Role (TestNamespace).
+        let _ = self
+            .kubectl()
+            .args(["delete", "clusterrolebinding", OPERATOR_SA, "--ignore-not-found"])
+            .output();
         let rendered = run(self.helm().args([
             "template",
             "reprise",
             chart.to_str().expect("utf-8 path"),
             "--namespace",
             OPERATOR_NAMESPACE,
+            "--set",
+            &format!("watchNamespaces={{{OPERATOR_NAMESPACE}}}"),
             "--show-only",
             "templates/serviceaccount.yaml",
             "--show-only",
@@ -280,6 +320,7 @@ impl TestNamespace {
         let p = plane();
         let name = format!("{prefix}-{}", unique_suffix());
         p.k(&["create", "namespace", &name]);
+        p.grant_operator(&name);
         Self { name }
     }
 
