@@ -79,6 +79,7 @@ impl Health {
 struct AppState {
     health: Arc<Health>,
     metrics: Arc<Metrics>,
+    gate: Arc<crate::metrics_auth::Gate>,
 }
 
 fn answer(r: Result<(), &'static str>) -> impl IntoResponse {
@@ -96,14 +97,23 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
     answer(s.health.alive().and_then(|_| s.health.ready()))
 }
 
-async fn metrics_text(State(s): State<AppState>) -> impl IntoResponse {
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        s.metrics.encode(),
-    )
+async fn metrics_text(State(s): State<AppState>, headers: axum::http::HeaderMap) -> axum::response::Response {
+    use crate::metrics_auth::Verdict;
+    let auth = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    match s.gate.check(auth).await {
+        Verdict::Allowed => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            s.metrics.encode(),
+        )
+            .into_response(),
+        Verdict::Unauthenticated => (StatusCode::UNAUTHORIZED, "a bearer token is needed").into_response(),
+        Verdict::Forbidden => (StatusCode::FORBIDDEN, "not allowed to get /metrics").into_response(),
+    }
 }
 
 /// Binds `addr` and serves until `shutdown`. Returns the bound address
@@ -112,13 +122,14 @@ pub async fn serve(
     addr: SocketAddr,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
+    gate: Arc<crate::metrics_auth::Gate>,
     shutdown: CancellationToken,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
-        .with_state(AppState { health, metrics });
+        .with_state(AppState { health, metrics, gate });
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     let task = tokio::spawn(async move {

@@ -8,6 +8,7 @@ pub mod docs;
 pub mod drift;
 pub mod http;
 pub mod leader;
+pub mod metrics_auth;
 pub mod operator;
 pub mod providers;
 pub mod recovery;

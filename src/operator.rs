@@ -23,6 +23,11 @@ pub struct RunOptions {
     /// `watchNamespaces`: Roles, no ClusterRole).
     #[arg(long = "namespace", env = "REPRISE_NAMESPACE", value_delimiter = ',')]
     pub namespaces: Vec<String>,
+    /// Who may read /metrics: `none` (anyone who reaches the port) or
+    /// `kubernetes` (a bearer token the API server authenticates and allows
+    /// `get` on the non-resource URL /metrics; the chart's default).
+    #[arg(long, env = "REPRISE_METRICS_AUTH", value_enum, default_value = "none")]
+    pub metrics_auth: crate::metrics_auth::Mode,
     /// Address of the /healthz, /readyz and /metrics listener.
     #[arg(long, env = "REPRISE_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: SocketAddr,
@@ -135,7 +140,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let health = Arc::new(Health::default());
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone())?;
-    let (addr, server) = http::serve(opts.http_addr, health.clone(), metrics.clone(), shutdown.clone())
+    let gate = Arc::new(crate::metrics_auth::Gate::new(opts.metrics_auth, client.clone()));
+    let (addr, server) = http::serve(opts.http_addr, health.clone(), metrics.clone(), gate, shutdown.clone())
         .await
         .with_context(|| format!("cannot listen on {}", opts.http_addr))?;
     tracing::info!(%addr, namespaces = ?opts.namespaces, "health and metrics endpoints listening");

@@ -55,6 +55,47 @@ pub fn validate(ctx: &Context, plan: &Plan, covered: &[ComponentRef]) -> Result<
     Ok(())
 }
 
+/// What the plan's coverage leaves unsaid: a selector that selects nothing,
+/// covered components whose kind no level applies to (their failures would
+/// open no incident), components another plan covers too. `others`: the
+/// other plans of the namespace, by name, with what they cover.
+pub fn coverage_gaps(plan: &Plan, covered: &[ComponentRef], others: &[(String, Vec<ComponentRef>)]) -> Vec<String> {
+    let mut gaps = vec![];
+    if covered.is_empty() {
+        gaps.push("spec.selector selects no component in the namespace".to_string());
+    }
+    let kinds: BTreeSet<_> = plan
+        .spec
+        .levels
+        .iter()
+        .flat_map(|l| l.applies_to.iter().copied())
+        .collect();
+    let orphans: BTreeSet<_> = covered
+        .iter()
+        .filter(|c| !kinds.contains(&c.kind))
+        .map(|c| c.kind)
+        .collect();
+    for k in orphans {
+        gaps.push(format!(
+            "spec.levels: no level applies to {k}, yet the plan covers {k}s: their failures would open no incident"
+        ));
+    }
+    for (other, theirs) in others {
+        let shared: Vec<String> = covered
+            .iter()
+            .filter(|c| theirs.contains(c))
+            .map(|c| format!("{} {}", c.kind, c.name))
+            .collect();
+        if !shared.is_empty() {
+            gaps.push(format!(
+                "{} also covered by RecoveryPlan {other}: one plan per component",
+                shared.join(", ")
+            ));
+        }
+    }
+    gaps
+}
+
 /// Per level: can the plan's people be reached under its terms today?
 pub fn readiness(plan: &Plan, today: k8s_openapi::jiff::civil::Date) -> Vec<LevelReadiness> {
     plan.spec
@@ -202,10 +243,26 @@ pub fn reconcile(obj: Arc<RecoveryPlan>, ctx: Arc<Context>) -> BoxFuture<'static
                 l.reasons.push(reason);
             }
         }
-        let not_ready: Vec<String> = readiness
+        let others: Vec<(String, Vec<ComponentRef>)> = ctx
+            .stores
+            .recovery_plans
+            .state()
             .iter()
-            .filter(|l| !l.ready)
-            .flat_map(|l| l.reasons.clone())
+            .filter_map(|p| p.0.as_ref().ok())
+            .filter(|p| p.namespace().as_deref() == Some(ns.as_str()) && p.uid() != obj.uid())
+            .map(|p| {
+                let theirs = registry::selector("spec.selector", &p.spec.selector)
+                    .map(|sel| registry::selected(&ctx.stores, &ns, &sel))
+                    .unwrap_or_default();
+                (p.name_any(), theirs)
+            })
+            .collect();
+        let gaps = coverage_gaps(&obj, &covered, &others);
+        let overlap = gaps.iter().any(|g| g.contains("also covered by"));
+        let not_ready: Vec<String> = gaps
+            .iter()
+            .cloned()
+            .chain(readiness.iter().filter(|l| !l.ready).flat_map(|l| l.reasons.clone()))
             .collect();
         let message = if not_ready.is_empty() {
             format!(
@@ -222,6 +279,10 @@ pub fn reconcile(obj: Arc<RecoveryPlan>, ctx: Arc<Context>) -> BoxFuture<'static
             not_ready.is_empty(),
             if not_ready.is_empty() {
                 reasons::RECONCILED
+            } else if overlap {
+                "Overlap"
+            } else if !gaps.is_empty() {
+                "CoverageGaps"
             } else {
                 "ObjectivesAtRisk"
             },
@@ -261,6 +322,35 @@ pub fn reconcile(obj: Arc<RecoveryPlan>, ctx: Arc<Context>) -> BoxFuture<'static
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn coverage_gaps_name_what_would_never_page_or_would_page_twice() {
+        use crate::api::common::ComponentKind;
+        let plan: Plan = serde_json::from_value(serde_json::json!({
+            "apiVersion": "reprise.dev/v1alpha1", "kind": "RecoveryPlan", "metadata": {"name": "p"},
+            "spec": {"levels": [{"level": 1, "appliesTo": ["Application"], "minWindow": "15m"}]}
+        }))
+        .unwrap();
+        let c = |kind, name: &str| ComponentRef {
+            kind,
+            name: name.into(),
+        };
+        assert_eq!(
+            coverage_gaps(&plan, &[], &[]),
+            ["spec.selector selects no component in the namespace"]
+        );
+        let covered = [c(ComponentKind::Application, "web"), c(ComponentKind::Server, "hv")];
+        let gaps = coverage_gaps(&plan, &covered, &[]);
+        assert_eq!(gaps.len(), 1, "{gaps:?}");
+        assert!(gaps[0].contains("no level applies to Server"), "{gaps:?}");
+        let others = [("other".to_string(), vec![c(ComponentKind::Application, "web")])];
+        let gaps = coverage_gaps(&plan, &covered[..1], &others);
+        assert_eq!(
+            gaps,
+            ["Application web also covered by RecoveryPlan other: one plan per component"]
+        );
+        assert!(coverage_gaps(&plan, &covered[..1], &[("x".into(), vec![])]).is_empty());
+    }
     use crate::api::common::ComponentKind;
     use k8s_openapi::jiff::Timestamp;
 

@@ -21,6 +21,8 @@ pub const STALLED_REASONS: &[&str] = &[
     "RolloutFailed",
     "ProviderNotInstalled",
     "PowerRefused",
+    // Two RecoveryPlans cover one component.
+    "Overlap",
     // Incidents: the procedure ran out, or the incident was not believed.
     "Failed",
     "Rejected",

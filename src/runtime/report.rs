@@ -143,14 +143,19 @@ impl<'a, K: Kind> Report<'a, K> {
         }
     }
 
-    /// Sets condition `type_`.
+    /// Sets condition `type_`. Its transition time is the object's own when
+    /// the status ends where the object had it, however often one reconcile
+    /// sets it on the way (True, then False again: no transition).
     pub fn set(&mut self, type_: &str, ok: bool, reason: &str, message: impl Into<String>) {
         use super::kind::CommonStatus;
-        use crate::api::common::{condition, set_condition};
-        set_condition(
-            self.status.conditions_mut(),
-            condition(type_, ok, reason, message, self.generation),
-        );
+        use crate::api::common::{condition, find_condition, set_condition};
+        let mut cond = condition(type_, ok, reason, message, self.generation);
+        if let Some(was) = self.obj.status().and_then(|s| find_condition(s.conditions(), type_))
+            && was.status == cond.status
+        {
+            cond.last_transition_time = was.last_transition_time.clone();
+        }
+        set_condition(self.status.conditions_mut(), cond);
     }
 
     /// Whether condition `type_` is True in the status being built.

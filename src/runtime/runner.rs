@@ -664,7 +664,9 @@ fn engine_controllers(k: &Kinds, ctx: &Arc<Context>, shutdown: &CancellationToke
                 .reconcile_all_on(on_deletion(&k.deleted))
                 .watches_shared_stream(k.incidents.subscribe(), all_in_namespace(stores.recovery_plans.clone()))
                 // A window that ends lets a held failure open its incident.
-                .watches_shared_stream(k.windows.subscribe(), all_in_namespace(stores.recovery_plans.clone()));
+                .watches_shared_stream(k.windows.subscribe(), all_in_namespace(stores.recovery_plans.clone()))
+                // Another plan's selector decides overlaps: each plan looks again.
+                .watches_shared_stream(k.plans.subscribe(), all_in_namespace(stores.recovery_plans.clone()));
             k.on_components(c, &stores.recovery_plans)
         }),
     ]

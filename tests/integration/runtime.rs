@@ -217,3 +217,56 @@ async fn watches_resume_within_seconds_after_an_api_server_restart() {
         op.logs()
     );
 }
+
+/// With `--metrics-auth kubernetes`, /metrics answers only a token the API
+/// server authenticates and allows `get` on /metrics; health stays open.
+#[tokio::test]
+async fn metrics_need_a_token_allowed_to_read_them() {
+    let ns = TestNamespace::new("metrics-auth");
+    let p = plane();
+    for sa in ["scraper", "nobody"] {
+        ns.k(&["create", "serviceaccount", sa]);
+    }
+    let binding = format!("metrics-reader-{}", ns.name);
+    p.k(&[
+        "create",
+        "clusterrolebinding",
+        &binding,
+        "--clusterrole=reprise-metrics-reader",
+        &format!("--serviceaccount={}:scraper", ns.name),
+    ]);
+    let token = |sa: &str| ns.k(&["create", "token", sa, "--duration", "10m"]).trim().to_string();
+    let mut op = Operator::start(Options {
+        extra: vec!["--metrics-auth".into(), "kubernetes".into()],
+        ..Options::namespace(&ns.name)
+    });
+    op.wait_ready().await;
+    let addr = op.addr().await;
+    reprise::install_crypto_provider();
+    let http = reqwest::Client::new();
+    let status = |auth: Option<String>| {
+        let mut req = http.get(format!("http://{addr}/metrics"));
+        if let Some(a) = auth {
+            req = req.header("Authorization", a);
+        }
+        async move { req.send().await.expect("GET /metrics").status().as_u16() }
+    };
+    assert_eq!(status(None).await, 401, "no token");
+    assert_eq!(
+        status(Some("Bearer not-a-token".into())).await,
+        401,
+        "a token nobody issued"
+    );
+    assert_eq!(
+        status(Some(format!("Bearer {}", token("nobody")))).await,
+        403,
+        "a token without the right"
+    );
+    assert_eq!(
+        status(Some(format!("Bearer {}", token("scraper")))).await,
+        200,
+        "the reader's token"
+    );
+    assert_eq!(op.get("/healthz").await.0, 200, "health needs no token");
+    let _ = p.kubectl().args(["delete", "clusterrolebinding", &binding]).output();
+}
