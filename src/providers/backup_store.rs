@@ -118,15 +118,16 @@ pub fn confine(root: &std::path::Path, path: &str) -> Result<std::path::PathBuf,
 /// An S3 endpoint reprise may call: `http` or `https`, a host, no user
 /// information, query or fragment.
 pub fn check_endpoint(endpoint: &str) -> Result<(), String> {
-    let u = reqwest::Url::parse(endpoint).map_err(|e| format!("{endpoint:?} is not a URL: {e}"))?;
+    // Never echo an endpoint that may carry a password.
+    let u = reqwest::Url::parse(endpoint).map_err(|e| format!("the endpoint is not a URL: {e}"))?;
+    if !u.username().is_empty() || u.password().is_some() {
+        return Err("the endpoint carries user information; put the keys in credentialsSecretRef".into());
+    }
     if !matches!(u.scheme(), "http" | "https") {
         return Err(format!("{endpoint:?}: only http and https endpoints are used"));
     }
     if u.host_str().is_none_or(str::is_empty) {
         return Err(format!("{endpoint:?} names no host"));
-    }
-    if !u.username().is_empty() || u.password().is_some() {
-        return Err("the endpoint carries user information; put the keys in credentialsSecretRef".into());
     }
     if u.query().is_some() || u.fragment().is_some() {
         return Err(format!("{endpoint:?} has a query or fragment"));

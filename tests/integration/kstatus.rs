@@ -32,7 +32,7 @@ async fn objects_that_wait_for_a_person_are_failed_for_kstatus() {
         "apiVersion: v1\nkind: Secret\nmetadata: {{name: pg-good, annotations: {{reprise.dev/for: \"Database/*\"}}}}\nstringData: {{username: {ADMIN}, password: \"{}\"}}\n---\n\
          apiVersion: v1\nkind: Secret\nmetadata: {{name: pg-wrong, annotations: {{reprise.dev/for: \"Database/*\"}}}}\nstringData: {{username: {ADMIN}, password: wrong-password-1}}\n---\n\
          apiVersion: v1\nkind: Secret\nmetadata: {{name: bmc-plain}}\nstringData: {{username: u, password: p}}\n---\n\
-         {}{}{}{}{}\
+         {}{}{}{}{}{}{}\
          apiVersion: reprise.dev/v1alpha1\nkind: MaintenanceWindow\nmetadata: {{name: fine}}\nspec: {{selector: {{}}, start: \"2030-01-01T00:00:00Z\", end: \"2030-01-02T00:00:00Z\", reason: ok}}\n---\n\
          apiVersion: reprise.dev/v1alpha1\nkind: MaintenanceWindow\nmetadata: {{name: unreadable}}\nspec: {{selector: {{}}, start: \"2030-01-01T00:00:00.1234567891Z\", end: \"2030-01-02T00:00:00Z\", reason: odd}}\n",
         pg.admin_password,
@@ -43,6 +43,16 @@ async fn objects_that_wait_for_a_person_are_failed_for_kstatus() {
             "pg-good",
             "  backup: {schedule: \"0 0 31 2 *\", store: {local: {path: /tmp/never}}}\n"
         ),
+        db(
+            "outside",
+            "pg-good",
+            "  backup: {schedule: \"0 0 * * *\", store: {local: {path: /etc/reprise}}}\n"
+        ),
+        db(
+            "s3-userinfo",
+            "pg-good",
+            "  backup: {schedule: \"0 0 * * *\", store: {s3: {bucket: bkp, endpoint: \"http://u:p@127.0.0.1:9\", credentialsSecretRef: {name: pg-good}}}}\n"
+        ),
         server("secret-missing", "nowhere"),
         server("secret-not-offered", "bmc-plain"),
     );
@@ -52,6 +62,8 @@ async fn objects_that_wait_for_a_person_are_failed_for_kstatus() {
         ("Database/healthy", "Current"),
         ("Database/refused", "Failed"),
         ("Database/never", "Failed"),
+        ("Database/outside", "Failed"),
+        ("Database/s3-userinfo", "Failed"),
         ("Server/secret-missing", "Failed"),
         ("Server/secret-not-offered", "Failed"),
         ("MaintenanceWindow/fine", "Current"),
@@ -81,4 +93,29 @@ async fn objects_that_wait_for_a_person_are_failed_for_kstatus() {
         "{:?}",
         got["Database/never"]
     );
+    let says = |o: &str, what: &str| got[o].1.contains(what);
+    assert!(
+        says("Database/outside", "spec.backup.store.local.path"),
+        "{:?}",
+        got["Database/outside"]
+    );
+    assert!(
+        says("Database/s3-userinfo", "spec.backup.store.s3.endpoint"),
+        "{:?}",
+        got["Database/s3-userinfo"]
+    );
+    assert!(!says("Database/s3-userinfo", "u:p"), "no credential echoed");
+
+    // All of it at once, and then: the operator runs on and writes nothing.
+    let from = k8s_openapi::jiff::Timestamp::now();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let writes = crate::support::audit::writes(
+        crate::support::plane().audit(),
+        crate::support::OPERATOR_USER,
+        Some(&ns.name),
+        from,
+        k8s_openapi::jiff::Timestamp::now(),
+    );
+    assert!(writes.is_empty(), "{writes:?}");
+    assert!(op.exited().is_none(), "the operator never stopped");
 }

@@ -251,7 +251,8 @@ async fn kubectl_wait_for_ready_returns_once_the_controller_sets_it() {
     let mut op = Operator::start(Options::namespace(&ns.name));
     op.wait_ready().await;
     let (ok, out) = ns.apply(
-        "apiVersion: reprise.dev/v1alpha1\nkind: RecoveryPlan\nmetadata: {name: plan}\nspec:\n  responders: [{name: it, type: Internal, phone: \"+33 1 23\"}]\n  levels: [{level: 1, appliesTo: [Application], minWindow: 15m, maxWindow: 30m, responders: [{name: it}]}]\n---\napiVersion: reprise.dev/v1alpha1\nkind: MaintenanceWindow\nmetadata: {name: mw}\nspec:\n  selector: {}\n  start: \"2030-01-01T00:00:00Z\"\n  end: \"2030-01-01T01:00:00Z\"\n  reason: test\n",
+        "apiVersion: reprise.dev/v1alpha1\nkind: RecoveryPlan\nmetadata: {name: plan}\nspec:\n  responders: [{name: it, type: Internal, phone: \"+33 1 23\"}]\n  levels: [{level: 1, appliesTo: [Application], minWindow: 15m, maxWindow: 30m, responders: [{name: it}]}]\n---\napiVersion: reprise.dev/v1alpha1\nkind: MaintenanceWindow\nmetadata: {name: mw}\nspec:\n  selector: {}\n  start: \"2030-01-01T00:00:00Z\"\n  end: \"2030-01-01T01:00:00Z\"\n  reason: test\n\
+         ---\napiVersion: reprise.dev/v1alpha1\nkind: Application\nmetadata: {name: web}\nspec: {type: Web, version: \"1\", image: \"registry.example/web:{version}\"}\n",
     );
     assert!(ok, "{out}");
     let out = ns.k(&[
