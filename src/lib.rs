@@ -6,6 +6,7 @@ pub mod components;
 pub mod crash;
 pub mod docs;
 pub mod drift;
+mod hostile;
 pub mod http;
 pub mod leader;
 pub mod metrics_auth;

@@ -44,6 +44,7 @@ pub struct VirtualMachineSpec {
     #[schemars(range(min = 1, max = 512))]
     pub cpu: u32,
     /// Memory, as a Kubernetes quantity (e.g. `4Gi`).
+    #[x_kube(validation = Rule::new("type(self) == int ? self > 0 : (isQuantity(self) && quantity(self).isGreaterThan(quantity('0')))").message("must be a positive quantity, e.g. 4Gi"))]
     pub memory: Quantity,
     /// Disks, the first bootable one first.
     #[schemars(length(min = 1, max = 16))]
@@ -107,10 +108,11 @@ pub struct ContainerDisk {
 }
 
 /// A volume created for the VM.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DataVolumeDisk {
-    /// Size of the volume (e.g. `20Gi`).
+    /// Size of the volume (e.g. `20Gi`; positive: the operator checks it, a
+    /// CEL rule over a list of unbounded quantities costs more than allowed).
     pub size: Quantity,
     /// URL of the image imported into the volume (http or https).
     #[schemars(length(min = 1, max = 2048), regex(pattern = r"^https?://[^\s]+$"))]

@@ -174,6 +174,21 @@ impl<'a, K: Kind> Report<'a, K> {
             .map(|c| c.status == crate::api::common::ConditionStatus::True)
     }
 
+    /// Sets condition `type_` False and, when its message is new to the
+    /// object, tells it in a Warning Event (not once per reconcile).
+    pub fn fail_and_tell(&mut self, type_: &str, reason: &'static str, action: &'static str, message: String) {
+        use super::kind::CommonStatus;
+        let said = self
+            .obj
+            .status()
+            .and_then(|s| crate::api::common::find_condition(s.conditions(), type_))
+            .is_some_and(|c| c.message == message);
+        if !said {
+            self.event(EventType::Warning, reason, action, message.clone());
+        }
+        self.set(type_, false, reason, message);
+    }
+
     pub fn event(&mut self, type_: EventType, reason: &'static str, action: &'static str, note: impl Into<String>) {
         self.events.push((type_, reason, action, note.into()));
     }

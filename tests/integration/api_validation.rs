@@ -606,6 +606,18 @@ fn cases() -> Vec<Case> {
             &["spec.incidentRetention", "at least 1s"],
         ),
         case(
+            "negative memory",
+            vm,
+            |v| set(v, "/spec/memory", json!("-1Gi")),
+            &["spec.memory", "positive quantity"],
+        ),
+        case(
+            "memory that is no quantity",
+            vm,
+            |v| set(v, "/spec/memory", json!("lots")),
+            &["spec.memory", "positive quantity"],
+        ),
+        case(
             "a window until 9999",
             window,
             |v| set(v, "/spec/end", json!("9999-12-31T00:00:00Z")),

@@ -190,6 +190,11 @@ async fn a_failing_version_rolls_back_to_the_last_good_one() {
     assert!(message.contains("2.0.0-crashloop"), "{message}");
     let (ready, reason, _) = condition(&app, "Ready").expect("Ready");
     assert_eq!((ready.as_str(), reason.as_str()), ("False", "RolloutFailed"));
+    // Waiting for a new version: kstatus' Failed, not InProgress forever.
+    let (stalled, reason, _) = condition(&app, "Stalled").expect("Stalled");
+    assert_eq!((stalled.as_str(), reason.as_str()), ("True", "RolloutFailed"));
+    let judged = crate::support::kstatus(&ns.name, "applications");
+    assert_eq!(judged["Application/shop"].0, "Failed", "{judged:?}");
     assert_eq!(app["status"]["health"], "Degraded");
     assert_eq!(app["status"]["currentVersion"], "1.0.0");
     assert!(

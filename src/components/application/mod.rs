@@ -267,17 +267,40 @@ async fn check_artifacts(
     next
 }
 
-async fn delete_owned<T>(ctx: &Context, ns: &str, name: &str) -> Result<(), Error>
+/// Deletes the application's `T` of that name, only if the Application
+/// controls it, and only that very object (a uid precondition): one of the
+/// same name that another owner controls is never deleted.
+async fn delete_owned<T>(ctx: &Context, app: &Application) -> Result<(), Error>
 where
     T: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + DeserializeOwned + std::fmt::Debug,
 {
-    let api: Api<T> = Api::namespaced(ctx.client.clone(), ns);
-    match api.delete(name, &DeleteParams::foreground()).await {
+    let (ns, name) = (app.namespace().unwrap_or_default(), app.name_any());
+    let api: Api<T> = Api::namespaced(ctx.client.clone(), &ns);
+    let Some(live) = api.get_opt(&name).await? else {
+        return Ok(());
+    };
+    let mine = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        owner_references: app.controller_owner_ref(&()).map(|o| vec![o]),
+        ..Default::default()
+    };
+    if !crate::runtime::apply::same_controller(live.meta(), &mine) {
+        return Err(Error::NotOurs(format!(
+            "{} {name} belongs to {}: reprise does not delete it",
+            T::kind(&()),
+            crate::runtime::apply::controller_of(live.meta())
+        )));
+    }
+    let mut dp = DeleteParams::foreground();
+    dp.preconditions = Some(kube::api::Preconditions {
+        uid: live.meta().uid.clone(),
+        resource_version: None,
+    });
+    match api.delete(&name, &dp).await {
         Ok(_) => {
             ctx.metrics.wrote("Application", "delete");
             Ok(())
         }
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
         Err(e) => Err(e.into()),
     }
 }
@@ -290,16 +313,7 @@ async fn apply_failed(mut r: Report<'_, Application>, e: Error) -> Result<Action
         Error::NotOurs(why) => (reasons::CONFLICT, why.clone()),
         e => ("ApplyFailed", format!("cannot apply the Deployment or Service: {e}")),
     };
-    let said = r
-        .obj
-        .status
-        .as_ref()
-        .and_then(|s| crate::api::common::find_condition(&s.conditions, reasons::READY))
-        .is_some_and(|c| c.message == message);
-    r.set(reasons::READY, false, reason, message.clone());
-    if !said {
-        r.event(EventType::Warning, reason, "Apply", message);
-    }
+    r.fail_and_tell(reasons::READY, reason, "Apply", message);
     r.write().await?;
     match e {
         Error::NotOurs(_) => Ok(Action::requeue(crate::runtime::validation::RECHECK_MISSING)),
@@ -451,15 +465,20 @@ async fn effect(
     live: &mut Live,
     req: &Request,
 ) -> Result<(ActionOutcome, String), Error> {
-    let (ns, name) = (app.namespace().unwrap_or_default(), app.name_any());
     Ok(match req.action() {
         Some(ActionVerb::Restart) => {
             live.restarted_at = Some(req.id.clone());
             (ActionOutcome::Done, "rolling restart of the pods".to_string())
         }
         Some(ActionVerb::Recreate) => {
-            delete_owned::<Deployment>(ctx, &ns, &name).await?;
-            delete_owned::<Service>(ctx, &ns, &name).await?;
+            let deleted = match delete_owned::<Deployment>(ctx, app).await {
+                Ok(()) => delete_owned::<Service>(ctx, app).await,
+                e => e,
+            };
+            match deleted {
+                Err(Error::NotOurs(why)) => return Ok((ActionOutcome::Rejected, why)),
+                e => e?,
+            }
             live.deployment = None;
             live.service = None;
             live.restarted_at = Some(req.id.clone());

@@ -423,15 +423,7 @@ async fn connection_secrets(pass: &mut Pass<'_>, live: &Live<'_, impl DatabaseEn
         }
     }
     if !conflicts.is_empty() {
-        let message = conflicts.join("; ");
-        let said = db
-            .status
-            .as_ref()
-            .and_then(|s| find_condition(&s.conditions, ACCOUNTS_READY));
-        if said.is_none_or(|c| c.message != message) {
-            pass.event(EventType::Warning, reasons::CONFLICT, "Reconcile", message.clone());
-        }
-        pass.set(ACCOUNTS_READY, false, reasons::CONFLICT, message);
+        pass.fail_and_tell(ACCOUNTS_READY, reasons::CONFLICT, "Reconcile", conflicts.join("; "));
     }
     Ok(())
 }

@@ -42,11 +42,31 @@ use crate::{
 pub const PROVISIONED: &str = "Provisioned";
 pub const RUNNING: &str = "Running";
 
+/// Whether a quantity's text is a number above zero (its unit aside).
+fn positive_quantity(q: &str) -> bool {
+    let digits: String = q
+        .trim()
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    !q.trim_start().starts_with(['-', '+']) && digits.parse::<f64>().is_ok_and(|v| v > 0.0)
+}
+
 /// Checks only the operator can make (pure: reads the shared stores).
 pub fn validate(ctx: &Context, vm: &VirtualMachine) -> Result<(), Invalid> {
     let ns = vm.namespace().unwrap_or_default();
     if let Some(b) = &vm.spec.backup {
         check_cron("spec.backup.schedule", &b.schedule)?;
+    }
+    for (i, d) in vm.spec.disks.iter().enumerate() {
+        if let Some(dv) = &d.data_volume
+            && !positive_quantity(&dv.size.0)
+        {
+            return Err(Invalid::new(
+                format!("spec.disks[{i}].dataVolume.size"),
+                format!("{:?} is not a positive quantity (e.g. 20Gi)", dv.size.0),
+            ));
+        }
     }
     if let Some(host) = &vm.spec.host_ref {
         let server = ComponentRef {
@@ -163,16 +183,7 @@ where
     let before = engine.observe(vm).await?;
     if let Some(why) = foreign(&before, vm) {
         // Never restart, apply over or delete what another owner controls.
-        let said = r
-            .obj
-            .status
-            .as_ref()
-            .and_then(|s| crate::api::common::find_condition(&s.conditions, reasons::READY))
-            .is_some_and(|c| c.message == why);
-        if !said {
-            r.event(EventType::Warning, reasons::CONFLICT, "Apply", why.clone());
-        }
-        r.set(reasons::READY, false, reasons::CONFLICT, why);
+        r.fail_and_tell(reasons::READY, reasons::CONFLICT, "Apply", why);
         return Ok(Some(crate::runtime::validation::RECHECK_MISSING));
     }
     finish_accepted(r, engine, vm, &before).await?;
@@ -651,5 +662,20 @@ fn health(
             VmHealthState::Starting,
             "waiting for KubeVirt to start an instance".to_string(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disk_sizes_are_positive_quantities() {
+        for ok in ["20Gi", "1", "0.5Ti", "100M"] {
+            assert!(positive_quantity(ok), "{ok}");
+        }
+        for bad in ["-5Gi", "0", "0Gi", "", "lots", "+1Gi", "Gi"] {
+            assert!(!positive_quantity(bad), "{bad}");
+        }
     }
 }

@@ -206,18 +206,7 @@ impl Plane {
         static RENDERED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
         let p = self;
         let rendered = RENDERED.get_or_init(|| {
-            let chart = repo_root().join("charts/reprise");
-            let all = run(p.helm().args([
-                "template",
-                "reprise",
-                chart.to_str().expect("utf-8 path"),
-                "--namespace",
-                OPERATOR_NAMESPACE,
-                "--set",
-                "watchNamespaces={x-placeholder-ns}",
-                "--show-only",
-                "templates/rbac.yaml",
-            ]));
+            let all = p.render_chart("{x-placeholder-ns}", &["rbac"]);
             // Only what lands in the placeholder namespace.
             all.split("\n---")
                 .filter(|d| d.contains("namespace: x-placeholder-ns"))
@@ -231,6 +220,26 @@ impl Plane {
         assert!(ok, "cannot grant the operator its Role in {ns}: {out}");
     }
 
+    /// The chart's `templates` (by file stem), rendered for the operator's
+    /// namespace with `watchNamespaces` set to `namespaces` (`{a,b}`).
+    fn render_chart(&self, namespaces: &str, templates: &[&str]) -> String {
+        let chart = repo_root().join("charts/reprise");
+        let set = format!("watchNamespaces={namespaces}");
+        let mut args = vec![
+            "template".to_string(),
+            "reprise".into(),
+            chart.to_str().expect("utf-8 path").into(),
+            "--namespace".into(),
+            OPERATOR_NAMESPACE.into(),
+            "--set".into(),
+            set,
+        ];
+        for t in templates {
+            args.extend(["--show-only".into(), format!("templates/{t}.yaml")]);
+        }
+        run(self.helm().args(&args))
+    }
+
     /// Renders the chart's ServiceAccount and RBAC, applies them, and writes a
     /// kubeconfig with a token of that ServiceAccount.
     fn install_operator_identity(&self) -> PathBuf {
@@ -239,28 +248,16 @@ impl Plane {
             &format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {OPERATOR_NAMESPACE}\n"),
         );
         assert!(ok, "cannot create {OPERATOR_NAMESPACE}");
-        let chart = repo_root().join("charts/reprise");
         // The namespaced mode: no ClusterRole (one left by an older run is
         // removed); each test namespace gets the chart's Role (TestNamespace).
         let _ = self
             .kubectl()
             .args(["delete", "clusterrolebinding", OPERATOR_SA, "--ignore-not-found"])
             .output();
-        let rendered = run(self.helm().args([
-            "template",
-            "reprise",
-            chart.to_str().expect("utf-8 path"),
-            "--namespace",
-            OPERATOR_NAMESPACE,
-            "--set",
-            &format!("watchNamespaces={{{OPERATOR_NAMESPACE}}}"),
-            "--show-only",
-            "templates/serviceaccount.yaml",
-            "--show-only",
-            "templates/rbac.yaml",
-            "--show-only",
-            "templates/admission.yaml",
-        ]));
+        let rendered = self.render_chart(
+            &format!("{{{OPERATOR_NAMESPACE}}}"),
+            &["serviceaccount", "rbac", "admission"],
+        );
         let (ok, out) = self.k_stdin(&["apply", "--server-side", "--force-conflicts", "-f", "-"], &rendered);
         assert!(ok, "cannot apply the chart's RBAC: {out}");
         let token = self.k(&[
