@@ -56,7 +56,11 @@ pub const RECHECK_MISSING: Duration = Duration::from_secs(60);
 /// Reports `invalid` on `obj`: status first, and an Event only when the status changed.
 pub async fn report_invalid<K: Kind>(ctx: &Context, obj: &K, invalid: &Invalid) -> Result<Action, Error> {
     let generation = obj.meta().generation.unwrap_or(0);
-    let mut status = obj.status().cloned().unwrap_or_default();
+    // Built on our own last write when the watch has not delivered it yet:
+    // the same facts then keep their transition time and are not written twice.
+    let mut status = super::report::fresher_than_store(ctx, obj)
+        .or_else(|| obj.status().cloned())
+        .unwrap_or_default();
     status.set_observed_generation(generation);
     set_condition(
         status.conditions_mut(),

@@ -15,7 +15,10 @@ use crate::support::{
 async fn objects_that_wait_for_a_person_are_failed_for_kstatus() {
     let pg = Postgres::start();
     let ns = TestNamespace::new("kstatus");
-    let mut op = Operator::start(Options::namespace(&ns.name));
+    let mut op = Operator::start(Options {
+        extra: vec!["--database-probe-seconds".into(), "2".into()],
+        ..Options::namespace(&ns.name)
+    });
     op.wait_ready().await;
     let db = |name: &str, secret: &str, extra: &str| {
         format!(
@@ -106,7 +109,10 @@ async fn objects_that_wait_for_a_person_are_failed_for_kstatus() {
     );
     assert!(!says("Database/s3-userinfo", "u:p"), "no credential echoed");
 
-    // All of it at once, and then: the operator runs on and writes nothing.
+    // All of it at once, and then, once the healthy Database settled (its
+    // first probes create what it declares): the operator runs on and
+    // writes nothing.
+    tokio::time::sleep(Duration::from_secs(5)).await;
     let from = k8s_openapi::jiff::Timestamp::now();
     tokio::time::sleep(Duration::from_secs(10)).await;
     let writes = crate::support::audit::writes(
