@@ -1,6 +1,7 @@
 //! The component kinds, one folder each: its reconcile and its actions.
-//! A component never imports the recovery engine (`crate::recovery`): the
-//! engine sees components only through the contract (`crate::api::contract`).
+//! A component never depends on the recovery engine: the engine sees
+//! components only through the contract (`crate::api::contract`), and
+//! `tests/layers.rs` checks it.
 
 pub mod application;
 pub mod database;

@@ -109,9 +109,9 @@ fn unconfirmed(ctx: &Context, inc: &Incident) -> Option<String> {
     let c = &inc.spec.component;
     let component = crate::runtime::stores::component(&ctx.stores, &ns, c);
     let created = inc.metadata.creation_timestamp.as_ref().map(|t| t.0);
+    // Not healthy covers failing, restarting and restoring alike.
     let evidence = component.as_deref().is_some_and(|comp| {
-        super::detection::failure_of(comp).is_some()
-            || !comp.health().is_some_and(|h| h.healthy)
+        !comp.health().is_some_and(|h| h.healthy)
             || comp.pending_request().is_some()
             || comp
                 .last_action()

@@ -190,32 +190,48 @@ fn backup_time(ctx: &Context, ns: &str, c: &ComponentRef) -> Option<Option<k8s_o
     }
 }
 
-/// Components of the namespace covered by this plan, and those covered by no plan.
-fn coverage(ctx: &Context, plan: &Plan) -> Result<(Vec<ComponentRef>, Vec<ComponentRef>), Invalid> {
+/// What the namespace's plans cover: this plan's components, those no plan
+/// covers, and each other plan's (by name; for overlaps).
+struct Cover {
+    covered: Vec<ComponentRef>,
+    uncovered: Vec<ComponentRef>,
+    others: Vec<(String, Vec<ComponentRef>)>,
+}
+
+fn coverage(ctx: &Context, plan: &Plan) -> Result<Cover, Invalid> {
     let ns = plan.namespace().unwrap_or_default();
     let mine = registry::selector("spec.selector", &plan.spec.selector)?;
     let covered = registry::selected(&ctx.stores, &ns, &mine);
-    let mut any: BTreeSet<ComponentRef> = BTreeSet::new();
+    let mut others = vec![];
     for other in ctx.stores.recovery_plans.state() {
         let Ok(other) = &other.0 else { continue };
-        if other.namespace().as_deref() != Some(ns.as_str()) {
+        if other.namespace().as_deref() != Some(ns.as_str()) || other.uid() == plan.uid() {
             continue;
         }
         if let Ok(sel) = registry::selector("spec.selector", &other.spec.selector) {
-            any.extend(registry::selected(&ctx.stores, &ns, &sel));
+            others.push((other.name_any(), registry::selected(&ctx.stores, &ns, &sel)));
         }
     }
+    let any: BTreeSet<&ComponentRef> = covered.iter().chain(others.iter().flat_map(|(_, c)| c)).collect();
     let uncovered = registry::in_namespace(&ctx.stores, &ns)
         .into_iter()
         .map(|c| c.reference())
         .filter(|c| !any.contains(c))
         .collect();
-    Ok((covered, uncovered))
+    Ok(Cover {
+        covered,
+        uncovered,
+        others,
+    })
 }
 
 pub fn reconcile(obj: Arc<RecoveryPlan>, ctx: Arc<Context>) -> BoxFuture<'static, Result<Action, Error>> {
     async move {
-        let (covered, uncovered) = match coverage(&ctx, &obj) {
+        let Cover {
+            covered,
+            uncovered,
+            others,
+        } = match coverage(&ctx, &obj) {
             Ok(c) => c,
             Err(invalid) => return report_invalid(&ctx, obj.as_ref(), &invalid).await,
         };
@@ -243,20 +259,6 @@ pub fn reconcile(obj: Arc<RecoveryPlan>, ctx: Arc<Context>) -> BoxFuture<'static
                 l.reasons.push(reason);
             }
         }
-        let others: Vec<(String, Vec<ComponentRef>)> = ctx
-            .stores
-            .recovery_plans
-            .state()
-            .iter()
-            .filter_map(|p| p.0.as_ref().ok())
-            .filter(|p| p.namespace().as_deref() == Some(ns.as_str()) && p.uid() != obj.uid())
-            .map(|p| {
-                let theirs = registry::selector("spec.selector", &p.spec.selector)
-                    .map(|sel| registry::selected(&ctx.stores, &ns, &sel))
-                    .unwrap_or_default();
-                (p.name_any(), theirs)
-            })
-            .collect();
         let gaps = coverage_gaps(&obj, &covered, &others);
         let overlap = gaps.iter().any(|g| g.contains("also covered by"));
         let not_ready: Vec<String> = gaps

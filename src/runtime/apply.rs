@@ -11,7 +11,8 @@ pub use crate::drift::{fingerprint, is_subset};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-fn controller_uid(meta: &ObjectMeta) -> Option<&str> {
+/// The uid of the object's controller (its owner reference marked `controller`).
+pub fn controller_uid(meta: &ObjectMeta) -> Option<&str> {
     meta.owner_references
         .iter()
         .flatten()
@@ -19,11 +20,10 @@ fn controller_uid(meta: &ObjectMeta) -> Option<&str> {
         .map(|o| o.uid.as_str())
 }
 
-/// Whether the live object has the controller `desired` names (by uid): an
-/// object of the same name that anything else controls is never written.
-pub fn same_controller(live: &ObjectMeta, desired: &ObjectMeta) -> bool {
-    let want = controller_uid(desired);
-    want.is_some() && want == controller_uid(live)
+/// Whether the live object is controlled by the object of uid `owner`: one
+/// of the same name that anything else controls is never written.
+pub fn controlled_by(live: &ObjectMeta, owner: Option<&str>) -> bool {
+    owner.is_some() && owner == controller_uid(live)
 }
 
 /// Who controls a live object, for a message: `Kind/name`, or that nothing reprise manages does.
@@ -57,17 +57,15 @@ mod tests {
 
     #[test]
     fn only_the_same_controller_may_write() {
-        assert!(same_controller(&owned_by("u1", true), &owned_by("u1", true)));
-        assert!(!same_controller(&owned_by("u2", true), &owned_by("u1", true)));
+        assert!(controlled_by(&owned_by("u1", true), Some("u1")));
+        assert!(!controlled_by(&owned_by("u2", true), Some("u1")));
         assert!(
-            !same_controller(&owned_by("u1", false), &owned_by("u1", true)),
+            !controlled_by(&owned_by("u1", false), Some("u1")),
             "an owner, not the controller"
         );
-        assert!(!same_controller(&ObjectMeta::default(), &owned_by("u1", true)));
-        assert!(
-            !same_controller(&ObjectMeta::default(), &ObjectMeta::default()),
-            "nothing to match"
-        );
+        assert!(!controlled_by(&ObjectMeta::default(), Some("u1")));
+        assert!(!controlled_by(&ObjectMeta::default(), None), "nothing to match");
+        assert_eq!(controller_uid(&owned_by("u1", true)), Some("u1"));
         assert_eq!(controller_of(&owned_by("u2", true)), "Database/a");
         assert_eq!(controller_of(&ObjectMeta::default()), "nothing reprise manages");
     }

@@ -54,7 +54,7 @@ pub async fn write_status<K: Kind>(ctx: &Context, obj: &K, status: &K::Status) -
 /// The status this operator last wrote for `obj`, when the store has not
 /// caught up with that write yet: a reconcile builds on what it did (steps
 /// started, notifications sent), not on the older copy the watch still holds.
-pub(crate) fn fresher_than_store<K: Kind>(ctx: &Context, obj: &K) -> Option<K::Status> {
+fn fresher_than_store<K: Kind>(ctx: &Context, obj: &K) -> Option<K::Status> {
     let written = ctx.written.lock().unwrap_or_else(|p| p.into_inner());
     let (written_rv, value) = written.get(&obj.uid()?)?;
     (*written_rv > rv(obj))

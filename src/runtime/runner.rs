@@ -86,21 +86,24 @@ where
 /// authenticated, so a namespaced install needs no ClusterRole for it.
 /// Logs what it waits for; never exits: the CRDs may come after the operator.
 async fn await_crds(client: &Client, shutdown: &CancellationToken) -> bool {
-    for crd in api::crds() {
-        let (group, plural) = (crd.spec.group.clone(), crd.spec.names.plural.clone());
-        let mut logged = false;
-        while !served(client, &group, &plural).await {
-            if !logged {
-                tracing::warn!(crd = %crd.name_any(), "waiting for the CRD to be installed and established");
-                logged = true;
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => return false,
-                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-            }
+    let crds = api::crds();
+    let group = crds.first().map(|c| c.spec.group.clone()).unwrap_or_default();
+    let plurals: Vec<&str> = crds.iter().map(|c| c.spec.names.plural.as_str()).collect();
+    let mut logged = false;
+    loop {
+        let missing = missing(client, &group, &plurals).await;
+        if missing.is_empty() {
+            return true;
+        }
+        if !logged {
+            tracing::warn!(?missing, %group, "waiting for the CRDs to be installed and established");
+            logged = true;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return false,
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
         }
     }
-    true
 }
 
 /// One shared watch: its store reader and the writer its driver feeds.
@@ -288,14 +291,26 @@ fn tokio_stream_of<T: Send + 'static>(
     futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) })
 }
 
-/// Whether the API server serves `plural` in `group` (any version).
-async fn served(client: &Client, group: &str, plural: &str) -> bool {
-    match kube::discovery::group(client, group).await {
+/// Which of `plurals` the API server does not serve in `group` (any
+/// version): one discovery call for them all.
+async fn missing<'a>(client: &Client, group: &str, plurals: &[&'a str]) -> Vec<&'a str> {
+    let served: Vec<String> = match kube::discovery::group(client, group).await {
         Ok(g) => g
             .versions()
-            .any(|v| g.versioned_resources(v).iter().any(|(r, _)| r.plural == plural)),
-        Err(_) => false,
-    }
+            .flat_map(|v| g.versioned_resources(v).into_iter().map(|(r, _)| r.plural))
+            .collect(),
+        Err(_) => vec![],
+    };
+    plurals
+        .iter()
+        .copied()
+        .filter(|p| !served.iter().any(|s| s == p))
+        .collect()
+}
+
+/// Whether the API server serves `plural` in `group`.
+async fn served(client: &Client, group: &str, plural: &str) -> bool {
+    missing(client, group, &[plural]).await.is_empty()
 }
 
 /// Changes (deletions included) of KubeVirt objects reprise made, as a

@@ -162,7 +162,7 @@ pub async fn apply_owned(ctx: &Context, manager: &str, secret: &Secret) -> Resul
         None => api.get_metadata_opt(&name).await?.map(|m| m.metadata),
     };
     if let Some(m) = &live
-        && !super::apply::same_controller(m, &secret.metadata)
+        && !super::apply::controlled_by(m, super::apply::controller_uid(&secret.metadata))
     {
         return Ok(Applied::NotOurs(format!(
             "Secret {name:?} exists and belongs to {}: reprise leaves it alone",

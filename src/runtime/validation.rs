@@ -9,10 +9,10 @@ use kube::{runtime::controller::Action, runtime::events::EventType};
 
 use super::{
     Context, Error,
-    kind::{CommonStatus, Kind},
+    kind::Kind,
     report::{publish, write_status},
 };
-use crate::api::common::{condition, reasons, set_condition};
+use crate::api::common::reasons;
 
 /// A spec that is wrong in a way only the operator can see.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,23 +55,11 @@ pub const RECHECK_MISSING: Duration = Duration::from_secs(60);
 
 /// Reports `invalid` on `obj`: status first, and an Event only when the status changed.
 pub async fn report_invalid<K: Kind>(ctx: &Context, obj: &K, invalid: &Invalid) -> Result<Action, Error> {
-    let generation = obj.meta().generation.unwrap_or(0);
-    // Built on our own last write when the watch has not delivered it yet:
-    // the same facts then keep their transition time and are not written twice.
-    let mut status = super::report::fresher_than_store(ctx, obj)
-        .or_else(|| obj.status().cloned())
-        .unwrap_or_default();
-    status.set_observed_generation(generation);
-    set_condition(
-        status.conditions_mut(),
-        condition(
-            reasons::READY,
-            false,
-            reasons::INVALID_SPEC,
-            invalid.to_string(),
-            generation,
-        ),
-    );
+    // Built as every status is (on our own last write while the watch lags):
+    // the same facts keep their transition time and are not written twice.
+    let mut r = super::report::Report::new(ctx, obj);
+    r.set(reasons::READY, false, reasons::INVALID_SPEC, invalid.to_string());
+    let status = r.status;
     if write_status(ctx, obj, &status).await? {
         publish(
             ctx,

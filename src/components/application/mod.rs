@@ -181,7 +181,7 @@ where
         None => api.get_opt(&name).await?,
     };
     if let Some(l) = &live
-        && !crate::runtime::apply::same_controller(l.meta(), desired.meta())
+        && !crate::runtime::apply::controlled_by(l.meta(), crate::runtime::apply::controller_uid(desired.meta()))
     {
         return Err(Error::NotOurs(format!(
             "{what} {name} exists and belongs to {}: reprise leaves it alone; rename the Application or remove the {what}",
@@ -279,11 +279,7 @@ where
     let Some(live) = api.get_opt(&name).await? else {
         return Ok(());
     };
-    let mine = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
-        owner_references: app.controller_owner_ref(&()).map(|o| vec![o]),
-        ..Default::default()
-    };
-    if !crate::runtime::apply::same_controller(live.meta(), &mine) {
+    if !crate::runtime::apply::controlled_by(live.meta(), app.meta().uid.as_deref()) {
         return Err(Error::NotOurs(format!(
             "{} {name} belongs to {}: reprise does not delete it",
             T::kind(&()),

@@ -140,11 +140,7 @@ fn foreign(observed: &Observed, vm: &VirtualMachine) -> Option<String> {
     use kube::Resource;
     let live: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta =
         serde_json::from_value(observed.object.as_ref()?.get("metadata")?.clone()).ok()?;
-    let mine = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
-        owner_references: vm.controller_owner_ref(&()).map(|o| vec![o]),
-        ..Default::default()
-    };
-    (!crate::runtime::apply::same_controller(&live, &mine)).then(|| {
+    (!crate::runtime::apply::controlled_by(&live, vm.meta().uid.as_deref())).then(|| {
         format!(
             "the KubeVirt VirtualMachine {} exists and belongs to {}: reprise leaves it alone; rename this VirtualMachine or remove that one",
             vm.name_any(),
