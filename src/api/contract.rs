@@ -287,6 +287,13 @@ pub enum Backups {
     None,
     /// The newest good one is from then.
     At(Timestamp),
+    /// Kept in several stores, some off-site: the newest good one is from
+    /// `newest`, the newest off-site copy from `offsite` (None: none yet).
+    /// The plan counts the off-site copy against its RPO: the site may be lost.
+    Offsite {
+        newest: Option<Timestamp>,
+        offsite: Option<Timestamp>,
+    },
 }
 
 /// A component's answer to a drill.

@@ -205,8 +205,9 @@ pub enum Privilege {
 }
 
 /// Scheduled backups of a database.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.store) != (has(self.stores) && size(self.stores) > 0)").message("spec.backup: set stores (or the older single store), one of the two"))]
 pub struct DatabaseBackupSpec {
     /// Cron schedule (5 fields, UTC), e.g. `0 */6 * * *`.
     #[schemars(length(min = 1, max = 128))]
@@ -214,8 +215,116 @@ pub struct DatabaseBackupSpec {
     /// How many backups to keep, and for how long.
     #[serde(default)]
     pub retention: Retention,
-    /// Where backups are stored.
-    pub store: BackupStore,
+    /// Where backups are stored: every backup, its dumps and its manifest, goes
+    /// to each store, in order; a restore takes the newest backup that verifies,
+    /// from the first store that holds it. Name at least one store `offsite` for
+    /// backups that survive the loss of the site.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub stores: Vec<NamedStore>,
+    /// A single store, as before `stores` existed: it is the store named
+    /// `default`, neither off-site, locked nor encrypted. Prefer `stores`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<BackupStore>,
+}
+
+/// The name `spec.backup.store` goes by among the stores.
+pub const DEFAULT_STORE: &str = "default";
+
+impl DatabaseBackupSpec {
+    /// Every store, in order, `store` as the one named `default`.
+    pub fn all_stores(&self) -> Vec<NamedStore> {
+        let legacy = self.store.iter().map(|s| NamedStore {
+            name: DEFAULT_STORE.into(),
+            offsite: false,
+            local: s.local.clone(),
+            s3: s.s3.clone(),
+            object_lock: None,
+            encryption: None,
+        });
+        self.stores.iter().cloned().chain(legacy).collect()
+    }
+
+    /// The field path of store `i` of [`Self::all_stores`].
+    pub fn field(&self, i: usize) -> String {
+        if self.stores.is_empty() {
+            "spec.backup.store".into()
+        } else {
+            format!("spec.backup.stores[{i}]")
+        }
+    }
+}
+
+/// One of the stores every backup goes to.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.local) != has(self.s3)").message("spec.backup.stores[]: set exactly one of local, s3"))]
+#[x_kube(validation = Rule::new("!has(self.objectLock) || has(self.s3)").message("spec.backup.stores[].objectLock: only an s3 store can lock its objects"))]
+pub struct NamedStore {
+    /// The store's name, as status, Events and restores name it.
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    pub name: String,
+    /// Whether the store is in another failure domain than the site (another
+    /// building, region or provider): the RecoveryPlan counts the newest
+    /// off-site copy against each level's RPO.
+    #[serde(default)]
+    pub offsite: bool,
+    /// A directory on the operator's filesystem (a mounted volume).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<LocalStore>,
+    /// An S3-compatible bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Store>,
+    /// Write every object with a retention the store enforces (S3 Object
+    /// Lock): nobody, reprise included, can delete it before its time. The
+    /// bucket must have Object Lock enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_lock: Option<ObjectLock>,
+    /// Encrypt dumps client-side (age, X25519) before they leave the operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<Encryption>,
+}
+
+/// S3 Object Lock retention for every object reprise writes.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectLock {
+    /// `Compliance`: no one can shorten or remove the retention.
+    /// `Governance`: users with a special permission can.
+    pub mode: LockMode,
+    /// Days each object is kept from when it is written.
+    #[schemars(range(min = 1, max = 36500))]
+    pub days: u32,
+}
+
+/// S3 Object Lock modes.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum LockMode {
+    Compliance,
+    Governance,
+}
+
+impl LockMode {
+    /// The mode as S3 names it.
+    pub fn as_s3(self) -> &'static str {
+        match self {
+            Self::Compliance => "COMPLIANCE",
+            Self::Governance => "GOVERNANCE",
+        }
+    }
+}
+
+/// Client-side encryption of a store's dumps.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Encryption {
+    /// The key new backups are encrypted to: an age X25519 identity
+    /// (`AGE-SECRET-KEY-1...`) under this key of the Secret. Every other key
+    /// of the Secret holding an identity still decrypts older backups: rotate
+    /// by adding a key and pointing here, keep the old one while its backups
+    /// are kept.
+    pub key_secret_ref: SecretKeyRef,
 }
 
 /// A backup store: exactly one location.
@@ -330,6 +439,9 @@ pub struct DatabaseStatus {
     /// is always current.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rpo_seconds: Option<i64>,
+    /// Each store of `spec.backup`: its newest copy and how old it is.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stores: Vec<StoreStatus>,
     /// The last restore, automatic or asked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_restore: Option<RestoreRecord>,
@@ -348,6 +460,36 @@ pub struct DatabaseStatus {
     /// or `drill` (restore into scratch databases, verify, drop them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_action: Option<super::common::ActionRecord>,
+}
+
+/// A backup store as status sees it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StoreStatus {
+    /// The store's name in `spec.backup.stores`.
+    pub name: String,
+    /// Whether it is off-site.
+    #[serde(default)]
+    pub offsite: bool,
+    /// Whether its newest copy is the newest backup and its last write worked.
+    pub healthy: bool,
+    /// Why not, or what happened last.
+    #[serde(default)]
+    pub message: String,
+    /// The newest backup this store holds: bytes and SHA-256 of the objects
+    /// as stored (encrypted, when the store encrypts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_copy: Option<BackupRecord>,
+    /// Seconds between that backup's data and the last status update.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpo_seconds: Option<i64>,
+    /// The encryption key the newest copy is encrypted to, as
+    /// `<secret key>:<age recipient>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    /// Until when the store refuses to delete the newest copy (Object Lock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locked_until: Option<Time>,
 }
 
 /// What the recovery engine reads to know whether a database failed.
@@ -443,6 +585,9 @@ pub struct RestoreRecord {
     /// When that backup's data is from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup_time: Option<Time>,
+    /// The store it was read from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
     /// Bytes of backup read into the database.
     #[serde(default)]
     pub bytes_restored: u64,

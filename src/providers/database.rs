@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     api::database::{Grant, SslMode},
-    providers::backup_store::{DumpRecord, Store},
+    providers::backup_store::{DumpRecord, Store, Upload},
 };
 
 /// A password that never shows in logs, Debug output or error messages.
@@ -105,6 +105,9 @@ pub enum DumpError {
     Tool(String),
     #[error("{0}")]
     Corrupt(String),
+    /// The key to decrypt it is missing or wrong.
+    #[error("{0}")]
+    Key(String),
 }
 
 /// What to restore from a dump.
@@ -180,12 +183,11 @@ pub trait DatabaseEngine: Send + Sync {
         out: &mut Outcome,
     ) -> impl Future<Output = Result<(), EngineError>> + Send;
 
-    /// Dumps `database` into backup `id` of `store`, with the `verify` tables
-    /// measured in the same snapshot.
+    /// Dumps `database` into `out` (one file of a backup, going to each
+    /// store), with the `verify` tables measured in the same snapshot.
     fn dump(
         &self,
-        store: &Store,
-        id: &str,
+        out: &mut Upload<'_>,
         database: &str,
         verify: &[(String, String)],
     ) -> impl Future<Output = Result<DumpRecord, DumpError>> + Send;

@@ -134,13 +134,14 @@ pub fn readiness(plan: &Plan, today: k8s_openapi::jiff::civil::Date) -> Vec<Leve
 }
 
 /// Per level with an RPO: the covered Databases and VirtualMachines whose
-/// newest backup is older than it (or missing). `backup_of` reads a
-/// component's newest good backup time. Also returns when the next backup
-/// turns stale, to look again then.
+/// newest backup is older than it (or missing); where a component keeps
+/// off-site copies, the newest off-site copy is the one that counts (a fresh
+/// local copy does not survive the site). `backup_of` reads a component's
+/// backups. Also returns when the next backup turns stale, to look again then.
 pub fn stale_backups(
     plan: &Plan,
     covered: &[ComponentRef],
-    backup_of: impl Fn(&ComponentRef) -> Option<Option<k8s_openapi::jiff::Timestamp>>,
+    backup_of: impl Fn(&ComponentRef) -> Backups,
     now: k8s_openapi::jiff::Timestamp,
 ) -> (Vec<(u8, String)>, Option<Duration>) {
     let mut out = vec![];
@@ -149,21 +150,32 @@ pub fn stale_backups(
         let Some(rpo) = level.objectives.as_ref().and_then(|o| o.rpo.as_ref()) else {
             continue;
         };
+        let limit = rpo.as_std().as_secs() as i64;
         for c in covered.iter().filter(|c| level.applies_to.contains(&c.kind)) {
-            let Some(last) = backup_of(c) else { continue };
-            match last {
+            let (counted, what) = match backup_of(c) {
+                Backups::NotApplicable => continue,
+                Backups::None => (None, "backup"),
+                Backups::At(t) => (Some(t), "backup"),
+                Backups::Offsite { offsite, .. } => (offsite, "off-site copy"),
+            };
+            let local = match backup_of(c) {
+                Backups::Offsite { newest: Some(n), .. } => {
+                    format!(" (the newest local copy is {}s old)", now.as_second() - n.as_second())
+                }
+                _ => String::new(),
+            };
+            match counted {
                 None => out.push((
                     level.level,
-                    format!("{} {} has no backup yet (RPO {})", c.kind, c.name, rpo.as_str()),
+                    format!("{} {} has no {what} yet (RPO {}){local}", c.kind, c.name, rpo.as_str()),
                 )),
                 Some(t) => {
                     let age = now.as_second() - t.as_second();
-                    let limit = rpo.as_std().as_secs() as i64;
                     if age > limit {
                         out.push((
                             level.level,
                             format!(
-                                "{} {}'s newest backup is {}s old, beyond the RPO of {}",
+                                "{} {}'s newest {what} is {}s old, beyond the RPO of {}{local}",
                                 c.kind,
                                 c.name,
                                 age,
@@ -181,13 +193,9 @@ pub fn stale_backups(
     (out, next)
 }
 
-/// The newest good backup of a component (None: it has no backups to keep fresh).
-fn backup_time(ctx: &Context, ns: &str, c: &ComponentRef) -> Option<Option<k8s_openapi::jiff::Timestamp>> {
-    match registry::component(&ctx.stores, ns, c)?.backups() {
-        Backups::NotApplicable => None,
-        Backups::None => Some(None),
-        Backups::At(t) => Some(Some(t)),
-    }
+/// A component's backups (NotApplicable when it is not found).
+fn backup_time(ctx: &Context, ns: &str, c: &ComponentRef) -> Backups {
+    registry::component(&ctx.stores, ns, c).map_or(Backups::NotApplicable, |c| c.backups())
 }
 
 /// What the namespace's plans cover: this plan's components, those no plan
@@ -380,20 +388,30 @@ mod tests {
             c(ComponentKind::Database, "old"),
             c(ComponentKind::Database, "never"),
             c(ComponentKind::VirtualMachine, "vm"),
+            c(ComponentKind::Database, "local-only-fresh"),
         ];
+        let t = |s: &str| s.parse::<Timestamp>().unwrap();
         let (stale, next) = stale_backups(
             &plan,
             &covered,
             |c| match c.name.as_str() {
-                "fresh" => Some(Some("2026-11-29T10:00:00Z".parse().unwrap())),
-                "old" => Some(Some("2026-11-29T05:00:00Z".parse().unwrap())),
-                "never" => Some(None),
-                _ => Some(None),
+                "fresh" => Backups::At(t("2026-11-29T10:00:00Z")),
+                "old" => Backups::At(t("2026-11-29T05:00:00Z")),
+                "local-only-fresh" => Backups::Offsite {
+                    newest: Some(t("2026-11-29T11:59:00Z")),
+                    offsite: Some(t("2026-11-29T03:00:00Z")),
+                },
+                _ => Backups::None,
             },
             now,
         );
         let reasons: Vec<&str> = stale.iter().map(|(_, r)| r.as_str()).collect();
-        assert_eq!(stale.len(), 2, "{reasons:?}");
+        assert_eq!(stale.len(), 3, "{reasons:?}");
+        assert!(
+            reasons[2].contains("local-only-fresh's newest off-site copy is 32400s old")
+                && reasons[2].contains("the newest local copy is 60s old"),
+            "a fresh local copy does not hide a stale off-site one: {reasons:?}"
+        );
         assert!(
             reasons[0].contains("old") && reasons[0].contains("25200s"),
             "{reasons:?}"

@@ -19,8 +19,12 @@ pub async fn write_status<K: Kind>(ctx: &Context, obj: &K, status: &K::Status) -
     if obj.status() == Some(status) {
         return Ok(false);
     }
-    let uid = obj.uid().unwrap_or_default();
     let value = serde_json::to_value(status)?;
+    // Equal as written (times go out to the second or microsecond): nothing to write.
+    if obj.status().map(serde_json::to_value).transpose()?.as_ref() == Some(&value) {
+        return Ok(false);
+    }
+    let uid = obj.uid().unwrap_or_default();
     let seen = rv(obj);
     if let Some((written_rv, written)) = ctx.written.lock().unwrap_or_else(|p| p.into_inner()).get(&uid)
         && *written == value

@@ -588,6 +588,73 @@ fn cases() -> Vec<Case> {
             &["spec.backup.store.s3.endpoint", "http or https"],
         ),
         case(
+            "store and stores both",
+            database,
+            |v| {
+                set(
+                    v,
+                    "/spec/backup/stores",
+                    json!([{"name": "a", "local": {"path": "/b"}}]),
+                )
+            },
+            &["spec.backup", "set stores (or the older single store), one of the two"],
+        ),
+        case(
+            "two stores of one name",
+            database,
+            |v| {
+                v["spec"]["backup"].as_object_mut().unwrap().remove("store");
+                set(
+                    v,
+                    "/spec/backup/stores",
+                    json!([{"name": "a", "local": {"path": "/b"}}, {"name": "a", "local": {"path": "/c"}}]),
+                )
+            },
+            &["spec.backup.stores[1]", "Duplicate value"],
+        ),
+        case(
+            "a locked local store",
+            database,
+            |v| {
+                v["spec"]["backup"].as_object_mut().unwrap().remove("store");
+                set(
+                    v,
+                    "/spec/backup/stores",
+                    json!([{"name": "a", "local": {"path": "/b"}, "objectLock": {"mode": "Compliance", "days": 7}}]),
+                )
+            },
+            &["spec.backup.stores[0]", "only an s3 store can lock its objects"],
+        ),
+        case(
+            "a lock of no days",
+            database,
+            |v| {
+                v["spec"]["backup"].as_object_mut().unwrap().remove("store");
+                set(
+                    v,
+                    "/spec/backup/stores",
+                    json!([{"name": "a", "s3": {"bucket": "bkp", "credentialsSecretRef": {"name": "s3"}}, "objectLock": {"mode": "Compliance", "days": 0}}]),
+                )
+            },
+            &[
+                "spec.backup.stores[0].objectLock.days",
+                "should be greater than or equal to 1",
+            ],
+        ),
+        case(
+            "a store named with a space",
+            database,
+            |v| {
+                v["spec"]["backup"].as_object_mut().unwrap().remove("store");
+                set(
+                    v,
+                    "/spec/backup/stores",
+                    json!([{"name": "off site", "local": {"path": "/b"}}]),
+                )
+            },
+            &["spec.backup.stores[0].name", "should match"],
+        ),
+        case(
             "connect timeout of zero",
             database,
             |v| set(v, "/spec/instance/external/connectTimeout", json!("0s")),

@@ -21,12 +21,12 @@ fn read(p: &Path) -> Vec<u8> {
     std::fs::read(p).unwrap()
 }
 
-const APP_PW: &str = "app-Pw-5e1f0c";
-const SHOP_ADMIN_PW: &str = "shopadmin-Pw-77b2";
-const REPORTING_PW: &str = "reporting-Pw-19ad";
+pub(crate) const APP_PW: &str = "app-Pw-5e1f0c";
+pub(crate) const SHOP_ADMIN_PW: &str = "shopadmin-Pw-77b2";
+pub(crate) const REPORTING_PW: &str = "reporting-Pw-19ad";
 const REPORTING_PW2: &str = "reporting-Pw-rotated-3c4d";
 
-fn secrets_yaml(admin_password: &str, reporting: &str) -> String {
+pub(crate) fn secrets_yaml(admin_password: &str, reporting: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Secret\nmetadata: {{name: pg-admin, annotations: {{reprise.dev/for: \"Database/*\"}}}}\nstringData: {{username: {ADMIN}, password: \"{admin_password}\"}}\n---\n\
          apiVersion: v1\nkind: Secret\nmetadata: {{name: shop-accounts, annotations: {{reprise.dev/for: \"Database/*\"}}}}\nstringData: {{shop-app: \"{APP_PW}\", shop-admin: \"{SHOP_ADMIN_PW}\", reporting: \"{reporting}\"}}\n"
@@ -75,11 +75,11 @@ spec:
     )
 }
 
-const SCHEMA: &str = "CREATE TABLE products (id serial PRIMARY KEY, name text NOT NULL, price numeric(10,2));\
+pub(crate) const SCHEMA: &str = "CREATE TABLE products (id serial PRIMARY KEY, name text NOT NULL, price numeric(10,2));\
      CREATE TABLE orders (id serial PRIMARY KEY, product int REFERENCES products(id), qty int, placed timestamptz DEFAULT now());\
      CREATE INDEX orders_placed_idx ON orders (placed);";
 
-fn seed(pg: &Postgres, orders: u32) {
+pub(crate) fn seed(pg: &Postgres, orders: u32) {
     pg.sql(
         "shop",
         "INSERT INTO products (name, price) SELECT 'p' || g, g * 1.5 FROM generate_series(1, 50) g",
@@ -105,7 +105,7 @@ async fn wait_for(ns: &TestNamespace, what: &str, secs: u64, f: impl Fn(&Value) 
     ns.wait_for("database/shop-db", what, secs, f).await
 }
 
-fn cond_is(v: &Value, type_: &str, status: &str) -> bool {
+pub(crate) fn cond_is(v: &Value, type_: &str, status: &str) -> bool {
     condition(v, type_).is_some_and(|(s, _, _)| s == status)
 }
 

@@ -13,6 +13,7 @@ mod databases;
 mod faults;
 mod kstatus;
 mod leader;
+mod offsite;
 mod operator_validation;
 mod ownership;
 mod plans;

@@ -9,7 +9,7 @@ use crate::{
         database::{BackupFileRecord, BackupRecord},
     },
     providers::{
-        backup_store::{Manifest, Store, expired},
+        backup_store::{DumpRecord, Manifest, Store, Upload, expired},
         database::DatabaseEngine,
     },
 };
@@ -26,16 +26,34 @@ pub fn new_id(now: Timestamp) -> String {
     now.strftime("%Y%m%dT%H%M%S%.3fZ").to_string().replace('.', "")
 }
 
-/// Takes a backup of every database of the spec into `store`.
-pub async fn take(engine: &impl DatabaseEngine, store: &Store, db: &Database) -> Result<Manifest, String> {
+/// A backup taken: what each store made of it.
+pub struct Taken {
+    pub id: String,
+    /// The manifest of each store that holds the whole backup.
+    pub landed: Vec<Manifest>,
+    /// The stores that do not, with why.
+    pub failed: Vec<(String, String)>,
+}
+
+/// Takes a backup of every database of the spec into every store at once. A
+/// store that fails drops out (its part of the backup removed); the backup
+/// fails only when no store holds it whole.
+pub async fn take(engine: &impl DatabaseEngine, stores: &[&Store], db: &Database) -> Result<Taken, String> {
     let started = Timestamp::now();
     let id = new_id(started);
+    let mut failed: Vec<(String, String)> = vec![];
+    let mut live: Vec<&Store> = vec![];
     // What a failed or interrupted backup left (only one backup of a Database runs at a time).
-    for old in store.unfinished(&id).await.map_err(|e| e.to_string())? {
-        store.delete(&old).await.map_err(|e| e.to_string())?;
+    for store in stores {
+        match clean(store, &id).await {
+            Ok(()) => live.push(store),
+            Err(e) => failed.push((store.name.clone(), e)),
+        }
     }
-    let mut files = vec![];
+    let mut records: std::collections::BTreeMap<String, Vec<DumpRecord>> = Default::default();
     for d in &db.spec.databases {
+        let failing = |s: &&Store| failed.iter().any(|(n, _)| *n == s.name);
+        let targets: Vec<&Store> = live.iter().copied().filter(|s| !failing(s)).collect();
         let verify: Vec<(String, String)> = db
             .spec
             .verify
@@ -44,51 +62,159 @@ pub async fn take(engine: &impl DatabaseEngine, store: &Store, db: &Database) ->
             .filter(|t| t.database == d.name)
             .map(|t| (t.schema.clone(), t.name.clone()))
             .collect();
-        match engine.dump(store, &id, &d.name, &verify).await {
-            Ok(f) => files.push(f),
+        let mut up = Upload::open(&targets, &id, &format!("{}.dump", d.name), Some(started)).await;
+        let rec = match engine.dump(&mut up, &d.name, &verify).await {
+            Ok(rec) => rec,
             Err(e) => {
+                up.abort().await;
                 // Leave nothing half-written behind.
-                let _ = store.delete(&id).await;
+                for s in &live {
+                    let _ = s.delete(&id).await;
+                }
                 return Err(format!("database {}: {e}", d.name));
+            }
+        };
+        for landed in up.finish().await {
+            match landed.result {
+                Ok(stored) => records
+                    .entry(landed.store)
+                    .or_default()
+                    .push(DumpRecord { stored, ..rec.clone() }),
+                Err(why) => failed.push((landed.store, format!("database {}: {why}", d.name))),
+            }
+        }
+    }
+    let finished = Timestamp::now();
+    let mut landed = vec![];
+    for store in live {
+        if failed.iter().any(|(n, _)| *n == store.name) {
+            let _ = store.delete(&id).await;
+            continue;
+        }
+        let databases = records.remove(&store.name).unwrap_or_default();
+        let manifest = Manifest {
+            id: id.clone(),
+            started,
+            finished,
+            server_version: engine.version().to_string(),
+            databases,
+            locked: store.lock_for(started),
+            source: 0,
+        };
+        match store.finish(&manifest).await {
+            Ok(()) => landed.push(manifest),
+            Err(e) => {
+                let _ = store.delete(&id).await;
+                failed.push((store.name.clone(), format!("writing the manifest: {e}")));
+            }
+        }
+    }
+    if landed.is_empty() {
+        let why: Vec<String> = failed.iter().map(|(n, w)| format!("store {n}: {w}")).collect();
+        return Err(why.join("; "));
+    }
+    Ok(Taken { id, landed, failed })
+}
+
+/// Removes what failed or interrupted backups left in `store`.
+async fn clean(store: &Store, except: &str) -> Result<(), String> {
+    for old in store.unfinished(except).await.map_err(|e| e.to_string())? {
+        store.delete(&old).await.map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Copies backup `m` (read from `from`, decrypted there, checked against its
+/// manifest as it streams) into `to`, encrypted and locked as `to` says.
+pub async fn copy(from: &Store, m: &Manifest, to: &Store) -> Result<Manifest, String> {
+    clean(to, &m.id).await?;
+    let mut databases = vec![];
+    for rec in &m.databases {
+        let copied = copy_one(from, m, rec, to).await;
+        match copied {
+            Ok(r) => databases.push(r),
+            Err(e) => {
+                let _ = to.delete(&m.id).await;
+                return Err(format!("database {}: {e}", rec.name));
             }
         }
     }
     let manifest = Manifest {
-        id,
-        started,
-        finished: Timestamp::now(),
-        server_version: engine.version().to_string(),
-        databases: files,
+        databases,
+        locked: to.lock_for(m.started),
+        ..m.clone()
     };
-    if let Err(e) = store.finish(&manifest).await {
-        let _ = store.delete(&manifest.id).await;
+    if let Err(e) = to.finish(&manifest).await {
+        let _ = to.delete(&m.id).await;
         return Err(format!("writing the manifest: {e}"));
     }
     Ok(manifest)
 }
 
-/// Applies retention; returns the ids it did delete.
-pub async fn prune(store: &Store, db: &Database) -> Result<Vec<String>, String> {
+async fn copy_one(from: &Store, m: &Manifest, rec: &DumpRecord, to: &Store) -> Result<DumpRecord, String> {
+    use tokio::io::AsyncReadExt;
+    let mut input = from.open_dump(&m.id, rec).await.map_err(|e| e.to_string())?;
+    let mut up = Upload::open(&[to], &m.id, &rec.file, Some(m.started)).await;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = match input.read(&mut buf).await {
+            Ok(n) => n,
+            Err(e) => {
+                up.abort().await;
+                return Err(format!("reading it from store {}: {e}", from.name));
+            }
+        };
+        if n == 0 {
+            break;
+        }
+        if let Err(e) = up.write(&buf[..n]).await {
+            up.abort().await;
+            return Err(e.to_string());
+        }
+    }
+    if up.plain() != (rec.bytes, rec.sha256.clone()) {
+        up.abort().await;
+        return Err(format!(
+            "the copy read from store {} does not match the manifest's sha256",
+            from.name
+        ));
+    }
+    let landed = up.finish().await.pop().ok_or("no store")?;
+    let stored = landed.result?;
+    Ok(DumpRecord { stored, ..rec.clone() })
+}
+
+/// What retention did in one store.
+#[derive(Default)]
+pub struct Pruned {
+    /// Backups deleted.
+    pub gone: Vec<String>,
+    /// Backups due for deletion that the store keeps locked, with until when.
+    pub waiting: Vec<(String, Timestamp)>,
+}
+
+/// Applies retention to `manifests` (one store's, newest first).
+pub async fn prune(store: &Store, db: &Database, manifests: &[Manifest]) -> Result<Pruned, String> {
     let Some(spec) = &db.spec.backup else {
-        return Ok(vec![]);
+        return Ok(Pruned::default());
     };
-    let manifests = store.manifests().await.map_err(|e| e.to_string())?;
-    let expired = expired(
-        &manifests,
+    let (now, waiting) = expired(
+        manifests,
         spec.retention.count as usize,
         spec.retention.max_age.as_ref().map(|a| a.as_std()),
         Timestamp::now(),
     );
     let mut gone = vec![];
-    for id in expired {
+    for id in now {
         if store.delete(&id).await.map_err(|e| e.to_string())? {
             gone.push(id);
         }
     }
-    Ok(gone)
+    Ok(Pruned { gone, waiting })
 }
 
-/// A manifest as status records it.
+/// A manifest as status records it: sizes and SHA-256 of the objects as
+/// the store holds them.
 pub fn record(m: &Manifest) -> BackupRecord {
     let took = m.finished.duration_since(m.started);
     BackupRecord {
@@ -101,8 +227,8 @@ pub fn record(m: &Manifest) -> BackupRecord {
             .iter()
             .map(|d| BackupFileRecord {
                 database: d.name.clone(),
-                bytes: d.bytes,
-                sha256: d.sha256.clone(),
+                bytes: d.stored.as_ref().map_or(d.bytes, |s| s.bytes),
+                sha256: d.stored.as_ref().map_or_else(|| d.sha256.clone(), |s| s.sha256.clone()),
             })
             .collect(),
     }

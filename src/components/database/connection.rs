@@ -9,7 +9,7 @@ use crate::runtime::{Context, Error, secrets, validation::Invalid};
 use crate::{
     api::Database,
     providers::{
-        backup_store::{self, S3Credentials, Store},
+        backup_store::{self, S3Credentials, Store, Stores, Unusable, crypt::Keyring},
         database::{DesiredRole, Password, Target},
     },
 };
@@ -20,8 +20,9 @@ pub struct Resolved {
     /// Roles of the spec left unmanaged, and why (another Database on the
     /// same instance manages them too, or they are the admin account).
     pub conflicts: Vec<String>,
-    /// The backup store, or why it cannot be opened; None without `spec.backup`.
-    pub store: Option<Result<Store, String>>,
+    /// Each backup store, in the spec's order, or why it cannot be used now;
+    /// empty without `spec.backup`.
+    pub stores: Stores,
 }
 
 /// The other Databases (in every namespace the operator watches) on the
@@ -84,7 +85,6 @@ macro_rules! tri {
 }
 
 pub async fn resolve(ctx: &Context, db: &Database) -> Result<Result<Resolved, Invalid>, Error> {
-    let ns = db.namespace().unwrap_or_default();
     let Some(ext) = &db.spec.instance.external else {
         return Ok(Err(Invalid::new("spec.instance", "set external")));
     };
@@ -151,30 +151,72 @@ pub async fn resolve(ctx: &Context, db: &Database) -> Result<Result<Resolved, In
             grants: r.grants.clone(),
         });
     }
-    let store = match &db.spec.backup {
-        None => None,
-        Some(b) => {
-            if let Err((field, why)) = backup_store::check_spec(&b.store, &ctx.settings.backup_root) {
+    let mut stores = Stores::default();
+    if let Some(b) = &db.spec.backup {
+        for (i, spec) in b.all_stores().iter().enumerate() {
+            let field = b.field(i);
+            if let Err((field, why)) = backup_store::check_spec(spec, &field, &ctx.settings.backup_root) {
                 return Ok(Err(Invalid::new(field, why)));
             }
-            let creds = match &b.store.s3 {
-                Some(s3) => {
-                    let field = "spec.backup.store.s3.credentialsSecretRef";
-                    let name = &s3.credentials_secret_ref.name;
-                    Some(S3Credentials {
-                        access_key_id: tri!(key(ctx, db, field, name, "accessKeyId")),
-                        secret_access_key: tri!(key(ctx, db, field, name, "secretAccessKey")),
-                    })
-                }
-                None => None,
-            };
-            Some(Store::open(&b.store, creds, &ns, &db.name_any()))
+            stores.0.push(open_store(ctx, db, spec, &field).await?);
         }
-    };
+    }
     Ok(Ok(Resolved {
         target,
         roles,
         conflicts,
-        store,
+        stores,
     }))
+}
+
+/// One store with its credentials and keys, or which field keeps it from use.
+async fn open_store(
+    ctx: &Context,
+    db: &Database,
+    spec: &crate::api::database::NamedStore,
+    field: &str,
+) -> Result<Result<Store, Unusable>, Error> {
+    let unusable = |field: String, why: String| Unusable {
+        name: spec.name.clone(),
+        offsite: spec.offsite,
+        field,
+        why,
+    };
+    let creds = match &spec.s3 {
+        Some(s3) => {
+            let field = format!("{field}.s3.credentialsSecretRef");
+            let name = &s3.credentials_secret_ref.name;
+            let id = key(ctx, db, &field, name, "accessKeyId").await?;
+            let secret = key(ctx, db, &field, name, "secretAccessKey").await?;
+            match (id, secret) {
+                (Ok(access_key_id), Ok(secret_access_key)) => Some(S3Credentials {
+                    access_key_id,
+                    secret_access_key,
+                }),
+                (Err(e), _) | (_, Err(e)) => return Ok(Err(unusable(e.field, e.message))),
+            }
+        }
+        None => None,
+    };
+    let keys = match &spec.encryption {
+        Some(enc) => {
+            let field = format!("{field}.encryption.keySecretRef");
+            let r = &enc.key_secret_ref;
+            let who = secrets::Requester {
+                kind: "Database",
+                name: db.metadata.name.as_deref().unwrap_or_default(),
+            };
+            let data = match secrets::read(ctx, &db.namespace().unwrap_or_default(), &r.name, who).await? {
+                Ok(d) => d,
+                Err(why) => return Ok(Err(unusable(field, why))),
+            };
+            match Keyring::new(&r.name, &r.key, &data) {
+                Ok(k) => Some(k),
+                Err(why) => return Ok(Err(unusable(field, why))),
+            }
+        }
+        None => None,
+    };
+    let ns = db.namespace().unwrap_or_default();
+    Ok(Store::open(spec, field, creds, keys, &ns, &db.name_any()).map_err(|why| unusable(field.to_string(), why)))
 }

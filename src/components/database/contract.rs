@@ -26,9 +26,20 @@ impl Component for Database {
         if self.spec.backup.is_none() {
             return Backups::NotApplicable;
         }
-        match self.status.as_ref().and_then(|s| s.last_backup.as_ref()) {
-            Some(b) => Backups::At(b.time.0),
-            None => Backups::None,
+        let newest = self
+            .status
+            .as_ref()
+            .and_then(|s| s.last_backup.as_ref())
+            .map(|b| b.time.0);
+        let stores = self.status.as_ref().map(|s| s.stores.as_slice()).unwrap_or_default();
+        let declared = self.spec.backup.iter().flat_map(|b| b.all_stores()).any(|s| s.offsite);
+        match (declared, newest) {
+            (true, newest) => Backups::Offsite {
+                newest,
+                offsite: super::stores::offsite_newest(stores).1,
+            },
+            (false, Some(t)) => Backups::At(t),
+            (false, None) => Backups::None,
         }
     }
 

@@ -9,6 +9,7 @@ pub mod connection;
 pub mod contract;
 pub mod restore;
 pub mod scratch;
+pub mod stores;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -45,7 +46,7 @@ use crate::{
     },
     crash,
     providers::{
-        backup_store::{Manifest, Store},
+        backup_store::{Manifest, Store, Unusable},
         database::{DatabaseEngine, DesiredRole, EngineError, Outcome, Target},
         postgres::{Postgres, dump::Tools},
     },
@@ -100,8 +101,9 @@ pub fn secrets_named(db: &Database) -> Vec<String> {
             .iter()
             .filter_map(|r| r.password_secret_ref.as_ref().map(|p| p.name.clone())),
     );
-    if let Some(s3) = db.spec.backup.as_ref().and_then(|b| b.store.s3.as_ref()) {
-        names.push(s3.credentials_secret_ref.name.clone());
+    for store in db.spec.backup.iter().flat_map(|b| b.all_stores()) {
+        names.extend(store.s3.map(|s3| s3.credentials_secret_ref.name));
+        names.extend(store.encryption.map(|e| e.key_secret_ref.name));
     }
     names
 }
@@ -206,16 +208,10 @@ impl DatabasePass for Pass<'_> {
         };
         self.set(reasons::READY, ready, &reason, message);
         // The RPO moves with time; refresh it with other changes, or every 5 minutes.
-        if let Some(b) = &self.status.last_backup {
-            let rpo = (self.now.as_second() - b.time.0.as_second()).max(0);
-            let old = self.obj.status.as_ref().and_then(|s| s.rpo_seconds);
-            let mut same = self.status.clone();
-            same.rpo_seconds = old;
-            let unchanged = self.obj.status.as_ref() == Some(&same);
-            if !unchanged || old.is_none_or(|o| (rpo - o).abs() >= 300) {
-                self.status.rpo_seconds = Some(rpo);
-            } else {
-                self.status.rpo_seconds = old;
+        if let Some(b) = self.status.last_backup.clone() {
+            self.status.rpo_seconds = Some((self.now.as_second() - b.time.0.as_second()).max(0));
+            if let Some(old) = &self.obj.status {
+                keep_rpo_unless_due(&mut self.status, old, self.obj.metadata.generation.unwrap_or(0));
             }
             self.ctx
                 .metrics
@@ -252,6 +248,34 @@ impl DatabasePass for Pass<'_> {
     }
 }
 
+/// The RPO figures move with time: they are written with other changes, or
+/// when one moved by 5 minutes or more; else the old figures stay.
+fn keep_rpo_unless_due(new: &mut DatabaseStatus, old: &DatabaseStatus, generation: i64) {
+    let rpos = |s: &DatabaseStatus| -> Vec<Option<i64>> {
+        std::iter::once(s.rpo_seconds)
+            .chain(s.stores.iter().map(|x| x.rpo_seconds))
+            .collect()
+    };
+    let (fresh, before) = (rpos(new), rpos(old));
+    let mut same = new.clone();
+    same.rpo_seconds = old.rpo_seconds;
+    for (s, o) in same.stores.iter_mut().zip(&old.stores) {
+        s.rpo_seconds = o.rpo_seconds;
+    }
+    // Compared as it would be written (with the conditions kstatus derives).
+    let mut written = same.clone();
+    crate::runtime::kstatus::derive(&mut written.conditions, generation);
+    let moved = fresh.len() != before.len()
+        || fresh.iter().zip(&before).any(|(f, b)| match (f, b) {
+            (Some(f), Some(b)) => (f - b).abs() >= 300,
+            (f, b) => f.is_some() != b.is_some(),
+        });
+    // As JSON: times are written to the second.
+    if serde_json::to_value(&written).ok() == serde_json::to_value(old).ok() && !moved {
+        *new = same;
+    }
+}
+
 pub fn reconcile(obj: Arc<Database>, ctx: Arc<Context>) -> BoxFuture<'static, Result<Action, Error>> {
     async move {
         let db = obj.as_ref();
@@ -279,14 +303,14 @@ struct Live<'a, E> {
 }
 
 impl<E: DatabaseEngine> Live<'_, E> {
-    fn store(&self) -> Option<&Store> {
-        self.r.store.as_ref().and_then(|s| s.as_ref().ok())
+    fn has_stores(&self) -> bool {
+        !self.r.stores.is_empty()
     }
 
-    fn peers<'p>(&'p self, store: &'p Store) -> restore::Peers<'p, E> {
+    fn peers(&self) -> restore::Peers<'_, E> {
         restore::Peers {
             engine: &self.engine,
-            store,
+            stores: &self.r.stores,
         }
     }
 }
@@ -366,7 +390,7 @@ async fn pass<E: DatabaseEngine>(
         .err();
 
     // 3. What is gone: restored when a backup holds it, else created (new database).
-    let manifests = manifests(&mut pass, live.store()).await;
+    let (manifests, broken) = live.r.stores.manifests().await;
     let asked_restore = action.take_if(|r| r.action() == Some(ActionVerb::Restore));
     if let Err(e) = data(&mut pass, &live, &manifests, asked_restore, &mut out).await? {
         accounts_error.get_or_insert(e);
@@ -388,7 +412,15 @@ async fn pass<E: DatabaseEngine>(
 
     // 6. Backups: on schedule, on request, never of a database missing data.
     let asked_backup = action.take_if(|r| r.action() == Some(ActionVerb::Backup));
-    let requeue = backups(&mut pass, &live, asked_backup, accounts_error.is_none()).await;
+    let requeue = backups(
+        &mut pass,
+        &live,
+        asked_backup,
+        accounts_error.is_none(),
+        manifests,
+        broken,
+    )
+    .await;
     if let Some(req) = action {
         let why = unknown_action(&req.verb, ComponentKind::Database);
         pass.action(req, ActionOutcome::Rejected, why);
@@ -428,23 +460,6 @@ async fn connection_secrets(pass: &mut Pass<'_>, live: &Live<'_, impl DatabaseEn
     Ok(())
 }
 
-/// The backups in the store, newest first (none, said so, when it cannot be listed).
-async fn manifests(pass: &mut Pass<'_>, store: Option<&Store>) -> Vec<Manifest> {
-    let Some(s) = store else { return vec![] };
-    match s.manifests().await {
-        Ok(m) => m,
-        Err(e) => {
-            pass.set(
-                BACKUPS_HEALTHY,
-                false,
-                "StoreUnavailable",
-                format!("cannot list backups: {e}"),
-            );
-            vec![]
-        }
-    }
-}
-
 /// Step 3: an interrupted restore finished or cleared, what is gone found,
 /// new databases created, the rest restored (or held by a maintenance window),
 /// a restore that finished before a restart verified. Err: the PostgreSQL
@@ -457,8 +472,8 @@ async fn data(
     out: &mut Outcome,
 ) -> Result<Result<(), EngineError>, Error> {
     let db = live.db;
-    if let Some(store) = live.store() {
-        match restore::finish_interrupted(&live.peers(store), db).await {
+    if live.has_stores() {
+        match restore::finish_interrupted(&live.peers(), db).await {
             Ok(done) => {
                 for note in done {
                     pass.event(EventType::Normal, "RestoreResumed", "Restore", note);
@@ -539,9 +554,7 @@ async fn finished_before_restart(
     live: &Live<'_, impl DatabaseEngine>,
     manifests: &[Manifest],
 ) -> Option<bool> {
-    let (Some(p), Some(store)) = (pass.status.restore_in_progress.clone(), live.store()) else {
-        return None;
-    };
+    let p = pass.status.restore_in_progress.clone().filter(|_| live.has_stores())?;
     let backups: Vec<(String, &Manifest)> = p
         .backups
         .iter()
@@ -553,7 +566,7 @@ async fn finished_before_restart(
     let observed = p.failure_observed.0;
     let mut rec = restore::record(p.targets.clone(), observed);
     rec.started = p.started.clone();
-    restore::verify_finished(&live.peers(store), live.db, &backups, &mut rec, observed).await;
+    restore::verify_finished(&live.peers(), live.db, &backups, &mut rec, observed).await;
     rec.message = if rec.outcome == RestoreOutcome::Verified {
         "finished before the operator restarted; verified by the operator that took over".into()
     } else {
@@ -582,9 +595,8 @@ async fn restore_now(
     // The failure's first observation: kept across states and restarts.
     let observed = pass.status.health.as_ref().map(|h| h.since.0).unwrap_or(pass.now);
     pass.health(DatabaseHealthState::Restoring, format!("restoring {}", what.join(", ")));
-    let store = live.store().expect("manifests come from a store");
     let mut rec = restore::record(what.clone(), observed);
-    let (chosen, failures) = restore::choose(store, restorable, manifests, &mut rec).await;
+    let (chosen, failures) = restore::choose(&live.r.stores, restorable, manifests, &mut rec).await;
     pass.status.restore_in_progress = Some(RestoreInProgress {
         targets: what.clone(),
         backups: chosen
@@ -606,7 +618,7 @@ async fn restore_now(
     );
     pass.checkpoint().await?;
     crash::point("restore:recorded");
-    restore::run(&live.peers(store), live.db, &chosen, failures, observed, &mut rec).await;
+    restore::run(&live.peers(), live.db, &chosen, failures, observed, &mut rec).await;
     end_restore(pass, live.ctx, rec, asked);
     Ok(())
 }
@@ -633,9 +645,10 @@ fn end_restore(pass: &mut Pass<'_>, ctx: &Context, rec: RestoreRecord, asked: As
         .map(|c| format!("{} table(s) with {} rows and ", c.tables, c.rows))
         .unwrap_or_default();
     let summary = format!(
-        "{} from backup {} ({} bytes in {}, data-loss window {}s): {}",
+        "{} from backup {}{} ({} bytes in {}, data-loss window {}s): {}",
         rec.targets.join(", "),
         rec.backup_id.as_deref().unwrap_or("none"),
+        rec.store.as_ref().map(|s| format!(" in store {s}")).unwrap_or_default(),
         rec.bytes_restored,
         rec.duration,
         rec.data_loss_window_seconds.unwrap_or(0),
@@ -671,16 +684,16 @@ fn end_restore(pass: &mut Pass<'_>, ctx: &Context, rec: RestoreRecord, asked: As
 
 /// A drill: the newest backup restored into scratch databases, verified, dropped.
 async fn drill_now(pass: &mut Pass<'_>, live: &Live<'_, impl DatabaseEngine>, manifests: &[Manifest], req: Request) {
-    let Some(store) = live.store() else {
+    if !live.has_stores() {
         pass.action(
             req,
             ActionOutcome::Rejected,
             "no backup store: spec.backup is unset".into(),
         );
         return;
-    };
+    }
     let id = req.id.clone();
-    let rec = scratch::run(&live.peers(store), live.db, manifests, &id).await;
+    let rec = scratch::run(&live.peers(), live.db, manifests, &id).await;
     let summary = format!(
         "drill: backup {} restored into scratch copies and dropped in {} ({} bytes): {}",
         rec.backup_id.as_deref().unwrap_or("none"),
@@ -757,24 +770,20 @@ fn record_accounts(pass: &mut Pass<'_>, error: Option<&EngineError>, out: Outcom
 }
 
 /// Step 6: a backup when one is due or asked (never of a database missing
-/// data); returns when the next one is due.
+/// data), a copy of the newest backup to each store that lacks it, each
+/// store's status; returns when the next backup is due.
 async fn backups(
     pass: &mut Pass<'_>,
     live: &Live<'_, impl DatabaseEngine>,
     asked: Asked,
     accounts_ok: bool,
+    mut manifests: Vec<Manifest>,
+    mut broken: Vec<Unusable>,
 ) -> Duration {
     let probe = live.ctx.settings.database_probe_interval;
     let db = live.db;
-    let Some(spec_store) = &live.r.store else {
+    let Some(spec) = &db.spec.backup else {
         return probe;
-    };
-    let store = match spec_store {
-        Err(e) => {
-            pass.set(BACKUPS_HEALTHY, false, "StoreUnavailable", e.clone());
-            return probe;
-        }
-        Ok(store) => store,
     };
     let last_attempt = pass.status.last_backup_attempt.as_ref().map(|t| t.0);
     let due = backup::next_due(db, last_attempt);
@@ -785,12 +794,24 @@ async fn backups(
         .cloned();
     let scheduled = due.is_some_and(|d| d <= pass.now);
     let healthy = pass.state() == Some(DatabaseHealthState::Healthy);
-    if (scheduled || now_asked.is_some() || asked.is_some()) && healthy && accounts_ok {
+    let usable: Vec<&Store> = live
+        .r
+        .stores
+        .usable()
+        .into_iter()
+        .filter(|s| !broken.iter().any(|b| b.name == s.name))
+        .collect();
+    let mut notes: Vec<(String, String)> = vec![];
+    let mut failed = false;
+    let wrote;
+    if (scheduled || now_asked.is_some() || asked.is_some()) && healthy && accounts_ok && !usable.is_empty() {
         pass.status.last_backup_attempt = Some(Time(pass.now));
         if let Some(v) = now_asked {
             pass.status.backup_now = Some(v);
         }
-        let (outcome, message) = backup_now(pass, live, store).await;
+        let (outcome, message) = backup_now(pass, live, &usable, &mut notes).await;
+        wrote = true;
+        failed = outcome != "Succeeded";
         if let Some(req) = asked {
             let answer = if outcome == "Succeeded" {
                 ActionOutcome::Done
@@ -799,21 +820,22 @@ async fn backups(
             };
             pass.action(req, answer, message);
         }
-    } else if let Some(req) = asked {
-        pass.action(
-            req,
-            ActionOutcome::Rejected,
-            "the database is not healthy: no backup of missing data".into(),
-        );
-    } else if pass.status.last_backup.is_none() && find_condition(&pass.status.conditions, BACKUPS_HEALTHY).is_none() {
-        let when = due.map(|d| d.to_string()).unwrap_or_default();
-        pass.set(
-            BACKUPS_HEALTHY,
-            false,
-            "NoBackupYet",
-            format!("the first backup is due at {when}"),
-        );
+    } else {
+        if let Some(req) = asked {
+            let why = if usable.is_empty() {
+                "no backup store can be used now (see the BackupsHealthy condition)"
+            } else {
+                "the database is not healthy: no backup of missing data"
+            };
+            pass.action(req, ActionOutcome::Rejected, why.into());
+        }
+        wrote = catch_up(pass, live, &manifests, &broken, &mut notes).await;
     }
+    if wrote {
+        (manifests, broken) = live.r.stores.manifests().await;
+        write_catalogs(live, &manifests).await;
+    }
+    store_status(pass, live, &spec.retention, (&manifests, &broken, &notes), failed, due);
     match backup::next_due(db, pass.status.last_backup_attempt.as_ref().map(|t| t.0)) {
         Some(next) => {
             let wait = next.as_second() - Timestamp::now().as_second();
@@ -823,26 +845,156 @@ async fn backups(
     }
 }
 
-/// Takes one backup and applies retention: (outcome, message).
+/// Copies the newest backup into each store that lacks it (a store that
+/// was down when it was taken); returns whether it wrote anything.
+async fn catch_up(
+    pass: &mut Pass<'_>,
+    live: &Live<'_, impl DatabaseEngine>,
+    manifests: &[Manifest],
+    broken: &[Unusable],
+    notes: &mut Vec<(String, String)>,
+) -> bool {
+    let stores = &live.r.stores;
+    let mut wrote = false;
+    for (to, m) in stores::behind(stores, manifests) {
+        let (Some(from), Some(dest)) = (stores.get(m.source), stores.get(to)) else {
+            continue;
+        };
+        if broken.iter().any(|b| b.name == dest.name) {
+            continue;
+        }
+        wrote = true;
+        match backup::copy(from, m, dest).await {
+            Ok(_) => pass.event(
+                EventType::Normal,
+                "BackupCopied",
+                "Backup",
+                format!("backup {} copied from store {} to store {}", m.id, from.name, dest.name),
+            ),
+            Err(e) => {
+                let why = format!(
+                    "copying backup {} from store {}: {e}; retried at the next pass",
+                    m.id, from.name
+                );
+                pass.event(
+                    EventType::Warning,
+                    "BackupCopyFailed",
+                    "Backup",
+                    format!("store {}: {why}", dest.name),
+                );
+                notes.push((dest.name.clone(), why));
+            }
+        }
+    }
+    wrote
+}
+
+/// Writes each usable store's catalog of what it holds.
+async fn write_catalogs(live: &Live<'_, impl DatabaseEngine>, manifests: &[Manifest]) {
+    let name = format!("{}/{}", live.db.namespace().unwrap_or_default(), live.db.name_any());
+    for (i, store) in live.r.stores.0.iter().enumerate() {
+        let Ok(store) = store else { continue };
+        let own: Vec<Manifest> = manifests.iter().filter(|m| m.source == i).cloned().collect();
+        if let Err(e) = store.write_catalog(&name, &own).await {
+            tracing::warn!(store = store.name, error = %e, "cannot write the backup catalog");
+        }
+    }
+}
+
+/// Each store's status, the newest backup, and `BackupsHealthy`.
+fn store_status(
+    pass: &mut Pass<'_>,
+    live: &Live<'_, impl DatabaseEngine>,
+    retention: &crate::api::common::Retention,
+    (manifests, broken, notes): (&[Manifest], &[Unusable], &[(String, String)]),
+    backup_failed: bool,
+    due: Option<Timestamp>,
+) {
+    let st = stores::status(&live.r.stores, manifests, broken, notes, retention, pass.now);
+    // The newest backup any store holds (one found in the stores counts too,
+    // e.g. after the Database was created again over existing stores).
+    if let Some(newest) = manifests.first()
+        && pass.status.last_backup.as_ref().is_none_or(|b| b.id < newest.id)
+    {
+        pass.status.last_backup = Some(backup::record(newest));
+    }
+    if !backup_failed {
+        match (stores::trouble(&st), &pass.status.last_backup) {
+            (Some((reason, why)), _) => pass.set(BACKUPS_HEALTHY, false, reason, why),
+            (None, Some(b)) => {
+                let names: Vec<&str> = st.iter().map(|s| s.name.as_str()).collect();
+                let msg = format!("the newest backup {} is in every store ({})", b.id, names.join(", "));
+                pass.set(BACKUPS_HEALTHY, true, "BackupSucceeded", msg);
+            }
+            (None, None) => {
+                let when = due.map(|d| d.to_string()).unwrap_or_default();
+                pass.set(
+                    BACKUPS_HEALTHY,
+                    false,
+                    "NoBackupYet",
+                    format!("the first backup is due at {when}"),
+                );
+            }
+        }
+    }
+    pass.status.stores = st;
+}
+
+/// Takes one backup into every usable store and applies each store's
+/// retention: (outcome, message). What a store made of it goes to `notes`.
 async fn backup_now(
     pass: &mut Pass<'_>,
     live: &Live<'_, impl DatabaseEngine>,
-    store: &Store,
+    usable: &[&Store],
+    notes: &mut Vec<(String, String)>,
 ) -> (&'static str, String) {
     let ctx = live.ctx;
-    let result = backup::take(&live.engine, store, live.db).await;
+    let result = backup::take(&live.engine, usable, live.db).await;
     let (outcome, message) = match result {
-        Ok(m) => {
-            let rec = backup::record(&m);
-            ctx.metrics.database_backup_bytes.inc_by(rec.bytes);
-            let mut message = format!("backup {}: {} bytes in {}", rec.id, rec.bytes, rec.duration);
-            match backup::prune(store, live.db).await {
-                Ok(gone) if !gone.is_empty() => message.push_str(&format!("; retention removed {}", gone.join(", "))),
-                Ok(_) => {}
-                Err(e) => message.push_str(&format!("; retention failed: {e}")),
+        Ok(taken) => {
+            let first = &taken.landed[0];
+            let rec = backup::record(first);
+            ctx.metrics.database_backup_bytes.inc_by(first.bytes());
+            let names: Vec<&str> = usable
+                .iter()
+                .filter(|s| !taken.failed.iter().any(|(n, _)| *n == s.name))
+                .map(|s| s.name.as_str())
+                .collect();
+            let mut message = format!(
+                "backup {}: {} bytes in {}, in store(s) {}",
+                rec.id,
+                first.bytes(),
+                rec.duration,
+                names.join(", ")
+            );
+            for (name, why) in &taken.failed {
+                message.push_str(&format!("; store {name} failed: {why}"));
+                notes.push((
+                    name.clone(),
+                    format!("backup {} failed: {why}; copied at the next pass", taken.id),
+                ));
             }
-            pass.set(BACKUPS_HEALTHY, true, "BackupSucceeded", message.clone());
-            pass.event(EventType::Normal, "BackupSucceeded", "Backup", message.clone());
+            for store in usable.iter().filter(|s| names.contains(&s.name.as_str())) {
+                let pruned = match store.manifests(0).await {
+                    Ok(own) => backup::prune(store, live.db, &own).await,
+                    Err(e) => Err(e.to_string()),
+                };
+                match pruned {
+                    Ok(p) if !p.gone.is_empty() => message.push_str(&format!(
+                        "; retention removed {} from store {}",
+                        p.gone.join(", "),
+                        store.name
+                    )),
+                    Ok(_) => {}
+                    Err(e) => message.push_str(&format!("; retention failed in store {}: {e}", store.name)),
+                }
+            }
+            let type_ = if taken.failed.is_empty() {
+                EventType::Normal
+            } else {
+                EventType::Warning
+            };
+            pass.event(type_, "BackupSucceeded", "Backup", message.clone());
             pass.status.last_backup = Some(rec);
             ("Succeeded", message)
         }

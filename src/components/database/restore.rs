@@ -26,7 +26,7 @@ use crate::{
     },
     crash,
     providers::{
-        backup_store::{DumpRecord, Manifest, Store, check_dump},
+        backup_store::{DumpRecord, Manifest, Store, Stores, check_dump},
         database::{DatabaseConn, DatabaseEngine, DumpError, EngineError, Scope, TableMeasure},
     },
 };
@@ -118,7 +118,26 @@ pub async fn find_missing(
 /// What a restore works with.
 pub struct Peers<'a, E> {
     pub engine: &'a E,
-    pub store: &'a Store,
+    pub stores: &'a Stores,
+}
+
+impl<E> Peers<'_, E> {
+    /// The stores backups `used` were read from, as status names them.
+    pub fn names(&self, used: &[&Manifest]) -> Option<String> {
+        let mut names: Vec<&str> = used
+            .iter()
+            .filter_map(|m| self.stores.get(m.source).map(|s| s.name.as_str()))
+            .collect();
+        names.dedup();
+        (!names.is_empty()).then(|| names.join(", "))
+    }
+
+    /// The store backup `m` was listed in.
+    pub fn store_of(&self, m: &Manifest) -> Result<&Store, String> {
+        self.stores
+            .get(m.source)
+            .ok_or_else(|| format!("the store backup {} was listed in is no longer usable", m.id))
+    }
 }
 
 impl<E> Clone for Peers<'_, E> {
@@ -144,10 +163,11 @@ impl Chosen<'_> {
 }
 
 /// For each database with something missing, the newest backup that holds
-/// all of it and whose checksum verifies (corrupt ones are noted in the
-/// record's skipped backups); the databases no backup can serve, with why.
+/// all of it and whose checksum verifies, from the first store that holds it
+/// whole (corrupt or unreadable copies are noted in the record's skipped
+/// backups and the next copy is tried); the databases no backup can serve, with why.
 pub async fn choose<'m>(
-    store: &Store,
+    stores: &Stores,
     missing: &[Missing],
     manifests: &'m [Manifest],
     record: &mut RestoreRecord,
@@ -160,6 +180,14 @@ pub async fn choose<'m>(
     'db: for (name, items) in by_db {
         for m in manifests.iter().filter(|m| items.iter().all(|i| i.held_by(m))) {
             let rec = m.database(name).expect("held_by checked it");
+            let store = match stores.0.get(m.source) {
+                Some(Ok(s)) => s,
+                Some(Err(u)) => {
+                    record.skipped_backups.push(format!("backup {}: {u}", m.id));
+                    continue;
+                }
+                None => continue,
+            };
             match checksum_passes(store, m, rec, record).await {
                 Ok(true) => {
                     chosen.push(Chosen {
@@ -211,7 +239,7 @@ pub async fn run(
             Err(e) => failures.push(format!("{}: {e}", c.database)),
         }
     }
-    conclude(record, &used, &failures, observed);
+    conclude(record, &used, peers.names(&used), &failures, observed);
 }
 
 /// Whether dump `rec` of backup `m` passes its checksum; a corrupt one is
@@ -224,11 +252,17 @@ pub async fn checksum_passes(
 ) -> Result<bool, String> {
     match check_dump(store, &m.id, rec).await {
         Ok(()) => Ok(true),
-        Err(DumpError::Corrupt(why)) => {
+        Err(DumpError::Corrupt(why) | DumpError::Key(why)) => {
             record.skipped_backups.push(why);
             Ok(false)
         }
-        Err(e) => Err(e.to_string()),
+        // The store stopped answering: its other copies are passed over too.
+        Err(e) => {
+            record
+                .skipped_backups
+                .push(format!("backup {} in store {}: {e}", m.id, store.name));
+            Ok(false)
+        }
     }
 }
 
@@ -244,6 +278,7 @@ pub fn record(targets: Vec<String>, observed: Timestamp) -> RestoreRecord {
         duration: String::new(),
         backup_id: None,
         backup_time: None,
+        store: None,
         bytes_restored: 0,
         data_loss_window_seconds: None,
         skipped_backups: vec![],
@@ -257,7 +292,13 @@ pub fn record(targets: Vec<String>, observed: Timestamp) -> RestoreRecord {
 /// runs from the oldest to `loss_until`), and the outcome: `Failed` with the
 /// failures, else `VerificationFailed` when a table differs from the backup,
 /// else `Verified`.
-pub fn conclude(record: &mut RestoreRecord, used: &[&Manifest], failures: &[String], loss_until: Timestamp) {
+pub fn conclude(
+    record: &mut RestoreRecord,
+    used: &[&Manifest],
+    store_names: Option<String>,
+    failures: &[String],
+    loss_until: Timestamp,
+) {
     let finished = Timestamp::now();
     record.finished = MicroTime(finished);
     record.duration = format!("{:.3}s", finished.duration_since(record.started.0).as_secs_f64());
@@ -265,6 +306,9 @@ pub fn conclude(record: &mut RestoreRecord, used: &[&Manifest], failures: &[Stri
     ids.dedup();
     if !ids.is_empty() {
         record.backup_id = Some(ids.join(", "));
+    }
+    if let Some(names) = store_names {
+        record.store = Some(names);
     }
     if let Some(oldest) = used.iter().map(|m| m.started).min() {
         record.backup_time = Some(Time(oldest));
@@ -454,7 +498,7 @@ async fn restore_whole(
     );
     let restored = async {
         record.bytes_restored += engine
-            .restore(peers.store, backup, c.dump, &stage, Scope::Database)
+            .restore(peers.store_of(c.manifest)?, backup, c.dump, &stage, Scope::Database)
             .await
             .map_err(|e| format!("restoring backup {backup}: {e}"))?;
         crash::point("restore:restored");
@@ -518,7 +562,13 @@ async fn restore_tables(
         .collect();
     record.bytes_restored += peers
         .engine
-        .restore(peers.store, backup, c.dump, name, Scope::Tables(&wanted))
+        .restore(
+            peers.store_of(c.manifest)?,
+            backup,
+            c.dump,
+            name,
+            Scope::Tables(&wanted),
+        )
         .await
         .map_err(|e| format!("restoring backup {backup}: {e}"))?;
     crash::point("restore:tables");
@@ -615,7 +665,7 @@ pub async fn verify_finished(
             Err(e) => failures.push(format!("{name}: {e}")),
         }
     }
-    conclude(record, &used, &failures, observed);
+    conclude(record, &used, peers.names(&used), &failures, observed);
 }
 
 #[cfg(test)]

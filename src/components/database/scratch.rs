@@ -70,7 +70,7 @@ pub async fn run(
         }
     }
     // The data-loss window: what a restore now would lose.
-    restore::conclude(&mut record, &used, &failures, now);
+    restore::conclude(&mut record, &used, peers.names(&used), &failures, now);
     record
 }
 
@@ -81,9 +81,10 @@ async fn one<'m>(
     id: &str,
     record: &mut RestoreRecord,
 ) -> Result<&'m Manifest, String> {
-    let Peers { engine, store } = *peers;
+    let engine = peers.engine;
     for m in manifests {
         let Some(rec) = m.database(name) else { continue };
+        let Ok(store) = peers.store_of(m) else { continue };
         if !restore::checksum_passes(store, m, rec, record).await? {
             continue;
         }

@@ -5,18 +5,14 @@
 
 use std::{path::PathBuf, process::Stdio, time::Instant};
 
-use sha2::{Digest, Sha256};
 use tokio::{
     io::{AsyncRead, AsyncReadExt},
     process::{Child, Command},
 };
 
 use super::{PgError, Target, tables};
+use crate::providers::backup_store::{DumpRecord, Store, Upload};
 pub use crate::providers::database::{DumpError, Scope};
-use crate::providers::{
-    artifacts::hex,
-    backup_store::{DumpRecord, Store, into_reader},
-};
 
 /// Where PostgreSQL's client tools are: a directory, or the PATH.
 #[derive(Clone, Debug, Default)]
@@ -124,14 +120,13 @@ async fn finish(name: &str, mut child: Child, tail: tokio::task::JoinHandle<Stri
     }
 }
 
-/// Dumps `db` into backup `id` (pg_dump's custom format) and measures the
-/// verify `tables` in the same snapshot, so the manifest describes exactly
-/// what the dump holds.
+/// Dumps `db` into `out` (pg_dump's custom format) and measures the verify
+/// `tables` in the same snapshot, so the manifest describes exactly what the
+/// dump holds. The caller finishes or aborts `out`.
 pub async fn dump(
     tools: &Tools,
     target: &Target,
-    store: &Store,
-    id: &str,
+    out: &mut Upload<'_>,
     db: &str,
     verify: &[(String, String)],
 ) -> Result<DumpRecord, DumpError> {
@@ -154,7 +149,6 @@ pub async fn dump(
         measures.push(tables::measure_with_objects(&conn, schema, name).await?);
     }
     let env = env(target)?;
-    let file = format!("{db}.dump");
     let snapshot_arg = format!("--snapshot={snapshot}");
     let mut child = spawn(
         tools,
@@ -164,46 +158,35 @@ pub async fn dump(
         false,
     )?;
     let tail = stderr_tail(&mut child);
-    let mut out = child.stdout.take().expect("stdout is piped");
-    let mut writer = store.writer(id, &file).await?;
-    let mut hasher = Sha256::new();
-    let mut bytes = 0u64;
+    let mut stdout = child.stdout.take().expect("stdout is piped");
     let mut buf = vec![0u8; 1 << 20];
     let copy = async {
         loop {
-            let n = out
+            let n = stdout
                 .read(&mut buf)
                 .await
                 .map_err(|e| DumpError::Tool(format!("reading pg_dump: {e}")))?;
             if n == 0 {
                 return Ok::<(), DumpError>(());
             }
-            hasher.update(&buf[..n]);
-            bytes += n as u64;
-            writer.wait_for_capacity(4).await?;
-            writer.write(&buf[..n]);
+            out.write(&buf[..n]).await?;
             crate::crash::point("backup:writing");
         }
     };
     // Every table's row count, in the dump's snapshot, while pg_dump reads it.
     let (copied, contents) = tokio::join!(copy, tables::contents(&conn));
     let ended = finish("pg_dump", child, tail).await;
-    let contents = match copied.and(ended).and_then(|()| contents.map_err(DumpError::from)) {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = writer.abort().await;
-            return Err(e);
-        }
-    };
-    writer.finish().await?;
+    let contents = copied.and(ended).and_then(|()| contents.map_err(DumpError::from))?;
     let _ = conn.batch_execute("COMMIT").await;
+    let (bytes, sha256) = out.plain();
     Ok(DumpRecord {
         name: db.into(),
-        file,
+        file: format!("{db}.dump"),
         bytes,
-        sha256: hex(&hasher.finalize()),
+        sha256,
         tables: measures,
         contents,
+        stored: None,
     })
 }
 
@@ -227,8 +210,8 @@ pub async fn restore(
     scope: Scope<'_>,
 ) -> Result<u64, DumpError> {
     let env = env(target)?;
-    // A local store's file is read by pg_restore itself, as from any dump file.
-    let local = store.local_file(id, &rec.file);
+    // A local store's file in the clear is read by pg_restore itself, as from any dump file.
+    let local = store.local_dump(id, rec);
     let list = match scope {
         Scope::Database => None,
         Scope::Tables(wanted) => {
@@ -244,7 +227,7 @@ pub async fn restore(
             });
             if local.is_none() {
                 // pg_restore stops reading once it has the table of contents.
-                let _ = feed(&mut child, into_reader(Box::pin(store.read(id, &rec.file).await?))).await;
+                let _ = feed(&mut child, store.open_dump(id, rec).await?).await;
             }
             finish("pg_restore --list", child, tail).await?;
             let toc = reader
@@ -278,7 +261,7 @@ pub async fn restore(
     let drain = tokio::spawn(async move { tokio::io::copy(&mut out, &mut tokio::io::sink()).await });
     let fed = match &local {
         Some(_) => Ok(rec.bytes),
-        None => feed(&mut child, into_reader(Box::pin(store.read(id, &rec.file).await?))).await,
+        None => feed(&mut child, store.open_dump(id, rec).await?).await,
     };
     let ended = finish("pg_restore", child, tail).await;
     let _ = drain.await;

@@ -13,7 +13,7 @@ use super::{
 use crate::{
     api::database::SslMode,
     providers::{
-        backup_store::{DumpRecord, Store},
+        backup_store::{DumpRecord, Store, Upload},
         database::{DatabaseConn, DatabaseEngine, DesiredRole, DumpError, Outcome, Scope, TableMeasure},
     },
 };
@@ -176,12 +176,11 @@ impl DatabaseEngine for Postgres {
 
     async fn dump(
         &self,
-        store: &Store,
-        id: &str,
+        out: &mut Upload<'_>,
         database: &str,
         verify: &[(String, String)],
     ) -> Result<DumpRecord, DumpError> {
-        dump::dump(&self.tools, &self.target, store, id, database, verify).await
+        dump::dump(&self.tools, &self.target, out, database, verify).await
     }
 
     async fn restore(

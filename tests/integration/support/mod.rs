@@ -15,6 +15,7 @@ pub mod plastprod;
 pub mod postgres;
 pub mod proxy;
 pub mod redfish;
+pub mod s3;
 pub mod tls;
 pub mod webhooks;
 
