@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     api::database::{Grant, SslMode},
-    providers::backup_store::{DumpRecord, Store, Upload},
+    providers::backup_store::{BaseRecord, DumpRecord, Store, Upload},
 };
 
 /// A password that never shows in logs, Debug output or error messages.
@@ -191,6 +191,9 @@ pub trait DatabaseEngine: Send + Sync {
         database: &str,
         verify: &[(String, String)],
     ) -> impl Future<Output = Result<DumpRecord, DumpError>> + Send;
+    /// Takes a physical base backup of the whole instance into `out` (for
+    /// point-in-time recovery with the archived WAL).
+    fn base_backup(&self, out: &mut Upload<'_>) -> impl Future<Output = Result<BaseRecord, DumpError>> + Send;
     /// Restores dump `rec` of backup `id` into database `into`, all or
     /// nothing; returns the bytes read.
     fn restore(

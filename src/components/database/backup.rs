@@ -9,7 +9,7 @@ use crate::{
         database::{BackupFileRecord, BackupRecord},
     },
     providers::{
-        backup_store::{DumpRecord, Manifest, Store, Upload, expired},
+        backup_store::{BaseRecord, DumpRecord, Manifest, Store, Upload, expired},
         database::DatabaseEngine,
     },
 };
@@ -84,6 +84,10 @@ pub async fn take(engine: &impl DatabaseEngine, stores: &[&Store], db: &Database
             }
         }
     }
+    let mut bases = match db.spec.backup.as_ref().and_then(|b| b.wal.as_ref()) {
+        Some(_) => base_backup(engine, &live, &id, started, &mut failed).await?,
+        None => Default::default(),
+    };
     let finished = Timestamp::now();
     let mut landed = vec![];
     for store in live {
@@ -99,6 +103,7 @@ pub async fn take(engine: &impl DatabaseEngine, stores: &[&Store], db: &Database
             server_version: engine.version().to_string(),
             databases,
             locked: store.lock_for(started),
+            base: bases.remove(&store.name),
             source: 0,
         };
         match store.finish(&manifest).await {
@@ -114,6 +119,42 @@ pub async fn take(engine: &impl DatabaseEngine, stores: &[&Store], db: &Database
         return Err(why.join("; "));
     }
     Ok(Taken { id, landed, failed })
+}
+
+/// A base backup of the instance into every store still in: each store's record.
+async fn base_backup(
+    engine: &impl DatabaseEngine,
+    live: &[&Store],
+    id: &str,
+    started: Timestamp,
+    failed: &mut Vec<(String, String)>,
+) -> Result<std::collections::BTreeMap<String, BaseRecord>, String> {
+    let targets: Vec<&Store> = live
+        .iter()
+        .copied()
+        .filter(|s| !failed.iter().any(|(n, _)| *n == s.name))
+        .collect();
+    let mut up = Upload::open(&targets, id, "base.tar", Some(started)).await;
+    let base = match engine.base_backup(&mut up).await {
+        Ok(b) => b,
+        Err(e) => {
+            up.abort().await;
+            for s in live {
+                let _ = s.delete(id).await;
+            }
+            return Err(format!("base backup: {e}"));
+        }
+    };
+    let mut out = std::collections::BTreeMap::new();
+    for landed in up.finish().await {
+        match landed.result {
+            Ok(stored) => {
+                out.insert(landed.store, BaseRecord { stored, ..base.clone() });
+            }
+            Err(why) => failed.push((landed.store, format!("base backup: {why}"))),
+        }
+    }
+    Ok(out)
 }
 
 /// Removes what failed or interrupted backups left in `store`.
@@ -139,8 +180,22 @@ pub async fn copy(from: &Store, m: &Manifest, to: &Store) -> Result<Manifest, St
             }
         }
     }
+    let base = match &m.base {
+        Some(b) => match copy_one(from, m, &b.as_dump(), to).await {
+            Ok(r) => Some(BaseRecord {
+                stored: r.stored,
+                ..b.clone()
+            }),
+            Err(e) => {
+                let _ = to.delete(&m.id).await;
+                return Err(format!("base backup: {e}"));
+            }
+        },
+        None => None,
+    };
     let manifest = Manifest {
         databases,
+        base,
         locked: to.lock_for(m.started),
         ..m.clone()
     };

@@ -4,9 +4,11 @@
 //! restores what disappears from the newest backup that verifies, and
 //! publishes the health signal the recovery engine reads.
 
+pub mod archive;
 pub mod backup;
 pub mod connection;
 pub mod contract;
+pub mod pitr;
 pub mod restore;
 pub mod scratch;
 pub mod stores;
@@ -40,8 +42,8 @@ use crate::{
         common::{ComponentKind, ConditionStatus, find_condition, reasons},
         contract::{ActionOutcome, ActionVerb, Health, Request},
         database::{
-            BACKUP_NOW_ANNOTATION, DatabaseHealthState, DatabaseStatus, RestoreInProgress, RestoreOutcome,
-            RestoreRecord, SslMode,
+            BACKUP_NOW_ANNOTATION, DatabaseHealthState, DatabaseStatus, RESTORE_TO_ANNOTATION, RestoreInProgress,
+            RestoreOutcome, RestoreRecord, SslMode,
         },
     },
     crash,
@@ -392,8 +394,13 @@ async fn pass<E: DatabaseEngine>(
     // 3. What is gone: restored when a backup holds it, else created (new database).
     let (manifests, broken) = live.r.stores.manifests().await;
     let asked_restore = action.take_if(|r| r.action() == Some(ActionVerb::Restore));
-    if let Err(e) = data(&mut pass, &live, &manifests, asked_restore, &mut out).await? {
-        accounts_error.get_or_insert(e);
+    match (asked_restore, db.annotations().get(RESTORE_TO_ANNOTATION)) {
+        (Some(req), Some(point)) => pitr_now(&mut pass, &live, &manifests, req, point).await?,
+        (asked, _) => {
+            if let Err(e) = data(&mut pass, &live, &manifests, asked, &mut out).await? {
+                accounts_error.get_or_insert(e);
+            }
+        }
     }
 
     // A drill: restored into scratch databases, verified, dropped.
@@ -555,6 +562,25 @@ async fn finished_before_restart(
     manifests: &[Manifest],
 ) -> Option<bool> {
     let p = pass.status.restore_in_progress.clone().filter(|_| live.has_stores())?;
+    if p.backups.is_empty() {
+        // A point-in-time restore cut short: its staged copy was swapped in
+        // only if it had verified (see finish_interrupted); it is not re-checked.
+        let mut rec = restore::record(p.targets.clone(), p.failure_observed.0);
+        rec.started = p.started.clone();
+        restore::conclude(
+            &mut rec,
+            &[],
+            None,
+            &["a point-in-time restore was interrupted by a restart; ask for it again".into()],
+            p.failure_observed.0,
+        );
+        let asked = p.request.map(|id| Request {
+            verb: ActionVerb::Restore.as_str().into(),
+            id,
+        });
+        end_restore(pass, live.ctx, rec, asked);
+        return Some(false);
+    }
     let backups: Vec<(String, &Manifest)> = p
         .backups
         .iter()
@@ -620,6 +646,72 @@ async fn restore_now(
     crash::point("restore:recorded");
     restore::run(&live.peers(), live.db, &chosen, failures, observed, &mut rec).await;
     end_restore(pass, live.ctx, rec, asked);
+    Ok(())
+}
+
+/// A requested point-in-time restore of every database of the spec, over
+/// the live ones, recorded in status before it starts.
+async fn pitr_now(
+    pass: &mut Pass<'_>,
+    live: &Live<'_, impl DatabaseEngine>,
+    manifests: &[Manifest],
+    req: Request,
+    point: &str,
+) -> Result<(), Error> {
+    let field = format!("the {RESTORE_TO_ANNOTATION} annotation");
+    if live.db.spec.backup.as_ref().and_then(|b| b.wal.as_ref()).is_none() {
+        let why = format!("{field} asks for a point-in-time restore, which needs spec.backup.wal");
+        pass.action(req, ActionOutcome::Rejected, why);
+        return Ok(());
+    }
+    let point = match crate::providers::postgres::recovery::Point::parse(point) {
+        Ok(p) => p,
+        Err(e) => {
+            pass.action(req, ActionOutcome::Rejected, format!("{field}: {e}"));
+            return Ok(());
+        }
+    };
+    let targets: Vec<String> = live
+        .db
+        .spec
+        .databases
+        .iter()
+        .map(|d| format!("database {} to {}", d.name, point.describe()))
+        .collect();
+    let mut rec = restore::record(targets.clone(), pass.now);
+    pass.health(
+        DatabaseHealthState::Restoring,
+        format!("restoring {}", targets.join(", ")),
+    );
+    pass.status.restore_in_progress = Some(RestoreInProgress {
+        targets: targets.clone(),
+        backups: vec![],
+        failure_observed: MicroTime(pass.now),
+        started: rec.started.clone(),
+        request: Some(req.id.clone()),
+    });
+    pass.event(
+        EventType::Normal,
+        "PointInTimeRestore",
+        "Restore",
+        format!(
+            "restoring {} from a base backup and the archived WAL",
+            targets.join(", ")
+        ),
+    );
+    pass.checkpoint().await?;
+    crash::point("pitr:recorded");
+    let tools = Tools {
+        bin_dir: live.ctx.settings.postgres_bin_dir.clone(),
+    };
+    let recovery = pitr::Recovery {
+        engine: &live.engine,
+        tools: &tools,
+        admin: &live.r.target,
+        stores: &live.r.stores,
+    };
+    pitr::run(&recovery, live.db, manifests, &point, &mut rec).await;
+    end_restore(pass, live.ctx, rec, Some(req));
     Ok(())
 }
 
@@ -835,7 +927,15 @@ async fn backups(
         (manifests, broken) = live.r.stores.manifests().await;
         write_catalogs(live, &manifests).await;
     }
-    store_status(pass, live, &spec.retention, (&manifests, &broken, &notes), failed, due);
+    store_status(
+        pass,
+        live,
+        &spec.retention,
+        (&manifests, &broken, &notes),
+        (failed, wrote && !failed),
+        due,
+    );
+    pass.status.wal = archiving(live);
     match backup::next_due(db, pass.status.last_backup_attempt.as_ref().map(|t| t.0)) {
         Some(next) => {
             let wait = next.as_second() - Timestamp::now().as_second();
@@ -843,6 +943,53 @@ async fn backups(
         }
         None => probe,
     }
+}
+
+/// Keeps the WAL archiver of the Database running as the spec says (or
+/// stopped); what it has archived, for status.
+fn archiving(live: &Live<'_, impl DatabaseEngine>) -> Option<crate::api::database::WalStatus> {
+    use sha2::{Digest, Sha256};
+    let db = live.db;
+    let uid = db.uid().unwrap_or_default();
+    let Some(w) = db.spec.backup.as_ref().and_then(|b| b.wal.as_ref()) else {
+        archive::stop(&uid);
+        return None;
+    };
+    let ns = db.namespace().unwrap_or_default();
+    let slot = w
+        .slot
+        .clone()
+        .unwrap_or_else(|| crate::providers::postgres::wal::slot_name(&ns, &db.name_any()));
+    let mut key = Sha256::new();
+    key.update(db.metadata.generation.unwrap_or(0).to_be_bytes());
+    key.update(live.r.target.password.0.as_bytes());
+    for s in live.r.stores.usable() {
+        key.update(s.fingerprint.as_bytes());
+    }
+    let setup = archive::Setup {
+        target: live.r.target.clone(),
+        tools: Tools {
+            bin_dir: live.ctx.settings.postgres_bin_dir.clone(),
+        },
+        stores: live.r.stores.clone(),
+        slot: slot.clone(),
+        interval: w.upload_interval.as_std(),
+        key: crate::providers::artifacts::hex(&key.finalize()),
+        wanted: {
+            let dbs = live.ctx.stores.databases.clone();
+            let uid = uid.clone();
+            Arc::new(move || {
+                dbs.state().iter().any(|d| {
+                    d.0.as_ref().is_ok_and(|d| {
+                        d.uid().as_deref() == Some(uid.as_str())
+                            && d.spec.backup.as_ref().is_some_and(|b| b.wal.is_some())
+                    })
+                })
+            })
+        },
+    };
+    let progress = archive::ensure(&uid, setup);
+    Some(archive::status(&progress, &slot))
 }
 
 /// Copies the newest backup into each store that lacks it (a store that
@@ -907,7 +1054,7 @@ fn store_status(
     live: &Live<'_, impl DatabaseEngine>,
     retention: &crate::api::common::Retention,
     (manifests, broken, notes): (&[Manifest], &[Unusable], &[(String, String)]),
-    backup_failed: bool,
+    (backup_failed, backed_up): (bool, bool),
     due: Option<Timestamp>,
 ) {
     let st = stores::status(&live.r.stores, manifests, broken, notes, retention, pass.now);
@@ -918,7 +1065,11 @@ fn store_status(
     {
         pass.status.last_backup = Some(backup::record(newest));
     }
-    if !backup_failed {
+    // A failed backup stays said until one succeeds.
+    let failed_before = find_condition(&pass.status.conditions, BACKUPS_HEALTHY)
+        .is_some_and(|c| c.reason == "BackupFailed" && c.status == ConditionStatus::False);
+    let keep_failure = backup_failed || (failed_before && !backed_up);
+    if !keep_failure {
         match (stores::trouble(&st), &pass.status.last_backup) {
             (Some((reason, why)), _) => pass.set(BACKUPS_HEALTHY, false, reason, why),
             (None, Some(b)) => {

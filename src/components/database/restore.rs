@@ -279,6 +279,8 @@ pub fn record(targets: Vec<String>, observed: Timestamp) -> RestoreRecord {
         backup_id: None,
         backup_time: None,
         store: None,
+        recovery_target: None,
+        recovered_to: None,
         bytes_restored: 0,
         data_loss_window_seconds: None,
         skipped_backups: vec![],

@@ -152,6 +152,7 @@ mod tests {
             server_version: "17".into(),
             databases: vec![],
             locked: None,
+            base: None,
             source,
         }
     }

@@ -141,6 +141,21 @@ impl Keyring {
         Ok(r.compat())
     }
 
+    /// A reader of the plaintext of `input`, sealed to any key of the Secret.
+    pub async fn open_any<R>(&self, input: R) -> Result<impl tokio::io::AsyncRead + Send + Unpin + use<R>, String>
+    where
+        R: tokio::io::AsyncRead + Send + Unpin,
+    {
+        use tokio_util::compat::{FuturesAsyncReadCompatExt, TokioAsyncReadCompatExt};
+        let d = age::Decryptor::new_async(input.compat())
+            .await
+            .map_err(|e| format!("not an age file: {e}"))?;
+        let r = d
+            .decrypt_async(self.identities.iter().map(|(_, i)| i as &dyn age::Identity))
+            .map_err(|e| format!("no key of Secret {:?} opens it: {e}", self.secret))?;
+        Ok(r.compat())
+    }
+
     /// Whether the Secret's current key is this identity (tests, diagnostics).
     pub fn holds(&self, key: &str) -> bool {
         self.identities.iter().any(|(k, _)| k == key)

@@ -43,9 +43,51 @@ pub struct Manifest {
     /// Until when the store refuses to delete this backup's objects.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub locked: Option<Locked>,
+    /// A physical base backup of the whole instance, taken with it when WAL
+    /// is archived: where point-in-time recovery starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<BaseRecord>,
     /// Which store of the Database it was read from (an index; not stored).
     #[serde(skip)]
     pub source: usize,
+}
+
+/// A base backup (a tar of the instance's data directory).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BaseRecord {
+    pub file: String,
+    pub bytes: u64,
+    pub sha256: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored: Option<Stored>,
+    /// Where recovery starts, and the WAL segment holding it.
+    pub start_lsn: String,
+    pub start_segment: String,
+    /// The server's version number (the binaries that can start it).
+    pub server_version_num: i32,
+    /// The size of its WAL segments (archived partial segments are padded to it).
+    #[serde(default = "default_segment_size")]
+    pub segment_size: u64,
+}
+
+fn default_segment_size() -> u64 {
+    16 << 20
+}
+
+impl BaseRecord {
+    /// The base backup as a dump record, to read and check it like one.
+    pub fn as_dump(&self) -> DumpRecord {
+        DumpRecord {
+            name: String::new(),
+            file: self.file.clone(),
+            bytes: self.bytes,
+            sha256: self.sha256.clone(),
+            tables: vec![],
+            contents: vec![],
+            stored: self.stored.clone(),
+        }
+    }
 }
 
 /// The retention every object of a backup was written with.
@@ -116,6 +158,9 @@ pub struct Store {
     lock: Option<ObjectLock>,
     keys: Option<Arc<Keyring>>,
     bucket: Option<s3::Bucket>,
+    /// A digest of what the store was opened with (credentials and keys
+    /// included): it changes when they do.
+    pub fingerprint: String,
 }
 
 /// A store that cannot be used now: its name, the field at fault, why.
@@ -294,6 +339,16 @@ impl Store {
         name: &str,
     ) -> Result<Self, String> {
         let local_root = spec.local.as_ref().map(|l| std::path::PathBuf::from(&l.path));
+        let mut print = Sha256::new();
+        print.update(serde_json::to_vec(spec).unwrap_or_default());
+        if let Some(c) = &creds {
+            print.update(c.access_key_id.as_bytes());
+            print.update(c.secret_access_key.as_bytes());
+        }
+        if let Some(k) = &keys {
+            print.update(k.key_id().as_bytes());
+        }
+        let fingerprint = hex(&print.finalize())[..16].to_string();
         let mut bucket = None;
         let (inner, base): (Arc<dyn ObjectStore>, Option<&str>) = if let Some(local) = &spec.local {
             std::fs::create_dir_all(&local.path).map_err(|e| format!("cannot create {}: {e}", local.path))?;
@@ -352,6 +407,7 @@ impl Store {
             lock: spec.object_lock.clone(),
             keys: keys.map(Arc::new),
             bucket,
+            fingerprint,
         })
     }
 
@@ -382,6 +438,50 @@ impl Store {
             (Some(l), Some(b)) => b.retain(path, l.mode, l.until).await,
             _ => Ok(()),
         }
+    }
+
+    /// The archived WAL files (`<segment>` or `<segment>.partial`), sorted.
+    pub async fn wal_names(&self) -> Result<Vec<String>, String> {
+        let dir = self.prefix.clone().join(WAL);
+        let mut names: Vec<String> = self
+            .inner
+            .list(Some(&dir))
+            .map_ok(|m| m.location.filename().unwrap_or_default().to_string())
+            .try_collect()
+            .await
+            .map_err(|e| stable(&e.to_string()))?;
+        names.sort();
+        Ok(names)
+    }
+
+    /// An archived WAL file, in the clear.
+    pub async fn open_wal(&self, name: &str) -> Result<Box<dyn tokio::io::AsyncRead + Send + Unpin>, DumpError> {
+        use tokio::io::AsyncBufReadExt;
+        let raw = self.read(WAL, name).await?;
+        let mut r = tokio::io::BufReader::new(into_reader(Box::pin(raw)));
+        let sealed = r
+            .fill_buf()
+            .await
+            .map_err(|e| DumpError::Tool(e.to_string()))?
+            .starts_with(b"age-encryption.org/v1");
+        if !sealed {
+            return Ok(Box::new(r));
+        }
+        let keys = self.keys.as_ref().ok_or_else(|| {
+            DumpError::Key(format!(
+                "WAL {name} in store {} is encrypted and the store has no key",
+                self.name
+            ))
+        })?;
+        keys.open_any(r)
+            .await
+            .map(|r| Box::new(r) as Box<dyn tokio::io::AsyncRead + Send + Unpin>)
+            .map_err(|why| DumpError::Key(format!("WAL {name} in store {}: {why}", self.name)))
+    }
+
+    /// Deletes archived WAL file `name` (a locked one stays: Ok(false)).
+    pub async fn delete_wal(&self, name: &str) -> bool {
+        self.inner.delete(&self.path(WAL, name)).await.is_ok()
     }
 
     /// The keys the store encrypts with, if it does.
@@ -601,7 +701,7 @@ impl Store {
                 out
             }
         };
-        ids.retain(|id| id != except);
+        ids.retain(|id| id != except && id != WAL);
         ids.sort();
         Ok(ids)
     }
@@ -630,6 +730,9 @@ pub fn expired(
     }
     (now_, later)
 }
+
+/// The folder of a Database's archived WAL, next to its backups.
+pub const WAL: &str = "wal";
 
 /// The name of the catalog next to a Database's backups.
 pub const CATALOG: &str = "catalog.json";
@@ -801,6 +904,7 @@ mod tests {
             server_version: "15".into(),
             databases: vec![],
             locked: None,
+            base: None,
             source: 0,
         }
     }

@@ -21,7 +21,7 @@ pub struct Tools {
 }
 
 impl Tools {
-    fn command(&self, name: &str) -> Command {
+    pub(super) fn command(&self, name: &str) -> Command {
         let program = self
             .bin_dir
             .as_ref()
@@ -40,7 +40,7 @@ impl Tools {
 /// The child is killed when the operator dies, however it dies (SIGKILL
 /// included, as when its pod is deleted): an orphaned pg_restore must never
 /// go on writing behind a successor's back.
-fn die_with_parent(c: &mut Command) {
+pub(super) fn die_with_parent(c: &mut Command) {
     let parent = std::process::id() as i32;
     // SAFETY: only async-signal-safe calls (prctl, getppid, _exit) between fork and exec.
     unsafe {
@@ -58,12 +58,12 @@ fn die_with_parent(c: &mut Command) {
 }
 
 /// A libpq tool's environment, with the CA bundle in a file while it runs.
-struct Env {
+pub(super) struct Env {
     vars: Vec<(String, String)>,
     _ca: Option<tempfile::NamedTempFile>,
 }
 
-fn env(target: &Target) -> Result<Env, DumpError> {
+pub(super) fn env(target: &Target) -> Result<Env, DumpError> {
     let ca = match &target.ca_pem {
         Some(pem) => {
             let mut f = tempfile::NamedTempFile::new().map_err(|e| DumpError::Tool(format!("CA file: {e}")))?;
@@ -78,7 +78,7 @@ fn env(target: &Target) -> Result<Env, DumpError> {
     })
 }
 
-fn spawn(tools: &Tools, name: &str, args: &[&str], env: &Env, stdin: bool) -> Result<Child, DumpError> {
+pub(super) fn spawn(tools: &Tools, name: &str, args: &[&str], env: &Env, stdin: bool) -> Result<Child, DumpError> {
     let mut c = tools.command(name);
     c.args(args).envs(env.vars.iter().map(|(k, v)| (k, v)));
     if stdin {
@@ -89,7 +89,7 @@ fn spawn(tools: &Tools, name: &str, args: &[&str], env: &Env, stdin: bool) -> Re
 }
 
 /// The last 2 KiB of a tool's stderr, read while it runs.
-fn stderr_tail(child: &mut Child) -> tokio::task::JoinHandle<String> {
+pub(super) fn stderr_tail(child: &mut Child) -> tokio::task::JoinHandle<String> {
     let mut err = child.stderr.take().expect("stderr is piped");
     tokio::spawn(async move {
         let mut all = Vec::new();
@@ -107,7 +107,11 @@ fn stderr_tail(child: &mut Child) -> tokio::task::JoinHandle<String> {
     })
 }
 
-async fn finish(name: &str, mut child: Child, tail: tokio::task::JoinHandle<String>) -> Result<(), DumpError> {
+pub(super) async fn finish(
+    name: &str,
+    mut child: Child,
+    tail: tokio::task::JoinHandle<String>,
+) -> Result<(), DumpError> {
     let status = child
         .wait()
         .await

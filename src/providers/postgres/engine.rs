@@ -13,7 +13,7 @@ use super::{
 use crate::{
     api::database::SslMode,
     providers::{
-        backup_store::{DumpRecord, Store, Upload},
+        backup_store::{BaseRecord, DumpRecord, Store, Upload},
         database::{DatabaseConn, DatabaseEngine, DesiredRole, DumpError, Outcome, Scope, TableMeasure},
     },
 };
@@ -181,6 +181,10 @@ impl DatabaseEngine for Postgres {
         verify: &[(String, String)],
     ) -> Result<DumpRecord, DumpError> {
         dump::dump(&self.tools, &self.target, out, database, verify).await
+    }
+
+    async fn base_backup(&self, out: &mut Upload<'_>) -> Result<BaseRecord, DumpError> {
+        super::wal::base_backup(&self.tools, &self.target, out, self.version_num).await
     }
 
     async fn restore(

@@ -5,8 +5,10 @@
 pub mod accounts;
 pub mod dump;
 mod engine;
+pub mod recovery;
 pub mod scram;
 pub mod tables;
+pub mod wal;
 
 use tokio_postgres::{Client, config::SslMode as PgSslMode, error::SqlState};
 
