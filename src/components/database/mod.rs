@@ -664,7 +664,7 @@ async fn pitr_now(
         pass.action(req, ActionOutcome::Rejected, why);
         return Ok(());
     }
-    let point = match crate::providers::postgres::recovery::Point::parse(point) {
+    let point = match crate::providers::postgres::replay::Point::parse(point) {
         Ok(p) => p,
         Err(e) => {
             pass.action(req, ActionOutcome::Rejected, format!("{field}: {e}"));

@@ -20,7 +20,7 @@ use crate::{
         postgres::{
             Postgres,
             dump::Tools,
-            recovery::{Point, Scratch},
+            replay::{Point, Scratch},
             wal,
         },
     },

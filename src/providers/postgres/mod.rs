@@ -5,7 +5,7 @@
 pub mod accounts;
 pub mod dump;
 mod engine;
-pub mod recovery;
+pub mod replay;
 pub mod scram;
 pub mod tables;
 pub mod wal;
