@@ -619,3 +619,135 @@ async fn wal_is_archived_off_site_and_a_restore_goes_back_to_a_point_in_time() {
     );
     assert_eq!(pg.sql("shop", "SELECT count(*) FROM events"), "40");
 }
+
+fn crashing(ns: &TestNamespace, at: Option<&str>) -> Operator {
+    Operator::start(Options {
+        extra: vec!["--database-probe-seconds".into(), "2".into()],
+        env: at
+            .map(|p| vec![("REPRISE_TEST_CRASH_AT".to_string(), p.to_string())])
+            .unwrap_or_default(),
+        ..Options::namespace(&ns.name)
+    })
+}
+
+/// A point-in-time restore killed (with the recovery server, a child) once
+/// its copy is restored into the staging database: the successor drops that
+/// copy and, the request still standing, restores again; the live database
+/// is replaced once, verified, to the point.
+#[tokio::test]
+async fn a_point_in_time_restore_killed_midway_leaves_the_live_database_and_says_so() {
+    let pg = Postgres::start();
+    let ns = TestNamespace::new("pitr-crash");
+    let local = tempfile::tempdir().unwrap();
+    let mut op = crashing(&ns, None);
+    op.wait_ready().await;
+    assert!(ns.apply(&secrets_yaml(&pg.admin_password, REPORTING_PW)).0);
+    let yaml = database_yaml(pg.port, &local_store("here", local.path()))
+        .replace("    stores:\n", "    wal: {uploadInterval: 1s}\n    stores:\n");
+    assert!(ns.apply(&yaml).0);
+    ns.wait_for("database/shop-db", "Ready", 60, |v| cond_is(v, "Ready", "True"))
+        .await;
+    pg.try_sql("shop_admin", SHOP_ADMIN_PW, "shop", SCHEMA).unwrap();
+    seed(&pg, 10);
+    ns.wait_for("database/shop-db", "WAL streaming", 60, |v| {
+        v["status"]["wal"]["streaming"] == true
+    })
+    .await;
+    backup_now(&ns, "1", None).await;
+    pg.sql(
+        "shop",
+        "INSERT INTO orders (product, qty) SELECT 1, g FROM generate_series(1, 5) g",
+    );
+    let point = pg.sql(
+        "postgres",
+        "SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    pg.sql(
+        "shop",
+        "INSERT INTO orders (product, qty) SELECT 2, g FROM generate_series(1, 7) g",
+    );
+    let written = pg.sql("postgres", "SELECT pg_current_wal_lsn()::text");
+    ns.wait_for("database/shop-db", "the last write archived", 60, |v| {
+        v["status"]["wal"]["archivedLsn"]
+            .as_str()
+            .is_some_and(|a| a.len() >= written.len() && a >= written.as_str())
+    })
+    .await;
+    assert_eq!(pg.sql("shop", "SELECT count(*) FROM orders"), "22");
+
+    // Killed once the recovered copy is restored into its staging database.
+    drop(op);
+    let mut op = crashing(&ns, Some("restore:restored"));
+    op.wait_ready().await;
+    ns.k(&[
+        "annotate",
+        "--overwrite",
+        "database/shop-db",
+        &format!("reprise.dev/restore-to={point}"),
+        "reprise.dev/action=restore/p1",
+    ]);
+    assert!(
+        op.wait_exit(Duration::from_secs(180)).await.is_some(),
+        "the operator died at the crash point"
+    );
+    assert!(
+        std::process::Command::new("pgrep")
+            .args(["-f", "reprise-recovery-"])
+            .output()
+            .unwrap()
+            .stdout
+            .is_empty(),
+        "the recovery server died with the operator"
+    );
+    assert_eq!(
+        pg.sql("shop", "SELECT count(*) FROM orders"),
+        "22",
+        "the live database untouched so far"
+    );
+    let mut op = crashing(&ns, None);
+    op.wait_ready().await;
+    let v = ns
+        .wait_for("database/shop-db", "the restore redone by the successor", 240, |v| {
+            v["status"]["lastAction"]["id"] == "p1" && v["status"]["restoreInProgress"].is_null()
+        })
+        .await;
+    assert_eq!(
+        v["status"]["lastAction"]["outcome"], "Done",
+        "{}",
+        v["status"]["lastAction"]
+    );
+    assert_eq!(
+        v["status"]["lastRestore"]["outcome"], "Verified",
+        "{}",
+        v["status"]["lastRestore"]
+    );
+    assert_eq!(
+        pg.sql("shop", "SELECT count(*) FROM orders"),
+        "15",
+        "the rows up to the point"
+    );
+    assert_eq!(
+        pg.sql(
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname LIKE 'shop\\_%'"
+        ),
+        "0",
+        "no staged or set-aside copy left"
+    );
+    let restored = ns.k(&["get", "events", "--field-selector", "reason=Restored", "-o", "name"]);
+    assert_eq!(restored.lines().count(), 1, "one restore: {restored}");
+    let resumed = ns.k(&[
+        "get",
+        "events",
+        "--field-selector",
+        "reason=RestoreResumed",
+        "-o",
+        "jsonpath={.items[*].message}",
+    ]);
+    assert!(
+        resumed.contains("dropped"),
+        "the staged copy of the killed restore was dropped: {resumed}"
+    );
+    drop(op);
+}

@@ -664,6 +664,23 @@ async fn pitr_now(
         pass.action(req, ActionOutcome::Rejected, why);
         return Ok(());
     }
+    // What a restore cut short by a restart left: an unverified staged copy
+    // is dropped (the restore runs again below), a verified one swapped in.
+    match restore::finish_interrupted(&live.peers(), live.db).await {
+        Ok(done) => {
+            for note in done {
+                pass.event(EventType::Normal, "RestoreResumed", "Restore", note);
+            }
+        }
+        Err(e) => {
+            pass.action(
+                req,
+                ActionOutcome::Failed,
+                format!("clearing an interrupted restore: {e}"),
+            );
+            return Ok(());
+        }
+    }
     let point = match crate::providers::postgres::replay::Point::parse(point) {
         Ok(p) => p,
         Err(e) => {
