@@ -486,10 +486,18 @@ async fn backups_are_restored_and_verified_past_a_corrupted_one() {
     eventually("retention to leave two backups", Duration::from_secs(10), || async {
         let mut ids: Vec<String> = std::fs::read_dir(&dir)
             .unwrap()
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().is_dir())
+            .filter_map(|e| e.file_name().into_string().ok())
             .collect();
         ids.sort();
-        (ids == [second.clone(), third.clone()]).then_some(())
+        let catalog: serde_json::Value = serde_json::from_slice(&read(&dir.join("catalog.json"))).unwrap();
+        let listed: Vec<&str> = catalog["backups"]
+            .as_array()?
+            .iter()
+            .filter_map(|b| b["id"].as_str())
+            .collect();
+        (ids == [second.clone(), third.clone()] && listed == [third.as_str(), second.as_str()]).then_some(())
     })
     .await;
     assert_no_passwords(&op, &ns, &[&pg.admin_password, APP_PW, SHOP_ADMIN_PW, REPORTING_PW]);

@@ -208,9 +208,12 @@ async fn an_emptied_database_is_restored_whole_not_just_its_verify_tables() {
     );
     let dir = backups.path().join(&ns.name).join("shop-db");
     let folders = || {
+        // Backup folders (the catalog sits next to them).
         let mut f: Vec<String> = std::fs::read_dir(&dir)
             .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .map(|e| e.unwrap())
+            .filter(|e| e.path().is_dir())
+            .map(|e| e.file_name().into_string().unwrap())
             .collect();
         f.sort();
         f

@@ -80,7 +80,8 @@ fn timeline(inc: &Value) -> Vec<(String, String, u64)> {
 
 /// Waits for an incident of the namespace in `phase`.
 async fn incident_in(ns: &TestNamespace, phase: &str) -> Value {
-    eventually(&format!("an incident {phase}"), Duration::from_secs(60), || async {
+    // A bound on the wait, not a measure: the suite shares two cores.
+    eventually(&format!("an incident {phase}"), Duration::from_secs(120), || async {
         incidents(ns).into_iter().find(|i| i["status"]["phase"] == phase)
     })
     .await
@@ -692,10 +693,12 @@ async fn a_step_that_would_end_past_the_deadline_is_skipped_for_escalation_and_t
         vm["status"]
     );
     let got = received.lock().unwrap().clone();
-    let phases: Vec<&str> = got
+    // Two deliveries to two responders, sent side by side: either may land first.
+    let mut phases: Vec<&str> = got
         .iter()
         .map(|d| d.body["phase"].as_str().unwrap_or_default())
         .collect();
+    phases.sort();
     assert_eq!(phases, ["Detected", "Escalated"], "{got:?}");
     let events = ns.k(&["get", "events", "-o", "jsonpath={.items[*].reason}"]);
     assert!(events.contains("DeadlineBreached"), "{events}");

@@ -265,7 +265,35 @@ pub async fn prune(store: &Store, db: &Database, manifests: &[Manifest]) -> Resu
             gone.push(id);
         }
     }
+    if spec.wal.is_some() {
+        prune_wal(store, manifests, &gone).await?;
+    }
     Ok(Pruned { gone, waiting })
+}
+
+/// The archived WAL no kept base backup needs: before the oldest kept base
+/// backup's start. A file the store keeps locked stays until a later pass.
+pub fn wal_unneeded(names: &[String], oldest_start: &str) -> Vec<String> {
+    names
+        .iter()
+        .filter(|n| n.get(..24).is_some_and(|seg| seg < oldest_start))
+        .cloned()
+        .collect()
+}
+
+async fn prune_wal(store: &Store, manifests: &[Manifest], gone: &[String]) -> Result<(), String> {
+    let Some(oldest) = manifests
+        .iter()
+        .filter(|m| !gone.contains(&m.id))
+        .filter_map(|m| m.base.as_ref().map(|b| b.start_segment.clone()))
+        .min()
+    else {
+        return Ok(());
+    };
+    for name in wal_unneeded(&store.wal_names().await?, &oldest) {
+        store.delete_wal(&name).await;
+    }
+    Ok(())
 }
 
 /// A manifest as status records it: sizes and SHA-256 of the objects as
@@ -310,6 +338,19 @@ mod tests {
         assert_eq!(
             new_id("2026-11-29T12:00:03.25Z".parse().unwrap()),
             "20261129T120003250Z"
+        );
+        let names: Vec<String> = [
+            "000000010000000000000002",
+            "000000010000000000000003.partial",
+            "000000010000000000000004",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(
+            wal_unneeded(&names, "000000010000000000000004"),
+            ["000000010000000000000002", "000000010000000000000003.partial"],
+            "what precedes the oldest kept base backup"
         );
     }
 }
