@@ -12,6 +12,10 @@
 //! file to check its SHA-256, then verifies the table: both are counted.
 //! The operator's RSS is sampled every 100 ms during the backup.
 //!
+//! With REPRISE_BENCH_OFFSITE=1 every backup goes to two stores at once: the
+//! local one and an off-site bucket on SeaweedFS (loopback), encrypted there
+//! with age; the restore reads the local store.
+//!
 //! `cargo bench --bench databases` (uses the shared local control plane).
 
 #[path = "../tests/integration/support/mod.rs"]
@@ -84,6 +88,42 @@ fn generate(pg: &Postgres, mib: u64) -> u64 {
     }
 }
 
+/// The off-site vault of REPRISE_BENCH_OFFSITE=1: SeaweedFS, its keys and an age key.
+struct Vault {
+    s3: support::s3::Seaweed,
+    key: String,
+}
+
+impl Vault {
+    fn start() -> Self {
+        let s3 = support::s3::Seaweed::start();
+        s3.create_bucket("vault", false);
+        let out = Command::new("age-keygen").output().expect("age-keygen");
+        let key = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .find(|l| l.starts_with("AGE-SECRET-KEY-"))
+            .unwrap()
+            .to_string();
+        Self { s3, key }
+    }
+
+    /// The Secrets and the `stores:` list replacing the single store.
+    fn patch(&self, yaml: &str, local: &Path) -> String {
+        let secrets = format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: vault, annotations: {{reprise.dev/for: \"Database/*\"}}}}\nstringData: {{accessKeyId: {}, secretAccessKey: {}, k1: \"{}\"}}\n---\n",
+            self.s3.access_key, self.s3.secret_key, self.key
+        );
+        let stores = format!(
+            "stores: [{{name: here, local: {{path: {}}}}}, {{name: vault, offsite: true, s3: {{endpoint: \"{}\", bucket: vault, credentialsSecretRef: {{name: vault}}}}, encryption: {{keySecretRef: {{name: vault, key: k1}}}}}}]",
+            local.display(),
+            self.s3.endpoint()
+        );
+        let single = format!("store: {{local: {{path: {}}}}}", local.display());
+        secrets + &yaml.replace(&single, &stores)
+    }
+}
+
 fn database(port: u16, store: &Path) -> String {
     format!(
         "apiVersion: v1\nkind: Secret\nmetadata: {{name: pg-admin, annotations: {{reprise.dev/for: \"Database/*\"}}}}\nstringData: {{username: {ADMIN}, password: \"PW\"}}\n---\n\
@@ -96,7 +136,7 @@ fn status(ns: &TestNamespace) -> serde_json::Value {
     serde_json::from_str(&ns.k(&["get", "database/bench", "-o", "json"])).unwrap()
 }
 
-async fn run(pg: &Postgres, mib: u64, work: &Path) {
+async fn run(pg: &Postgres, mib: u64, work: &Path, vault: Option<&Vault>) {
     let size = generate(pg, mib);
     println!("\n== database of {} MiB (pg_database_size)", size >> 20);
     let bare = work.join("bare.dump");
@@ -118,7 +158,11 @@ async fn run(pg: &Postgres, mib: u64, work: &Path) {
     });
     op.wait_ready().await;
     let store = work.join("store");
-    let (ok, out) = ns.apply(&database(pg.port, &store).replace("\"PW\"", &format!("\"{}\"", pg.admin_password)));
+    let mut yaml = database(pg.port, &store).replace("\"PW\"", &format!("\"{}\"", pg.admin_password));
+    if let Some(v) = vault {
+        yaml = v.patch(&yaml, &store);
+    }
+    let (ok, out) = ns.apply(&yaml);
     assert!(ok, "{out}");
     ns.k(&["wait", "--for=condition=Ready", "database/bench", "--timeout=120s"]);
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -128,7 +172,10 @@ async fn run(pg: &Postgres, mib: u64, work: &Path) {
     let backup = loop {
         peak = peak.max(op.rss_kib().0);
         let s = status(&ns);
-        if s["status"]["lastBackup"]["id"].is_string() {
+        let copies = s["status"]["stores"].as_array().map_or(0, |a| {
+            a.iter().filter(|c| c["lastCopy"]["id"] == s["status"]["lastBackup"]["id"]).count()
+        });
+        if s["status"]["lastBackup"]["id"].is_string() && copies == if vault.is_some() { 2 } else { 1 } {
             break s["status"]["lastBackup"].clone();
         }
         if s["status"]["conditions"].to_string().contains("BackupFailed") {
@@ -197,8 +244,12 @@ fn main() {
             pg.port,
             work.path().display()
         );
+        let vault = std::env::var("REPRISE_BENCH_OFFSITE").is_ok_and(|v| v == "1").then(Vault::start);
+        if let Some(v) = &vault {
+            println!("every backup also goes to an encrypted off-site store: SeaweedFS at {}", v.s3.endpoint());
+        }
         for mib in sizes {
-            run(&pg, mib, work.path()).await;
+            run(&pg, mib, work.path(), vault.as_ref()).await;
         }
     });
 }
