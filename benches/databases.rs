@@ -173,7 +173,9 @@ async fn run(pg: &Postgres, mib: u64, work: &Path, vault: Option<&Vault>) {
         peak = peak.max(op.rss_kib().0);
         let s = status(&ns);
         let copies = s["status"]["stores"].as_array().map_or(0, |a| {
-            a.iter().filter(|c| c["lastCopy"]["id"] == s["status"]["lastBackup"]["id"]).count()
+            a.iter()
+                .filter(|c| c["lastCopy"]["id"] == s["status"]["lastBackup"]["id"])
+                .count()
         });
         if s["status"]["lastBackup"]["id"].is_string() && copies == if vault.is_some() { 2 } else { 1 } {
             break s["status"]["lastBackup"].clone();
@@ -244,9 +246,14 @@ fn main() {
             pg.port,
             work.path().display()
         );
-        let vault = std::env::var("REPRISE_BENCH_OFFSITE").is_ok_and(|v| v == "1").then(Vault::start);
+        let vault = std::env::var("REPRISE_BENCH_OFFSITE")
+            .is_ok_and(|v| v == "1")
+            .then(Vault::start);
         if let Some(v) = &vault {
-            println!("every backup also goes to an encrypted off-site store: SeaweedFS at {}", v.s3.endpoint());
+            println!(
+                "every backup also goes to an encrypted off-site store: SeaweedFS at {}",
+                v.s3.endpoint()
+            );
         }
         for mib in sizes {
             run(&pg, mib, work.path(), vault.as_ref()).await;

@@ -22,10 +22,7 @@ use crate::support::{
 };
 
 fn operator(ns: &TestNamespace) -> Operator {
-    Operator::start(Options {
-        extra: vec!["--database-probe-seconds".into(), "2".into()],
-        ..Options::namespace(&ns.name)
-    })
+    crashing(ns, None)
 }
 
 /// An age identity from `age-keygen`: (secret key, public recipient).

@@ -467,6 +467,15 @@ async fn connection_secrets(pass: &mut Pass<'_>, live: &Live<'_, impl DatabaseEn
     Ok(())
 }
 
+/// What an interrupted restore left, finished or cleared (see
+/// `restore::finish_interrupted`), each step told in an Event.
+async fn clear_interrupted(pass: &mut Pass<'_>, live: &Live<'_, impl DatabaseEngine>) -> Result<(), EngineError> {
+    for note in restore::finish_interrupted(&live.peers(), live.db).await? {
+        pass.event(EventType::Normal, "RestoreResumed", "Restore", note);
+    }
+    Ok(())
+}
+
 /// Step 3: an interrupted restore finished or cleared, what is gone found,
 /// new databases created, the rest restored (or held by a maintenance window),
 /// a restore that finished before a restart verified. Err: the PostgreSQL
@@ -479,15 +488,10 @@ async fn data(
     out: &mut Outcome,
 ) -> Result<Result<(), EngineError>, Error> {
     let db = live.db;
-    if live.has_stores() {
-        match restore::finish_interrupted(&live.peers(), db).await {
-            Ok(done) => {
-                for note in done {
-                    pass.event(EventType::Normal, "RestoreResumed", "Restore", note);
-                }
-            }
-            Err(e) => return Ok(Err(e)),
-        }
+    if live.has_stores()
+        && let Err(e) = clear_interrupted(pass, live).await
+    {
+        return Ok(Err(e));
     }
     let missing = match restore::find_missing(&live.engine, db, manifests).await {
         Ok(m) => m,
@@ -666,12 +670,8 @@ async fn pitr_now(
     }
     // What a restore cut short by a restart left: an unverified staged copy
     // is dropped (the restore runs again below), a verified one swapped in.
-    match restore::finish_interrupted(&live.peers(), live.db).await {
-        Ok(done) => {
-            for note in done {
-                pass.event(EventType::Normal, "RestoreResumed", "Restore", note);
-            }
-        }
+    match clear_interrupted(pass, live).await {
+        Ok(()) => {}
         Err(e) => {
             pass.action(
                 req,
