@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 
 use crate::databases::{REPORTING_PW, SCHEMA, SHOP_ADMIN_PW, cond_is, secrets_yaml, seed};
 use crate::support::{
-    OPERATOR_USER, TestNamespace, audit, condition,
+    OPERATOR_USER, TestNamespace, audit, condition, eventually,
     operator::{Operator, Options},
     plane,
     postgres::Postgres,
@@ -188,6 +188,10 @@ async fn backups_survive_the_site_encrypted_and_locked_off_site() {
     let stores = local_store("here", local.path()) + &offsite("k1");
     let (ok, out) = ns.apply(&database_yaml(pg.port, &stores));
     assert!(ok, "{out}");
+    // A plan covers it: the loss below opens an Incident.
+    let plan = "apiVersion: reprise.dev/v1alpha1\nkind: RecoveryPlan\nmetadata: {name: pra}\nspec:\n  selector: {}\n  procedures:\n  - kind: Database\n    steps: [{name: restore, action: Restore, timeout: 20m}]\n";
+    let (ok, out) = ns.apply(plan);
+    assert!(ok, "{out}");
     ns.wait_for("database/shop-db", "Ready", 60, |v| cond_is(v, "Ready", "True"))
         .await;
     pg.try_sql("shop_admin", SHOP_ADMIN_PW, "shop", SCHEMA).unwrap();
@@ -296,6 +300,18 @@ async fn backups_survive_the_site_encrypted_and_locked_off_site() {
         "jsonpath={.items[*].message}",
     ]);
     assert!(events.contains("in store vault"), "{events}");
+    // The Incident's timeline says which store the data came from.
+    let incident = eventually("the incident resolved", Duration::from_secs(60), || async {
+        let v: Value = serde_json::from_str(&ns.k(&["get", "incidents", "-o", "json"])).unwrap();
+        v["items"]
+            .as_array()?
+            .iter()
+            .find(|i| i["status"]["phase"] == "Resolved")
+            .cloned()
+    })
+    .await;
+    let timeline = incident["status"]["timeline"].to_string();
+    assert!(timeline.contains("in store vault"), "{timeline}");
 
     // Rotation: k2 for new backups, k1 kept for the old one.
     let (k2, k2_public) = age_keygen();

@@ -181,7 +181,11 @@ fn healthy(f: &Facts, c: &ComponentFacts, h: &Signal) -> Next {
         return Next::End {
             index: i,
             outcome: StepOutcome::Succeeded,
-            message: format!("{}; the component is healthy again", f.timeline[i].message),
+            // With what the component says it did (e.g. which backup, from which store).
+            message: match h.message.as_str() {
+                "" => format!("{}; the component is healthy again", f.timeline[i].message),
+                said => format!("{}; the component is healthy again: {said}", f.timeline[i].message),
+            },
             escalate: None,
         };
     }
@@ -201,8 +205,8 @@ fn healthy(f: &Facts, c: &ComponentFacts, h: &Signal) -> Next {
                 Some(a) if a.outcome == ActionOutcome::Done && h.since >= a.time.0 => (
                     StepOutcome::Succeeded,
                     format!(
-                        "healthy again since {} ({}), after the {verb} at {}",
-                        h.since, h.state, a.time.0
+                        "healthy again since {} ({}), after the {verb} at {}: {}",
+                        h.since, h.state, a.time.0, a.message
                     ),
                 ),
                 Some(a) if matches!(a.outcome, ActionOutcome::Failed | ActionOutcome::Rejected) => {

@@ -481,6 +481,26 @@ fn the_components_own_repair_is_let_finish_once_then_capped() {
 }
 
 #[test]
+fn an_own_repair_that_ends_records_what_the_component_says_it_did() {
+    let mut w = World::new(1);
+    w.component().own_repair = Some("restoring on its own".into());
+    w.timeline
+        .push(entry(SELF_REPAIR, StepAction::AwaitRecovery, 1, 1, None));
+    w.now = 40;
+    w.component().own_repair = None;
+    let mut healthy = signal(true, 39);
+    healthy.message = "restored database shop from backup b1 in store offsite".into();
+    w.component().health = Some(healthy);
+    match w.decide() {
+        Next::End { outcome, message, .. } => {
+            assert_eq!(outcome, StepOutcome::Succeeded);
+            assert!(message.ends_with("healthy again: restored database shop from backup b1 in store offsite"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
 fn half_the_window_gone_escalates_once() {
     let mut w = World::new(1351);
     assert!(matches!(w.decide(), Next::Escalate { .. }));
