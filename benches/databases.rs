@@ -16,6 +16,16 @@
 //! local one and an off-site bucket on SeaweedFS (loopback), encrypted there
 //! with age; the restore reads the local store.
 //!
+//! With REPRISE_BENCH_WAL=1 (and REPRISE_BENCH_OFFSITE=1) it then measures
+//! continuous archiving: a Database with `backup.wal` archiving to the
+//! off-site bucket only (not encrypted, so the sizes are readable), a steady
+//! pgbench load (REPRISE_BENCH_WAL_TPS, default 200 transactions/s) for
+//! REPRISE_BENCH_WAL_SECONDS (default 60), and every 250 ms a sample of the
+//! server's WAL position after a commit; a sample's lag is the time until the
+//! bucket holds it (`wal/<segment>` whole, or `wal/<segment>.partial` past the
+//! sample's page: an upper bound by at most one 8 KiB WAL page). The lags'
+//! p50/p99/max are the data-loss window if the site were lost then.
+//!
 //! `cargo bench --bench databases` (uses the shared local control plane).
 
 #[path = "../tests/integration/support/mod.rs"]
@@ -133,7 +143,7 @@ fn database(port: u16, store: &Path) -> String {
 }
 
 fn status(ns: &TestNamespace) -> serde_json::Value {
-    serde_json::from_str(&ns.k(&["get", "database/bench", "-o", "json"])).unwrap()
+    status_of(ns, "bench")
 }
 
 async fn run(pg: &Postgres, mib: u64, work: &Path, vault: Option<&Vault>) {
@@ -225,6 +235,130 @@ async fn run(pg: &Postgres, mib: u64, work: &Path, vault: Option<&Vault>) {
     std::fs::remove_dir_all(&store).ok();
 }
 
+/// WAL segment name (timeline 1, 16 MiB segments) and offset of `lsn`.
+fn segment_of(lsn: u64) -> (String, u64) {
+    let seg = lsn >> 24;
+    (format!("{:08X}{:08X}{:08X}", 1, seg >> 8, seg & 0xFF), lsn & 0xFF_FFFF)
+}
+
+fn parse_lsn(s: &str) -> u64 {
+    let (hi, lo) = s.trim().split_once('/').expect("an LSN");
+    (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
+}
+
+/// Whether the bucket holds WAL up to `lsn`.
+async fn archived(bucket: &dyn object_store::ObjectStore, prefix: &str, lsn: u64) -> bool {
+    use object_store::{ObjectStoreExt, path::Path as Key};
+    let (name, offset) = segment_of(lsn);
+    if bucket.head(&Key::from(format!("{prefix}wal/{name}"))).await.is_ok() {
+        return true;
+    }
+    match bucket.head(&Key::from(format!("{prefix}wal/{name}.partial"))).await {
+        // Past the page holding `lsn`: the shipped part is rounded up to pages.
+        Ok(m) => m.size >= (offset / 8192 + 2) * 8192,
+        Err(_) => false,
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Continuous archiving under a steady write load: lag from commit to the
+/// off-site bucket.
+async fn wal_lag(pg: &Postgres, vault: &Vault) {
+    let tps: u32 = std::env::var("REPRISE_BENCH_WAL_TPS").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
+    let secs: u64 = std::env::var("REPRISE_BENCH_WAL_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(60);
+    pg.sql("postgres", "DROP DATABASE IF EXISTS walbench WITH (FORCE)");
+    pg.sql("postgres", "CREATE DATABASE walbench");
+    timed(tool(pg, "pgbench").args(["-i", "-q", "-s", "10", "walbench"]));
+    let ns = TestNamespace::new("bench-wal");
+    let mut op = Operator::start(Options {
+        extra: vec!["--database-probe-seconds".into(), "2".into()],
+        ..Options::namespace(&ns.name)
+    });
+    op.wait_ready().await;
+    let yaml = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: pg-admin, annotations: {{reprise.dev/for: \"Database/*\"}}}}\nstringData: {{username: {ADMIN}, password: \"{pw}\"}}\n---\n\
+         apiVersion: v1\nkind: Secret\nmetadata: {{name: vault, annotations: {{reprise.dev/for: \"Database/*\"}}}}\nstringData: {{accessKeyId: {ak}, secretAccessKey: {sk}}}\n---\n\
+         apiVersion: reprise.dev/v1alpha1\nkind: Database\nmetadata: {{name: walbench}}\nspec:\n  instance:\n    external: {{host: 127.0.0.1, port: {port}, adminSecretRef: {{name: pg-admin}}, sslMode: Disable}}\n  databases: [{{name: walbench}}]\n  backup:\n    schedule: \"0 0 1 1 *\"\n    retention: {{count: 1}}\n    wal: {{}}\n    stores: [{{name: vault, offsite: true, s3: {{endpoint: \"{endpoint}\", bucket: vault, credentialsSecretRef: {{name: vault}}}}}}]\n",
+        pw = pg.admin_password,
+        ak = vault.s3.access_key,
+        sk = vault.s3.secret_key,
+        port = pg.port,
+        endpoint = vault.s3.endpoint(),
+    );
+    let (ok, out) = ns.apply(&yaml);
+    assert!(ok, "{out}");
+    let started = Instant::now();
+    while status_of(&ns, "walbench")["status"]["wal"]["archivedLsn"].as_str().is_none() {
+        assert!(started.elapsed() < Duration::from_secs(120), "WAL archiving never started: {}", status_of(&ns, "walbench"));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let bucket = object_store::aws::AmazonS3Builder::new()
+        .with_bucket_name("vault")
+        .with_access_key_id(&vault.s3.access_key)
+        .with_secret_access_key(&vault.s3.secret_key)
+        .with_region("us-east-1")
+        .with_endpoint(vault.s3.endpoint())
+        .with_allow_http(true)
+        .with_virtual_hosted_style_request(false)
+        .build()
+        .unwrap();
+    let prefix = format!("{}/walbench/", ns.name);
+    let mut load = tool(pg, "pgbench")
+        .args(["-n", "-c", "2", "-R", &tps.to_string(), "-T", &(secs + 10).to_string(), "walbench"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("pgbench");
+    let idle = op.rss_kib().0;
+    let mut peak = idle;
+    let mut pending: std::collections::VecDeque<(Instant, u64)> = Default::default();
+    let mut lags = vec![];
+    let begin = Instant::now();
+    let mut next_sample = begin;
+    while begin.elapsed() < Duration::from_secs(secs) || !pending.is_empty() {
+        if begin.elapsed() < Duration::from_secs(secs) && Instant::now() >= next_sample {
+            let lsn = parse_lsn(&pg.sql("walbench", "SELECT pg_current_wal_lsn()"));
+            pending.push_back((Instant::now(), lsn));
+            next_sample += Duration::from_millis(250);
+        }
+        while let Some(&(t, lsn)) = pending.front() {
+            if !archived(&bucket, &prefix, lsn).await {
+                break;
+            }
+            lags.push(t.elapsed().as_secs_f64());
+            pending.pop_front();
+        }
+        assert!(begin.elapsed() < Duration::from_secs(secs + 60), "WAL stopped reaching the bucket: {}", status_of(&ns, "walbench")["status"]["wal"]);
+        peak = peak.max(op.rss_kib().0);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = load.kill();
+    let _ = load.wait();
+    let wal = status_of(&ns, "walbench")["status"]["wal"].clone();
+    op.kill();
+    lags.sort_by(f64::total_cmp);
+    println!(
+        "\n== WAL archiving to the off-site bucket under pgbench at {tps} tx/s for {secs}s ({} samples, {} segments shipped)",
+        lags.len(),
+        wal["segments"]
+    );
+    println!(
+        "commit -> in the bucket: p50 {:.2}s, p99 {:.2}s, max {:.2}s (uploadInterval 2s); operator RSS {} MiB before, peak {} MiB",
+        percentile(&lags, 0.5),
+        percentile(&lags, 0.99),
+        lags.last().unwrap(),
+        idle / 1024,
+        peak / 1024
+    );
+    pg.sql("postgres", "DROP DATABASE IF EXISTS walbench WITH (FORCE)");
+}
+
+fn status_of(ns: &TestNamespace, name: &str) -> serde_json::Value {
+    serde_json::from_str(&ns.k(&["get", &format!("database/{name}"), "-o", "json"])).unwrap()
+}
+
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         println!("benchmark: run it with `cargo bench --bench databases`");
@@ -257,6 +391,9 @@ fn main() {
         }
         for mib in sizes {
             run(&pg, mib, work.path(), vault.as_ref()).await;
+        }
+        if std::env::var("REPRISE_BENCH_WAL").is_ok_and(|v| v == "1") {
+            wal_lag(&pg, vault.as_ref().expect("REPRISE_BENCH_WAL=1 needs REPRISE_BENCH_OFFSITE=1")).await;
         }
     });
 }
