@@ -88,6 +88,17 @@ pub struct LevelLabels {
     pub level: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SiteLabels {
+    pub site: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SiteRoleLabels {
+    pub site: String,
+    pub role: String,
+}
+
 /// The operator's metrics, registered once and shared by every controller.
 pub struct Metrics {
     pub registry: Registry,
@@ -116,6 +127,12 @@ pub struct Metrics {
     pub deadline_breaches: Family<LevelLabels, Counter>,
     /// Incidents open now, by level.
     pub open_incidents: Family<LevelLabels, Gauge>,
+    /// 1 for the local site's role now (`Active`, `Standby`, `Demoted`, `Fenced`), 0 for the others.
+    pub site_role: Family<SiteRoleLabels, Gauge>,
+    /// Seconds since the lease holder last renewed it, by holder (at the last reading).
+    pub site_lease_age: Family<SiteLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// The newest epoch the local site saw in the witness.
+    pub site_epoch: Family<SiteLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -203,7 +220,28 @@ impl Default for Metrics {
         );
         let open_incidents = Family::default();
         registry.register("open_incidents", "Incidents open now, by level", open_incidents.clone());
+        let site_role = Family::default();
+        registry.register(
+            "site_role",
+            "1 for the local site's role now, by site and role",
+            site_role.clone(),
+        );
+        let site_lease_age = Family::default();
+        registry.register(
+            "site_lease_age_seconds",
+            "Seconds since the lease holder last renewed the lease, at the last reading",
+            site_lease_age.clone(),
+        );
+        let site_epoch = Family::default();
+        registry.register(
+            "site_epoch",
+            "The newest epoch the local site saw in the witness",
+            site_epoch.clone(),
+        );
         Self {
+            site_role,
+            site_lease_age,
+            site_epoch,
             incidents,
             recovery_duration,
             deadline_breaches,

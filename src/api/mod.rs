@@ -13,6 +13,7 @@ pub mod incident;
 pub mod maintenance_window;
 pub mod recovery_plan;
 pub mod server;
+pub mod site;
 pub mod virtual_machine;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -24,6 +25,7 @@ pub use incident::Incident;
 pub use maintenance_window::MaintenanceWindow;
 pub use recovery_plan::RecoveryPlan;
 pub use server::Server;
+pub use site::Site;
 pub use virtual_machine::VirtualMachine;
 
 /// The API group of every reprise kind.
@@ -38,6 +40,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         MaintenanceWindow::crd(),
         RecoveryPlan::crd(),
         Server::crd(),
+        Site::crd(),
         VirtualMachine::crd(),
     ]
     .into_iter()

@@ -9,3 +9,4 @@ pub mod redfish;
 pub mod tls;
 pub mod vm;
 pub mod webhook;
+pub mod witness;

@@ -11,3 +11,4 @@ pub mod maintenance;
 pub mod notify;
 pub mod opening;
 pub mod plan;
+pub mod sites;

@@ -6,10 +6,10 @@ use kube::{Resource, core::NamespaceResourceScope};
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::api::{
-    Application, Database, Incident, MaintenanceWindow, RecoveryPlan, Server, VirtualMachine,
+    Application, Database, Incident, MaintenanceWindow, RecoveryPlan, Server, Site, VirtualMachine,
     application::ApplicationStatus, common::Condition, database::DatabaseStatus, incident::IncidentStatus,
     maintenance_window::MaintenanceWindowStatus, recovery_plan::RecoveryPlanStatus, server::ServerStatus,
-    virtual_machine::VirtualMachineStatus,
+    site::SiteStatus, virtual_machine::VirtualMachineStatus,
 };
 
 /// The parts every status has.
@@ -41,11 +41,17 @@ pub trait Kind:
         + Sync;
     /// Field manager of this kind's controller: `reprise/<kind>`.
     const MANAGER: &'static str;
+    /// Whether its controller acts only while the site is active (see
+    /// `fence`); the Site controller itself decides that.
+    const FENCED: bool = true;
     fn status(&self) -> Option<&Self::Status>;
 }
 
 macro_rules! kind {
     ($kind:ty, $status:ty, $manager:literal) => {
+        kind!($kind, $status, $manager, true);
+    };
+    ($kind:ty, $status:ty, $manager:literal, $fenced:literal) => {
         impl CommonStatus for $status {
             fn conditions(&self) -> &Vec<Condition> {
                 &self.conditions
@@ -60,6 +66,7 @@ macro_rules! kind {
         impl Kind for $kind {
             type Status = $status;
             const MANAGER: &'static str = $manager;
+            const FENCED: bool = $fenced;
             fn status(&self) -> Option<&Self::Status> {
                 self.status.as_ref()
             }
@@ -73,4 +80,5 @@ kind!(Incident, IncidentStatus, "reprise/incident");
 kind!(MaintenanceWindow, MaintenanceWindowStatus, "reprise/maintenancewindow");
 kind!(RecoveryPlan, RecoveryPlanStatus, "reprise/recoveryplan");
 kind!(Server, ServerStatus, "reprise/server");
+kind!(Site, SiteStatus, "reprise/site", false);
 kind!(VirtualMachine, VirtualMachineStatus, "reprise/virtualmachine");

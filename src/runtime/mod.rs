@@ -7,6 +7,7 @@
 pub mod apply;
 pub mod error;
 pub mod events;
+pub mod fence;
 pub mod holds;
 pub mod kind;
 pub mod kstatus;
@@ -34,7 +35,7 @@ use kube::{
 };
 
 use crate::{
-    api::{Application, Database, Incident, MaintenanceWindow, RecoveryPlan, Server, VirtualMachine},
+    api::{Application, Database, Incident, MaintenanceWindow, RecoveryPlan, Server, Site, VirtualMachine},
     telemetry::Metrics,
 };
 
@@ -50,6 +51,7 @@ pub struct Stores {
     pub maintenance_windows: Store<DeserializeGuard<MaintenanceWindow>>,
     pub recovery_plans: Store<DeserializeGuard<RecoveryPlan>>,
     pub servers: Store<DeserializeGuard<Server>>,
+    pub sites: Store<DeserializeGuard<Site>>,
     pub virtual_machines: Store<DeserializeGuard<VirtualMachine>>,
     /// Deployments and Services reprise owns (label `app.kubernetes.io/managed-by=reprise`).
     pub deployments: Store<Deployment>,
@@ -130,6 +132,8 @@ pub struct Context {
     pub seen: crate::recovery::detection::Seen,
     /// Deliveries to responders, apart from the reconciles.
     pub notifier: crate::recovery::notify::Notifier,
+    /// Whether this site may act, per namespace (see `fence`).
+    pub fence: fence::Fence,
 }
 
 /// Slots for BMC conversations: BMCs whose last conversation ran out of
@@ -188,6 +192,7 @@ impl Context {
             bmc_lanes: BmcLanes::new(settings.bmc_concurrency),
             seen: crate::recovery::detection::Seen::default(),
             notifier: crate::recovery::notify::Notifier::start(crate::providers::webhook::client()),
+            fence: Default::default(),
             settings,
         }
     }

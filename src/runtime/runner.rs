@@ -26,7 +26,7 @@ use tracing::Instrument;
 use super::{Context, Error, Settings, Stores, kind::Kind};
 use crate::{
     api::{
-        self, Application, Database, Incident, MaintenanceWindow, RecoveryPlan, Server, VirtualMachine,
+        self, Application, Database, Incident, MaintenanceWindow, RecoveryPlan, Server, Site, VirtualMachine,
         contract::Component,
     },
     components,
@@ -165,6 +165,7 @@ fn observe_failures<K: Kind + Component>(shared: &Shared<K>, ctx: Arc<Context>) 
 type Deletions = tokio::sync::broadcast::Sender<()>;
 
 /// A stream that yields once per deletion heard (or once for many, when it lagged).
+/// A stream of the signals sent on `tx` (deletions, role changes).
 fn on_deletion(tx: &Deletions) -> impl futures::Stream<Item = ()> + Send + 'static {
     use tokio::sync::broadcast::error::RecvError;
     futures::stream::unfold(tx.subscribe(), |mut rx| async move {
@@ -359,6 +360,11 @@ async fn guarded<K: Kind>(
             );
             let key = backoff_key::<K>(o.namespace().as_deref(), &o.name_any());
             let result = async {
+                if K::FENCED
+                    && let Err(why) = ctx.fence.permit(&ctx.stores, &o.namespace().unwrap_or_default())
+                {
+                    return super::fence::hold(&ctx, o, why).await;
+                }
                 let result = reconcile(Arc::new(o.clone()), ctx.clone()).await;
                 match &result {
                     Ok(action) => tracing::debug!(?action, "reconciled"),
@@ -510,6 +516,12 @@ fn controller<K: Kind>(
         )
         .trigger_backoff(FastBackoff::default())
         .graceful_shutdown_on(shutdown.clone().cancelled_owned());
+    // Fenced kinds look at every object again when the site's role changes.
+    let c = if K::FENCED {
+        c.reconcile_all_on(on_deletion(&ctx.fence.changed))
+    } else {
+        c
+    };
     extra(c)
         .run(move |o, c| guarded(o, c, reconcile), error_policy::<K>, ctx)
         .for_each(|r| async move {
@@ -527,6 +539,7 @@ struct Kinds {
     apps: Shared<Application>,
     dbs: Shared<Database>,
     servers: Shared<Server>,
+    sites: Shared<Site>,
     vms: Shared<VirtualMachine>,
     incidents: Shared<Incident>,
     windows: Shared<MaintenanceWindow>,
@@ -540,6 +553,7 @@ impl Kinds {
             apps: Shared::new(),
             dbs: Shared::new(),
             servers: Shared::new(),
+            sites: Shared::new(),
             vms: Shared::new(),
             incidents: Shared::new(),
             windows: Shared::new(),
@@ -564,6 +578,7 @@ impl Kinds {
             maintenance_windows: self.windows.reader.clone(),
             recovery_plans: self.plans.reader.clone(),
             servers: self.servers.reader.clone(),
+            sites: self.sites.reader.clone(),
             virtual_machines: self.vms.reader.clone(),
         }
     }
@@ -607,6 +622,7 @@ impl Kinds {
             self.windows.drive(client, ns, None),
             self.plans.drive(client, ns, d()),
             self.servers.drive(client, ns, d()),
+            self.sites.drive(client, ns, None),
             self.vms.drive(client, ns, d()),
         ]);
         async move {
@@ -629,6 +645,7 @@ async fn synced(all: Vec<Stores>, health: Arc<Health>) {
             s.maintenance_windows.wait_until_ready().boxed(),
             s.recovery_plans.wait_until_ready().boxed(),
             s.servers.wait_until_ready().boxed(),
+            s.sites.wait_until_ready().boxed(),
             s.virtual_machines.wait_until_ready().boxed(),
             s.deployments.wait_until_ready().boxed(),
             s.services.wait_until_ready().boxed(),
@@ -674,6 +691,11 @@ fn engine_controllers(k: &Kinds, ctx: &Arc<Context>, shutdown: &CancellationToke
             shutdown,
             |c| k.on_components(c, &stores.maintenance_windows),
         ),
+        controller(&k.sites, ctx.clone(), recovery::sites::reconcile, shutdown, |c| {
+            // Sites of a namespace read each other: the local one looks again
+            // when a peer is added or removed.
+            c.watches_shared_stream(k.sites.subscribe(), all_in_namespace(stores.sites.clone()))
+        }),
         controller(&k.plans, ctx.clone(), recovery::plan::reconcile, shutdown, |c| {
             let c = c
                 .reconcile_all_on(on_deletion(&k.deleted))

@@ -21,5 +21,6 @@ mod plastprod;
 mod recovery;
 mod runtime;
 mod servers;
+mod sites;
 mod tenancy;
 mod virtual_machines;

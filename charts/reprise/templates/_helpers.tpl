@@ -32,7 +32,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 rules:
   # Watch every reprise kind (one shared watch per kind).
   - apiGroups: [reprise.dev]
-    resources: [applications, databases, incidents, maintenancewindows, recoveryplans, servers, virtualmachines]
+    resources: [applications, databases, incidents, maintenancewindows, recoveryplans, servers, sites, virtualmachines]
     verbs: [get, list, watch]
   # The procedure executor asks a component's controller for a recovery
   # action through the `reprise.dev/action` annotation (a metadata patch).
@@ -55,6 +55,7 @@ rules:
       - maintenancewindows/status
       - recoveryplans/status
       - servers/status
+      - sites/status
       - virtualmachines/status
     verbs: [patch]
   # Secrets: read those specs refer to (BMC and database credentials, CA
@@ -91,6 +92,11 @@ rules:
   - apiGroups: [apps]
     resources: [deployments]
     verbs: [get, list, watch, create, patch, delete]
+  # A site that is not active (a standby, or demoted by a newer epoch)
+  # scales the Deployments reprise owns to zero.
+  - apiGroups: [apps]
+    resources: [deployments/scale]
+    verbs: [patch]
   - apiGroups: [""]
     resources: [services]
     verbs: [get, list, watch, create, patch, delete]

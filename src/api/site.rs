@@ -1,0 +1,155 @@
+//! Site: one failure domain (a data centre, a region) with its own cluster
+//! running reprise, and the witness that says which site is active.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    common::{Condition, Duration},
+    database::S3Store,
+};
+
+/// Annotation on the local Site asking it to hand the lease to a peer site
+/// (a planned relocation): `reprise.dev/relocate-to: <site>`.
+pub const RELOCATE_TO_ANNOTATION: &str = "reprise.dev/relocate-to";
+
+/// A site of the plan. Each cluster holds a Site for every site (the same
+/// manifests), with `local: true` on the one it runs in. The local Site
+/// names the witness: an S3 bucket in a third failure domain where the
+/// active site holds a lease, renewed with conditional writes; a standby
+/// takes it over only once it has expired, with a higher epoch that fences
+/// the old holder out.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[kube(
+    group = "reprise.dev",
+    version = "v1alpha1",
+    kind = "Site",
+    namespaced,
+    doc = "A site of the plan: the local one names the witness that says which site is active.",
+    status = "SiteStatus",
+    category = "reprise",
+    printcolumn(name = "Local", type_ = "boolean", json_path = ".spec.local"),
+    printcolumn(name = "Role", type_ = "string", json_path = ".status.role"),
+    printcolumn(name = "Epoch", type_ = "integer", json_path = ".status.epoch"),
+    printcolumn(name = "Holder", type_ = "string", json_path = ".status.holder"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!self.local || has(self.witness)").message("spec.witness is required on the local Site"))]
+pub struct SiteSpec {
+    /// Whether reprise runs in this site. Exactly one Site of a namespace is local.
+    #[serde(default)]
+    pub local: bool,
+    /// What the site is, for people (e.g. "Paris, building B").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub description: Option<String>,
+    /// Where the lease saying which site is active lives (required on the
+    /// local Site; every site must name the same bucket and lease).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub witness: Option<Witness>,
+    /// When the witness holds no lease yet (a first start), whether this
+    /// site takes it. Set it on one site only; the others wait as standby.
+    #[serde(default)]
+    pub starts_active: bool,
+}
+
+/// The witness: a lease object in an S3 bucket, written only with
+/// conditional writes (`If-None-Match` to create, `If-Match` on its ETag to
+/// renew or take over), so two sites can never both write the same epoch.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("duration(self.renewInterval) + duration(self.renewInterval) + duration(self.renewInterval) <= duration(self.leaseDuration)").message("spec.witness.renewInterval must be at most a third of leaseDuration"))]
+#[x_kube(validation = Rule::new("duration(self.maxClockSkew) + duration(self.maxClockSkew) + duration(self.maxClockSkew) + duration(self.maxClockSkew) <= duration(self.leaseDuration)").message("spec.witness.maxClockSkew must be at most a quarter of leaseDuration"))]
+pub struct Witness {
+    /// The bucket (in a third failure domain: neither site's loss takes it).
+    pub s3: S3Store,
+    /// Name of the lease object (`<prefix><lease>.json`); the sites of one
+    /// plan name the same.
+    #[serde(default = "default_lease")]
+    #[schemars(length(min = 1, max = 128), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    pub lease: String,
+    /// How long a renewal holds the lease: a standby takes over only this
+    /// long (plus `maxClockSkew`) after the last renewal.
+    #[serde(default = "default_lease_duration")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('3s') && duration(self) <= duration('1h')").message("spec.witness.leaseDuration must be between 3s and 1h"))]
+    pub lease_duration: Duration,
+    /// How often the active site renews it.
+    #[serde(default = "default_renew_interval")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1s')").message("spec.witness.renewInterval must be at least 1s"))]
+    pub renew_interval: Duration,
+    /// The largest difference between the sites' clocks: the active site
+    /// stops acting this long before its lease ends, a standby waits this
+    /// long after.
+    #[serde(default = "default_skew")]
+    pub max_clock_skew: Duration,
+}
+
+fn default_lease() -> String {
+    "reprise-site-lease".into()
+}
+
+fn default_lease_duration() -> Duration {
+    "20s".parse().expect("valid duration")
+}
+
+fn default_renew_interval() -> Duration {
+    "5s".parse().expect("valid duration")
+}
+
+fn default_skew() -> Duration {
+    "2s".parse().expect("valid duration")
+}
+
+/// What a site is doing, as the local operator sees it.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum SiteRole {
+    /// Holds the lease and acts.
+    Active,
+    /// Another site holds the lease (or none does yet): watches, does not act.
+    Standby,
+    /// Held the lease and found a newer epoch held by another site: stopped
+    /// acting, its Applications scaled to zero.
+    Demoted,
+    /// Held the lease but cannot confirm it (the witness unreachable past the
+    /// lease's end): stopped acting until it can.
+    Fenced,
+}
+
+/// Observed state of a Site.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SiteStatus {
+    /// The `metadata.generation` the status was computed from.
+    #[serde(default)]
+    pub observed_generation: i64,
+    /// Conditions: `Ready` (the witness answers and the role is known),
+    /// `WitnessReachable`.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// The site's role: for the local site, what it does; for a peer, `Active`
+    /// when it holds the lease, else `Standby`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<SiteRole>,
+    /// The newest epoch seen in the witness (the fencing token).
+    #[serde(default)]
+    pub epoch: u64,
+    /// The epoch this site held last (local site only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_epoch: Option<u64>,
+    /// The site holding the lease.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<String>,
+    /// Since when the role is what it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Time>,
+    /// Why the site has this role, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}

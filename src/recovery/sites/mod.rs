@@ -1,0 +1,399 @@
+//! Sites: which site is active. The local Site's reconcile reads the
+//! witness's lease every `renewInterval`, decides (`lease`, pure), writes
+//! the lease conditionally when the decision says so, and keeps the fence
+//! (`runtime::fence`) every other controller asks before acting. Peer Sites
+//! get the role the witness gives them. Status is written when the role,
+//! the epoch or the holder changes, not at each renewal.
+
+pub mod lease;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use futures::{FutureExt, future::BoxFuture};
+use k8s_openapi::{
+    apimachinery::pkg::apis::meta::v1::Time,
+    jiff::{SignedDuration, Timestamp},
+};
+use kube::{
+    ResourceExt,
+    runtime::{controller::Action, events::EventType},
+};
+
+use self::lease::{Config, Decision, Memory, Seen};
+use crate::{
+    api::{
+        common::reasons,
+        site::{RELOCATE_TO_ANNOTATION, Site, SiteRole, SiteStatus, Witness},
+    },
+    providers::witness::{Register, S3Config, S3Witness, WitnessError},
+    runtime::{
+        Context, Error,
+        fence::Standing,
+        report::{Report, write_status},
+        secrets,
+    },
+};
+
+/// Condition: the witness answered the last reading.
+pub const WITNESS_REACHABLE: &str = "WitnessReachable";
+
+pub fn reconcile(site: Arc<Site>, ctx: Arc<Context>) -> BoxFuture<'static, Result<Action, Error>> {
+    async move {
+        let ns = site.namespace().unwrap_or_default();
+        if !site.spec.local {
+            // A peer's status follows the local site's readings.
+            return Ok(Action::await_change());
+        }
+        let locals: Vec<String> = sites_of(&ctx, &ns)
+            .iter()
+            .filter(|s| s.spec.local)
+            .map(|s| s.name_any())
+            .collect();
+        if locals.len() > 1 {
+            let why = format!(
+                "spec.local: {} Sites of namespace {ns} say they are local ({}); exactly one may: reprise does not act here until it is fixed",
+                locals.len(),
+                locals.join(", ")
+            );
+            return invalid(&ctx, &site, why).await;
+        }
+        let Some(witness) = &site.spec.witness else {
+            return invalid(&ctx, &site, "spec.witness is required on the local Site".into()).await;
+        };
+        let register = match register(&ctx, &site, witness).await? {
+            Ok(r) => r,
+            Err(why) => return invalid(&ctx, &site, why).await,
+        };
+        let every = witness.renew_interval.as_std();
+        round(&ctx, &site, witness, register.as_ref()).await?;
+        Ok(Action::requeue(every))
+    }
+    .boxed()
+}
+
+/// One reading of the witness, the decision and its effects.
+async fn round(ctx: &Context, site: &Site, w: &Witness, register: &S3Witness) -> Result<(), Error> {
+    let ns = site.namespace().unwrap_or_default();
+    let me = site.name_any();
+    let cfg = Config {
+        me: me.clone(),
+        duration: SignedDuration::try_from(w.lease_duration.as_std()).unwrap_or(SignedDuration::from_secs(20)),
+        skew: SignedDuration::try_from(w.max_clock_skew.as_std()).unwrap_or(SignedDuration::from_secs(2)),
+        starts_active: site.spec.starts_active,
+    };
+    let memory = remember(ctx, site, &ns);
+    let (read, prev) = match register.read().await {
+        Ok(Some(h)) => (Seen::Present(h.lease.clone()), Some(h)),
+        Ok(None) => (Seen::Absent, None),
+        Err(e) => (Seen::Unreachable(e.to_string()), None),
+    };
+    let relocate = relocation(ctx, site, &ns);
+    let now = Timestamp::now();
+    let decision = lease::decide(&cfg, &memory, &read, now, relocate.as_deref());
+    let (role, why, seen_lease, acting_until) = match decision {
+        Decision::Stay { role, why } => {
+            let keep = (role == SiteRole::Active).then_some(memory.acting_until).flatten();
+            (role, why, lease_of(&read), keep)
+        }
+        Decision::Write { lease, role, why } => {
+            let started = Instant::now();
+            match register.write(&lease, prev.as_ref()).await {
+                Ok(_) => {
+                    let until = (role == SiteRole::Active).then(|| {
+                        let margin = cfg.duration - cfg.skew;
+                        Timestamp::now() + margin - SignedDuration::try_from(started.elapsed()).unwrap_or_default()
+                    });
+                    (role, why, Some(lease), until)
+                }
+                Err(WitnessError::Conflict) => (
+                    // Someone wrote first: not acting until the next reading says who.
+                    if role == SiteRole::Active && memory.role == Some(SiteRole::Active) {
+                        SiteRole::Fenced
+                    } else {
+                        memory.role.unwrap_or(SiteRole::Standby)
+                    },
+                    "another site wrote the lease first: reading it again".into(),
+                    lease_of(&read),
+                    None,
+                ),
+                Err(e) => {
+                    let d = lease::decide(&cfg, &memory, &Seen::Unreachable(e.to_string()), now, None);
+                    let Decision::Stay { role, why } = d else {
+                        unreachable!("an unreachable witness is never written")
+                    };
+                    let keep = (role == SiteRole::Active).then_some(memory.acting_until).flatten();
+                    (role, why, lease_of(&read), keep)
+                }
+            }
+        }
+    };
+    let held = match (&seen_lease, role) {
+        (Some(l), SiteRole::Active) if l.site == me => Some(l.epoch),
+        _ => memory.held_epoch,
+    };
+    let epoch = seen_lease.as_ref().map(|l| l.epoch).unwrap_or(0).max(held.unwrap_or(0));
+    ctx.fence.set(
+        &ns,
+        Standing {
+            site: me.clone(),
+            role,
+            epoch,
+            acting_until: acting_until.map(|t| {
+                let left = now.duration_until(t).as_secs_f64().max(0.0);
+                Instant::now() + Duration::from_secs_f64(left)
+            }),
+            why: why.clone(),
+        },
+    );
+    remember_until(&ns, acting_until);
+    metrics(ctx, &me, role, seen_lease.as_ref(), now);
+    let reachable = !matches!(read, Seen::Unreachable(_));
+    report(ctx, site, role, why, epoch, held, seen_lease.as_ref(), reachable).await?;
+    peers(ctx, &ns, &me, seen_lease.as_ref()).await
+}
+
+fn lease_of(seen: &Seen) -> Option<crate::providers::witness::Lease> {
+    match seen {
+        Seen::Present(l) => Some(l.clone()),
+        _ => None,
+    }
+}
+
+/// What the site remembers: the fence this process keeps, else its status
+/// (after a restart: its role and epoch, but no confirmed lease).
+fn remember(ctx: &Context, site: &Site, ns: &str) -> Memory {
+    let status = site.status.clone().unwrap_or_default();
+    match ctx.fence.get(ns) {
+        Some(s) => Memory {
+            role: Some(s.role),
+            held_epoch: status.held_epoch,
+            acting_until: acting_until(ns),
+        },
+        None => Memory {
+            role: status.role,
+            held_epoch: status.held_epoch,
+            acting_until: None,
+        },
+    }
+}
+
+/// The lease end each local site last confirmed (wall clock, for the decision).
+fn untils() -> &'static Mutex<HashMap<String, Option<Timestamp>>> {
+    static U: std::sync::OnceLock<Mutex<HashMap<String, Option<Timestamp>>>> = std::sync::OnceLock::new();
+    U.get_or_init(Default::default)
+}
+
+fn acting_until(ns: &str) -> Option<Timestamp> {
+    untils()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(ns)
+        .copied()
+        .flatten()
+}
+
+fn remember_until(ns: &str, until: Option<Timestamp>) {
+    untils()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(ns.into(), until);
+}
+
+/// The peer named by `reprise.dev/relocate-to`, when it names one.
+fn relocation(ctx: &Context, site: &Site, ns: &str) -> Option<String> {
+    let to = site.annotations().get(RELOCATE_TO_ANNOTATION)?;
+    sites_of(ctx, ns)
+        .iter()
+        .any(|s| !s.spec.local && s.name_any() == *to)
+        .then(|| to.clone())
+}
+
+fn sites_of(ctx: &Context, ns: &str) -> Vec<Site> {
+    ctx.stores
+        .sites
+        .state()
+        .iter()
+        .filter_map(|s| s.0.as_ref().ok())
+        .filter(|s| s.namespace().as_deref() == Some(ns))
+        .cloned()
+        .collect()
+}
+
+/// The witness's register for `site`, built once per configuration.
+async fn register(ctx: &Context, site: &Site, w: &Witness) -> Result<Result<Arc<S3Witness>, String>, Error> {
+    let ns = site.namespace().unwrap_or_default();
+    let name = &w.s3.credentials_secret_ref.name;
+    let who = secrets::Requester {
+        kind: "Site",
+        name: site.metadata.name.as_deref().unwrap_or_default(),
+    };
+    let data = match secrets::read(ctx, &ns, name, who).await? {
+        Ok(d) => d,
+        Err(why) => return Ok(Err(format!("spec.witness.s3.credentialsSecretRef: {why}"))),
+    };
+    let text = |k: &str| {
+        data.get(k)
+            .and_then(|v| String::from_utf8(v.clone()).ok())
+            .ok_or_else(|| format!("spec.witness.s3.credentialsSecretRef: Secret {name:?} has no key {k:?}"))
+    };
+    let (id, secret) = match (text("accessKeyId"), text("secretAccessKey")) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => return Ok(Err(e)),
+    };
+    let key = format!(
+        "{}|{:?}|{}|{:?}|{}|{id}|{}",
+        site.uid().unwrap_or_default(),
+        w.s3.endpoint,
+        w.s3.bucket,
+        w.s3.prefix,
+        w.lease,
+        crate::providers::artifacts::hex(&sha2::Sha256::digest(secret.as_bytes()))
+    );
+    static CACHE: std::sync::OnceLock<Mutex<HashMap<String, Arc<S3Witness>>>> = std::sync::OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(r) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        return Ok(Ok(r.clone()));
+    }
+    let built = S3Witness::new(&S3Config {
+        endpoint: w.s3.endpoint.as_deref(),
+        bucket: &w.s3.bucket,
+        region: w.s3.region.as_deref(),
+        prefix: w.s3.prefix.as_deref(),
+        lease: &w.lease,
+        access_key_id: &id,
+        secret_access_key: &secret,
+    })
+    .map(Arc::new)
+    .map_err(|e| format!("spec.witness.s3: {e}"));
+    if let Ok(r) = &built {
+        let mut c = cache.lock().unwrap_or_else(|p| p.into_inner());
+        c.retain(|k, _| !k.starts_with(&format!("{}|", site.uid().unwrap_or_default())));
+        c.insert(key, r.clone());
+    }
+    Ok(built)
+}
+
+use sha2::Digest;
+
+/// A local Site reprise cannot use: said in status, nothing acts.
+async fn invalid(ctx: &Context, site: &Site, why: String) -> Result<Action, Error> {
+    let ns = site.namespace().unwrap_or_default();
+    ctx.fence.set(
+        &ns,
+        Standing {
+            site: site.name_any(),
+            role: SiteRole::Fenced,
+            epoch: site.status.as_ref().map_or(0, |s| s.epoch),
+            acting_until: None,
+            why: why.clone(),
+        },
+    );
+    let mut r = Report::new(ctx, site);
+    r.fail_and_tell(reasons::READY, reasons::INVALID_SPEC, "Validate", why);
+    r.write().await?;
+    Ok(Action::requeue(Duration::from_secs(30)))
+}
+
+/// The local Site's status, and an Event when its role changes.
+#[allow(clippy::too_many_arguments)]
+async fn report(
+    ctx: &Context,
+    site: &Site,
+    role: SiteRole,
+    why: String,
+    epoch: u64,
+    held: Option<u64>,
+    lease: Option<&crate::providers::witness::Lease>,
+    reachable: bool,
+) -> Result<(), Error> {
+    let mut r = Report::new(ctx, site);
+    let was = r.status.role;
+    if was != Some(role) {
+        r.status.since = Some(Time(r.now));
+        let type_ = match role {
+            SiteRole::Active | SiteRole::Standby => EventType::Normal,
+            SiteRole::Demoted | SiteRole::Fenced => EventType::Warning,
+        };
+        let reason = match role {
+            SiteRole::Active => "Active",
+            SiteRole::Standby => "Standby",
+            SiteRole::Demoted => "Demoted",
+            SiteRole::Fenced => "Fenced",
+        };
+        r.event(type_, reason, "Lease", format!("{was:?} -> {role:?}: {why}"));
+    }
+    r.status.role = Some(role);
+    r.status.epoch = epoch;
+    r.status.held_epoch = held;
+    r.status.holder = lease.map(|l| l.site.clone());
+    r.status.message = Some(why.clone());
+    if reachable {
+        r.set(
+            WITNESS_REACHABLE,
+            true,
+            "Answered",
+            "the witness answered the last reading",
+        );
+    } else {
+        r.set(WITNESS_REACHABLE, false, "Unreachable", why.clone());
+    }
+    r.set(reasons::READY, true, reasons::RECONCILED, format!("{role:?}: {why}"));
+    r.write().await
+}
+
+/// Peer Sites: `Active` for the holder, `Standby` for the others.
+async fn peers(
+    ctx: &Context,
+    ns: &str,
+    me: &str,
+    lease: Option<&crate::providers::witness::Lease>,
+) -> Result<(), Error> {
+    for peer in sites_of(ctx, ns).iter().filter(|s| s.name_any() != me && !s.spec.local) {
+        let holds = lease.is_some_and(|l| l.site == peer.name_any());
+        let mut status: SiteStatus = crate::runtime::report::with_ready(
+            peer,
+            true,
+            reasons::RECONCILED,
+            if holds {
+                "holds the lease"
+            } else {
+                "does not hold the lease"
+            },
+        );
+        let role = if holds { SiteRole::Active } else { SiteRole::Standby };
+        if status.role != Some(role) {
+            status.since = Some(Time(Timestamp::now()));
+        }
+        status.role = Some(role);
+        status.epoch = lease.map_or(status.epoch, |l| l.epoch);
+        status.holder = lease.map(|l| l.site.clone());
+        write_status(ctx, peer, &status).await?;
+    }
+    Ok(())
+}
+
+fn metrics(ctx: &Context, me: &str, role: SiteRole, lease: Option<&crate::providers::witness::Lease>, now: Timestamp) {
+    use crate::telemetry::{SiteLabels, SiteRoleLabels};
+    for r in [SiteRole::Active, SiteRole::Standby, SiteRole::Demoted, SiteRole::Fenced] {
+        ctx.metrics
+            .site_role
+            .get_or_create(&SiteRoleLabels {
+                site: me.into(),
+                role: format!("{r:?}"),
+            })
+            .set(i64::from(r == role));
+    }
+    if let Some(l) = lease {
+        let age = l.renewed.duration_until(now).as_secs_f64().max(0.0);
+        let labels = SiteLabels { site: l.site.clone() };
+        ctx.metrics.site_lease_age.get_or_create(&labels).set(age);
+        ctx.metrics
+            .site_epoch
+            .get_or_create(&SiteLabels { site: me.into() })
+            .set(l.epoch as i64);
+    }
+}

@@ -1,0 +1,359 @@
+//! Two sites, one witness: one reprise per site (here two namespaces of the
+//! shared control plane, each with its own operator), a SeaweedFS bucket as
+//! the witness. Only the lease holder acts; a standby takes over only after
+//! the lease ran out; a site that finds itself replaced demotes itself before
+//! anything else; without the witness nobody takes over.
+
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use serde_json::Value;
+
+use crate::support::{
+    OPERATOR_USER, TestNamespace, audit, condition, eventually,
+    operator::{Operator, Options},
+    plane,
+    s3::Seaweed,
+};
+
+const APP: &str = "apiVersion: reprise.dev/v1alpha1\nkind: Application\nmetadata: {name: shop}\nspec: {type: Web, version: \"1.0\", image: \"registry.example/shop:{version}\", replicas: 2}\n";
+
+/// The Sites of one cluster: `local` is this one; paris starts active.
+fn sites_yaml(local: &str, s3: &Seaweed, extra: &str) -> String {
+    let secret = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: witness-keys, annotations: {{reprise.dev/for: \"Site/*\"}}}}\nstringData: {{accessKeyId: {}, secretAccessKey: {}}}\n",
+        s3.access_key, s3.secret_key
+    );
+    let site = |name: &str| {
+        let mut spec = format!("  local: {}\n  startsActive: {}\n", name == local, name == "paris");
+        if name == local {
+            spec += &format!(
+                "  witness:\n    s3: {{endpoint: \"{}\", bucket: witness, credentialsSecretRef: {{name: witness-keys}}}}\n    leaseDuration: 8s\n    renewInterval: 1s\n    maxClockSkew: 1s\n{extra}",
+                s3.endpoint()
+            );
+        }
+        format!("---\napiVersion: reprise.dev/v1alpha1\nkind: Site\nmetadata: {{name: {name}}}\nspec:\n{spec}")
+    };
+    format!("{secret}{}{}", site("paris"), site("lyon"))
+}
+
+fn site(ns: &TestNamespace, name: &str) -> Value {
+    ns.json(&format!("site/{name}"))
+}
+
+async fn role(ns: &TestNamespace, name: &str, role: &str, timeout: u64) -> Value {
+    ns.wait_for(&format!("site/{name}"), &format!("{name} {role}"), timeout, |v| {
+        v["status"]["role"] == role
+    })
+    .await
+}
+
+fn replicas(ns: &TestNamespace) -> Option<i64> {
+    let out = ns.k(&[
+        "get",
+        "deployment",
+        "shop",
+        "-o",
+        "jsonpath={.spec.replicas}",
+        "--ignore-not-found",
+    ]);
+    out.trim().parse().ok()
+}
+
+/// Each lease version in the witness bucket: (epoch, holder, written by).
+fn lease_versions(s3: &Seaweed) -> Vec<(u64, String, String)> {
+    let out = s3
+        .boto(
+            "vs = s3.list_object_versions(Bucket='witness', Prefix='reprise-site-lease.json').get('Versions', [])\n\
+             out = []\n\
+             for v in vs:\n\
+             \x20   b = json.loads(s3.get_object(Bucket='witness', Key=v['Key'], VersionId=v['VersionId'])['Body'].read())\n\
+             \x20   out.append([b['epoch'], b['site'], b.get('writtenBy', b['site'])])\n\
+             print(json.dumps(out))",
+        )
+        .expect("listing the lease's versions");
+    serde_json::from_str::<Vec<(u64, String, String)>>(&out).unwrap()
+}
+
+fn operator(ns: &TestNamespace) -> Operator {
+    Operator::start(Options::namespace(&ns.name))
+}
+
+/// Two clusters' worth: the witness, and per site a namespace, its Sites and
+/// the shop Application.
+async fn two_sites(extra: &str) -> (Seaweed, TestNamespace, Operator, TestNamespace, Operator) {
+    let s3 = Seaweed::start();
+    s3.create_bucket("witness", false);
+    s3.boto("s3.put_bucket_versioning(Bucket='witness', VersioningConfiguration={'Status': 'Enabled'})")
+        .unwrap();
+    let a = TestNamespace::new("paris");
+    let b = TestNamespace::new("lyon");
+    let mut op_a = operator(&a);
+    let mut op_b = operator(&b);
+    op_a.wait_ready().await;
+    op_b.wait_ready().await;
+    for (ns, local) in [(&a, "paris"), (&b, "lyon")] {
+        let (ok, out) = ns.apply(&sites_yaml(local, &s3, extra));
+        assert!(ok, "{out}");
+        let (ok, out) = ns.apply(APP);
+        assert!(ok, "{out}");
+    }
+    (s3, a, op_a, b, op_b)
+}
+
+#[tokio::test]
+async fn one_site_acts_at_a_time_and_a_replaced_site_demotes_itself_first() {
+    let (s3, a, op_a, b, mut op_b) = two_sites("").await;
+
+    // paris starts active and runs the shop; lyon is standby and runs nothing.
+    let v = role(&a, "paris", "Active", 60).await;
+    assert_eq!(v["status"]["epoch"], 1, "{}", v["status"]);
+    let v = role(&b, "lyon", "Standby", 60).await;
+    assert_eq!(v["status"]["holder"], "paris", "{}", v["status"]);
+    assert_eq!(role(&b, "paris", "Active", 30).await["status"]["epoch"], 1);
+    eventually("paris runs the shop", Duration::from_secs(60), || async {
+        (replicas(&a) == Some(2)).then_some(())
+    })
+    .await;
+    let app = b
+        .wait_for("application/shop", "held on the standby", 30, |v| {
+            condition(v, "Ready").is_some_and(|c| c.1 == "SiteNotActive")
+        })
+        .await;
+    let message = condition(&app, "Ready").unwrap().2;
+    assert!(message.contains("Standby") && message.contains("paris"), "{message}");
+    assert_eq!(replicas(&b), None, "the standby creates nothing");
+
+    // paris freezes (a site lost, as far as anyone can tell): lyon takes
+    // over once the lease ran out, with the next epoch, and runs the shop.
+    let frozen = std::time::Instant::now();
+    op_a.freeze(true);
+    let v = role(&b, "lyon", "Active", 60).await;
+    let took = frozen.elapsed();
+    assert_eq!(v["status"]["epoch"], 2, "{}", v["status"]);
+    assert!(
+        took >= Duration::from_secs(8),
+        "taken over after {took:?}, before the 8 s lease could run out"
+    );
+    eprintln!("lyon took over {took:?} after paris froze (lease 8 s, skew 1 s, renewed every 1 s)");
+    eventually("lyon runs the shop", Duration::from_secs(60), || async {
+        (replicas(&b) == Some(2)).then_some(())
+    })
+    .await;
+
+    // paris wakes up: its fence ran out while it was frozen, so it acts on
+    // nothing; its first reading finds epoch 2 and it demotes itself,
+    // scaling its shop to zero.
+    let resumed = Timestamp::now();
+    op_a.freeze(false);
+    let v = role(&a, "paris", "Demoted", 30).await;
+    let message = v["status"]["message"].as_str().unwrap_or_default().to_string();
+    assert!(message.contains("lyon") && message.contains("epoch 2"), "{message}");
+    eventually("paris's shop scaled to zero", Duration::from_secs(30), || async {
+        (replicas(&a) == Some(0)).then_some(())
+    })
+    .await;
+    let events = a.k(&[
+        "get",
+        "events",
+        "--field-selector",
+        "reason=Demoted",
+        "-o",
+        "jsonpath={.items[*].message}",
+    ]);
+    assert!(
+        events.contains("Active -> Demoted") || events.contains("Demoted"),
+        "{events}"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // What paris wrote after waking up: stopping, nothing else — statuses,
+    // Events and the scale to zero; no Deployment, Service or Secret written.
+    let writes = audit::writes(plane().audit(), OPERATOR_USER, Some(&a.name), resumed, Timestamp::now());
+    let acting: Vec<_> = writes
+        .iter()
+        .filter(|w| {
+            let sub = w.object.subresource.as_deref();
+            !(sub == Some("status") || sub == Some("scale") || w.object.resource == "events")
+        })
+        .collect();
+    assert!(acting.is_empty(), "paris acted after waking up replaced: {acting:?}");
+    assert_eq!(replicas(&b), Some(2), "lyon still runs the shop");
+
+    // The witness's history: every epoch was written by one site only.
+    let versions = lease_versions(&s3);
+    let mut by_epoch: std::collections::BTreeMap<u64, std::collections::BTreeSet<String>> = Default::default();
+    for (epoch, holder, _) in &versions {
+        by_epoch.entry(*epoch).or_default().insert(holder.clone());
+    }
+    assert_eq!(by_epoch.keys().copied().collect::<Vec<_>>(), [1, 2], "{versions:?}");
+    for (epoch, holders) in &by_epoch {
+        assert_eq!(holders.len(), 1, "epoch {epoch} held by {holders:?}");
+    }
+
+    // Quiet: in steady state, renewals write to the witness, not to the API.
+    let from = Timestamp::now();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    for ns in [&a, &b] {
+        let writes = audit::writes(plane().audit(), OPERATOR_USER, Some(&ns.name), from, Timestamp::now());
+        assert!(writes.is_empty(), "{} wrote in steady state: {writes:?}", ns.name);
+    }
+    let lease_age = op_b.metric("reprise_site_lease_age_seconds", "site=\"lyon\"").await;
+    assert!(lease_age < 8.0, "lease age {lease_age}");
+    assert_eq!(op_b.metric("reprise_site_role", "role=\"Active\"").await, 1.0);
+    let _ = site(&a, "paris");
+}
+
+#[tokio::test]
+async fn without_the_witness_the_holder_stops_at_its_lease_end_and_nobody_takes_over() {
+    let (mut s3, a, _op_a, b, _op_b) = two_sites("").await;
+    role(&a, "paris", "Active", 60).await;
+    role(&b, "lyon", "Standby", 60).await;
+    eventually("paris runs the shop", Duration::from_secs(60), || async {
+        (replicas(&a) == Some(2)).then_some(())
+    })
+    .await;
+
+    s3.stop();
+    let v = role(&a, "paris", "Fenced", 30).await;
+    assert!(
+        v["status"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("does not answer"),
+        "{}",
+        v["status"]
+    );
+    let v = b
+        .wait_for("site/lyon", "lyon says why it waits", 30, |v| {
+            v["status"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("no automatic failover"))
+        })
+        .await;
+    assert_eq!(v["status"]["role"], "Standby");
+    // Long past the lease: still nobody active.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(site(&b, "lyon")["status"]["role"], "Standby");
+    assert_eq!(replicas(&b), None, "lyon took nothing over");
+    eventually("paris's shop stopped", Duration::from_secs(30), || async {
+        (replicas(&a) == Some(0)).then_some(())
+    })
+    .await;
+
+    // The witness back: paris renews the same epoch and runs again.
+    s3.restart();
+    let v = role(&a, "paris", "Active", 30).await;
+    assert_eq!(v["status"]["epoch"], 1, "{}", v["status"]);
+    eventually("paris runs the shop again", Duration::from_secs(60), || async {
+        (replicas(&a) == Some(2)).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_relocation_hands_the_lease_over_and_back() {
+    let (_s3, a, _op_a, b, _op_b) = two_sites("").await;
+    role(&a, "paris", "Active", 60).await;
+    role(&b, "lyon", "Standby", 60).await;
+
+    a.k(&["annotate", "site/paris", "reprise.dev/relocate-to=lyon"]);
+    let v = role(&b, "lyon", "Active", 30).await;
+    assert_eq!(v["status"]["epoch"], 2, "{}", v["status"]);
+    let events = b.k(&[
+        "get",
+        "events",
+        "--field-selector",
+        "reason=Active",
+        "-o",
+        "jsonpath={.items[*].message}",
+    ]);
+    assert!(
+        events.contains("site paris handed the lease over at epoch 2"),
+        "{events}"
+    );
+    let v = role(&a, "paris", "Standby", 30).await;
+    assert!(
+        v["status"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("relocated")
+            || v["status"]["holder"] == "lyon",
+        "{}",
+        v["status"]
+    );
+    a.k(&["annotate", "site/paris", "reprise.dev/relocate-to-"]);
+    eventually("lyon runs the shop, paris none", Duration::from_secs(60), || async {
+        (replicas(&b) == Some(2) && replicas(&a) == Some(0)).then_some(())
+    })
+    .await;
+
+    // And back.
+    b.k(&["annotate", "site/lyon", "reprise.dev/relocate-to=paris"]);
+    let v = role(&a, "paris", "Active", 30).await;
+    assert_eq!(v["status"]["epoch"], 3, "{}", v["status"]);
+    b.k(&["annotate", "site/lyon", "reprise.dev/relocate-to-"]);
+    eventually("paris runs the shop again", Duration::from_secs(60), || async {
+        (replicas(&a) == Some(2) && replicas(&b) == Some(0)).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn bad_sites_are_named_and_nothing_acts() {
+    let s3 = Seaweed::start();
+    s3.create_bucket("witness", false);
+    let ns = TestNamespace::new("badsite");
+    let mut op = operator(&ns);
+    op.wait_ready().await;
+
+    // The API server refuses what the schema and CEL can see.
+    let no_witness = "apiVersion: reprise.dev/v1alpha1\nkind: Site\nmetadata: {name: paris}\nspec: {local: true}\n";
+    let (ok, out) = ns.apply(no_witness);
+    assert!(
+        !ok && out.contains("spec.witness is required on the local Site"),
+        "{out}"
+    );
+    let fast = sites_yaml("paris", &s3, "").replace("renewInterval: 1s", "renewInterval: 5s");
+    let (ok, out) = ns.apply(&fast);
+    assert!(
+        !ok && out.contains("renewInterval must be at most a third of leaseDuration"),
+        "{out}"
+    );
+
+    // A witness whose Secret is not there: named, and nothing acts.
+    let (ok, out) = ns.apply(&sites_yaml("paris", &s3, "").replace("name: witness-keys}}", "name: missing}}"));
+    assert!(ok, "{out}");
+    let (ok, out) = ns.apply(APP);
+    assert!(ok, "{out}");
+    let v = ns
+        .wait_for("site/paris", "the missing Secret named", 30, |v| {
+            condition(v, "Ready").is_some_and(|c| c.1 == "InvalidSpec")
+        })
+        .await;
+    let message = condition(&v, "Ready").unwrap().2;
+    assert!(
+        message.contains("spec.witness.s3.credentialsSecretRef") && message.contains("missing"),
+        "{message}"
+    );
+    ns.wait_for("application/shop", "held", 30, |v| {
+        condition(v, "Ready").is_some_and(|c| c.1 == "SiteNotActive")
+    })
+    .await;
+    assert_eq!(replicas(&ns), None);
+
+    // Two Sites say they are local.
+    let (ok, out) = ns.apply(&format!(
+        "apiVersion: reprise.dev/v1alpha1\nkind: Site\nmetadata: {{name: lyon}}\nspec:\n  local: true\n  witness:\n    s3: {{endpoint: \"{}\", bucket: witness, credentialsSecretRef: {{name: witness-keys}}}}\n",
+        s3.endpoint()
+    ));
+    assert!(ok, "{out}");
+    let v = ns
+        .wait_for("site/paris", "two local Sites named", 30, |v| {
+            condition(v, "Ready").is_some_and(|c| c.2.contains("spec.local"))
+        })
+        .await;
+    let message = condition(&v, "Ready").unwrap().2;
+    assert!(message.contains("lyon") && message.contains("paris"), "{message}");
+    assert_eq!(replicas(&ns), None, "nothing acted");
+    assert!(op.exited().is_none(), "the operator runs on");
+}
