@@ -105,6 +105,59 @@ need_seaweedfs() {
   export REPRISE_SEAWEEDFS_VENV=$venv
 }
 
+# s3_up DIR: a SeaweedFS S3 server for the demo (need_seaweedfs first), data
+# and its pid in DIR, every port on 127.0.0.1, one identity with fresh keys.
+# Sets S3_ENDPOINT, S3_ACCESS_KEY and S3_SECRET_KEY; `s3_py DIR SCRIPT` runs
+# SCRIPT with `s3` a boto3 client of it.
+s3_up() {
+  local dir=$1 ports i
+  s3_down "$dir"
+  rm -rf "$dir"; mkdir -p "$dir/data"
+  S3_ACCESS_KEY=demo$RANDOM$RANDOM
+  S3_SECRET_KEY=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
+  printf '{"identities":[{"name":"reprise","credentials":[{"accessKey":"%s","secretKey":"%s"}],"actions":["Admin","Read","List","Tagging","Write"]}]}' \
+    "$S3_ACCESS_KEY" "$S3_SECRET_KEY" >"$dir/s3.json"
+  ports=($(python3 -c 'import socket
+ss = [socket.socket() for _ in range(9)]
+for s in ss: s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in ss))'))
+  setsid "$REPRISE_SEAWEEDFS_VENV/bin/weed" server -dir="$dir/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
+    -master.port="${ports[0]}" -master.port.grpc="${ports[1]}" -volume.port="${ports[2]}" -volume.port.grpc="${ports[3]}" \
+    -volume.max=300 -filer -filer.port="${ports[4]}" -filer.port.grpc="${ports[5]}" -filer.localSocket="$dir/filer.sock" \
+    -s3 -s3.port="${ports[6]}" -s3.port.grpc="${ports[7]}" -s3.port.iceberg=0 -s3.port.lance=0 -s3.config="$dir/s3.json" \
+    -metricsPort="${ports[8]}" -iam=false -webdav=false -master.telemetry=false -master.volumeSizeLimitMB=64 \
+    >"$dir/weed.log" 2>&1 </dev/null &
+  echo $! >"$dir/pid"
+  S3_ENDPOINT=http://127.0.0.1:${ports[6]}
+  printf '%s\n%s\n%s\n' "$S3_ENDPOINT" "$S3_ACCESS_KEY" "$S3_SECRET_KEY" >"$dir/endpoint"
+  for i in $(seq 1 100); do
+    s3_py "$dir" 's3.list_buckets()' >/dev/null 2>&1 && return 0
+    sleep 0.3
+  done
+  tail -5 "$dir/weed.log" >&2
+  echo "SeaweedFS did not start (log: $dir/weed.log)" >&2
+  return 1
+}
+
+s3_py() {
+  local dir=$1 script=$2 ep ak sk
+  { read -r ep; read -r ak; read -r sk; } <"$dir/endpoint"
+  EP=$ep AK=$ak SK=$sk "$REPRISE_SEAWEEDFS_VENV/bin/python" -c "import boto3, os
+from botocore.config import Config
+s3 = boto3.client('s3', endpoint_url=os.environ['EP'], aws_access_key_id=os.environ['AK'], aws_secret_access_key=os.environ['SK'],
+                  region_name='us-east-1', config=Config(s3={'addressing_style': 'path'}, retries={'max_attempts': 1}))
+$script"
+}
+
+s3_down() {
+  local dir=$1 pid
+  [[ -f $dir/pid ]] || return 0
+  pid=$(cat "$dir/pid")
+  kill "$pid" 2>/dev/null || return 0
+  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+  kill -9 "$pid" 2>/dev/null || true
+}
+
 # PostgreSQL's server and client programs (Debian's packages), for the tests
 # and the demo: exports REPRISE_POSTGRES_BIN_DIR (initdb, postgres, pg_dump,
 # pg_restore, psql). No cluster is created or started by the package.

@@ -650,7 +650,9 @@ async fn restore_now(
     crash::point("restore:recorded");
     restore::run(&live.peers(), live.db, &chosen, failures, observed, &mut rec).await;
     end_restore(pass, live.ctx, rec, asked);
-    Ok(())
+    // Said now, not after the rest of the pass (copies to stores that missed
+    // a backup can take minutes): the incident ends when the data is back.
+    pass.checkpoint().await
 }
 
 /// A requested point-in-time restore of every database of the spec, over
@@ -729,7 +731,7 @@ async fn pitr_now(
     };
     pitr::run(&recovery, live.db, manifests, &point, &mut rec).await;
     end_restore(pass, live.ctx, rec, Some(req));
-    Ok(())
+    pass.checkpoint().await
 }
 
 /// Records a restore that ended: status, health, Events, metric, the action's answer.

@@ -101,7 +101,9 @@ impl World {
             "database/shop-db",
             json!({"spec": {
                 "instance": {"external": {"host": "127.0.0.1", "port": pg.port, "sslMode": "Disable"}},
-                "backup": {"store": {"local": {"path": backups.path()}}},
+                // The site's store only (the off-site vault, its lock,
+                // encryption and WAL are tested in offsite.rs).
+                "backup": {"stores": [{"name": "site", "local": {"path": backups.path()}}], "wal": null},
             }}),
         );
         for ((name, uuid, macs), (_, sushy)) in SERVERS.iter().zip(&bmcs) {
