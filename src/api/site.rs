@@ -7,7 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    common::{Condition, Duration},
+    common::{Condition, Duration, SecretKeyRef},
     database::S3Store,
 };
 
@@ -58,6 +58,63 @@ pub struct SiteSpec {
     /// site takes it. Set it on one site only; the others wait as standby.
     #[serde(default)]
     pub starts_active: bool,
+    /// The plan bundle (on the local Site): while active, reprise publishes
+    /// every reprise object of the namespace (specs and labels; never status
+    /// or Secrets) next to the lease, signed with this key; a standby checks
+    /// the signature and, when it takes over, creates what its cluster
+    /// lacks, servers first, applications last. Both sites hold the same key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle: Option<BundleSpec>,
+}
+
+/// How the plan bundle is signed.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BundleSpec {
+    /// The HMAC-SHA256 key (any length; 32 random bytes are plenty).
+    pub key_secret_ref: SecretKeyRef,
+}
+
+/// The plan bundle this site published (active) or read and checked (standby).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BundleStatus {
+    /// The first 12 hex digits of the objects' SHA-256.
+    pub version: String,
+    /// The site that published it, and its epoch then.
+    pub site: String,
+    pub epoch: u64,
+    /// When it was published.
+    pub published: String,
+    /// How many objects it holds.
+    pub objects: u32,
+    /// Whether its signature was checked (a standby's reading).
+    pub verified: bool,
+    /// What happened last (a bad signature, an unreadable bundle).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
+/// A takeover's rebuild from the bundle.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FailoverRecord {
+    /// When the lease was taken.
+    pub at: Time,
+    /// The epoch taken.
+    pub epoch: u64,
+    /// The bundle applied (its version), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle: Option<String>,
+    /// Objects created from it (`Kind/name`), in the order they were.
+    #[serde(default)]
+    pub created: Vec<String>,
+    /// Objects the cluster already held (left as they are).
+    #[serde(default)]
+    pub present: Vec<String>,
+    /// What went wrong, if anything.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
 }
 
 /// The witness: a lease object in an S3 bucket, written only with
@@ -152,4 +209,10 @@ pub struct SiteStatus {
     /// Why the site has this role, in words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The plan bundle published (active) or read (standby).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle: Option<BundleStatus>,
+    /// The last takeover's rebuild from the bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover: Option<FailoverRecord>,
 }

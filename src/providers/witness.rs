@@ -115,6 +115,50 @@ impl S3Witness {
     pub fn key(&self) -> &str {
         self.key.as_ref()
     }
+
+    /// Where the plan bundle lives: next to the lease.
+    fn bundle_key(&self) -> Path {
+        Path::from(format!("{}.bundle", self.key.as_ref().trim_end_matches(".json")))
+    }
+
+    /// Writes the plan bundle (the active site only).
+    pub async fn put_bundle(&self, bytes: Vec<u8>) -> Result<(), WitnessError> {
+        self.store
+            .put(&self.bundle_key(), PutPayload::from(bytes))
+            .await
+            .map(|_| ())
+            .map_err(unreachable)
+    }
+
+    /// The plan bundle and its ETag, unless it is still `known` (None: no bundle).
+    pub async fn get_bundle(&self, known: Option<&str>, max: u64) -> Result<BundleRead, WitnessError> {
+        let opts = object_store::GetOptions {
+            if_none_match: known.map(str::to_string),
+            ..Default::default()
+        };
+        let got = match self.store.get_opts(&self.bundle_key(), opts).await {
+            Ok(g) => g,
+            Err(object_store::Error::NotFound { .. }) => return Ok(BundleRead::Absent),
+            Err(object_store::Error::NotModified { .. }) => return Ok(BundleRead::Unchanged),
+            Err(e) => return Err(unreachable(e)),
+        };
+        if got.meta.size > max {
+            return Err(WitnessError::Corrupt(format!("a bundle of {} bytes", got.meta.size)));
+        }
+        let etag = got.meta.e_tag.clone().unwrap_or_default();
+        let bytes = got.bytes().await.map_err(unreachable)?;
+        Ok(BundleRead::New {
+            bytes: bytes.to_vec(),
+            etag,
+        })
+    }
+}
+
+/// What reading the bundle gave.
+pub enum BundleRead {
+    Absent,
+    Unchanged,
+    New { bytes: Vec<u8>, etag: String },
 }
 
 fn unreachable(e: object_store::Error) -> WitnessError {

@@ -133,7 +133,7 @@ pub struct Context {
     /// Deliveries to responders, apart from the reconciles.
     pub notifier: crate::recovery::notify::Notifier,
     /// Whether this site may act, per namespace (see `fence`).
-    pub fence: fence::Fence,
+    pub fence: Arc<fence::Fence>,
 }
 
 /// Slots for BMC conversations: BMCs whose last conversation ran out of

@@ -16,12 +16,18 @@ use crate::support::{
     s3::Seaweed,
 };
 
+/// The plan bundle's signing key, the same on both sites.
+const BUNDLE_KEY: &str = "k-5d1b0c2e9a";
+
+/// Spec lines asking for the signed plan bundle.
+const BUNDLE: &str = "  bundle: {keySecretRef: {name: witness-keys, key: bundleKey}}\n";
+
 const APP: &str = "apiVersion: reprise.dev/v1alpha1\nkind: Application\nmetadata: {name: shop}\nspec: {type: Web, version: \"1.0\", image: \"registry.example/shop:{version}\", replicas: 2}\n";
 
 /// The Sites of one cluster: `local` is this one; paris starts active.
 fn sites_yaml(local: &str, s3: &Seaweed, extra: &str) -> String {
     let secret = format!(
-        "apiVersion: v1\nkind: Secret\nmetadata: {{name: witness-keys, annotations: {{reprise.dev/for: \"Site/*\"}}}}\nstringData: {{accessKeyId: {}, secretAccessKey: {}}}\n",
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: witness-keys, annotations: {{reprise.dev/for: \"Site/*\"}}}}\nstringData: {{accessKeyId: {}, secretAccessKey: {}, bundleKey: {BUNDLE_KEY}}}\n",
         s3.access_key, s3.secret_key
     );
     let site = |name: &str| {
@@ -82,6 +88,11 @@ fn operator(ns: &TestNamespace) -> Operator {
 /// Two clusters' worth: the witness, and per site a namespace, its Sites and
 /// the shop Application.
 async fn two_sites(extra: &str) -> (Seaweed, TestNamespace, Operator, TestNamespace, Operator) {
+    two_sites_with(extra, true).await
+}
+
+/// As `two_sites`; the shop applied on lyon's cluster too when `app_on_b`.
+async fn two_sites_with(extra: &str, app_on_b: bool) -> (Seaweed, TestNamespace, Operator, TestNamespace, Operator) {
     let s3 = Seaweed::start();
     s3.create_bucket("witness", false);
     s3.boto("s3.put_bucket_versioning(Bucket='witness', VersioningConfiguration={'Status': 'Enabled'})")
@@ -95,8 +106,10 @@ async fn two_sites(extra: &str) -> (Seaweed, TestNamespace, Operator, TestNamesp
     for (ns, local) in [(&a, "paris"), (&b, "lyon")] {
         let (ok, out) = ns.apply(&sites_yaml(local, &s3, extra));
         assert!(ok, "{out}");
-        let (ok, out) = ns.apply(APP);
-        assert!(ok, "{out}");
+        if local == "paris" || app_on_b {
+            let (ok, out) = ns.apply(APP);
+            assert!(ok, "{out}");
+        }
     }
     (s3, a, op_a, b, op_b)
 }
@@ -356,4 +369,115 @@ async fn bad_sites_are_named_and_nothing_acts() {
     assert!(message.contains("lyon") && message.contains("paris"), "{message}");
     assert_eq!(replicas(&ns), None, "nothing acted");
     assert!(op.exited().is_none(), "the operator runs on");
+}
+
+#[tokio::test]
+async fn a_standby_rebuilds_the_plan_from_the_signed_bundle_when_it_takes_over() {
+    // lyon's cluster holds only the Sites: the shop comes from paris's bundle.
+    let (s3, a, op_a, b, _op_b) = two_sites_with(BUNDLE, false).await;
+    role(&a, "paris", "Active", 60).await;
+    let v = a
+        .wait_for("site/paris", "the bundle published", 30, |v| {
+            v["status"]["bundle"]["objects"] == 1
+        })
+        .await;
+    let version = v["status"]["bundle"]["version"].as_str().unwrap().to_string();
+    let v = b
+        .wait_for("site/lyon", "the bundle read and checked", 30, |v| {
+            v["status"]["bundle"]["version"] == version.as_str()
+        })
+        .await;
+    let bundle = &v["status"]["bundle"];
+    assert_eq!(
+        (bundle["verified"].clone(), bundle["site"].clone()),
+        (true.into(), "paris".into()),
+        "{bundle}"
+    );
+    let stored = s3.keys("witness", "reprise-site-lease.bundle");
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    let raw = String::from_utf8(s3.get("witness", "reprise-site-lease.bundle")).unwrap();
+    assert!(
+        raw.contains("hmac") && !raw.contains(&s3.secret_key),
+        "signed, and no secret in it"
+    );
+
+    // A change on paris is published again.
+    a.k(&[
+        "patch",
+        "application/shop",
+        "--type",
+        "merge",
+        "-p",
+        "{\"spec\":{\"replicas\":3}}",
+    ]);
+    let v = b
+        .wait_for("site/lyon", "the new bundle read", 30, |v| {
+            v["status"]["bundle"]["version"] != version.as_str() && v["status"]["bundle"]["verified"] == true
+        })
+        .await;
+    assert_eq!(v["status"]["bundle"]["objects"], 1);
+
+    // paris is lost: lyon takes over and creates the shop from the bundle.
+    op_a.freeze(true);
+    let v = role(&b, "lyon", "Active", 60).await;
+    let v = if v["status"]["failover"].is_null() {
+        b.wait_for("site/lyon", "the failover recorded", 30, |v| {
+            !v["status"]["failover"].is_null()
+        })
+        .await
+    } else {
+        v
+    };
+    let f = &v["status"]["failover"];
+    assert_eq!(f["created"], serde_json::json!(["Application/shop"]), "{f}");
+    assert_eq!(f["epoch"], 2, "{f}");
+    eventually(
+        "lyon runs the shop, at paris's last spec",
+        Duration::from_secs(60),
+        || async { (replicas(&b) == Some(3)).then_some(()) },
+    )
+    .await;
+    let events = b.k(&[
+        "get",
+        "events",
+        "--field-selector",
+        "reason=FailedOver",
+        "-o",
+        "jsonpath={.items[*].message}",
+    ]);
+    assert!(events.contains("created 1 (Application/shop)"), "{events}");
+    // lyon now publishes its own bundle, with the shop in it.
+    let v = b
+        .wait_for("site/lyon", "lyon's bundle", 30, |v| {
+            v["status"]["bundle"]["site"] == "lyon"
+        })
+        .await;
+    assert_eq!(v["status"]["bundle"]["objects"], 1, "{}", v["status"]["bundle"]);
+    op_a.freeze(false);
+    role(&a, "paris", "Demoted", 30).await;
+}
+
+#[tokio::test]
+async fn a_bundle_signed_with_another_key_is_refused() {
+    let (_s3, a, _op_a, b, _op_b) = two_sites_with(BUNDLE, false).await;
+    role(&a, "paris", "Active", 60).await;
+    b.wait_for("site/lyon", "the bundle checked", 30, |v| {
+        v["status"]["bundle"]["verified"] == true
+    })
+    .await;
+    b.k(&[
+        "patch",
+        "secret/witness-keys",
+        "--type",
+        "merge",
+        "-p",
+        "{\"stringData\":{\"bundleKey\":\"another\"}}",
+    ]);
+    let v = b
+        .wait_for("site/lyon", "the bundle refused", 30, |v| {
+            v["status"]["bundle"]["verified"] == false
+        })
+        .await;
+    let message = v["status"]["bundle"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("does not match the bundle key"), "{message}");
 }

@@ -39,6 +39,12 @@ rules:
   - apiGroups: [reprise.dev]
     resources: [applications, databases, servers, virtualmachines]
     verbs: [patch]
+  # A site that takes over creates, from the signed plan bundle the active
+  # site published, the reprise objects its cluster lacks (server-side
+  # apply: a patch that creates; only objects absent from the cluster).
+  - apiGroups: [reprise.dev]
+    resources: [applications, databases, maintenancewindows, recoveryplans, servers, virtualmachines]
+    verbs: [create, patch]
   # Open Incidents when a covered component fails; delete closed ones past
   # the plan's incidentRetention. `open` is not a verb the API server knows:
   # the admission policy (admission.yaml) asks for it, so only holders of it

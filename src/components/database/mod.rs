@@ -997,13 +997,16 @@ fn archiving(live: &Live<'_, impl DatabaseEngine>) -> Option<crate::api::databas
         wanted: {
             let dbs = live.ctx.stores.databases.clone();
             let uid = uid.clone();
+            // A site that stops being the active one stops writing WAL to the stores.
+            let (fence, stores) = (live.ctx.fence.clone(), live.ctx.stores.clone());
             Arc::new(move || {
-                dbs.state().iter().any(|d| {
-                    d.0.as_ref().is_ok_and(|d| {
-                        d.uid().as_deref() == Some(uid.as_str())
-                            && d.spec.backup.as_ref().is_some_and(|b| b.wal.is_some())
+                fence.permit(&stores, &ns).is_ok()
+                    && dbs.state().iter().any(|d| {
+                        d.0.as_ref().is_ok_and(|d| {
+                            d.uid().as_deref() == Some(uid.as_str())
+                                && d.spec.backup.as_ref().is_some_and(|b| b.wal.is_some())
+                        })
                     })
-                })
             })
         },
     };

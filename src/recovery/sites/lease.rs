@@ -24,6 +24,39 @@ pub struct Memory {
     pub held_epoch: Option<u64>,
     /// The end of the lease this process last confirmed, less the skew.
     pub acting_until: Option<Timestamp>,
+    /// The lease record as last read, and since when (this site's clock) it
+    /// has been read unchanged with the witness answering.
+    pub observed: Option<Observed>,
+}
+
+/// A lease record seen unchanged since `since`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observed {
+    pub site: String,
+    pub epoch: u64,
+    pub renewed: Timestamp,
+    pub since: Timestamp,
+}
+
+/// What this site has observed after reading `seen` at `now`: the same
+/// record keeps its first sighting; a new record, or a witness that did not
+/// answer, starts the count again. A standby takes over only once the same
+/// record has been seen for a whole lease on its own clock (as Kubernetes'
+/// leader election does): after a witness outage the holder gets a whole
+/// lease to renew, and the sites' clocks need not agree.
+pub fn observe(prev: Option<&Observed>, seen: &Seen, now: Timestamp) -> Option<Observed> {
+    let Seen::Present(l) = seen else {
+        return None;
+    };
+    match prev {
+        Some(o) if o.site == l.site && o.epoch == l.epoch && o.renewed == l.renewed => Some(o.clone()),
+        _ => Some(Observed {
+            site: l.site.clone(),
+            epoch: l.epoch,
+            renewed: l.renewed,
+            since: now,
+        }),
+    }
 }
 
 /// What reading the witness gave.
@@ -141,7 +174,14 @@ fn theirs(c: &Config, m: &Memory, l: &Lease, now: Timestamp) -> Decision {
             ),
         };
     }
-    if now > l.until + c.skew {
+    // Ran out by the holder's word and by this site's own watch of it.
+    let unchanged_since = m
+        .observed
+        .as_ref()
+        .filter(|o| o.site == l.site && o.epoch == l.epoch && o.renewed == l.renewed)
+        .map(|o| o.since);
+    let watched_out = unchanged_since.is_some_and(|since| now > since + c.duration + c.skew);
+    if now > l.until + c.skew && watched_out {
         let epoch = l.epoch.max(m.held_epoch.unwrap_or(0)) + 1;
         return Decision::Write {
             lease: lease(c, &c.me, epoch, now),
@@ -191,6 +231,7 @@ mod tests {
             role: Some(SiteRole::Active),
             held_epoch: Some(epoch),
             acting_until: Some(t(until)),
+            observed: None,
         }
     }
 
@@ -230,14 +271,18 @@ mod tests {
     #[test]
     fn a_standby_waits_for_the_lease_and_the_skew_then_takes_over_with_a_higher_epoch() {
         let c = cfg("lyon", false);
-        let m = Memory::default();
-        // Renewed at 0: holds until 20, plus 2 s of skew.
-        for now in [5, 20, 22] {
+        // First seen at 1 (a second after its renewal).
+        let m = Memory {
+            observed: observe(None, &held("paris", 4, 0), t(1)),
+            ..Default::default()
+        };
+        // Renewed at 0: holds until 20, plus 2 s of skew, and watched since 1.
+        for now in [5, 20, 22, 23] {
             let d = decide(&c, &m, &held("paris", 4, 0), t(now), None);
             assert_eq!(role(&d), SiteRole::Standby, "at {now}");
             assert!(matches!(d, Decision::Stay { .. }));
         }
-        match decide(&c, &m, &held("paris", 4, 0), t(23), None) {
+        match decide(&c, &m, &held("paris", 4, 0), t(24), None) {
             Decision::Write { lease, role, why } => {
                 assert_eq!((lease.site.as_str(), lease.epoch), ("lyon", 5));
                 assert_eq!(role, SiteRole::Active);
@@ -260,16 +305,50 @@ mod tests {
             role: Some(SiteRole::Demoted),
             held_epoch: Some(4),
             acting_until: None,
+            observed: None,
         };
         assert_eq!(
             role(&decide(&c, &m, &held("lyon", 5, 95), t(100), None)),
             SiteRole::Demoted
         );
         // The new holder lost too: a new takeover, above every epoch seen.
+        let m = Memory {
+            observed: observe(None, &held("lyon", 5, 25), t(50)),
+            ..m
+        };
         match decide(&c, &m, &held("lyon", 5, 25), t(100), None) {
             Decision::Write { lease, .. } => assert_eq!(lease.epoch, 6),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn after_a_witness_outage_the_holder_gets_a_whole_lease_to_renew() {
+        // lyon read paris's lease at 1, then the witness went down until 100:
+        // the lease ran out long ago by its own word, but lyon has watched it
+        // for no time since the witness came back.
+        let c = cfg("lyon", false);
+        let seen = held("paris", 4, 0);
+        let before = observe(None, &seen, t(1));
+        let after = observe(before.as_ref(), &Seen::Unreachable("down".into()), t(50));
+        assert_eq!(after, None, "an outage restarts the watch");
+        let back = observe(after.as_ref(), &seen, t(100));
+        let m = Memory {
+            observed: back.clone(),
+            ..Default::default()
+        };
+        assert_eq!(role(&decide(&c, &m, &seen, t(110), None)), SiteRole::Standby);
+        // Still unchanged a whole lease (and the skew) later: the holder is gone.
+        let m = Memory {
+            observed: observe(back.as_ref(), &seen, t(115)),
+            ..Default::default()
+        };
+        assert_eq!(m.observed.as_ref().unwrap().since, t(100), "the first sighting is kept");
+        assert_eq!(role(&decide(&c, &m, &seen, t(123), None)), SiteRole::Active);
+        // A renewal in between restarts it.
+        let renewed = held("paris", 4, 110);
+        let o = observe(m.observed.as_ref(), &renewed, t(111)).unwrap();
+        assert_eq!(o.since, t(111));
     }
 
     #[test]

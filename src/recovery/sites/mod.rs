@@ -5,6 +5,8 @@
 //! get the role the witness gives them. Status is written when the role,
 //! the epoch or the holder changes, not at each renewal.
 
+pub mod bundle;
+pub mod failover;
 pub mod lease;
 
 use std::{
@@ -27,7 +29,7 @@ use self::lease::{Config, Decision, Memory, Seen};
 use crate::{
     api::{
         common::reasons,
-        site::{RELOCATE_TO_ANNOTATION, Site, SiteRole, SiteStatus, Witness},
+        site::{BundleStatus, FailoverRecord, RELOCATE_TO_ANNOTATION, Site, SiteRole, SiteStatus, Witness},
     },
     providers::witness::{Register, S3Config, S3Witness, WitnessError},
     runtime::{
@@ -93,6 +95,9 @@ async fn round(ctx: &Context, site: &Site, w: &Witness, register: &S3Witness) ->
     };
     let relocate = relocation(ctx, site, &ns);
     let now = Timestamp::now();
+    let observed = lease::observe(observed_of(&ns).as_ref(), &read, now);
+    set_observed(&ns, observed.clone());
+    let memory = Memory { observed, ..memory };
     let decision = lease::decide(&cfg, &memory, &read, now, relocate.as_deref());
     let (role, why, seen_lease, acting_until) = match decision {
         Decision::Stay { role, why } => {
@@ -152,7 +157,17 @@ async fn round(ctx: &Context, site: &Site, w: &Witness, register: &S3Witness) ->
     remember_until(&ns, acting_until);
     metrics(ctx, &me, role, seen_lease.as_ref(), now);
     let reachable = !matches!(read, Seen::Unreachable(_));
-    report(ctx, site, role, why, epoch, held, seen_lease.as_ref(), reachable).await?;
+    let took_over = role == SiteRole::Active && matches!(memory.role, Some(SiteRole::Standby | SiteRole::Demoted));
+    let plan = bundle_round(ctx, site, register, took_over, role, epoch).await?;
+    let said = Said {
+        role,
+        why,
+        epoch,
+        held,
+        lease: seen_lease.clone(),
+        reachable,
+    };
+    report(ctx, site, said, plan).await?;
     peers(ctx, &ns, &me, seen_lease.as_ref()).await
 }
 
@@ -172,11 +187,13 @@ fn remember(ctx: &Context, site: &Site, ns: &str) -> Memory {
             role: Some(s.role),
             held_epoch: status.held_epoch,
             acting_until: acting_until(ns),
+            observed: None,
         },
         None => Memory {
             role: status.role,
             held_epoch: status.held_epoch,
             acting_until: None,
+            observed: None,
         },
     }
 }
@@ -185,6 +202,28 @@ fn remember(ctx: &Context, site: &Site, ns: &str) -> Memory {
 fn untils() -> &'static Mutex<HashMap<String, Option<Timestamp>>> {
     static U: std::sync::OnceLock<Mutex<HashMap<String, Option<Timestamp>>>> = std::sync::OnceLock::new();
     U.get_or_init(Default::default)
+}
+
+/// The lease record each local site last read, and since when.
+fn observations() -> &'static Mutex<HashMap<String, Option<lease::Observed>>> {
+    static O: std::sync::OnceLock<Mutex<HashMap<String, Option<lease::Observed>>>> = std::sync::OnceLock::new();
+    O.get_or_init(Default::default)
+}
+
+fn observed_of(ns: &str) -> Option<lease::Observed> {
+    observations()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(ns)
+        .cloned()
+        .flatten()
+}
+
+fn set_observed(ns: &str, o: Option<lease::Observed>) {
+    observations()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(ns.into(), o);
 }
 
 fn acting_until(ns: &str) -> Option<Timestamp> {
@@ -298,19 +337,113 @@ async fn invalid(ctx: &Context, site: &Site, why: String) -> Result<Action, Erro
     Ok(Action::requeue(Duration::from_secs(30)))
 }
 
-/// The local Site's status, and an Event when its role changes.
-#[allow(clippy::too_many_arguments)]
-async fn report(
-    ctx: &Context,
-    site: &Site,
+/// What a round found, for the local Site's status.
+struct Said {
     role: SiteRole,
     why: String,
     epoch: u64,
     held: Option<u64>,
-    lease: Option<&crate::providers::witness::Lease>,
+    lease: Option<crate::providers::witness::Lease>,
     reachable: bool,
-) -> Result<(), Error> {
+}
+
+/// What a round did with the plan bundle.
+#[derive(Default)]
+struct PlanBundle {
+    status: Option<BundleStatus>,
+    failover: Option<FailoverRecord>,
+}
+
+/// The bundle's part of a round: after a takeover, the rebuild; while
+/// active, publishing (not before a rebuild's objects are all seen); while
+/// standby, reading and checking.
+async fn bundle_round(
+    ctx: &Context,
+    site: &Site,
+    w: &S3Witness,
+    took_over: bool,
+    role: SiteRole,
+    epoch: u64,
+) -> Result<PlanBundle, Error> {
+    let ns = site.namespace().unwrap_or_default();
+    let was = site.status.as_ref().and_then(|s| s.bundle.clone());
+    let mut out = PlanBundle {
+        status: was.clone(),
+        failover: None,
+    };
+    let key = match failover::key(ctx, site).await? {
+        None => return Ok(out),
+        Some(Ok(k)) => k,
+        Some(Err(why)) => {
+            out.status = Some(BundleStatus {
+                verified: false,
+                message: why,
+                ..was.unwrap_or_else(empty_bundle)
+            });
+            return Ok(out);
+        }
+    };
+    if took_over {
+        out.failover = Some(failover::rebuild(ctx, w, &key, &ns, epoch).await?);
+        return Ok(out);
+    }
+    if role == SiteRole::Active {
+        let rebuilt = site.status.as_ref().and_then(|s| s.failover.as_ref());
+        if rebuilt.is_none_or(|f| failover::all_seen(ctx, &ns, &f.created)) {
+            out.status = Some(failover::publish(ctx, w, &key, &ns, &site.name_any(), epoch, was.as_ref()).await);
+        }
+    } else {
+        out.status = failover::read(w, &key, &ns, was.as_ref()).await.or(was);
+    }
+    Ok(out)
+}
+
+fn empty_bundle() -> BundleStatus {
+    BundleStatus {
+        version: String::new(),
+        site: String::new(),
+        epoch: 0,
+        published: String::new(),
+        objects: 0,
+        verified: false,
+        message: String::new(),
+    }
+}
+
+/// The local Site's status, and an Event when its role changes.
+async fn report(ctx: &Context, site: &Site, said: Said, plan: PlanBundle) -> Result<(), Error> {
+    let Said {
+        role,
+        why,
+        epoch,
+        held,
+        lease,
+        reachable,
+    } = said;
+    let lease = lease.as_ref();
     let mut r = Report::new(ctx, site);
+    if let Some(f) = plan.failover {
+        r.event(
+            EventType::Normal,
+            "FailedOver",
+            "Failover",
+            format!(
+                "took the lease at epoch {}; from bundle {}: created {} ({}), {} already here{}",
+                f.epoch,
+                f.bundle.as_deref().unwrap_or("none"),
+                f.created.len(),
+                f.created.join(", "),
+                f.present.len(),
+                if f.message.is_empty() {
+                    String::new()
+                } else {
+                    format!("; {}", f.message)
+                }
+            ),
+        );
+        r.status.failover = Some(f);
+    }
+    r.status.bundle = plan.status;
     let was = r.status.role;
     if was != Some(role) {
         r.status.since = Some(Time(r.now));

@@ -494,7 +494,10 @@ fn an_own_repair_that_ends_records_what_the_component_says_it_did() {
     match w.decide() {
         Next::End { outcome, message, .. } => {
             assert_eq!(outcome, StepOutcome::Succeeded);
-            assert!(message.ends_with("healthy again: restored database shop from backup b1 in store offsite"), "{message}");
+            assert!(
+                message.ends_with("healthy again: restored database shop from backup b1 in store offsite"),
+                "{message}"
+            );
         }
         other => panic!("{other:?}"),
     }
