@@ -267,8 +267,14 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 /// Continuous archiving under a steady write load: lag from commit to the
 /// off-site bucket.
 async fn wal_lag(pg: &Postgres, vault: &Vault) {
-    let tps: u32 = std::env::var("REPRISE_BENCH_WAL_TPS").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
-    let secs: u64 = std::env::var("REPRISE_BENCH_WAL_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(60);
+    let tps: u32 = std::env::var("REPRISE_BENCH_WAL_TPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let secs: u64 = std::env::var("REPRISE_BENCH_WAL_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60);
     pg.sql("postgres", "DROP DATABASE IF EXISTS walbench WITH (FORCE)");
     pg.sql("postgres", "CREATE DATABASE walbench");
     timed(tool(pg, "pgbench").args(["-i", "-q", "-s", "10", "walbench"]));
@@ -291,8 +297,15 @@ async fn wal_lag(pg: &Postgres, vault: &Vault) {
     let (ok, out) = ns.apply(&yaml);
     assert!(ok, "{out}");
     let started = Instant::now();
-    while status_of(&ns, "walbench")["status"]["wal"]["archivedLsn"].as_str().is_none() {
-        assert!(started.elapsed() < Duration::from_secs(120), "WAL archiving never started: {}", status_of(&ns, "walbench"));
+    while status_of(&ns, "walbench")["status"]["wal"]["archivedLsn"]
+        .as_str()
+        .is_none()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "WAL archiving never started: {}",
+            status_of(&ns, "walbench")
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let bucket = object_store::aws::AmazonS3Builder::new()
@@ -307,7 +320,16 @@ async fn wal_lag(pg: &Postgres, vault: &Vault) {
         .unwrap();
     let prefix = format!("{}/walbench/", ns.name);
     let mut load = tool(pg, "pgbench")
-        .args(["-n", "-c", "2", "-R", &tps.to_string(), "-T", &(secs + 10).to_string(), "walbench"])
+        .args([
+            "-n",
+            "-c",
+            "2",
+            "-R",
+            &tps.to_string(),
+            "-T",
+            &(secs + 10).to_string(),
+            "walbench",
+        ])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("pgbench");
@@ -330,7 +352,11 @@ async fn wal_lag(pg: &Postgres, vault: &Vault) {
             lags.push(t.elapsed().as_secs_f64());
             pending.pop_front();
         }
-        assert!(begin.elapsed() < Duration::from_secs(secs + 60), "WAL stopped reaching the bucket: {}", status_of(&ns, "walbench")["status"]["wal"]);
+        assert!(
+            begin.elapsed() < Duration::from_secs(secs + 60),
+            "WAL stopped reaching the bucket: {}",
+            status_of(&ns, "walbench")["status"]["wal"]
+        );
         peak = peak.max(op.rss_kib().0);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -393,7 +419,13 @@ fn main() {
             run(&pg, mib, work.path(), vault.as_ref()).await;
         }
         if std::env::var("REPRISE_BENCH_WAL").is_ok_and(|v| v == "1") {
-            wal_lag(&pg, vault.as_ref().expect("REPRISE_BENCH_WAL=1 needs REPRISE_BENCH_OFFSITE=1")).await;
+            wal_lag(
+                &pg,
+                vault
+                    .as_ref()
+                    .expect("REPRISE_BENCH_WAL=1 needs REPRISE_BENCH_OFFSITE=1"),
+            )
+            .await;
         }
     });
 }
