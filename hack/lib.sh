@@ -105,6 +105,29 @@ need_seaweedfs() {
   export REPRISE_SEAWEEDFS_VENV=$venv
 }
 
+# operator_identity KUBECTL KUBECONFIG_OUT: the chart's ServiceAccount and
+# admission policy applied, and a kubeconfig with that ServiceAccount's token
+# (the operator runs with its own rights, not the admin's).
+operator_identity() {
+  local K=$1 out=$2 token server ca
+  "$K" create namespace reprise-system --dry-run=client -o yaml | "$K" apply -f - >/dev/null
+  "$K" delete clusterrolebinding reprise --ignore-not-found >/dev/null
+  "$REPRISE_HELM" template reprise "$REPRISE_ROOT/charts/reprise" --namespace reprise-system \
+    --show-only templates/serviceaccount.yaml --show-only templates/admission.yaml |
+    "$K" apply --server-side --force-conflicts -f -
+  token=$("$K" create token reprise -n reprise-system --duration 24h)
+  server=$("$K" config view --minify -o jsonpath='{.clusters[0].cluster.server}')
+  ca=$("$K" config view --minify --raw -o jsonpath='{.clusters[0].cluster.certificate-authority-data}')
+  cat >"$out" <<KC
+apiVersion: v1
+kind: Config
+clusters: [{name: plane, cluster: {server: "$server", certificate-authority-data: "$ca"}}]
+users: [{name: reprise, user: {token: "$token"}}]
+contexts: [{name: reprise, context: {cluster: plane, user: reprise}}]
+current-context: reprise
+KC
+}
+
 # s3_up DIR: a SeaweedFS S3 server for the demo (need_seaweedfs first), data
 # and its pid in DIR, every port on 127.0.0.1, one identity with fresh keys.
 # Sets S3_ENDPOINT, S3_ACCESS_KEY and S3_SECRET_KEY; `s3_py DIR SCRIPT` runs

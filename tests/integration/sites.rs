@@ -175,7 +175,7 @@ async fn one_site_acts_at_a_time_and_a_replaced_site_demotes_itself_first() {
         "jsonpath={.items[*].message}",
     ]);
     assert!(
-        events.contains("Active -> Demoted") || events.contains("Demoted"),
+        events.contains("Active -> Demoted: site lyon holds the lease at epoch 2"),
         "{events}"
     );
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -457,7 +457,8 @@ async fn report(ctx: &Context, site: &Site, said: Said, plan: PlanBundle) -> Res
             SiteRole::Demoted => "Demoted",
             SiteRole::Fenced => "Fenced",
         };
-        r.event(type_, reason, "Lease", format!("{was:?} -> {role:?}: {why}"));
+        let was = was.map_or("unknown".to_string(), |w| format!("{w:?}"));
+        r.event(type_, reason, "Lease", format!("{was} -> {role:?}: {why}"));
     }
     r.status.role = Some(role);
     r.status.epoch = epoch;
