@@ -495,6 +495,9 @@ impl Rng {
     }
 }
 
+/// What the simulated sites did: when, who, at which epoch.
+type Acts = std::sync::Arc<std::sync::Mutex<Vec<(std::time::Instant, &'static str, u64)>>>;
+
 /// One simulated site: reprise's own lease decision and witness client
 /// against the real witness, paused at random (as a SIGSTOP would: no
 /// reading, no writing, its monotonic deadline running on), recording an
@@ -505,7 +508,7 @@ async fn simulated_site(
     s3: (String, String, String),
     seed: u64,
     until: std::time::Instant,
-    acts: std::sync::Arc<std::sync::Mutex<Vec<(std::time::Instant, &'static str, u64)>>>,
+    acts: Acts,
 ) {
     use reprise::{
         api::site::SiteRole,
