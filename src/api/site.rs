@@ -76,13 +76,14 @@ pub struct BundleSpec {
 }
 
 /// The plan bundle this site published (active) or read and checked (standby).
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BundleStatus {
     /// The first 12 hex digits of the objects' SHA-256.
     pub version: String,
-    /// The site that published it, and its epoch then.
+    /// The site that published it.
     pub site: String,
+    /// The epoch that site held when it published it.
     pub epoch: u64,
     /// When it was published.
     pub published: String,

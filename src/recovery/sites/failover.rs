@@ -161,10 +161,7 @@ pub async fn publish(
                 version,
                 site: me.into(),
                 epoch,
-                published: String::new(),
-                objects: 0,
-                verified: false,
-                message: String::new(),
+                ..Default::default()
             })
         },
     }
@@ -207,15 +204,7 @@ pub async fn read(w: &S3Witness, key: &[u8], ns: &str, was: Option<&BundleStatus
                 BundleStatus {
                     verified: false,
                     message: why,
-                    ..was.cloned().unwrap_or(BundleStatus {
-                        version: String::new(),
-                        site: String::new(),
-                        epoch: 0,
-                        published: String::new(),
-                        objects: 0,
-                        verified: false,
-                        message: String::new(),
-                    })
+                    ..was.cloned().unwrap_or_default()
                 }
             }
         }),

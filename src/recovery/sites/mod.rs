@@ -378,7 +378,7 @@ async fn bundle_round(
             out.status = Some(BundleStatus {
                 verified: false,
                 message: why,
-                ..was.unwrap_or_else(empty_bundle)
+                ..was.unwrap_or_default()
             });
             return Ok(out);
         }
@@ -396,18 +396,6 @@ async fn bundle_round(
         out.status = failover::read(w, &key, &ns, was.as_ref()).await.or(was);
     }
     Ok(out)
-}
-
-fn empty_bundle() -> BundleStatus {
-    BundleStatus {
-        version: String::new(),
-        site: String::new(),
-        epoch: 0,
-        published: String::new(),
-        objects: 0,
-        verified: false,
-        message: String::new(),
-    }
 }
 
 /// The local Site's status, and an Event when its role changes.
