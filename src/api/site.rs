@@ -65,6 +65,37 @@ pub struct SiteSpec {
     /// lacks, servers first, applications last. Both sites hold the same key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bundle: Option<BundleSpec>,
+    /// Where this site differs from the one that published the bundle: a
+    /// JSON merge patch (RFC 7386) to an object's spec, applied when this
+    /// site rebuilds it (e.g. the database host of this site, a VM's
+    /// `hostRef` hv-01 → hv-11). An override naming an object the bundle
+    /// does not hold is reported in `status.failover`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub overrides: Vec<Override>,
+}
+
+/// A change to one bundle object when this site rebuilds it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Override {
+    /// The object's kind: `Server`, `VirtualMachine`, `Database`,
+    /// `Application`, `MaintenanceWindow` or `RecoveryPlan`.
+    #[schemars(regex(pattern = r"^(Server|VirtualMachine|Database|Application|MaintenanceWindow|RecoveryPlan)$"))]
+    pub kind: String,
+    /// The object's name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// A JSON merge patch to its spec (`null` removes a field).
+    #[schemars(schema_with = "free_form_object")]
+    pub spec_patch: serde_json::Value,
+}
+
+fn free_form_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true,
+    })
 }
 
 /// How the plan bundle is signed.
@@ -113,6 +144,9 @@ pub struct FailoverRecord {
     /// Objects the cluster already held (left as they are).
     #[serde(default)]
     pub present: Vec<String>,
+    /// Objects created with one of this site's overrides.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub overridden: Vec<String>,
     /// What went wrong, if anything.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,

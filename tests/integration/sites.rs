@@ -417,6 +417,17 @@ async fn a_standby_rebuilds_the_plan_from_the_signed_bundle_when_it_takes_over()
         .await;
     assert_eq!(v["status"]["bundle"]["objects"], 1);
 
+    // lyon serves the shop on another port than paris (a per-site override);
+    // an override naming an object the bundle lacks is reported.
+    b.k(&[
+        "patch",
+        "site/lyon",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"overrides":[{"kind":"Application","name":"shop","specPatch":{"port":9090}},{"kind":"Database","name":"nope","specPatch":{}}]}}"#,
+    ]);
+
     // paris is lost: lyon takes over and creates the shop from the bundle.
     op_a.freeze(true);
     let v = role(&b, "lyon", "Active", 60).await;
@@ -430,7 +441,19 @@ async fn a_standby_rebuilds_the_plan_from_the_signed_bundle_when_it_takes_over()
     };
     let f = &v["status"]["failover"];
     assert_eq!(f["created"], serde_json::json!(["Application/shop"]), "{f}");
+    assert_eq!(f["overridden"], serde_json::json!(["Application/shop"]), "{f}");
+    assert!(
+        f["message"].as_str().unwrap_or_default().contains("Database/nope"),
+        "{f}"
+    );
     assert_eq!(f["epoch"], 2, "{f}");
+    let shop = b.json("application/shop");
+    assert_eq!(
+        (shop["spec"]["port"].clone(), shop["spec"]["replicas"].clone()),
+        (9090.into(), 3.into()),
+        "{}",
+        shop["spec"]
+    );
     eventually(
         "lyon runs the shop, at paris's last spec",
         Duration::from_secs(60),

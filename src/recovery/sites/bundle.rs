@@ -83,6 +83,25 @@ pub fn sort(objects: &mut [serde_json::Value]) {
     objects.sort_by(|a, b| (rank(a), a["metadata"]["name"].as_str()).cmp(&(rank(b), b["metadata"]["name"].as_str())));
 }
 
+/// RFC 7386 JSON merge patch: `patch` merged into `target`.
+pub fn merge(target: &mut serde_json::Value, patch: &serde_json::Value) {
+    let Some(p) = patch.as_object() else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = serde_json::json!({});
+    }
+    let t = target.as_object_mut().expect("made an object");
+    for (k, v) in p {
+        if v.is_null() {
+            t.remove(k);
+        } else {
+            merge(t.entry(k.clone()).or_insert(serde_json::Value::Null), v);
+        }
+    }
+}
+
 fn mac(key: &[u8], payload: &str) -> Hmac<Sha256> {
     let mut m = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
     m.update(payload.as_bytes());
@@ -153,6 +172,19 @@ mod tests {
         );
         assert!(app.get("status").is_none());
         assert_eq!(fingerprint(&p.objects), fingerprint(&payload().objects));
+    }
+
+    #[test]
+    fn an_override_is_a_json_merge_patch() {
+        let mut spec = serde_json::json!({"instance": {"external": {"host": "pg.paris", "port": 5432}}, "prune": true});
+        merge(
+            &mut spec,
+            &serde_json::json!({"instance": {"external": {"host": "pg.lyon"}}, "prune": null}),
+        );
+        assert_eq!(
+            spec,
+            serde_json::json!({"instance": {"external": {"host": "pg.lyon", "port": 5432}}})
+        );
     }
 
     #[test]

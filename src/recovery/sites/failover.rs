@@ -217,13 +217,22 @@ pub async fn read(w: &S3Witness, key: &[u8], ns: &str, was: Option<&BundleStatus
 
 /// After taking the lease: creates, wave by wave, the bundle's objects this
 /// cluster lacks (what it holds is left as it is: GitOps may own it).
-pub async fn rebuild(ctx: &Context, w: &S3Witness, key: &[u8], ns: &str, epoch: u64) -> Result<FailoverRecord, Error> {
+pub async fn rebuild(
+    ctx: &Context,
+    w: &S3Witness,
+    key: &[u8],
+    site: &Site,
+    epoch: u64,
+) -> Result<FailoverRecord, Error> {
+    let ns = site.namespace().unwrap_or_default();
+    let ns = ns.as_str();
     let mut rec = FailoverRecord {
         at: Time(Timestamp::now()),
         epoch,
         bundle: None,
         created: vec![],
         present: vec![],
+        overridden: vec![],
         message: String::new(),
     };
     // Fresh from the witness: the last one published by the old holder.
@@ -269,10 +278,34 @@ pub async fn rebuild(ctx: &Context, w: &S3Witness, key: &[u8], ns: &str, epoch: 
         let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, &resource);
         let mut body = o.clone();
         body["metadata"]["namespace"] = ns.into();
+        for over in site.spec.overrides.iter().filter(|x| x.kind == kind && x.name == name) {
+            bundle::merge(&mut body["spec"], &over.spec_patch);
+            if !rec.overridden.contains(&id) {
+                rec.overridden.push(id.clone());
+            }
+        }
         api.patch(name, &PatchParams::apply(MANAGER), &Patch::Apply(&body))
             .await?;
         ctx.metrics.wrote(kind, "failover");
         rec.created.push(id);
+    }
+    let unknown: Vec<String> = site
+        .spec
+        .overrides
+        .iter()
+        .filter(|x| {
+            !payload
+                .objects
+                .iter()
+                .any(|o| o["kind"] == x.kind.as_str() && o["metadata"]["name"] == x.name.as_str())
+        })
+        .map(|x| format!("{}/{}", x.kind, x.name))
+        .collect();
+    if !unknown.is_empty() {
+        rec.message = format!(
+            "spec.overrides name objects the bundle does not hold: {}",
+            unknown.join(", ")
+        );
     }
     Ok(rec)
 }
