@@ -22,6 +22,8 @@ const BUNDLE_KEY: &str = "k-5d1b0c2e9a";
 /// Spec lines asking for the signed plan bundle.
 const BUNDLE: &str = "  bundle: {keySecretRef: {name: witness-keys, key: bundleKey}}\n";
 
+const MW: &str = "apiVersion: reprise.dev/v1alpha1\nkind: MaintenanceWindow\nmetadata: {name: mw}\nspec: {selector: {matchLabels: {tier: none}}, start: \"2030-01-01T00:00:00Z\", end: \"2030-01-01T01:00:00Z\", reason: patching}\n";
+
 const APP: &str = "apiVersion: reprise.dev/v1alpha1\nkind: Application\nmetadata: {name: shop}\nspec: {type: Web, version: \"1.0\", image: \"registry.example/shop:{version}\", replicas: 2}\n";
 
 /// The Sites of one cluster: `local` is this one; paris starts active.
@@ -375,10 +377,13 @@ async fn bad_sites_are_named_and_nothing_acts() {
 async fn a_standby_rebuilds_the_plan_from_the_signed_bundle_when_it_takes_over() {
     // lyon's cluster holds only the Sites: the shop comes from paris's bundle.
     let (s3, a, op_a, b, _op_b) = two_sites_with(BUNDLE, false).await;
+    // paris also declares a maintenance window (lyon's override breaks it below).
+    let (ok, out) = a.apply(MW);
+    assert!(ok, "{out}");
     role(&a, "paris", "Active", 60).await;
     let v = a
         .wait_for("site/paris", "the bundle published", 30, |v| {
-            v["status"]["bundle"]["objects"] == 1
+            v["status"]["bundle"]["objects"] == 2
         })
         .await;
     let version = v["status"]["bundle"]["version"].as_str().unwrap().to_string();
@@ -415,7 +420,7 @@ async fn a_standby_rebuilds_the_plan_from_the_signed_bundle_when_it_takes_over()
             v["status"]["bundle"]["version"] != version.as_str() && v["status"]["bundle"]["verified"] == true
         })
         .await;
-    assert_eq!(v["status"]["bundle"]["objects"], 1);
+    assert_eq!(v["status"]["bundle"]["objects"], 2);
 
     // lyon serves the shop on another port than paris (a per-site override);
     // an override naming an object the bundle lacks is reported.
@@ -425,7 +430,7 @@ async fn a_standby_rebuilds_the_plan_from_the_signed_bundle_when_it_takes_over()
         "--type",
         "merge",
         "-p",
-        r#"{"spec":{"overrides":[{"kind":"Application","name":"shop","specPatch":{"port":9090}},{"kind":"Database","name":"nope","specPatch":{}}]}}"#,
+        r#"{"spec":{"overrides":[{"kind":"Application","name":"shop","specPatch":{"port":9090}},{"kind":"Database","name":"nope","specPatch":{}},{"kind":"MaintenanceWindow","name":"mw","specPatch":{"mode":"Bogus"}}]}}"#,
     ]);
 
     // paris is lost: lyon takes over and creates the shop from the bundle.
@@ -441,10 +446,16 @@ async fn a_standby_rebuilds_the_plan_from_the_signed_bundle_when_it_takes_over()
     };
     let f = &v["status"]["failover"];
     assert_eq!(f["created"], serde_json::json!(["Application/shop"]), "{f}");
-    assert_eq!(f["overridden"], serde_json::json!(["Application/shop"]), "{f}");
-    assert!(
-        f["message"].as_str().unwrap_or_default().contains("Database/nope"),
+    assert_eq!(
+        f["overridden"],
+        serde_json::json!(["Application/shop", "MaintenanceWindow/mw"]),
         "{f}"
+    );
+    let said = f["message"].as_str().unwrap_or_default();
+    assert!(said.contains("Database/nope"), "{f}");
+    assert!(
+        said.contains("not created: MaintenanceWindow/mw"),
+        "the refused object named: {f}"
     );
     assert_eq!(f["epoch"], 2, "{f}");
     let shop = b.json("application/shop");

@@ -217,13 +217,7 @@ pub async fn read(w: &S3Witness, key: &[u8], ns: &str, was: Option<&BundleStatus
 
 /// After taking the lease: creates, wave by wave, the bundle's objects this
 /// cluster lacks (what it holds is left as it is: GitOps may own it).
-pub async fn rebuild(
-    ctx: &Context,
-    w: &S3Witness,
-    key: &[u8],
-    site: &Site,
-    epoch: u64,
-) -> Result<FailoverRecord, Error> {
+pub async fn rebuild(ctx: &Context, w: &S3Witness, key: &[u8], site: &Site, epoch: u64) -> FailoverRecord {
     let ns = site.namespace().unwrap_or_default();
     let ns = ns.as_str();
     let mut rec = FailoverRecord {
@@ -241,14 +235,14 @@ pub async fn rebuild(
             Ok(p) => p,
             Err(why) => {
                 rec.message = why;
-                return Ok(rec);
+                return rec;
             }
         },
         Ok(_) => match known(ns).payload {
             Some(p) => p,
             None => {
                 rec.message = "no plan bundle in the witness: nothing to rebuild from".into();
-                return Ok(rec);
+                return rec;
             }
         },
         Err(e) => match known(ns).payload {
@@ -259,11 +253,12 @@ pub async fn rebuild(
             }
             None => {
                 rec.message = format!("the bundle could not be read: {e}");
-                return Ok(rec);
+                return rec;
             }
         },
     };
     rec.bundle = Some(bundle::fingerprint(&payload.objects)[..12].to_string());
+    let mut failed = vec![];
     for o in &payload.objects {
         let (kind, name) = (
             o["kind"].as_str().unwrap_or_default(),
@@ -284,10 +279,21 @@ pub async fn rebuild(
                 rec.overridden.push(id.clone());
             }
         }
-        api.patch(name, &PatchParams::apply(MANAGER), &Patch::Apply(&body))
-            .await?;
-        ctx.metrics.wrote(kind, "failover");
-        rec.created.push(id);
+        // One object the API server refuses (an override gone wrong) is
+        // named; the others are still created.
+        match api
+            .patch(name, &PatchParams::apply(MANAGER), &Patch::Apply(&body))
+            .await
+        {
+            Ok(_) => {
+                ctx.metrics.wrote(kind, "failover");
+                rec.created.push(id);
+            }
+            Err(e) => failed.push(format!("{id}: {}", crate::runtime::report::truncate(e.to_string()))),
+        }
+    }
+    if !failed.is_empty() {
+        rec.message = format!("not created: {}", failed.join("; "));
     }
     let unknown: Vec<String> = site
         .spec
@@ -302,12 +308,17 @@ pub async fn rebuild(
         .map(|x| format!("{}/{}", x.kind, x.name))
         .collect();
     if !unknown.is_empty() {
-        rec.message = format!(
+        let said = format!(
             "spec.overrides name objects the bundle does not hold: {}",
             unknown.join(", ")
         );
+        rec.message = [rec.message.clone(), said]
+            .into_iter()
+            .filter(|m| !m.is_empty())
+            .collect::<Vec<_>>()
+            .join("; ");
     }
-    Ok(rec)
+    rec
 }
 
 /// Whether the stores hold every object of `ids` (`Kind/name`) yet.

@@ -384,7 +384,7 @@ async fn bundle_round(
         }
     };
     if took_over {
-        out.failover = Some(failover::rebuild(ctx, w, &key, site, epoch).await?);
+        out.failover = Some(failover::rebuild(ctx, w, &key, site, epoch).await);
         return Ok(out);
     }
     if role == SiteRole::Active {
