@@ -203,6 +203,17 @@ impl<'a, K: Kind> Report<'a, K> {
         Ok(())
     }
 
+    /// Writes the status now and publishes the Events so far: an outcome
+    /// said as soon as it is known, with its Events, before the rest of a
+    /// long pass.
+    pub async fn flush(&mut self) -> Result<(), Error> {
+        write_status(self.ctx, self.obj, &self.status).await?;
+        for (type_, reason, action, note) in std::mem::take(&mut self.events) {
+            publish(self.ctx, self.obj, type_, reason, action, truncate(note)).await;
+        }
+        Ok(())
+    }
+
     /// Writes the status (if it changed), then publishes the Events.
     pub async fn write(self) -> Result<(), Error> {
         write_status(self.ctx, self.obj, &self.status).await?;

@@ -650,9 +650,10 @@ async fn restore_now(
     crash::point("restore:recorded");
     restore::run(&live.peers(), live.db, &chosen, failures, observed, &mut rec).await;
     end_restore(pass, live.ctx, rec, asked);
-    // Said now, not after the rest of the pass (copies to stores that missed
-    // a backup can take minutes): the incident ends when the data is back.
-    pass.checkpoint().await
+    // Said now, with its Events, not after the rest of the pass (copies to
+    // stores that missed a backup can take minutes): the incident ends when
+    // the data is back.
+    pass.flush().await
 }
 
 /// A requested point-in-time restore of every database of the spec, over
@@ -731,7 +732,7 @@ async fn pitr_now(
     };
     pitr::run(&recovery, live.db, manifests, &point, &mut rec).await;
     end_restore(pass, live.ctx, rec, Some(req));
-    pass.checkpoint().await
+    pass.flush().await
 }
 
 /// Records a restore that ended: status, health, Events, metric, the action's answer.
