@@ -154,7 +154,6 @@ async fn round(ctx: &Context, site: &Site, w: &Witness, register: &S3Witness) ->
             why: why.clone(),
         },
     );
-    remember_until(&ns, acting_until);
     metrics(ctx, &me, role, seen_lease.as_ref(), now);
     let reachable = !matches!(read, Seen::Unreachable(_));
     let took_over = role == SiteRole::Active && matches!(memory.role, Some(SiteRole::Standby | SiteRole::Demoted));
@@ -186,7 +185,11 @@ fn remember(ctx: &Context, site: &Site, ns: &str) -> Memory {
         Some(s) => Memory {
             role: Some(s.role),
             held_epoch: status.held_epoch,
-            acting_until: acting_until(ns),
+            // The fence's monotonic deadline, as a time for the decision.
+            acting_until: s.acting_until.map(|until| {
+                let left = until.saturating_duration_since(Instant::now());
+                Timestamp::now() + SignedDuration::try_from(left).unwrap_or_default()
+            }),
             observed: None,
         },
         None => Memory {
@@ -196,12 +199,6 @@ fn remember(ctx: &Context, site: &Site, ns: &str) -> Memory {
             observed: None,
         },
     }
-}
-
-/// The lease end each local site last confirmed (wall clock, for the decision).
-fn untils() -> &'static Mutex<HashMap<String, Option<Timestamp>>> {
-    static U: std::sync::OnceLock<Mutex<HashMap<String, Option<Timestamp>>>> = std::sync::OnceLock::new();
-    U.get_or_init(Default::default)
 }
 
 /// The lease record each local site last read, and since when.
@@ -224,22 +221,6 @@ fn set_observed(ns: &str, o: Option<lease::Observed>) {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .insert(ns.into(), o);
-}
-
-fn acting_until(ns: &str) -> Option<Timestamp> {
-    untils()
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(ns)
-        .copied()
-        .flatten()
-}
-
-fn remember_until(ns: &str, until: Option<Timestamp>) {
-    untils()
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(ns.into(), until);
 }
 
 /// The peer named by `reprise.dev/relocate-to`, when it names one.
