@@ -250,10 +250,10 @@ fn parse_lsn(s: &str) -> u64 {
 async fn archived(bucket: &dyn object_store::ObjectStore, prefix: &str, lsn: u64) -> bool {
     use object_store::{ObjectStoreExt, path::Path as Key};
     let (name, offset) = segment_of(lsn);
-    if bucket.head(&Key::from(format!("{prefix}wal/{name}"))).await.is_ok() {
+    if bucket.head(&Key::from(format!("{prefix}{name}"))).await.is_ok() {
         return true;
     }
-    match bucket.head(&Key::from(format!("{prefix}wal/{name}.partial"))).await {
+    match bucket.head(&Key::from(format!("{prefix}{name}.partial"))).await {
         // Past the page holding `lsn`: the shipped part is rounded up to pages.
         Ok(m) => m.size >= (offset / 8192 + 2) * 8192,
         Err(_) => false,
@@ -318,7 +318,9 @@ async fn wal_lag(pg: &Postgres, vault: &Vault) {
         .with_virtual_hosted_style_request(false)
         .build()
         .unwrap();
-    let prefix = format!("{}/walbench/", ns.name);
+    // The instance's WAL folder: `wal-<system identifier>`.
+    let system = pg.sql("postgres", "SELECT system_identifier FROM pg_control_system()");
+    let prefix = format!("{}/walbench/wal-{}/", ns.name, system.trim());
     let mut load = tool(pg, "pgbench")
         .args([
             "-n",

@@ -70,7 +70,7 @@ async fn apply_seen(ns: &TestNamespace, yaml: &str) {
 }
 
 /// The shop Database with `stores` (YAML list items, indented by 4).
-fn database_yaml(port: u16, stores: &str) -> String {
+pub(crate) fn database_yaml(port: u16, stores: &str) -> String {
     format!(
         r#"apiVersion: reprise.dev/v1alpha1
 kind: Database
@@ -102,7 +102,7 @@ fn local_store(name: &str, path: &Path) -> String {
     format!("    - {{name: {name}, local: {{path: {}}}}}\n", path.display())
 }
 
-fn s3_store(name: &str, endpoint: &str, bucket: &str, secret: &str, extra: &str) -> String {
+pub(crate) fn s3_store(name: &str, endpoint: &str, bucket: &str, secret: &str, extra: &str) -> String {
     format!(
         "    - {{name: {name}, offsite: true, s3: {{endpoint: \"{endpoint}\", bucket: {bucket}, credentialsSecretRef: {{name: {secret}}}}}{extra}}}\n"
     )
@@ -112,7 +112,7 @@ fn get(ns: &TestNamespace) -> Value {
     ns.json("database/shop-db")
 }
 
-async fn backup_now(ns: &TestNamespace, token: &str, previous: Option<&str>) -> Value {
+pub(crate) async fn backup_now(ns: &TestNamespace, token: &str, previous: Option<&str>) -> Value {
     ns.k(&[
         "annotate",
         "--overwrite",
@@ -559,7 +559,7 @@ async fn wal_is_archived_off_site_and_a_restore_goes_back_to_a_point_in_time() {
         "WAL archived past the last write after {:?} (status seen every 2 s)",
         t0.elapsed()
     );
-    let wal = s3.keys("wal", &format!("{}/shop-db/wal/", ns.name));
+    let wal = s3.keys("wal", &format!("{}/shop-db/wal-", ns.name));
     assert!(!wal.is_empty(), "WAL in the off-site store");
     let first_wal = s3.get("wal", &wal[0].0);
     assert!(

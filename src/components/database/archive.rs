@@ -18,14 +18,11 @@ use k8s_openapi::{apimachinery::pkg::apis::meta::v1::MicroTime, jiff::Timestamp}
 use crate::{
     api::database::WalStatus,
     providers::{
-        backup_store::{Store, Stores, Upload},
+        backup_store::{Store, Stores, Upload, wal_folder},
         database::Target,
         postgres::{dump::Tools, wal},
     },
 };
-
-/// The folder of a Database's WAL in each store (next to the backups).
-pub const WAL_FOLDER: &str = "wal";
 
 /// What an archiver has done so far.
 #[derive(Clone, Debug, Default)]
@@ -136,6 +133,7 @@ async fn stream(setup: &Setup, spool: &Path, progress: &Mutex<Progress>) -> Resu
         .map_err(|e| format!("the replication slot {}: {e}", setup.slot))?;
     let conn = setup.target.connect("postgres").await.map_err(|e| e.to_string())?;
     let size = wal::segment_size(&conn).await.map_err(|e| e.to_string())?;
+    let folder = wal_folder(Some(&wal::system_id(&conn).await.map_err(|e| e.to_string())?));
     let mut receiver = wal::receive(&setup.tools, &setup.target, spool, &setup.slot).map_err(|e| e.to_string())?;
     set(progress, |p| {
         p.streaming = true;
@@ -155,7 +153,7 @@ async fn stream(setup: &Setup, spool: &Path, progress: &Mutex<Progress>) -> Resu
         let (server, slot) = wal::positions(&conn, &setup.slot).await.map_err(|e| e.to_string())?;
         let read_at = Timestamp::now();
         let stores = setup.stores.usable();
-        let done = ship_complete(&stores, spool).await?;
+        let done = ship_complete(&stores, &folder, spool).await?;
         if done > 0 {
             set(progress, |p| p.segments += done);
         }
@@ -170,7 +168,7 @@ async fn stream(setup: &Setup, spool: &Path, progress: &Mutex<Progress>) -> Resu
                 .await
                 .map_err(|e| format!("{}: {e}", path.display()))?;
             bytes.truncate((used.div_ceil(8192) * 8192).min(size) as usize);
-            ship(&stores, &bytes, &format!("{name}.partial")).await?;
+            ship(&stores, &folder, &bytes, &format!("{name}.partial")).await?;
             uploaded_partial = Some((name, confirmed));
         }
         // Everything up to the slot's position is in the stores now; when
@@ -185,7 +183,7 @@ async fn stream(setup: &Setup, spool: &Path, progress: &Mutex<Progress>) -> Resu
 }
 
 /// Complete segments in the spool, oldest first, copied then removed.
-async fn ship_complete(stores: &[&Store], spool: &Path) -> Result<u64, String> {
+async fn ship_complete(stores: &[&Store], folder: &str, spool: &Path) -> Result<u64, String> {
     let mut names: Vec<String> = std::fs::read_dir(spool)
         .map_err(|e| e.to_string())?
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
@@ -197,7 +195,7 @@ async fn ship_complete(stores: &[&Store], spool: &Path) -> Result<u64, String> {
         let bytes = tokio::fs::read(&path)
             .await
             .map_err(|e| format!("{}: {e}", path.display()))?;
-        ship(stores, &bytes, n).await?;
+        ship(stores, folder, &bytes, n).await?;
         std::fs::remove_file(&path).map_err(|e| e.to_string())?;
     }
     Ok(names.len() as u64)
@@ -216,9 +214,9 @@ fn partial(spool: &Path) -> Result<Option<(String, PathBuf)>, String> {
         .map(|n| (n.trim_end_matches(".partial").to_string(), spool.join(&n))))
 }
 
-/// Copies WAL to every store as `wal/<name>`; fails if any store does.
-async fn ship(stores: &[&Store], bytes: &[u8], name: &str) -> Result<(), String> {
-    let mut up = Upload::open(stores, WAL_FOLDER, name, Some(Timestamp::now())).await;
+/// Copies WAL to every store as `<folder>/<name>`; fails if any store does.
+async fn ship(stores: &[&Store], folder: &str, bytes: &[u8], name: &str) -> Result<(), String> {
+    let mut up = Upload::open(stores, folder, name, Some(Timestamp::now())).await;
     up.write(bytes).await.map_err(|e| e.to_string())?;
     let failed: Vec<String> = up
         .finish()

@@ -9,7 +9,7 @@ use crate::{
         database::{BackupFileRecord, BackupRecord},
     },
     providers::{
-        backup_store::{BaseRecord, DumpRecord, Manifest, Store, Upload, expired},
+        backup_store::{BaseRecord, DumpRecord, Manifest, Store, Upload, expired, wal_folder},
         database::DatabaseEngine,
     },
 };
@@ -281,17 +281,27 @@ pub fn wal_unneeded(names: &[String], oldest_start: &str) -> Vec<String> {
         .collect()
 }
 
+/// Per instance whose WAL the kept base backups need: what is older than
+/// the oldest of them. (The WAL of an instance no kept backup starts from
+/// is left: a failover's old site, for a person to remove.)
 async fn prune_wal(store: &Store, manifests: &[Manifest], gone: &[String]) -> Result<(), String> {
-    let Some(oldest) = manifests
+    let mut oldest: std::collections::BTreeMap<String, String> = Default::default();
+    for b in manifests
         .iter()
         .filter(|m| !gone.contains(&m.id))
-        .filter_map(|m| m.base.as_ref().map(|b| b.start_segment.clone()))
-        .min()
-    else {
-        return Ok(());
-    };
-    for name in wal_unneeded(&store.wal_names().await?, &oldest) {
-        store.delete_wal(&name).await;
+        .filter_map(|m| m.base.as_ref())
+    {
+        let e = oldest
+            .entry(wal_folder(b.system.as_deref()))
+            .or_insert_with(|| b.start_segment.clone());
+        if b.start_segment < *e {
+            *e = b.start_segment.clone();
+        }
+    }
+    for (folder, start) in oldest {
+        for name in wal_unneeded(&store.wal_names(&folder).await?, &start) {
+            store.delete_wal(&folder, &name).await;
+        }
     }
     Ok(())
 }

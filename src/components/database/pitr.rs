@@ -15,7 +15,7 @@ use crate::{
         database::{NamedStore, RestoreRecord},
     },
     providers::{
-        backup_store::{Manifest, Store, Stores, check_dump},
+        backup_store::{Manifest, Store, Stores, check_dump, wal_folder},
         database::{DatabaseEngine, DumpError, Target},
         postgres::{
             Postgres,
@@ -121,9 +121,10 @@ async fn recover_from(
         )
         .await
         .map_err(|e| e.to_string())?;
-    let names = store.wal_names().await?;
+    let folder = wal_folder(base.system.as_deref());
+    let names = store.wal_names(&folder).await?;
     for (object, file) in wal_needed(&names, &base.start_segment) {
-        fetch(store, &object, &scratch.wal().join(&file), base.segment_size)
+        fetch(store, &folder, &object, &scratch.wal().join(&file), base.segment_size)
             .await
             .map_err(|e| e.to_string())?;
     }
@@ -179,8 +180,8 @@ async fn recover_from(
 
 /// Downloads one archived WAL file, decrypted, into `to`, padded with zeros
 /// to a whole segment (a partial one is archived as far as it is written).
-async fn fetch(store: &Store, name: &str, to: &std::path::Path, segment: u64) -> Result<(), DumpError> {
-    let mut r = store.open_wal(name).await?;
+async fn fetch(store: &Store, folder: &str, name: &str, to: &std::path::Path, segment: u64) -> Result<(), DumpError> {
+    let mut r = store.open_wal(folder, name).await?;
     let mut f = tokio::fs::File::create(to)
         .await
         .map_err(|e| DumpError::Tool(format!("{}: {e}", to.display())))?;

@@ -69,6 +69,10 @@ pub struct BaseRecord {
     /// The size of its WAL segments (archived partial segments are padded to it).
     #[serde(default = "default_segment_size")]
     pub segment_size: u64,
+    /// The instance's system identifier: its WAL is archived in
+    /// `wal-<system>` (unset: an older backup, its WAL in `wal`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<String>,
 }
 
 fn default_segment_size() -> u64 {
@@ -440,24 +444,30 @@ impl Store {
         }
     }
 
-    /// The archived WAL files (`<segment>` or `<segment>.partial`), sorted.
-    pub async fn wal_names(&self) -> Result<Vec<String>, String> {
-        let dir = self.prefix.clone().join(WAL);
+    /// The WAL files archived in `folder` (`<segment>` or `<segment>.partial`), sorted.
+    pub async fn wal_names(&self, folder: &str) -> Result<Vec<String>, String> {
+        let dir = self.prefix.clone().join(folder);
         let mut names: Vec<String> = self
             .inner
-            .list(Some(&dir))
-            .map_ok(|m| m.location.filename().unwrap_or_default().to_string())
-            .try_collect()
+            .list_with_delimiter(Some(&dir))
             .await
-            .map_err(|e| stable(&e.to_string()))?;
+            .map_err(|e| stable(&e.to_string()))?
+            .objects
+            .into_iter()
+            .map(|m| m.location.filename().unwrap_or_default().to_string())
+            .collect();
         names.sort();
         Ok(names)
     }
 
-    /// An archived WAL file, in the clear.
-    pub async fn open_wal(&self, name: &str) -> Result<Box<dyn tokio::io::AsyncRead + Send + Unpin>, DumpError> {
+    /// A WAL file archived in `folder`, in the clear.
+    pub async fn open_wal(
+        &self,
+        folder: &str,
+        name: &str,
+    ) -> Result<Box<dyn tokio::io::AsyncRead + Send + Unpin>, DumpError> {
         use tokio::io::AsyncBufReadExt;
-        let raw = self.read(WAL, name).await?;
+        let raw = self.read(folder, name).await?;
         let mut r = tokio::io::BufReader::new(into_reader(Box::pin(raw)));
         let sealed = r
             .fill_buf()
@@ -479,9 +489,9 @@ impl Store {
             .map_err(|why| DumpError::Key(format!("WAL {name} in store {}: {why}", self.name)))
     }
 
-    /// Deletes archived WAL file `name` (a locked one stays: Ok(false)).
-    pub async fn delete_wal(&self, name: &str) -> bool {
-        self.inner.delete(&self.path(WAL, name)).await.is_ok()
+    /// Deletes WAL file `name` archived in `folder` (a locked one stays: false).
+    pub async fn delete_wal(&self, folder: &str, name: &str) -> bool {
+        self.inner.delete(&self.path(folder, name)).await.is_ok()
     }
 
     /// The keys the store encrypts with, if it does.
@@ -701,7 +711,7 @@ impl Store {
                 out
             }
         };
-        ids.retain(|id| id != except && id != WAL);
+        ids.retain(|id| id != except && !is_wal_folder(id));
         ids.sort();
         Ok(ids)
     }
@@ -731,8 +741,27 @@ pub fn expired(
     (now_, later)
 }
 
-/// The folder of a Database's archived WAL, next to its backups.
+/// The folder of a Database's archived WAL, next to its backups (before
+/// the WAL was kept per instance: see [`wal_folder`]).
 pub const WAL: &str = "wal";
+
+/// The folder of the WAL archived from the instance `system` (by its
+/// system identifier): a Database rebuilt on another instance (a failover)
+/// archives next to the old one's WAL, never over it.
+pub fn wal_folder(system: Option<&str>) -> String {
+    match system {
+        Some(s) => format!("{WAL}-{s}"),
+        None => WAL.into(),
+    }
+}
+
+/// Whether a folder next to the backups holds WAL (not a backup).
+pub fn is_wal_folder(id: &str) -> bool {
+    id == WAL
+        || id
+            .strip_prefix("wal-")
+            .is_some_and(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+}
 
 /// The name of the catalog next to a Database's backups.
 pub const CATALOG: &str = "catalog.json";
@@ -945,6 +974,14 @@ mod tests {
         ] {
             assert!(check_endpoint(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn each_instance_archives_its_wal_in_its_own_folder_never_taken_for_a_backup() {
+        assert_eq!(wal_folder(Some("7312345678901234567")), "wal-7312345678901234567");
+        assert_eq!(wal_folder(None), WAL);
+        assert!(is_wal_folder("wal") && is_wal_folder("wal-7312345678901234567"));
+        assert!(!is_wal_folder("wal-") && !is_wal_folder("wal-x1") && !is_wal_folder("20261201T101010Z"));
     }
 
     #[tokio::test]

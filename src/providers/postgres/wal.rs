@@ -83,6 +83,15 @@ pub async fn ensure_slot(target: &Target, slot: &str) -> Result<(), PgError> {
 }
 
 /// The server's WAL segment size in bytes.
+/// The instance's system identifier: what tells its WAL from another
+/// instance's (two clusters both write segment 000000010000000000000003).
+pub async fn system_id(c: &tokio_postgres::Client) -> Result<String, PgError> {
+    let row = c
+        .query_one("SELECT system_identifier::text FROM pg_control_system()", &[])
+        .await?;
+    Ok(row.get::<_, String>(0))
+}
+
 pub async fn segment_size(c: &tokio_postgres::Client) -> Result<u64, PgError> {
     let row = c
         .query_one(
@@ -207,8 +216,10 @@ pub async fn base_backup(
     let (bytes, sha256) = out.plain();
     let c = target.connect("postgres").await?;
     let segment_size = segment_size(&c).await?;
+    let system = Some(system_id(&c).await?);
     Ok(BaseRecord {
         segment_size,
+        system,
         file: "base.tar".into(),
         bytes,
         sha256,
