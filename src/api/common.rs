@@ -94,10 +94,19 @@ pub enum ComponentKind {
     Database,
     VirtualMachine,
     Server,
+    /// A site of the plan (named in a RecoveryPlan's `spec.sites`, never
+    /// selected by label): its failure is the loss of the active site.
+    Site,
 }
 
 impl ComponentKind {
-    pub const ALL: [ComponentKind; 4] = [Self::Application, Self::Database, Self::VirtualMachine, Self::Server];
+    pub const ALL: [ComponentKind; 5] = [
+        Self::Application,
+        Self::Database,
+        Self::VirtualMachine,
+        Self::Server,
+        Self::Site,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -105,6 +114,7 @@ impl ComponentKind {
             Self::Database => "Database",
             Self::VirtualMachine => "VirtualMachine",
             Self::Server => "Server",
+            Self::Site => "Site",
         }
     }
 }
@@ -115,7 +125,7 @@ impl fmt::Display for ComponentKind {
     }
 }
 
-/// A component (Application, Database, VirtualMachine or Server) in the same namespace.
+/// A component (Application, Database, VirtualMachine, Server or Site) in the same namespace.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ComponentRef {

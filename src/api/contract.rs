@@ -98,6 +98,7 @@ pub fn actions(kind: ComponentKind) -> &'static [ActionVerb] {
         ComponentKind::Database => &[Reconnect, Backup, Restore, Drill],
         ComponentKind::VirtualMachine => &[Restart, Recreate, RestoreSnapshot, Move, Drill],
         ComponentKind::Server => &[PowerCycle, Reprovision],
+        ComponentKind::Site => &[],
     }
 }
 
@@ -346,6 +347,10 @@ pub trait Component: Send + Sync {
     fn last_action(&self) -> Option<&ActionRecord>;
     /// A repair its own controller has under way (the engine lets it finish).
     fn own_repair(&self, now: Timestamp) -> Option<String>;
+    /// How long its own repair may take, in seconds (None: the engine's cap).
+    fn own_repair_cap(&self) -> Option<i64> {
+        None
+    }
     /// Its newest good backup.
     fn backups(&self) -> Backups {
         Backups::NotApplicable

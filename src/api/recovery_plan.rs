@@ -36,10 +36,24 @@ use super::common::{ComponentKind, ComponentRef, Condition, Duration, SecretKeyR
 pub struct RecoveryPlanSpec {
     /// Which components (Applications, Databases, VirtualMachines, Servers) of
     /// this namespace the plan covers, by label. An empty selector covers all.
+    /// Sites are named in `sites`, never selected.
     #[serde(default)]
     pub selector: LabelSelector,
+    /// The Sites (by name, in this namespace) whose loss the plan covers: when
+    /// this site takes over from a lost one, the failover is a site Incident
+    /// of the level that applies to `Site`, its components rebuilt wave by
+    /// wave. Each cluster holds the same plan: the local Site is the one that
+    /// acts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 8),
+        inner(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))
+    )]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub sites: Vec<String>,
     /// Severity levels. Defaults to the plan's three: 1 (applications and
-    /// databases, 15m–30m), 2 (virtual machines, 30m–45m), 3 (servers, 45m and more).
+    /// databases, 15m–30m), 2 (virtual machines, 30m–45m), 3 (servers, 45m and
+    /// more), and a fourth for the loss of a site (1h–4h).
     #[serde(default = "default_levels")]
     #[schemars(length(min = 1, max = 5))]
     #[x_kube(
@@ -97,6 +111,7 @@ pub fn default_levels() -> Vec<Level> {
             Some("45m"),
         ),
         level(3, "server", vec![ComponentKind::Server], "45m", None),
+        level(4, "site", vec![ComponentKind::Site], "1h", Some("4h")),
     ]
 }
 

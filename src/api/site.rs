@@ -1,13 +1,14 @@
 //! Site: one failure domain (a data centre, a region) with its own cluster
 //! running reprise, and the witness that says which site is active.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    common::{Condition, Duration, SecretKeyRef},
+    common::{ActionRecord, Condition, Duration, SecretKeyRef},
+    contract::{Health, HealthState},
     database::S3Store,
 };
 
@@ -150,6 +151,58 @@ pub struct FailoverRecord {
     /// What went wrong, if anything.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
+    /// The site that held the lease before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// Its last renewal seen: where the loss of that site is counted from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_heartbeat: Option<MicroTime>,
+    /// The waves, in order: each starts once every object of the one before
+    /// reports healthy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waves: Vec<Wave>,
+    /// When the last wave's objects all reported healthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed: Option<MicroTime>,
+}
+
+/// One wave of a failover: the bundle's objects of one kind.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Wave {
+    /// The kind (`RecoveryPlan` and `MaintenanceWindow` first, then
+    /// `Server`, `VirtualMachine`, `Database`, `Application`).
+    pub kind: String,
+    /// When its objects were created.
+    pub started: MicroTime,
+    /// When they all reported healthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished: Option<MicroTime>,
+    /// Its objects' names.
+    #[serde(default)]
+    pub objects: Vec<String>,
+    /// What it waits for, or how it ended (e.g. a database's recovery point).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
+/// The local site's health, as the recovery engine reads it.
+/// - `Healthy`: acting or standing by as it should.
+/// - `FailingOver`: it took the lease from a lost site and is rebuilding the
+///   plan's components wave by wave (the site Incident waits for it).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum SiteHealthState {
+    Healthy,
+    FailingOver,
+}
+
+impl HealthState for SiteHealthState {
+    fn is_failure(self) -> bool {
+        self == Self::FailingOver
+    }
+    fn is_healthy(self) -> bool {
+        self == Self::Healthy
+    }
 }
 
 /// The witness: a lease object in an S3 bucket, written only with
@@ -250,4 +303,11 @@ pub struct SiteStatus {
     /// The last takeover's rebuild from the bundle.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failover: Option<FailoverRecord>,
+    /// The local site's health signal (a failover under way is a failure the
+    /// site's own controller is repairing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<Health<SiteHealthState>>,
+    /// The answer to the last action asked of the site.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_action: Option<ActionRecord>,
 }

@@ -214,9 +214,11 @@ fn measure(r: &mut Report<'_, Incident>, ctx: &Context, observed: Timestamp, det
     if let (IncidentPhase::Resolved, Some(closed)) = (r.status.phase, &r.status.closed_at) {
         m.time_to_recover = Some(secs(detected, closed.0));
     }
-    if inc.spec.component.kind == ComponentKind::Database {
-        let ns = inc.namespace().unwrap_or_default();
-        data_measures(ctx, &ns, &inc.spec.component.name, observed, &mut m);
+    let ns = inc.namespace().unwrap_or_default();
+    match inc.spec.component.kind {
+        ComponentKind::Database => data_measures(ctx, &ns, &inc.spec.component.name, observed, &mut m),
+        ComponentKind::Site => site_measures(ctx, &ns, &inc.spec.component.name, &mut m),
+        _ => {}
     }
     m.steps = r
         .status
@@ -253,6 +255,30 @@ fn data_measures(ctx: &Context, ns: &str, name: &str, observed: Timestamp, m: &m
     }
     m.data_restored_bytes = Some(restore.bytes_restored);
     m.data_loss_window = restore.data_loss_window_seconds.map(|s| format!("{}s", s.max(0)));
+}
+
+/// For a Site: what its failover's databases restored, and the most data
+/// any lost: from its recovery point to the lost site's last heartbeat.
+fn site_measures(ctx: &Context, ns: &str, name: &str, m: &mut Measures) {
+    let Some(f) = stores::get(&ctx.stores.sites, ns, name).and_then(|s| s.status?.failover) else {
+        return;
+    };
+    let dbs = f.waves.iter().filter(|w| w.kind == "Database").flat_map(|w| &w.objects);
+    let (mut bytes, mut lost) = (0u64, None::<i64>);
+    for db in dbs {
+        let restore = stores::get(&ctx.stores.databases, ns, db).and_then(|d| d.status?.last_restore);
+        let Some(r) = restore.filter(|r| r.started.0 >= f.at.0) else {
+            continue;
+        };
+        bytes += r.bytes_restored;
+        let point = r.recovered_to.map(|t| t.0).or(r.backup_time.map(|t| t.0));
+        if let (Some(p), Some(h)) = (point, f.last_heartbeat.as_ref()) {
+            let ms = (h.0.as_millisecond() - p.as_millisecond()).max(0);
+            lost = Some(lost.map_or(ms, |l| l.max(ms)));
+        }
+    }
+    m.data_restored_bytes = Some(bytes);
+    m.data_loss_window = lost.map(|ms| format!("{}.{:03}s", ms / 1000, ms % 1000));
 }
 
 /// Open incidents per level, from the store (this write included or not, it converges).

@@ -13,10 +13,11 @@ use super::detection::failure;
 use crate::{
     api::{
         Incident,
-        common::{ComponentRef, LocalRef},
+        common::{ComponentKind, ComponentRef, LocalRef},
         incident::{IncidentPhase, IncidentSpec},
         maintenance_window::MaintenanceMode,
         recovery_plan::RecoveryPlan,
+        site::SiteHealthState,
     },
     runtime::{
         Context, Error,
@@ -100,6 +101,24 @@ pub fn name(c: &ComponentRef, since: Timestamp) -> String {
     )
 }
 
+/// The local Site of `ns`, while it is failing over.
+fn failing_over(stores: &crate::runtime::Stores, ns: &str) -> Option<String> {
+    stores
+        .sites
+        .state()
+        .iter()
+        .filter_map(|s| s.0.as_ref().ok())
+        .find(|s| {
+            s.namespace().as_deref() == Some(ns)
+                && s.spec.local
+                && s.status
+                    .as_ref()
+                    .and_then(|st| st.health.as_ref())
+                    .is_some_and(|h| h.state == SiteHealthState::FailingOver)
+        })
+        .map(|s| s.name_any())
+}
+
 /// Opens an Incident for each failed covered component that has none open.
 /// Returns the components skipped because a Pause window covers them.
 pub async fn open_for_failures(
@@ -119,6 +138,12 @@ pub async fn open_for_failures(
         let already = open_for(&ctx.stores, &ns, c).is_some()
             || stores::get(&ctx.stores.incidents, &ns, &incident_name).is_some();
         if already {
+            ctx.seen.forget(&ns, c);
+            continue;
+        }
+        if let Some(site) = failing_over(&ctx.stores, &ns).filter(|_| c.kind != ComponentKind::Site) {
+            // The site Incident covers what the failover rebuilds.
+            paused.push(format!("{} {} (Site {site} failing over)", c.kind, c.name));
             ctx.seen.forget(&ns, c);
             continue;
         }
@@ -182,7 +207,6 @@ pub async fn open_for_failures(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::common::ComponentKind;
 
     #[test]
     fn names_and_labels_fit_whatever_the_component_name() {

@@ -11,7 +11,7 @@ use kube::{ResourceExt, runtime::controller::Action};
 use crate::{
     api::{
         RecoveryPlan,
-        common::{ComponentRef, reasons},
+        common::{ComponentKind, ComponentRef, reasons},
         contract::{Backups, verb_of_step},
         recovery_plan::{Coverage, LevelReadiness, RecoveryPlan as Plan, ResponderType},
     },
@@ -80,6 +80,13 @@ pub fn coverage_gaps(plan: &Plan, covered: &[ComponentRef], others: &[(String, V
             "spec.levels: no level applies to {k}, yet the plan covers {k}s: their failures would open no incident"
         ));
     }
+    for name in &plan.spec.sites {
+        if !covered.iter().any(|c| c.kind == ComponentKind::Site && &c.name == name) {
+            gaps.push(format!(
+                "spec.sites names Site {name}, which does not exist in the namespace"
+            ));
+        }
+    }
     for (other, theirs) in others {
         let shared: Vec<String> = covered
             .iter()
@@ -101,6 +108,8 @@ pub fn readiness(plan: &Plan, today: k8s_openapi::jiff::civil::Date) -> Vec<Leve
     plan.spec
         .levels
         .iter()
+        // The site level of a plan that names no site has nothing to be ready for.
+        .filter(|l| !plan.spec.sites.is_empty() || l.applies_to.iter().any(|k| *k != ComponentKind::Site))
         .map(|level| {
             let mut reasons = vec![];
             let mut reachable = 0;
@@ -209,7 +218,8 @@ struct Cover {
 fn coverage(ctx: &Context, plan: &Plan) -> Result<Cover, Invalid> {
     let ns = plan.namespace().unwrap_or_default();
     let mine = registry::selector("spec.selector", &plan.spec.selector)?;
-    let covered = registry::selected(&ctx.stores, &ns, &mine);
+    let mut covered = registry::selected(&ctx.stores, &ns, &mine);
+    covered.extend(sites_named(ctx, &ns, plan));
     let mut others = vec![];
     for other in ctx.stores.recovery_plans.state() {
         let Ok(other) = &other.0 else { continue };
@@ -231,6 +241,49 @@ fn coverage(ctx: &Context, plan: &Plan) -> Result<Cover, Invalid> {
         uncovered,
         others,
     })
+}
+
+/// The Sites the plan names that exist in its namespace.
+fn sites_named(ctx: &Context, ns: &str, plan: &Plan) -> Vec<ComponentRef> {
+    plan.spec
+        .sites
+        .iter()
+        .map(|name| ComponentRef {
+            kind: ComponentKind::Site,
+            name: name.clone(),
+        })
+        .filter(|c| registry::exists(&ctx.stores, ns, c))
+        .collect()
+}
+
+/// Readiness of the level that applies to Sites: the local Site's witness
+/// answers and, on a standby, the plan bundle it would rebuild from verifies.
+fn site_readiness(ctx: &Context, ns: &str, covered: &[ComponentRef]) -> Vec<String> {
+    let mut reasons = vec![];
+    for c in covered.iter().filter(|c| c.kind == ComponentKind::Site) {
+        let Some(site) = registry::get(&ctx.stores.sites, ns, &c.name) else {
+            continue;
+        };
+        if !site.spec.local {
+            continue;
+        }
+        let st = site.status.clone().unwrap_or_default();
+        let answered = crate::api::common::find_condition(&st.conditions, crate::recovery::sites::WITNESS_REACHABLE)
+            .is_some_and(|c| c.status == crate::api::common::ConditionStatus::True);
+        if !answered {
+            reasons.push(format!("Site {}: the witness does not answer", c.name));
+        }
+        if let Some(b) = st.bundle.as_ref().filter(|b| !b.verified || !b.message.is_empty()) {
+            reasons.push(format!("Site {}: plan bundle: {}", c.name, b.message));
+        }
+        if site.spec.bundle.is_none() {
+            reasons.push(format!(
+                "Site {}: no plan bundle (spec.bundle): a standby would have nothing to rebuild from",
+                c.name
+            ));
+        }
+    }
+    reasons
 }
 
 pub fn reconcile(obj: Arc<RecoveryPlan>, ctx: Arc<Context>) -> BoxFuture<'static, Result<Action, Error>> {
@@ -261,6 +314,18 @@ pub fn reconcile(obj: Arc<RecoveryPlan>, ctx: Arc<Context>) -> BoxFuture<'static
             |c| backup_time(&ctx, &ns, c),
             k8s_openapi::jiff::Timestamp::now(),
         );
+        let sites = site_readiness(&ctx, &ns, &covered);
+        if let Some(l) = obj
+            .spec
+            .levels
+            .iter()
+            .find(|l| l.applies_to.contains(&ComponentKind::Site))
+            && let Some(r) = readiness.iter_mut().find(|r| r.level == l.level)
+            && !sites.is_empty()
+        {
+            r.ready = false;
+            r.reasons.extend(sites);
+        }
         for (level, reason) in stale {
             if let Some(l) = readiness.iter_mut().find(|l| l.level == level) {
                 l.ready = false;

@@ -603,6 +603,7 @@ impl Kinds {
             .watches_shared_stream(self.dbs.subscribe(), all_in_namespace(store.clone()))
             .watches_shared_stream(self.vms.subscribe(), all_in_namespace(store.clone()))
             .watches_shared_stream(self.servers.subscribe(), all_in_namespace(store.clone()))
+            .watches_shared_stream(self.sites.subscribe(), all_in_namespace(store.clone()))
     }
 
     /// The watches, until `stop` (nothing reads them after the controllers stop).

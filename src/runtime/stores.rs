@@ -15,7 +15,7 @@ use serde_json::json;
 
 use super::{Context, Error, Stores, kind::Kind};
 use crate::api::{
-    Application, Database, Server, VirtualMachine,
+    Application, Database, Server, Site, VirtualMachine,
     common::{ComponentKind, ComponentRef},
     contract::{ACTION_ANNOTATION, ActionVerb, Component, Request},
 };
@@ -38,6 +38,7 @@ pub fn component(stores: &Stores, ns: &str, r: &ComponentRef) -> Option<Box<dyn 
         ComponentKind::Database => boxed(&stores.databases, ns, &r.name),
         ComponentKind::VirtualMachine => boxed(&stores.virtual_machines, ns, &r.name),
         ComponentKind::Server => boxed(&stores.servers, ns, &r.name),
+        ComponentKind::Site => boxed(&stores.sites, ns, &r.name),
     }
 }
 
@@ -51,7 +52,8 @@ fn collect<K: Kind + Component>(store: &Store<DeserializeGuard<K>>, ns: &str, ou
     }
 }
 
-/// Every component in `ns`, sorted by kind and name.
+/// Every component in `ns` a label selector may select (Sites are named,
+/// not selected), sorted by kind and name.
 pub fn in_namespace(stores: &Stores, ns: &str) -> Vec<Box<dyn Component>> {
     let mut out = vec![];
     collect(&stores.applications, ns, &mut out);
@@ -72,6 +74,7 @@ pub fn exists(stores: &Stores, ns: &str, r: &ComponentRef) -> bool {
         ComponentKind::Database => has(&stores.databases, ns, &r.name),
         ComponentKind::VirtualMachine => has(&stores.virtual_machines, ns, &r.name),
         ComponentKind::Server => has(&stores.servers, ns, &r.name),
+        ComponentKind::Site => has(&stores.sites, ns, &r.name),
     }
 }
 
@@ -97,6 +100,7 @@ fn api_resource(kind: ComponentKind) -> ApiResource {
         ComponentKind::Database => ApiResource::erase::<Database>(&()),
         ComponentKind::VirtualMachine => ApiResource::erase::<VirtualMachine>(&()),
         ComponentKind::Server => ApiResource::erase::<Server>(&()),
+        ComponentKind::Site => ApiResource::erase::<Site>(&()),
     }
 }
 

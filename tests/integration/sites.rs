@@ -1,6 +1,7 @@
-//! Two sites, one witness: one reprise per site (here two namespaces of the
-//! shared control plane, each with its own operator), a SeaweedFS bucket as
-//! the witness. Only the lease holder acts; a standby takes over only after
+//! Two sites, one witness: one reprise per site, each in its own control
+//! plane (the shared one for paris, a second one for lyon, the same
+//! namespace name in both, as two clusters of one plan), a SeaweedFS bucket
+//! as the witness. Only the lease holder acts; a standby takes over only after
 //! the lease ran out; a site that finds itself replaced demotes itself before
 //! anything else; without the witness nobody takes over.
 
@@ -9,10 +10,13 @@ use std::time::Duration;
 use k8s_openapi::jiff::Timestamp;
 use serde_json::Value;
 
+use crate::databases::{REPORTING_PW, SCHEMA, SHOP_ADMIN_PW, cond_is, secrets_yaml, seed};
+use crate::offsite::{backup_now, database_yaml, s3_store};
 use crate::support::{
     OPERATOR_USER, TestNamespace, audit, condition, eventually,
     operator::{Operator, Options},
-    plane,
+    plane_b,
+    postgres::Postgres,
     s3::Seaweed,
 };
 
@@ -83,8 +87,20 @@ fn lease_versions(s3: &Seaweed) -> Vec<(u64, String, String)> {
     serde_json::from_str::<Vec<(u64, String, String)>>(&out).unwrap()
 }
 
+/// The site's operator, in the site's own control plane.
 fn operator(ns: &TestNamespace) -> Operator {
-    Operator::start(Options::namespace(&ns.name))
+    Operator::start(Options {
+        plane: Some(ns.plane),
+        ..Options::namespace(&ns.name)
+    })
+}
+
+/// The same namespace in each site's cluster: paris in the shared control
+/// plane, lyon in a second one.
+fn site_namespaces() -> (TestNamespace, TestNamespace) {
+    let a = TestNamespace::new("shop");
+    let b = TestNamespace::on(plane_b(), &a.name);
+    (a, b)
 }
 
 /// Two clusters' worth: the witness, and per site a namespace, its Sites and
@@ -99,8 +115,7 @@ async fn two_sites_with(extra: &str, app_on_b: bool) -> (Seaweed, TestNamespace,
     s3.create_bucket("witness", false);
     s3.boto("s3.put_bucket_versioning(Bucket='witness', VersioningConfiguration={'Status': 'Enabled'})")
         .unwrap();
-    let a = TestNamespace::new("paris");
-    let b = TestNamespace::new("lyon");
+    let (a, b) = site_namespaces();
     let mut op_a = operator(&a);
     let mut op_b = operator(&b);
     op_a.wait_ready().await;
@@ -183,7 +198,7 @@ async fn one_site_acts_at_a_time_and_a_replaced_site_demotes_itself_first() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     // What paris wrote after waking up: stopping, nothing else — statuses,
     // Events and the scale to zero; no Deployment, Service or Secret written.
-    let writes = audit::writes(plane().audit(), OPERATOR_USER, Some(&a.name), resumed, Timestamp::now());
+    let writes = audit::writes(a.plane.audit(), OPERATOR_USER, Some(&a.name), resumed, Timestamp::now());
     let acting: Vec<_> = writes
         .iter()
         .filter(|w| {
@@ -209,7 +224,7 @@ async fn one_site_acts_at_a_time_and_a_replaced_site_demotes_itself_first() {
     let from = Timestamp::now();
     tokio::time::sleep(Duration::from_secs(6)).await;
     for ns in [&a, &b] {
-        let writes = audit::writes(plane().audit(), OPERATOR_USER, Some(&ns.name), from, Timestamp::now());
+        let writes = audit::writes(ns.plane.audit(), OPERATOR_USER, Some(&ns.name), from, Timestamp::now());
         assert!(writes.is_empty(), "{} wrote in steady state: {writes:?}", ns.name);
     }
     let lease_age = op_b.metric("reprise_site_lease_age_seconds", "site=\"lyon\"").await;
@@ -448,7 +463,7 @@ async fn a_standby_rebuilds_the_plan_from_the_signed_bundle_when_it_takes_over()
     assert_eq!(f["created"], serde_json::json!(["Application/shop"]), "{f}");
     assert_eq!(
         f["overridden"],
-        serde_json::json!(["Application/shop", "MaintenanceWindow/mw"]),
+        serde_json::json!(["MaintenanceWindow/mw", "Application/shop"]),
         "{f}"
     );
     let said = f["message"].as_str().unwrap_or_default();
@@ -489,6 +504,193 @@ async fn a_standby_rebuilds_the_plan_from_the_signed_bundle_when_it_takes_over()
     assert_eq!(v["status"]["bundle"]["objects"], 1, "{}", v["status"]["bundle"]);
     op_a.freeze(false);
     role(&a, "paris", "Demoted", 30).await;
+}
+
+/// The shop, needing its database.
+const SHOP_ON_DB: &str = "apiVersion: reprise.dev/v1alpha1\nkind: Application\nmetadata: {name: shop}\nspec: {type: Web, version: \"1.0\", image: \"registry.example/shop:{version}\", replicas: 2, dependsOn: [{kind: Database, name: shop-db}]}\n";
+
+/// The plan, naming both sites (its levels the default four).
+const PLAN: &str = "apiVersion: reprise.dev/v1alpha1\nkind: RecoveryPlan\nmetadata: {name: pra}\nspec: {selector: {}, sites: [paris, lyon]}\n";
+
+fn count_and_sum(pg: &Postgres) -> String {
+    pg.sql(
+        "shop",
+        "SELECT count(*) || '/' || sum(qty) || '/' || max(id) FROM orders",
+    )
+    .trim()
+    .to_string()
+}
+
+#[tokio::test]
+async fn a_lost_site_is_rebuilt_wave_by_wave_with_its_data_up_to_the_archived_wal() {
+    let pg_a = Postgres::start();
+    let pg_b = Postgres::start();
+    let (s3, a, mut op_a, b, _op_b) = two_sites_with(BUNDLE, false).await;
+    s3.create_bucket("vault", false);
+    // Each site holds the Secrets of its own instance, and the vault's keys.
+    for (ns, pg) in [(&a, &pg_a), (&b, &pg_b)] {
+        let (ok, out) = ns.apply(&secrets_yaml(&pg.admin_password, REPORTING_PW));
+        assert!(ok, "{out}");
+        let keys = serde_json::to_string(&s3.credentials_secret("s3-keys", "shop-db")).unwrap();
+        let (ok, out) = ns.apply(&keys);
+        assert!(ok, "{out}");
+    }
+    let over = format!(
+        r#"{{"spec":{{"overrides":[{{"kind":"Database","name":"shop-db","specPatch":{{"instance":{{"external":{{"port":{}}}}}}}}}]}}}}"#,
+        pg_b.port
+    );
+    b.k(&["patch", "site/lyon", "--type", "merge", "-p", &over]);
+    let stores = s3_store("vault", &s3.endpoint(), "vault", "s3-keys", "");
+    let db = database_yaml(pg_a.port, &stores).replace("    stores:\n", "    wal: {uploadInterval: 1s}\n    stores:\n");
+    for y in [db.as_str(), SHOP_ON_DB, PLAN] {
+        let (ok, out) = a.apply(y);
+        assert!(ok, "{out}");
+    }
+    role(&a, "paris", "Active", 60).await;
+    a.wait_for("database/shop-db", "Ready", 60, |v| cond_is(v, "Ready", "True"))
+        .await;
+    pg_a.try_sql("shop_admin", SHOP_ADMIN_PW, "shop", SCHEMA).unwrap();
+    seed(&pg_a, 100);
+    a.wait_for("database/shop-db", "WAL streaming", 60, |v| {
+        v["status"]["wal"]["streaming"] == true
+    })
+    .await;
+    backup_now(&a, "1", None).await;
+    // Written after the base backup: only the archived WAL holds it.
+    pg_a.sql(
+        "shop",
+        "INSERT INTO orders (product, qty) SELECT 1, g FROM generate_series(1, 50) g",
+    );
+    let before = count_and_sum(&pg_a);
+    let written = pg_a.sql("postgres", "SELECT pg_current_wal_lsn()::text");
+    let lsn = |t: &str| {
+        let (x, y) = t.trim().split_once('/').unwrap();
+        (u64::from_str_radix(x, 16).unwrap() << 32) | u64::from_str_radix(y, 16).unwrap()
+    };
+    a.wait_for("database/shop-db", "the vault to hold the last write", 60, |v| {
+        v["status"]["wal"]["archivedLsn"]
+            .as_str()
+            .is_some_and(|x| lsn(x) >= lsn(&written))
+    })
+    .await;
+    b.wait_for("site/lyon", "the bundle with the plan and the database", 30, |v| {
+        v["status"]["bundle"]["objects"] == 3 && v["status"]["bundle"]["verified"] == true
+    })
+    .await;
+
+    // Orders keep coming until paris is lost: its operator killed with its
+    // children (pg_receivewal too), its instance stopped.
+    for _ in 0..20 {
+        pg_a.sql("shop", "INSERT INTO orders (product, qty) VALUES (2, -1)");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let mut pg_a = pg_a;
+    op_a.kill();
+    let last = pg_a.sql("shop", "SELECT count(*) || ' ' || to_char(max(placed) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') FROM orders");
+    pg_a.stop();
+    let lost = std::time::Instant::now();
+    role(&b, "lyon", "Active", 60).await;
+    let taken = lost.elapsed();
+    let v = b
+        .wait_for("site/lyon", "the failover completed", 240, |v| {
+            !v["status"]["failover"]["completed"].is_null()
+        })
+        .await;
+    let rebuilt = lost.elapsed();
+    let f = &v["status"]["failover"];
+    let kinds: Vec<&str> = f["waves"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["RecoveryPlan", "Database", "Application"], "{f}");
+    let waves = f["waves"].as_array().unwrap();
+    for pair in waves.windows(2) {
+        assert!(
+            pair[0]["finished"].as_str().unwrap() <= pair[1]["started"].as_str().unwrap(),
+            "a wave starts once the one before is healthy: {f}"
+        );
+    }
+    let said = waves[1]["message"].as_str().unwrap();
+    assert!(said.contains("Database shop-db: restored (Verified)"), "{said}");
+    assert_eq!(f["from"], "paris", "{f}");
+    // Every row paris committed and saw archived is on lyon's instance; of
+    // the orders that came after, what the WAL held when paris was lost.
+    let archived = pg_b.sql(
+        "shop",
+        "SELECT count(*) || '/' || sum(qty) || '/' || max(id) FROM orders WHERE qty <> -1",
+    );
+    assert_eq!(archived.trim(), before, "rows and their sum, before and after");
+    let (committed, last_at) = last.trim().split_once(' ').unwrap();
+    let here = pg_b.sql("shop", "SELECT count(*) || ' ' || to_char(max(placed) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') FROM orders");
+    let (kept, kept_at) = here.trim().split_once(' ').unwrap();
+    let rpo = last_at
+        .parse::<Timestamp>()
+        .unwrap()
+        .duration_since(kept_at.parse::<Timestamp>().unwrap());
+    assert!(
+        rpo.as_secs() <= 60,
+        "RPO {rpo:?}: paris's last order at {last_at}, lyon's {kept_at}"
+    );
+    let db = b.json("database/shop-db");
+    let restore = &db["status"]["lastRestore"];
+    assert_eq!(restore["outcome"], "Verified", "{restore}");
+    assert_eq!(restore["recoveryTarget"], "latest", "{restore}");
+    assert!(
+        restore["backupId"].as_str().unwrap_or_default().ends_with("+ WAL"),
+        "{restore}"
+    );
+
+    // One site Incident, of the site level, its times from paris's last heartbeat.
+    let incidents: Value = serde_json::from_str(&b.k(&["get", "incidents", "-o", "json"])).unwrap();
+    let items = incidents["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "only the site Incident: {incidents}");
+    let name = items[0]["metadata"]["name"].as_str().unwrap().to_string();
+    let inc = b
+        .wait_for(&format!("incident/{name}"), "the site Incident resolved", 60, |v| {
+            v["status"]["phase"] == "Resolved"
+        })
+        .await;
+    assert_eq!(
+        inc["spec"]["component"],
+        serde_json::json!({"kind": "Site", "name": "lyon"})
+    );
+    assert_eq!(inc["spec"]["level"], 4, "the site level");
+    assert_eq!(
+        inc["status"]["failureObservedAt"], f["lastHeartbeat"],
+        "the loss counted from the last heartbeat"
+    );
+    let timeline = inc["status"]["timeline"].as_array().unwrap();
+    let own = timeline
+        .iter()
+        .find(|e| e["step"] == "await-self-repair")
+        .unwrap_or_else(|| panic!("{timeline:?}"));
+    assert_eq!(own["outcome"], "Succeeded", "{own}");
+    let m = own["message"].as_str().unwrap();
+    assert!(
+        m.contains("every wave healthy") && m.contains("restored (Verified)"),
+        "{m}"
+    );
+    let rto = inc["status"]["measures"]["timeToRecover"].as_str().unwrap().to_string();
+    let deadline_met = &inc["status"]["measures"]["deadlineMet"];
+    assert_eq!(deadline_met, true, "{}", inc["status"]["measures"]);
+    b.wait_for("application/shop", "the shop Ready on lyon", 60, |v| {
+        cond_is(v, "Ready", "True")
+    })
+    .await;
+    let from_heartbeat = inc["status"]["closedAt"]
+        .as_str()
+        .unwrap()
+        .parse::<Timestamp>()
+        .unwrap()
+        .duration_since(f["lastHeartbeat"].as_str().unwrap().parse::<Timestamp>().unwrap());
+    eprintln!(
+        "failover: lyon active {taken:?} after paris was lost, every wave healthy after {rebuilt:?}; \
+         RTO from paris's last heartbeat {from_heartbeat:#}, of which in the Incident {rto} from detection; \
+         RPO {rpo:#}: {kept} of {committed} orders kept; {said}"
+    );
+    let _ = s3;
 }
 
 #[tokio::test]

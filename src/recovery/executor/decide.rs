@@ -36,6 +36,9 @@ pub struct ComponentFacts {
     pub last_action: Option<ActionRecord>,
     pub pending: Option<Request>,
     pub own_repair: Option<String>,
+    /// How long its own repair may take before the wait ends as timed out
+    /// (None: [`SELF_REPAIR_CAP`]).
+    pub repair_cap: Option<i64>,
 }
 
 /// What the decision reads.
@@ -259,7 +262,8 @@ fn waiting(f: &Facts, c: &ComponentFacts, i: usize) -> Next {
     } else {
         !f.waiting_on.is_empty()
     };
-    let capped = e.step == SELF_REPAIR && secs_between(e.started.0, f.now) > SELF_REPAIR_CAP;
+    let cap = c.repair_cap.unwrap_or(SELF_REPAIR_CAP);
+    let capped = e.step == SELF_REPAIR && secs_between(e.started.0, f.now) > cap;
     if still && !capped {
         return Next::Wait {
             after: POLL,
@@ -267,7 +271,7 @@ fn waiting(f: &Facts, c: &ComponentFacts, i: usize) -> Next {
         };
     }
     let (outcome, done) = if capped {
-        (StepOutcome::TimedOut, format!("not done after {SELF_REPAIR_CAP}s"))
+        (StepOutcome::TimedOut, format!("not done after {cap}s"))
     } else {
         (StepOutcome::Succeeded, "done".to_string())
     };
@@ -341,6 +345,18 @@ fn next_step(f: &Facts, c: &ComponentFacts) -> Next {
         (!done && used <= s.retries).then_some((i, used + 1))
     });
     let Some((i, attempt)) = next else {
+        // No procedure: a repair its own controller runs is recorded as awaited.
+        if f.steps.is_empty()
+            && let Some(m) = c
+                .own_repair
+                .as_ref()
+                .filter(|_| !f.timeline.iter().any(|e| e.step == SELF_REPAIR))
+        {
+            return Next::Await {
+                name: SELF_REPAIR,
+                message: format!("waiting: {m}"),
+            };
+        }
         return if f.notify_only.is_some() || f.steps.is_empty() {
             // People repair it; the incident resolves when the signal is good again.
             Next::Wait {

@@ -36,6 +36,7 @@ fn facts_of(c: &dyn Component, now: Timestamp) -> ComponentFacts {
         last_action: c.last_action().cloned(),
         pending: c.pending_request(),
         own_repair: c.own_repair(now),
+        repair_cap: c.own_repair_cap(),
     }
 }
 

@@ -1,10 +1,14 @@
 //! The bundle's effects: the active site publishes it when its objects
 //! change; a standby reads and checks it; a site that takes over creates,
-//! wave by wave, the objects its cluster lacks.
+//! wave by wave, the objects its cluster lacks, each wave once the one
+//! before reports healthy.
 
 use std::{collections::HashMap, sync::Mutex};
 
-use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+use k8s_openapi::{
+    apimachinery::pkg::apis::meta::v1::{MicroTime, Time},
+    jiff::Timestamp,
+};
 use kube::{
     Api, ResourceExt,
     api::{ApiResource, DynamicObject, Patch, PatchParams},
@@ -16,10 +20,13 @@ use super::bundle::{self, MAX_BUNDLE_BYTES, Payload};
 use crate::{
     api::{
         Application, Database, MaintenanceWindow, RecoveryPlan, Server, VirtualMachine,
-        site::{BundleStatus, FailoverRecord, Site},
+        common::{ComponentKind, ComponentRef},
+        contract::{ACTION_ANNOTATION, ActionVerb, Request},
+        database::RESTORE_TO_ANNOTATION,
+        site::{BundleStatus, FailoverRecord, Site, Wave},
     },
-    providers::witness::{BundleRead, S3Witness},
-    runtime::{Context, Error, kind::Kind, secrets},
+    providers::witness::{BundleRead, Lease, S3Witness},
+    runtime::{Context, Error, kind::Kind, secrets, stores as registry},
 };
 
 /// Field manager of what a takeover creates.
@@ -215,11 +222,29 @@ pub async fn read(w: &S3Witness, key: &[u8], ns: &str, was: Option<&BundleStatus
     }
 }
 
-/// After taking the lease: creates, wave by wave, the bundle's objects this
-/// cluster lacks (what it holds is left as it is: GitOps may own it).
-pub async fn rebuild(ctx: &Context, w: &S3Witness, key: &[u8], site: &Site, epoch: u64) -> FailoverRecord {
+/// The order a failover brings the bundle's kinds up in: the plan first (so
+/// the site Incident has its level and window at once), then servers, what
+/// runs on them, the data, what serves.
+pub const ORDER: [&str; 6] = [
+    "RecoveryPlan",
+    "MaintenanceWindow",
+    "Server",
+    "VirtualMachine",
+    "Database",
+    "Application",
+];
+
+/// After taking the lease from `from`: the failover's record, and its first
+/// waves started (see [`advance`]).
+pub async fn rebuild(
+    ctx: &Context,
+    w: &S3Witness,
+    key: &[u8],
+    site: &Site,
+    epoch: u64,
+    from: Option<&Lease>,
+) -> FailoverRecord {
     let ns = site.namespace().unwrap_or_default();
-    let ns = ns.as_str();
     let mut rec = FailoverRecord {
         at: Time(Timestamp::now()),
         epoch,
@@ -228,73 +253,59 @@ pub async fn rebuild(ctx: &Context, w: &S3Witness, key: &[u8], site: &Site, epoc
         present: vec![],
         overridden: vec![],
         message: String::new(),
+        from: from.map(|l| l.site.clone()),
+        last_heartbeat: from.map(|l| MicroTime(l.renewed)),
+        waves: vec![],
+        completed: None,
     };
     // Fresh from the witness: the last one published by the old holder.
     let payload = match w.get_bundle(None, MAX_BUNDLE_BYTES).await {
-        Ok(BundleRead::New { bytes, .. }) => match bundle::open(key, &bytes) {
-            Ok(p) => p,
-            Err(why) => {
-                rec.message = why;
-                return rec;
+        Ok(BundleRead::New { bytes, etag }) => match bundle::open(key, &bytes) {
+            Ok(p) => {
+                remember(&ns, |k| {
+                    k.etag = Some(etag);
+                    k.payload = Some(p.clone());
+                    k.key = Some(key_id(key));
+                });
+                p
             }
+            Err(why) => return nothing_to_rebuild(rec, why),
         },
-        Ok(_) => match known(ns).payload {
+        Ok(_) => match known(&ns).payload {
             Some(p) => p,
-            None => {
-                rec.message = "no plan bundle in the witness: nothing to rebuild from".into();
-                return rec;
-            }
+            None => return nothing_to_rebuild(rec, "no plan bundle in the witness: nothing to rebuild from".into()),
         },
-        Err(e) => match known(ns).payload {
+        Err(e) => match known(&ns).payload {
             // The last one read and checked, while the witness answered.
             Some(p) => {
                 rec.message = format!("the bundle could not be read ({e}); the last one checked was used");
                 p
             }
-            None => {
-                rec.message = format!("the bundle could not be read: {e}");
-                return rec;
-            }
+            None => return nothing_to_rebuild(rec, format!("the bundle could not be read: {e}")),
         },
     };
     rec.bundle = Some(bundle::fingerprint(&payload.objects)[..12].to_string());
-    let mut failed = vec![];
-    for o in &payload.objects {
-        let (kind, name) = (
-            o["kind"].as_str().unwrap_or_default(),
-            o["metadata"]["name"].as_str().unwrap_or_default(),
-        );
-        let id = format!("{kind}/{name}");
-        let Some(resource) = resource(kind) else { continue };
-        if exists(ctx, kind, ns, name) {
-            rec.present.push(id);
-            continue;
-        }
-        let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, &resource);
-        let mut body = o.clone();
-        body["metadata"]["namespace"] = ns.into();
-        for over in site.spec.overrides.iter().filter(|x| x.kind == kind && x.name == name) {
-            bundle::merge(&mut body["spec"], &over.spec_patch);
-            if !rec.overridden.contains(&id) {
-                rec.overridden.push(id.clone());
-            }
-        }
-        // One object the API server refuses (an override gone wrong) is
-        // named; the others are still created.
-        match api
-            .patch(name, &PatchParams::apply(MANAGER), &Patch::Apply(&body))
-            .await
-        {
-            Ok(_) => {
-                ctx.metrics.wrote(kind, "failover");
-                rec.created.push(id);
-            }
-            Err(e) => failed.push(format!("{id}: {}", crate::runtime::report::truncate(e.to_string()))),
-        }
-    }
-    if !failed.is_empty() {
-        rec.message = format!("not created: {}", failed.join("; "));
-    }
+    rec.message = joined(&rec.message, &unknown_overrides(site, &payload));
+    advance_with(ctx, site, &mut rec, &payload).await;
+    rec
+}
+
+fn joined(a: &str, b: &str) -> String {
+    [a, b]
+        .into_iter()
+        .filter(|m| !m.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn nothing_to_rebuild(mut rec: FailoverRecord, why: String) -> FailoverRecord {
+    rec.message = why;
+    rec.completed = Some(MicroTime(Timestamp::now()));
+    rec
+}
+
+/// Overrides naming no object of the bundle, in words (empty: none).
+fn unknown_overrides(site: &Site, payload: &Payload) -> String {
     let unknown: Vec<String> = site
         .spec
         .overrides
@@ -307,26 +318,218 @@ pub async fn rebuild(ctx: &Context, w: &S3Witness, key: &[u8], site: &Site, epoc
         })
         .map(|x| format!("{}/{}", x.kind, x.name))
         .collect();
-    if !unknown.is_empty() {
-        let said = format!(
-            "spec.overrides name objects the bundle does not hold: {}",
-            unknown.join(", ")
-        );
-        rec.message = [rec.message.clone(), said]
-            .into_iter()
-            .filter(|m| !m.is_empty())
-            .collect::<Vec<_>>()
-            .join("; ");
+    if unknown.is_empty() {
+        return String::new();
     }
-    rec
+    format!(
+        "spec.overrides name objects the bundle does not hold: {}",
+        unknown.join(", ")
+    )
 }
 
-/// Whether the stores hold every object of `ids` (`Kind/name`) yet.
-pub fn all_seen(ctx: &Context, ns: &str, ids: &[String]) -> bool {
-    ids.iter().all(|id| {
-        id.split_once('/')
-            .is_some_and(|(kind, name)| exists(ctx, kind, ns, name))
-    })
+/// A failover under way, one round on: the payload it started from (kept,
+/// or read again after a restart: nothing newer is published before it
+/// completes), then [`advance_with`].
+pub async fn advance(ctx: &Context, w: &S3Witness, key: &[u8], site: &Site, rec: &mut FailoverRecord) {
+    let ns = site.namespace().unwrap_or_default();
+    let wanted = rec.bundle.clone().unwrap_or_default();
+    let same = |p: &Payload| bundle::fingerprint(&p.objects).starts_with(&wanted);
+    let mut payload = known(&ns).payload.filter(same);
+    if payload.is_none() {
+        read(w, key, &ns, None).await;
+        payload = known(&ns).payload.filter(same);
+    }
+    match payload {
+        Some(p) => advance_with(ctx, site, rec, &p).await,
+        None => {
+            if let Some(w) = rec.waves.last_mut().filter(|w| w.finished.is_none()) {
+                w.message = format!("bundle {wanted} could not be read again: waiting for the witness");
+            }
+        }
+    }
+}
+
+/// Ends the wave whose objects all report healthy and starts the next, as
+/// long as waves end at once (a plan has no health to wait for).
+async fn advance_with(ctx: &Context, site: &Site, rec: &mut FailoverRecord, payload: &Payload) {
+    let ns = site.namespace().unwrap_or_default();
+    loop {
+        let now = MicroTime(Timestamp::now());
+        let heartbeat = rec.last_heartbeat.as_ref().map(|t| t.0);
+        if let Some(wave) = rec.waves.last_mut().filter(|w| w.finished.is_none()) {
+            let (waiting, said) = wave_state(ctx, &ns, wave, heartbeat).await;
+            if !waiting.is_empty() {
+                wave.message = format!("waiting for {}", waiting.join("; "));
+                return;
+            }
+            wave.finished = Some(now.clone());
+            wave.message = said;
+        }
+        let next = rec
+            .waves
+            .last()
+            .and_then(|w| ORDER.iter().position(|k| *k == w.kind))
+            .map_or(0, |i| i + 1);
+        let Some(kind) = ORDER
+            .iter()
+            .skip(next)
+            .find(|k| payload.objects.iter().any(|o| o["kind"] == **k))
+        else {
+            rec.completed = Some(now);
+            return;
+        };
+        let wave = start_wave(ctx, site, rec, payload, kind).await;
+        rec.waves.push(wave);
+    }
+}
+
+/// Creates the objects of one kind the cluster lacks (what it holds is left
+/// as it is: GitOps may own it). One the API server refuses (an override
+/// gone wrong) is named; the others are still created.
+async fn start_wave(ctx: &Context, site: &Site, rec: &mut FailoverRecord, payload: &Payload, kind: &str) -> Wave {
+    let ns = site.namespace().unwrap_or_default();
+    let ns = ns.as_str();
+    let mut wave = Wave {
+        kind: kind.into(),
+        started: MicroTime(Timestamp::now()),
+        finished: None,
+        objects: vec![],
+        message: String::new(),
+    };
+    let mut failed = vec![];
+    for o in payload.objects.iter().filter(|o| o["kind"] == kind) {
+        let name = o["metadata"]["name"].as_str().unwrap_or_default();
+        let id = format!("{kind}/{name}");
+        let Some(resource) = resource(kind) else { continue };
+        wave.objects.push(name.to_string());
+        if exists(ctx, kind, ns, name) {
+            rec.present.push(id);
+            continue;
+        }
+        let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, &resource);
+        let body = body_for(site, rec, o, ns, kind, name);
+        match api
+            .patch(name, &PatchParams::apply(MANAGER), &Patch::Apply(&body))
+            .await
+        {
+            Ok(_) => {
+                ctx.metrics.wrote(kind, "failover");
+                rec.created.push(id);
+            }
+            Err(e) => failed.push(format!("{id}: {}", crate::runtime::report::truncate(e.to_string()))),
+        }
+    }
+    if !failed.is_empty() {
+        rec.message = joined(&rec.message, &format!("not created: {}", failed.join("; ")));
+    }
+    wave
+}
+
+/// What is applied for a bundle object: this site's overrides merged into
+/// its spec; a database with archived WAL asked to come back to the newest
+/// point the WAL holds.
+fn body_for(
+    site: &Site,
+    rec: &mut FailoverRecord,
+    o: &serde_json::Value,
+    ns: &str,
+    kind: &str,
+    name: &str,
+) -> serde_json::Value {
+    let id = format!("{kind}/{name}");
+    let mut body = o.clone();
+    body["metadata"]["namespace"] = ns.into();
+    for over in site.spec.overrides.iter().filter(|x| x.kind == kind && x.name == name) {
+        bundle::merge(&mut body["spec"], &over.spec_patch);
+        if !rec.overridden.contains(&id) {
+            rec.overridden.push(id.clone());
+        }
+    }
+    if kind == "Database" && body["spec"]["backup"]["wal"].is_object() {
+        let ask = Request::format(ActionVerb::Restore, &format!("failover-e{}", rec.epoch));
+        body["metadata"]["annotations"] = serde_json::json!({
+            ACTION_ANNOTATION: ask,
+            RESTORE_TO_ANNOTATION: "latest",
+        });
+    }
+    body
+}
+
+/// A wave's objects not healthy yet (`Kind name: state, message`), and, when
+/// none is, what the wave ended with (each database's recovery point).
+async fn wave_state(ctx: &Context, ns: &str, wave: &Wave, heartbeat: Option<Timestamp>) -> (Vec<String>, String) {
+    let Some(kind) = ComponentKind::ALL.into_iter().find(|k| k.as_str() == wave.kind) else {
+        return (vec![], String::new());
+    };
+    let mut waiting = vec![];
+    let mut said = vec![];
+    for name in &wave.objects {
+        let r = ComponentRef {
+            kind,
+            name: name.clone(),
+        };
+        let Some(c) = registry::component(&ctx.stores, ns, &r) else {
+            if gone(ctx, ns, kind.as_str(), name).await {
+                // Deleted since it was created: a person's choice, not waited for.
+                said.push(format!("{kind} {name} was deleted"));
+            } else {
+                waiting.push(format!("{kind} {name}: not seen yet"));
+            }
+            continue;
+        };
+        match c.health() {
+            Some(h) if h.healthy => {}
+            Some(h) => waiting.push(format!("{kind} {name}: {}, {}", h.state, h.message)),
+            None => waiting.push(format!("{kind} {name}: no health reported yet")),
+        }
+    }
+    if kind == ComponentKind::Database && waiting.is_empty() {
+        for name in &wave.objects {
+            if let Some(db) = registry::get(&ctx.stores.databases, ns, name) {
+                said.push(recovery_point(&db, heartbeat));
+            }
+        }
+    }
+    (waiting, said.join("; "))
+}
+
+/// Whether the API server says the object is gone (not merely not yet in
+/// the cache, as just after its creation).
+async fn gone(ctx: &Context, ns: &str, kind: &str, name: &str) -> bool {
+    let Some(resource) = resource(kind) else { return true };
+    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, &resource);
+    matches!(api.get_opt(name).await, Ok(None))
+}
+
+/// A rebuilt database's recovery point and the data lost since the lost
+/// site's last heartbeat (its RPO, as well as it can be known).
+fn recovery_point(db: &Database, heartbeat: Option<Timestamp>) -> String {
+    let name = db.name_any();
+    let Some(r) = db.status.as_ref().and_then(|s| s.last_restore.as_ref()) else {
+        return format!("Database {name}: healthy, nothing restored");
+    };
+    let point = r
+        .recovered_to
+        .as_ref()
+        .map(|t| t.0)
+        .or(r.backup_time.as_ref().map(|t| t.0));
+    let lost = match (point, heartbeat) {
+        (Some(p), Some(h)) => format!(
+            ": at most {} lost before the lost site's last heartbeat",
+            crate::recovery::incident::secs(p, h)
+        ),
+        _ => String::new(),
+    };
+    let what = if r.recovered_to.is_some() {
+        "its last archived transaction"
+    } else {
+        "its newest backup"
+    };
+    format!(
+        "Database {name}: restored ({:?}) to {what}, {}{lost}",
+        r.outcome,
+        point.map_or("at an unknown time".into(), |p| p.to_string())
+    )
 }
 
 fn resource(kind: &str) -> Option<ApiResource> {

@@ -6,6 +6,7 @@
 //! the epoch or the holder changes, not at each renewal.
 
 pub mod bundle;
+pub mod component;
 pub mod failover;
 pub mod lease;
 
@@ -17,7 +18,7 @@ use std::{
 
 use futures::{FutureExt, future::BoxFuture};
 use k8s_openapi::{
-    apimachinery::pkg::apis::meta::v1::Time,
+    apimachinery::pkg::apis::meta::v1::{MicroTime, Time},
     jiff::{SignedDuration, Timestamp},
 };
 use kube::{
@@ -29,7 +30,10 @@ use self::lease::{Config, Decision, Memory, Seen};
 use crate::{
     api::{
         common::reasons,
-        site::{BundleStatus, FailoverRecord, RELOCATE_TO_ANNOTATION, Site, SiteRole, SiteStatus, Witness},
+        contract::Health,
+        site::{
+            BundleStatus, FailoverRecord, RELOCATE_TO_ANNOTATION, Site, SiteHealthState, SiteRole, SiteStatus, Witness,
+        },
     },
     providers::witness::{Register, S3Config, S3Witness, WitnessError},
     runtime::{
@@ -157,7 +161,14 @@ async fn round(ctx: &Context, site: &Site, w: &Witness, register: &S3Witness) ->
     metrics(ctx, &me, role, seen_lease.as_ref(), now);
     let reachable = !matches!(read, Seen::Unreachable(_));
     let took_over = role == SiteRole::Active && matches!(memory.role, Some(SiteRole::Standby | SiteRole::Demoted));
-    let plan = bundle_round(ctx, site, register, took_over, role, epoch).await?;
+    let from = lease_of(&read).filter(|l| l.site != me);
+    let turn = Turn {
+        took_over,
+        from: from.as_ref(),
+        role,
+        epoch,
+    };
+    let plan = bundle_round(ctx, site, register, turn).await?;
     let said = Said {
         role,
         why,
@@ -333,24 +344,28 @@ struct Said {
 struct PlanBundle {
     status: Option<BundleStatus>,
     failover: Option<FailoverRecord>,
+    /// Whether the failover started this round.
+    started: bool,
 }
 
-/// The bundle's part of a round: after a takeover, the rebuild; while
-/// active, publishing (not before a rebuild's objects are all seen); while
-/// standby, reading and checking.
-async fn bundle_round(
-    ctx: &Context,
-    site: &Site,
-    w: &S3Witness,
+/// Where a round leaves the site, for the bundle's part of it.
+struct Turn<'a> {
     took_over: bool,
+    /// The lease's holder before this round (when another site).
+    from: Option<&'a crate::providers::witness::Lease>,
     role: SiteRole,
     epoch: u64,
-) -> Result<PlanBundle, Error> {
+}
+
+/// The bundle's part of a round: after a takeover, the rebuild, wave by
+/// wave, until it completes; while active, publishing (not before a
+/// rebuild completes); while standby, reading and checking.
+async fn bundle_round(ctx: &Context, site: &Site, w: &S3Witness, turn: Turn<'_>) -> Result<PlanBundle, Error> {
     let ns = site.namespace().unwrap_or_default();
     let was = site.status.as_ref().and_then(|s| s.bundle.clone());
     let mut out = PlanBundle {
         status: was.clone(),
-        failover: None,
+        ..Default::default()
     };
     let key = match failover::key(ctx, site).await? {
         None => return Ok(out),
@@ -364,19 +379,73 @@ async fn bundle_round(
             return Ok(out);
         }
     };
-    if took_over {
-        out.failover = Some(failover::rebuild(ctx, w, &key, site, epoch).await);
+    if turn.took_over {
+        out.failover = Some(failover::rebuild(ctx, w, &key, site, turn.epoch, turn.from).await);
+        out.started = true;
         return Ok(out);
     }
-    if role == SiteRole::Active {
-        let rebuilt = site.status.as_ref().and_then(|s| s.failover.as_ref());
-        if rebuilt.is_none_or(|f| failover::all_seen(ctx, &ns, &f.created)) {
-            out.status = Some(failover::publish(ctx, w, &key, &ns, &site.name_any(), epoch, was.as_ref()).await);
+    if turn.role == SiteRole::Active {
+        let under_way = site
+            .status
+            .as_ref()
+            .and_then(|s| s.failover.clone())
+            .filter(|f| f.completed.is_none() && f.epoch == turn.epoch);
+        match under_way {
+            Some(mut f) => {
+                failover::advance(ctx, w, &key, site, &mut f).await;
+                out.failover = Some(f);
+            }
+            None => {
+                out.status =
+                    Some(failover::publish(ctx, w, &key, &ns, &site.name_any(), turn.epoch, was.as_ref()).await)
+            }
         }
     } else {
         out.status = failover::read(w, &key, &ns, was.as_ref()).await.or(was);
     }
     Ok(out)
+}
+
+/// The local site's health: failing over while a takeover's rebuild is
+/// under way (since the lost site's last heartbeat: where the site
+/// Incident's times start), else healthy.
+fn health(
+    now: Timestamp,
+    role: SiteRole,
+    was: Option<&Health<SiteHealthState>>,
+    failover: Option<&FailoverRecord>,
+) -> Health<SiteHealthState> {
+    match failover.filter(|f| f.completed.is_none() && role == SiteRole::Active) {
+        Some(f) => Health {
+            state: SiteHealthState::FailingOver,
+            since: f.last_heartbeat.clone().unwrap_or(MicroTime(f.at.0)),
+            message: component::progress(f),
+        },
+        None => {
+            let message = match failover {
+                Some(f) if f.completed.is_some() => {
+                    let said: Vec<&str> = f
+                        .waves
+                        .iter()
+                        .map(|w| w.message.as_str())
+                        .filter(|m| !m.is_empty())
+                        .collect();
+                    format!(
+                        "took over from {} at epoch {}: every wave healthy{}",
+                        f.from.as_deref().unwrap_or("the lost site"),
+                        f.epoch,
+                        if said.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" ({})", said.join("; "))
+                        }
+                    )
+                }
+                _ => format!("{role:?}: no failover under way"),
+            };
+            Health::observe(was, SiteHealthState::Healthy, message, now)
+        }
+    }
 }
 
 /// The local Site's status, and an Event when its role changes.
@@ -391,7 +460,7 @@ async fn report(ctx: &Context, site: &Site, said: Said, plan: PlanBundle) -> Res
     } = said;
     let lease = lease.as_ref();
     let mut r = Report::new(ctx, site);
-    if let Some(f) = plan.failover {
+    if let Some(f) = plan.failover.as_ref().filter(|_| plan.started) {
         r.event(
             EventType::Normal,
             "FailedOver",
@@ -410,8 +479,21 @@ async fn report(ctx: &Context, site: &Site, said: Said, plan: PlanBundle) -> Res
                 }
             ),
         );
+    }
+    if let Some(f) = plan.failover {
+        if f.completed.is_some() && r.status.failover.as_ref().is_none_or(|w| w.completed.is_none()) {
+            let waves: Vec<String> = f.waves.iter().map(|w| format!("{} ({})", w.kind, w.message)).collect();
+            r.event(
+                EventType::Normal,
+                "FailoverCompleted",
+                "Failover",
+                format!("every wave healthy: {}", waves.join("; ")),
+            );
+        }
         r.status.failover = Some(f);
     }
+    let h = health(r.now, role, r.status.health.as_ref(), r.status.failover.as_ref());
+    r.status.health = Some(h);
     r.status.bundle = plan.status;
     let was = r.status.role;
     if was != Some(role) {
@@ -498,5 +580,63 @@ fn metrics(ctx: &Context, me: &str, role: SiteRole, lease: Option<&crate::provid
             .site_epoch
             .get_or_create(&SiteLabels { site: me.into() })
             .set(l.epoch as i64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(completed: bool) -> FailoverRecord {
+        let t = |s: i64| Timestamp::from_second(1_800_000_000 + s).unwrap();
+        FailoverRecord {
+            at: Time(t(30)),
+            epoch: 3,
+            bundle: Some("abc".into()),
+            created: vec![],
+            present: vec![],
+            overridden: vec![],
+            message: String::new(),
+            from: Some("paris".into()),
+            last_heartbeat: Some(MicroTime(t(5))),
+            waves: vec![crate::api::site::Wave {
+                kind: "Database".into(),
+                started: MicroTime(t(31)),
+                finished: completed.then(|| MicroTime(t(40))),
+                objects: vec!["shop".into()],
+                message: "waiting for Database shop: Restoring".into(),
+            }],
+            completed: completed.then(|| MicroTime(t(41))),
+        }
+    }
+
+    #[test]
+    fn a_site_fails_over_from_the_lost_sites_last_heartbeat_until_every_wave_is_healthy() {
+        let now = Timestamp::from_second(1_800_000_050).unwrap();
+        let under_way = record(false);
+        let h = health(now, SiteRole::Active, None, Some(&under_way));
+        assert_eq!(h.state, SiteHealthState::FailingOver);
+        assert_eq!(
+            h.since,
+            under_way.last_heartbeat.clone().unwrap(),
+            "counted from the last heartbeat"
+        );
+        assert!(
+            h.message
+                .contains("from paris at epoch 3: wave Database (shop): waiting"),
+            "{}",
+            h.message
+        );
+        let done = health(now, SiteRole::Active, Some(&h), Some(&record(true)));
+        assert_eq!(done.state, SiteHealthState::Healthy);
+        assert_eq!(done.since.0, now);
+        assert!(done.message.contains("every wave healthy"), "{}", done.message);
+        // Demoted in the middle of its rebuild: not failing over any more.
+        let demoted = health(now, SiteRole::Demoted, Some(&h), Some(&under_way));
+        assert_eq!(demoted.state, SiteHealthState::Healthy);
+        assert_eq!(
+            health(now, SiteRole::Standby, None, None).state,
+            SiteHealthState::Healthy
+        );
     }
 }

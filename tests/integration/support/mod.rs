@@ -86,6 +86,17 @@ pub fn plane() -> &'static Plane {
     PLANE.get_or_init(|| Plane::up(None))
 }
 
+/// A second control plane, for the tests of two sites (each site's cluster
+/// its own plane): started on first use, kept next to the shared one
+/// (`<its state directory>-b`) and, like it, reused by reruns.
+pub fn plane_b() -> &'static Plane {
+    static PLANE: OnceLock<Plane> = OnceLock::new();
+    PLANE.get_or_init(|| {
+        let first = plane().env.get("REPRISE_STATE_DIR").expect("REPRISE_STATE_DIR");
+        Plane::up(Some(Path::new(&format!("{first}-b"))))
+    })
+}
+
 impl Plane {
     /// Starts (or reuses) the control plane kept in `state_dir` (default: the
     /// shared one), installs the CRDs and the operator's identity.
@@ -311,20 +322,28 @@ pub async fn client_from(path: &Path) -> Client {
 /// A namespace for one test, deleted when the test ends.
 pub struct TestNamespace {
     pub name: String,
+    /// The control plane it lives in.
+    pub plane: &'static Plane,
 }
 
 impl TestNamespace {
     pub fn new(prefix: &str) -> Self {
-        let p = plane();
-        let name = format!("{prefix}-{}", unique_suffix());
-        p.k(&["create", "namespace", &name]);
-        p.grant_operator(&name);
-        Self { name }
+        Self::on(plane(), &format!("{prefix}-{}", unique_suffix()))
+    }
+
+    /// The namespace `name` in `plane` (e.g. the same name in both sites' planes).
+    pub fn on(plane: &'static Plane, name: &str) -> Self {
+        plane.k(&["create", "namespace", name]);
+        plane.grant_operator(name);
+        Self {
+            name: name.to_string(),
+            plane,
+        }
     }
 
     /// Applies a manifest (YAML text) in this namespace; returns (ok, output).
     pub fn apply(&self, yaml: &str) -> (bool, String) {
-        plane().k_stdin(&["apply", "-n", &self.name, "-f", "-"], yaml)
+        self.plane.k_stdin(&["apply", "-n", &self.name, "-f", "-"], yaml)
     }
 
     /// An object of this namespace as JSON, e.g. `database/shop-db`.
@@ -359,13 +378,14 @@ impl TestNamespace {
     pub fn k(&self, args: &[&str]) -> String {
         let mut all = vec!["-n", self.name.as_str()];
         all.extend_from_slice(args);
-        plane().k(&all)
+        self.plane.k(&all)
     }
 }
 
 impl Drop for TestNamespace {
     fn drop(&mut self) {
-        let _ = plane()
+        let _ = self
+            .plane
             .kubectl()
             .args(["delete", "namespace", &self.name, "--wait=false"])
             .output();

@@ -592,3 +592,35 @@ fn request_ids_are_per_incident_step_and_attempt() {
         request_id("0a1b2c3d", "restart", 2)
     );
 }
+
+#[test]
+fn without_a_procedure_an_own_repair_is_awaited_up_to_the_components_cap() {
+    let mut w = World::new(1);
+    w.steps = vec![];
+    w.component().own_repair = Some("taking over from paris: wave Database".into());
+    w.component().repair_cap = Some(4 * 3600);
+    match w.decide() {
+        Next::Await { name, message } => {
+            assert_eq!(name, SELF_REPAIR);
+            assert!(message.contains("wave Database"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    w.timeline
+        .push(entry(SELF_REPAIR, StepAction::AwaitRecovery, 1, 1, None));
+    // Past the engine's cap, within the component's own.
+    w.now = 1 + SELF_REPAIR_CAP + 60;
+    assert!(matches!(w.decide(), Next::Wait { .. }));
+    w.now = 1 + 4 * 3600 + 1;
+    assert!(matches!(
+        w.decide(),
+        Next::End {
+            outcome: StepOutcome::TimedOut,
+            ..
+        }
+    ));
+    // Without an own repair and without a procedure: people repair it.
+    let mut w = World::new(1);
+    w.steps = vec![];
+    assert!(matches!(w.decide(), Next::Wait { .. }));
+}
