@@ -41,10 +41,11 @@ pub enum ActionVerb {
     PowerCycle,
     Reprovision,
     Drill,
+    Failover,
 }
 
 impl ActionVerb {
-    pub const ALL: [ActionVerb; 11] = [
+    pub const ALL: [ActionVerb; 12] = [
         Self::Restart,
         Self::Recreate,
         Self::Rollback,
@@ -56,6 +57,7 @@ impl ActionVerb {
         Self::PowerCycle,
         Self::Reprovision,
         Self::Drill,
+        Self::Failover,
     ];
 
     /// The one spelling: in the annotation and in `status.lastAction.action`.
@@ -72,6 +74,7 @@ impl ActionVerb {
             Self::PowerCycle => "powerCycle",
             Self::Reprovision => "reprovision",
             Self::Drill => "drill",
+            Self::Failover => "failover",
         }
     }
 
@@ -98,7 +101,7 @@ pub fn actions(kind: ComponentKind) -> &'static [ActionVerb] {
         ComponentKind::Database => &[Reconnect, Backup, Restore, Drill],
         ComponentKind::VirtualMachine => &[Restart, Recreate, RestoreSnapshot, Move, Drill],
         ComponentKind::Server => &[PowerCycle, Reprovision],
-        ComponentKind::Site => &[],
+        ComponentKind::Site => &[Failover],
     }
 }
 
@@ -115,6 +118,7 @@ pub fn verb_of_step(a: StepAction) -> Option<ActionVerb> {
         StepAction::Move => ActionVerb::Move,
         StepAction::PowerCycle => ActionVerb::PowerCycle,
         StepAction::Reprovision => ActionVerb::Reprovision,
+        StepAction::Failover => ActionVerb::Failover,
         StepAction::Notify | StepAction::WaitForApproval | StepAction::AwaitRecovery => return None,
     })
 }

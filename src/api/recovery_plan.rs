@@ -284,6 +284,22 @@ pub struct Step {
     pub responder: Option<String>,
 }
 
+/// A Site's procedure when the plan gives none: a person approves taking
+/// over (needed only when the witness cannot decide), then the site does.
+pub fn default_site_steps() -> Vec<Step> {
+    let step = |name: &str, action: Action, timeout: &str| Step {
+        name: name.into(),
+        action,
+        timeout: timeout.parse().expect("valid duration"),
+        retries: 0,
+        responder: None,
+    };
+    vec![
+        step("approve-failover", Action::WaitForApproval, "4h"),
+        step("failover", Action::Failover, "1h"),
+    ]
+}
+
 fn default_step_timeout() -> Duration {
     Duration::from_secs(300)
 }
@@ -313,6 +329,9 @@ pub enum Action {
     PowerCycle,
     /// Reinstall a server from its provisioning image.
     Reprovision,
+    /// Take over as the active site without the witness (a Site's step,
+    /// after a person approved it): the lost site's plan rebuilt here.
+    Failover,
     /// Notify a responder.
     Notify,
     /// Wait until a person approves: `kubectl annotate incident NAME reprise.dev/approve=true`.
@@ -325,7 +344,7 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 12] = [
+    pub const ALL: [Action; 13] = [
         Self::Restart,
         Self::Recreate,
         Self::Rollback,
@@ -335,6 +354,7 @@ impl Action {
         Self::Move,
         Self::PowerCycle,
         Self::Reprovision,
+        Self::Failover,
         Self::Notify,
         Self::WaitForApproval,
         Self::AwaitRecovery,

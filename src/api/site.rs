@@ -190,15 +190,19 @@ pub struct Wave {
 /// - `Healthy`: acting or standing by as it should.
 /// - `FailingOver`: it took the lease from a lost site and is rebuilding the
 ///   plan's components wave by wave (the site Incident waits for it).
+/// - `NeedsApproval`: a standby that cannot read the witness while the
+///   active site's last heartbeat is older than its lease: it may be lost,
+///   but only a person can tell; its site Incident waits for their approval.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum SiteHealthState {
     Healthy,
     FailingOver,
+    NeedsApproval,
 }
 
 impl HealthState for SiteHealthState {
     fn is_failure(self) -> bool {
-        self == Self::FailingOver
+        self != Self::Healthy
     }
     fn is_healthy(self) -> bool {
         self == Self::Healthy
@@ -310,4 +314,8 @@ pub struct SiteStatus {
     /// The answer to the last action asked of the site.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_action: Option<ActionRecord>,
+    /// The epoch a person approved taking without the witness (the site
+    /// Incident's `failover` step), kept until the witness holds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_epoch: Option<u64>,
 }

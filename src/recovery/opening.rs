@@ -153,6 +153,32 @@ pub async fn open_for_failures(
             continue;
         }
         let Some(level) = level_of(plan, c) else { continue };
+        let failure = Failure {
+            cause: f.cause.clone(),
+            since: f.since,
+            name: incident_name,
+            notify_only: window_over(&ctx.stores, &ns, c, now, MaintenanceMode::NotifyOnly),
+        };
+        open(ctx, plan, c, level, failure).await?;
+    }
+    Ok(paused)
+}
+
+/// A failure to open an Incident for.
+pub struct Failure {
+    pub cause: String,
+    pub since: Timestamp,
+    /// The Incident's name ([`name`]).
+    pub name: String,
+    pub notify_only: Option<String>,
+}
+
+/// Creates the Incident of `c`'s failure under `plan` at `level`, and says so
+/// on the plan (an Incident of that name already there is left as it is).
+pub async fn open(ctx: &Context, plan: &RecoveryPlan, c: &ComponentRef, level: u8, f: Failure) -> Result<(), Error> {
+    let ns = plan.namespace().unwrap_or_default();
+    {
+        let incident_name = f.name.clone();
         let incident = Incident {
             metadata: ObjectMeta {
                 name: Some(incident_name),
@@ -174,7 +200,7 @@ pub async fn open_for_failures(
                 cause: f.cause.chars().take(1000).collect(),
                 drill: false,
                 observed_at: Some(MicroTime(f.since)),
-                notify_only: window_over(&ctx.stores, &ns, c, now, MaintenanceMode::NotifyOnly),
+                notify_only: f.notify_only.clone(),
             },
             status: None,
         };
@@ -201,7 +227,7 @@ pub async fn open_for_failures(
             Err(e) => return Err(e.into()),
         }
     }
-    Ok(paused)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -341,6 +341,14 @@ fn vm_of(o: kube::api::DynamicObject) -> Option<ObjectRef<DeserializeGuard<Virtu
     Some(ObjectRef::new(&name).within(&o.namespace()?))
 }
 
+/// A site Incident runs on a site that does not act: it is how a person
+/// approves that site taking over.
+fn site_incident<K: Kind>(o: &K) -> bool {
+    (o as &dyn std::any::Any)
+        .downcast_ref::<Incident>()
+        .is_some_and(|i| i.spec.component.kind == crate::api::common::ComponentKind::Site)
+}
+
 /// Wraps a kind's reconcile: the span, the metrics, and malformed objects
 /// (reported, never reconciled, never fatal).
 async fn guarded<K: Kind>(
@@ -361,6 +369,7 @@ async fn guarded<K: Kind>(
             let key = backoff_key::<K>(o.namespace().as_deref(), &o.name_any());
             let result = async {
                 if K::FENCED
+                    && !site_incident(o)
                     && let Err(why) = ctx.fence.permit(&ctx.stores, &o.namespace().unwrap_or_default())
                 {
                     return super::fence::hold(&ctx, o, why).await;

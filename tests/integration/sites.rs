@@ -281,6 +281,130 @@ async fn without_the_witness_the_holder_stops_at_its_lease_end_and_nobody_takes_
 }
 
 #[tokio::test]
+async fn without_the_witness_a_person_approves_the_failover_and_the_witness_learns_it_after() {
+    // lyon's cluster holds only the Sites; paris the shop and the plan.
+    let (mut s3, a, _op_a, b, op_b) = two_sites_with(BUNDLE, false).await;
+    let (ok, out) = a.apply(PLAN);
+    assert!(ok, "{out}");
+    role(&a, "paris", "Active", 60).await;
+    b.wait_for("site/lyon", "the bundle read and checked", 30, |v| {
+        v["status"]["bundle"]["objects"] == 2 && v["status"]["bundle"]["verified"] == true
+    })
+    .await;
+
+    // The witness is lost (paris is cut off from it as well).
+    s3.stop();
+    let stopped = std::time::Instant::now();
+    let name = loop {
+        let out = b.k(&["get", "incidents", "-o", "jsonpath={.items[*].metadata.name}"]);
+        if !out.trim().is_empty() {
+            break out.trim().to_string();
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(30),
+            "no site Incident on lyon within 30 s: {}\n{}\n{}",
+            site(&b, "lyon")["status"],
+            op_b.logs().lines().rev().take(30).collect::<Vec<_>>().join("\n"),
+            b.k(&[
+                "get",
+                "events",
+                "-o",
+                "custom-columns=REASON:.reason,NOTE:.note,MSG:.message"
+            ])
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let opened = stopped.elapsed();
+    let inc = b
+        .wait_for(&format!("incident/{name}"), "waiting for approval", 30, |v| {
+            v["status"]["timeline"].as_array().is_some_and(|t| {
+                t.iter()
+                    .any(|e| e["step"] == "approve-failover" && e["outcome"] == "Running")
+            })
+        })
+        .await;
+    assert_eq!(inc["spec"]["component"]["kind"], "Site");
+    let lyon = site(&b, "lyon");
+    assert_eq!(
+        lyon["status"]["role"], "Standby",
+        "no automatic failover: {}",
+        lyon["status"]
+    );
+    assert_eq!(lyon["status"]["health"]["state"], "NeedsApproval", "{}", lyon["status"]);
+    let said = lyon["status"]["health"]["message"].as_str().unwrap_or_default();
+    assert!(said.contains("site paris's last heartbeat"), "{said}");
+    assert_eq!(
+        b.k(&["get", "applications", "-o", "name"]).trim(),
+        "",
+        "nothing taken over before the approval"
+    );
+    role(&a, "paris", "Fenced", 30).await;
+
+    // A person who knows paris is lost approves: lyon takes over at epoch 2.
+    b.k(&["annotate", &format!("incident/{name}"), "reprise.dev/approve=alice"]);
+    let approved = std::time::Instant::now();
+    let v = loop {
+        let v = site(&b, "lyon");
+        if v["status"]["role"] == "Active" {
+            break v;
+        }
+        assert!(
+            approved.elapsed() < Duration::from_secs(60),
+            "lyon not active 60 s after the approval: {}\nIncident: {}",
+            serde_json::json!({"health": v["status"]["health"], "lastAction": v["status"]["lastAction"], "annotations": v["metadata"]["annotations"]}),
+            b.json(&format!("incident/{name}"))["status"]["timeline"]
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(v["status"]["epoch"], 2, "{}", v["status"]);
+    assert_eq!(v["status"]["approvedEpoch"], 2, "{}", v["status"]);
+    eventually("lyon runs the shop", Duration::from_secs(60), || async {
+        (replicas(&b) == Some(2)).then_some(())
+    })
+    .await;
+    let inc = b
+        .wait_for(&format!("incident/{name}"), "the site Incident resolved", 60, |v| {
+            v["status"]["phase"] == "Resolved"
+        })
+        .await;
+    assert_eq!(inc["status"]["approvedBy"], "alice", "{}", inc["status"]);
+    let steps: Vec<(&str, &str)> = inc["status"]["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["step"].as_str().unwrap(), e["outcome"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        steps,
+        [("approve-failover", "Succeeded"), ("failover", "Succeeded")],
+        "{}",
+        inc["status"]
+    );
+
+    // The witness back: lyon writes epoch 2 there; paris reads it and
+    // demotes itself; the approval is no longer needed.
+    s3.restart();
+    let v = role(&a, "paris", "Demoted", 60).await;
+    assert!(
+        v["status"]["message"].as_str().unwrap_or_default().contains("epoch 2"),
+        "{}",
+        v["status"]
+    );
+    b.wait_for("site/lyon", "the witness holds the approved epoch", 30, |v| {
+        v["status"]["approvedEpoch"].is_null() && v["status"]["holder"] == "lyon"
+    })
+    .await;
+    let versions = lease_versions(&s3);
+    let epochs: std::collections::BTreeSet<(u64, String)> = versions.iter().map(|(e, h, _)| (*e, h.clone())).collect();
+    assert_eq!(
+        epochs.into_iter().collect::<Vec<_>>(),
+        [(1, "paris".to_string()), (2, "lyon".to_string())],
+        "{versions:?}"
+    );
+    eprintln!("witness down: the site Incident opened after {opened:?} (lease 8 s)");
+}
+
+#[tokio::test]
 async fn a_relocation_hands_the_lease_over_and_back() {
     let (_s3, a, _op_a, b, _op_b) = two_sites("").await;
     role(&a, "paris", "Active", 60).await;
@@ -849,7 +973,7 @@ async fn split_brain_never_two_sites_act_at_once_under_random_pauses_and_witness
         eprintln!("split-brain run {run}: seed {seed}");
         let _ = s3.boto("[s3.delete_object(Bucket='witness', Key='chaos.json', VersionId=v['VersionId']) for v in s3.list_object_versions(Bucket='witness', Prefix='chaos.json').get('Versions', [])]");
         let acts = std::sync::Arc::new(std::sync::Mutex::new(vec![]));
-        let until = std::time::Instant::now() + Duration::from_secs(10);
+        let until = std::time::Instant::now() + Duration::from_secs(15);
         let creds = (s3.endpoint(), s3.access_key.clone(), s3.secret_key.clone());
         let sites: Vec<_> = [("paris", true), ("lyon", false), ("lille", false)]
             .into_iter()
@@ -865,6 +989,16 @@ async fn split_brain_never_two_sites_act_at_once_under_random_pauses_and_witness
                 ))
             })
             .collect();
+        // The chaos starts once a site acts (a loaded machine may take seconds
+        // to write the first lease).
+        let first = std::time::Instant::now();
+        while acts.lock().unwrap().is_empty() {
+            assert!(
+                first.elapsed() < Duration::from_secs(30),
+                "run {run}: paris never took the first lease"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         // The witness goes down now and then.
         let mut rng = Rng(seed ^ 0xA5A5_A5A5);
         while std::time::Instant::now() + Duration::from_secs(3) < until {

@@ -35,9 +35,10 @@ rules:
     resources: [applications, databases, incidents, maintenancewindows, recoveryplans, servers, sites, virtualmachines]
     verbs: [get, list, watch]
   # The procedure executor asks a component's controller for a recovery
-  # action through the `reprise.dev/action` annotation (a metadata patch).
+  # action through the `reprise.dev/action` annotation (a metadata patch);
+  # a Site's is `failover`, once a person approved it in the site Incident.
   - apiGroups: [reprise.dev]
-    resources: [applications, databases, servers, virtualmachines]
+    resources: [applications, databases, servers, sites, virtualmachines]
     verbs: [patch]
   # A site that takes over creates, from the signed plan bundle the active
   # site published, the reprise objects its cluster lacks (server-side

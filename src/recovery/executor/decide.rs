@@ -49,6 +49,8 @@ pub struct Facts<'a> {
     pub timeline: &'a [TimelineEntry],
     pub phase: IncidentPhase,
     pub detected_at: Timestamp,
+    /// When the failure was first observed, as its opener recorded it.
+    pub observed_at: Option<Timestamp>,
     pub deadline: Option<Timestamp>,
     /// The `NotifyOnly` window the failure happened in.
     pub notify_only: Option<&'a str>,
@@ -149,7 +151,17 @@ pub fn decide(f: &Facts) -> Next {
             why: "the component no longer exists".into(),
         };
     };
+    // A healthy signal from before the failure was observed is one the
+    // component has not renewed since: no evidence of a recovery.
+    // (To the second: some signals' times are whole seconds.)
+    let stale = |h: &&Signal| f.observed_at.is_some_and(|o| h.since.as_second() < o.as_second());
     if let Some(h) = c.health.as_ref().filter(|h| h.healthy) {
+        if stale(&h) {
+            return Next::Wait {
+                after: POLL,
+                phase: None,
+            };
+        }
         return healthy(f, c, h);
     }
     if f.phase == IncidentPhase::Failed {
@@ -414,17 +426,20 @@ fn next_step(f: &Facts, c: &ComponentFacts) -> Next {
                 message: format!("waiting for {} to recover first", f.waiting_on.join(", ")),
             };
         }
-        // Once per incident: a repair that did not help is not waited on again.
-        if let Some(m) = c
+    }
+    // Once per incident: a repair that did not help is not waited on again.
+    // Nobody is asked to approve what the component is repairing already.
+    let acts = verb_of_step(step.action).is_some() || step.action == StepAction::WaitForApproval;
+    if acts
+        && let Some(m) = c
             .own_repair
             .as_ref()
             .filter(|_| !f.timeline.iter().any(|e| e.step == SELF_REPAIR))
-        {
-            return Next::Await {
-                name: SELF_REPAIR,
-                message: format!("waiting: {m}"),
-            };
-        }
+    {
+        return Next::Await {
+            name: SELF_REPAIR,
+            message: format!("waiting: {m}"),
+        };
     }
     Next::Start { step: i, attempt }
 }

@@ -59,14 +59,15 @@ fn prefix(inc: &Incident) -> String {
     inc.uid().unwrap_or_default().chars().take(8).collect()
 }
 
-/// The plan's steps for the incident's component kind.
-fn steps<'p>(plan: &'p RecoveryPlan, inc: &Incident) -> &'p [Step] {
-    plan.spec
-        .procedures
-        .iter()
-        .find(|p| p.kind == inc.spec.component.kind)
-        .map(|p| p.steps.as_slice())
-        .unwrap_or_default()
+/// The plan's steps for the incident's component kind (a Site without
+/// its own procedure: a person approves, then it takes over).
+fn steps(plan: &RecoveryPlan, inc: &Incident) -> Vec<Step> {
+    let kind = inc.spec.component.kind;
+    match plan.spec.procedures.iter().find(|p| p.kind == kind) {
+        Some(p) => p.steps.clone(),
+        None if kind == crate::api::common::ComponentKind::Site => crate::api::recovery_plan::default_site_steps(),
+        None => vec![],
+    }
 }
 
 /// What the resolution says: when healthy was observed and how.
@@ -98,7 +99,7 @@ pub async fn advance(r: &mut Report<'_, Incident>, ctx: &Context, plan: &Recover
         .map(|c| waiting_on(ctx, &ns, c.as_ref()))
         .unwrap_or_default();
     let details = component.as_ref().map(|c| c.responder_details()).unwrap_or_default();
-    let steps = steps(plan, inc);
+    let steps = &steps(plan, inc);
     let prefix = prefix(inc);
     for _ in 0..MAX_MOVES {
         let next = decide::decide(&Facts {
@@ -107,6 +108,7 @@ pub async fn advance(r: &mut Report<'_, Incident>, ctx: &Context, plan: &Recover
             timeline: &r.status.timeline,
             phase: r.status.phase,
             detected_at: r.status.detected_at.as_ref().map(|t| t.0).unwrap_or(r.now),
+            observed_at: inc.spec.observed_at.as_ref().map(|t| t.0),
             deadline: r.status.deadline.as_ref().map(|t| t.0),
             notify_only: inc.spec.notify_only.as_deref(),
             approval: inc.annotations().get(APPROVE_ANNOTATION).map(String::as_str),
@@ -364,7 +366,7 @@ async fn escalation(
 pub async fn deliveries(r: &mut Report<'_, Incident>, ctx: &Context, plan: &RecoveryPlan) -> Result<(), Error> {
     let inc = r.obj;
     let ns = inc.namespace().unwrap_or_default();
-    let steps = steps(plan, inc);
+    let steps = &steps(plan, inc);
     let details = stores::component(&ctx.stores, &ns, &inc.spec.component)
         .map(|c| c.responder_details())
         .unwrap_or_default();

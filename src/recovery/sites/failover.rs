@@ -327,6 +327,51 @@ fn unknown_overrides(site: &Site, payload: &Payload) -> String {
     )
 }
 
+/// The plans of the last bundle checked that name `site`, created here
+/// when this cluster lacks them (a standby that needs a person's approval
+/// opens its site Incident under one). Returns what it created, or why not.
+pub async fn plans_from_bundle(ctx: &Context, site: &Site) -> Result<Vec<String>, String> {
+    let ns = site.namespace().unwrap_or_default();
+    let me = site.name_any();
+    let payload = known(&ns)
+        .payload
+        .ok_or("no plan bundle was read and checked since reprise started")?;
+    let mut created = vec![];
+    let mut rec = FailoverRecord {
+        at: Time(Timestamp::now()),
+        epoch: 0,
+        bundle: None,
+        created: vec![],
+        present: vec![],
+        overridden: vec![],
+        message: String::new(),
+        from: None,
+        last_heartbeat: None,
+        waves: vec![],
+        completed: None,
+    };
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(ctx.client.clone(), &ns, &ApiResource::erase::<RecoveryPlan>(&()));
+    for o in payload.objects.iter().filter(|o| {
+        o["kind"] == "RecoveryPlan"
+            && o["spec"]["sites"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|x| x == me.as_str()))
+    }) {
+        let name = o["metadata"]["name"].as_str().unwrap_or_default();
+        let body = body_for(site, &mut rec, o, &ns, "RecoveryPlan", name);
+        api.patch(name, &PatchParams::apply(MANAGER), &Patch::Apply(&body))
+            .await
+            .map_err(|e| format!("RecoveryPlan {name}: {e}"))?;
+        ctx.metrics.wrote("RecoveryPlan", "failover");
+        created.push(name.to_string());
+    }
+    if created.is_empty() {
+        return Err(format!("the plan bundle holds no RecoveryPlan naming site {me}"));
+    }
+    Ok(created)
+}
+
 /// A failover under way, one round on: the payload it started from (kept,
 /// or read again after a restart: nothing newer is published before it
 /// completes), then [`advance_with`].

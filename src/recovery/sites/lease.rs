@@ -27,6 +27,9 @@ pub struct Memory {
     /// The lease record as last read, and since when (this site's clock) it
     /// has been read unchanged with the witness answering.
     pub observed: Option<Observed>,
+    /// The epoch a person approved taking without the witness (a failover
+    /// asked through the site Incident), until the witness holds it.
+    pub approved: Option<u64>,
 }
 
 /// A lease record seen unchanged since `since`.
@@ -80,11 +83,40 @@ pub enum Decision {
 /// The decision at `now`. `relocate_to` is a peer the local site was asked
 /// to hand the lease to.
 pub fn decide(c: &Config, m: &Memory, seen: &Seen, now: Timestamp, relocate_to: Option<&str>) -> Decision {
+    if let Some(epoch) = m.approved {
+        return approved(c, epoch, seen, now);
+    }
     match seen {
         Seen::Unreachable(e) => unreachable(m, e, now),
         Seen::Absent => absent(c, m, now),
         Seen::Present(l) if l.site == c.me => mine(c, m, l, now, relocate_to),
         Seen::Present(l) => theirs(c, m, l, now),
+    }
+}
+
+/// A failover a person approved while the witness did not answer: acting
+/// at `epoch` (above every epoch seen) without the witness, and writing it
+/// there as soon as it answers, over the older holder's record, which
+/// demotes that site at its next reading. A newer epoch there wins.
+fn approved(c: &Config, epoch: u64, seen: &Seen, now: Timestamp) -> Decision {
+    match seen {
+        Seen::Unreachable(e) => Decision::Stay {
+            role: SiteRole::Active,
+            why: format!("failover approved at epoch {epoch}: acting without the witness ({e})"),
+        },
+        Seen::Present(l) if l.epoch >= epoch && l.site != c.me => Decision::Stay {
+            role: SiteRole::Demoted,
+            why: format!(
+                "site {} holds the lease at epoch {}, above the approved epoch {epoch}: demoted",
+                l.site, l.epoch
+            ),
+        },
+        Seen::Present(l) if l.epoch > epoch => mine(c, &Memory::default(), l, now, None),
+        _ => Decision::Write {
+            lease: lease(c, &c.me, epoch, now),
+            role: SiteRole::Active,
+            why: format!("failover approved at epoch {epoch}: the witness answers and holds it now"),
+        },
     }
 }
 
@@ -232,6 +264,7 @@ mod tests {
             held_epoch: Some(epoch),
             acting_until: Some(t(until)),
             observed: None,
+            approved: None,
         }
     }
 
@@ -306,6 +339,7 @@ mod tests {
             held_epoch: Some(4),
             acting_until: None,
             observed: None,
+            approved: None,
         };
         assert_eq!(
             role(&decide(&c, &m, &held("lyon", 5, 95), t(100), None)),
@@ -395,5 +429,44 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn an_approved_failover_acts_without_the_witness_then_writes_its_epoch_over_the_old_holder() {
+        let lyon = cfg("lyon", false);
+        let m = Memory {
+            role: Some(SiteRole::Standby),
+            approved: Some(5),
+            ..Memory::default()
+        };
+        let d = decide(&lyon, &m, &Seen::Unreachable("timeout".into()), t(100), None);
+        assert_eq!(role(&d), SiteRole::Active);
+        assert!(
+            matches!(d, Decision::Stay { .. }),
+            "nothing written: the witness is away"
+        );
+        // Back: paris's record at epoch 4 (even renewed since) is replaced.
+        match decide(&lyon, &m, &held("paris", 4, 95), t(101), None) {
+            Decision::Write { lease, role, .. } => {
+                assert_eq!((lease.site.as_str(), lease.epoch, role), ("lyon", 5, SiteRole::Active));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            decide(&lyon, &m, &Seen::Absent, t(101), None),
+            Decision::Write { .. }
+        ));
+        // A newer epoch than the approved one wins.
+        let d = decide(&lyon, &m, &held("paris", 6, 95), t(101), None);
+        assert_eq!(role(&d), SiteRole::Demoted);
+        // paris, cut off meanwhile, finds epoch 5 and demotes itself first.
+        let d = decide(
+            &cfg("paris", true),
+            &active(4, 130),
+            &held("lyon", 5, 101),
+            t(102),
+            None,
+        );
+        assert_eq!(role(&d), SiteRole::Demoted);
     }
 }

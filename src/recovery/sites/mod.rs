@@ -5,6 +5,7 @@
 //! get the role the witness gives them. Status is written when the role,
 //! the epoch or the holder changes, not at each renewal.
 
+pub mod approval;
 pub mod bundle;
 pub mod component;
 pub mod failover;
@@ -101,9 +102,26 @@ async fn round(ctx: &Context, site: &Site, w: &Witness, register: &S3Witness) ->
     let now = Timestamp::now();
     let observed = lease::observe(observed_of(&ns).as_ref(), &read, now);
     set_observed(&ns, observed.clone());
-    let memory = Memory { observed, ..memory };
+    if let Seen::Present(l) = &read {
+        set_last_seen(&ns, l.clone());
+    }
+    let answer = approval::asked(site, last_seen(&ns).as_ref());
+    let approved = match &answer {
+        Some((_, Ok(epoch))) => Some(*epoch),
+        _ => memory.approved,
+    };
+    let memory = Memory {
+        observed,
+        approved,
+        ..memory
+    };
     let decision = lease::decide(&cfg, &memory, &read, now, relocate.as_deref());
     let (role, why, seen_lease, acting_until) = match decision {
+        Decision::Stay { role, why } if role == SiteRole::Active && memory.approved.is_some() => {
+            // Acting by a person's approval, without the witness: for one lease at a time.
+            let until = now + cfg.duration - cfg.skew;
+            (role, why, lease_of(&read), Some(until))
+        }
         Decision::Stay { role, why } => {
             let keep = (role == SiteRole::Active).then_some(memory.acting_until).flatten();
             (role, why, lease_of(&read), keep)
@@ -140,10 +158,15 @@ async fn round(ctx: &Context, site: &Site, w: &Witness, register: &S3Witness) ->
             }
         }
     };
-    let held = match (&seen_lease, role) {
-        (Some(l), SiteRole::Active) if l.site == me => Some(l.epoch),
+    let held = match (&seen_lease, role, memory.approved) {
+        (Some(l), SiteRole::Active, _) if l.site == me => Some(l.epoch),
+        (_, SiteRole::Active, Some(a)) => Some(a),
         _ => memory.held_epoch,
     };
+    // Approved until the witness holds it (or a newer epoch wins).
+    let approved = memory
+        .approved
+        .filter(|a| role == SiteRole::Active && !seen_lease.as_ref().is_some_and(|l| l.site == me && l.epoch >= *a));
     let epoch = seen_lease.as_ref().map(|l| l.epoch).unwrap_or(0).max(held.unwrap_or(0));
     ctx.fence.set(
         &ns,
@@ -161,7 +184,8 @@ async fn round(ctx: &Context, site: &Site, w: &Witness, register: &S3Witness) ->
     metrics(ctx, &me, role, seen_lease.as_ref(), now);
     let reachable = !matches!(read, Seen::Unreachable(_));
     let took_over = role == SiteRole::Active && matches!(memory.role, Some(SiteRole::Standby | SiteRole::Demoted));
-    let from = lease_of(&read).filter(|l| l.site != me);
+    let from = lease_of(&read).or_else(|| last_seen(&ns)).filter(|l| l.site != me);
+    let needs = approval::needed(&cfg, role, reachable, last_seen(&ns).as_ref(), now);
     let turn = Turn {
         took_over,
         from: from.as_ref(),
@@ -176,8 +200,17 @@ async fn round(ctx: &Context, site: &Site, w: &Witness, register: &S3Witness) ->
         held,
         lease: seen_lease.clone(),
         reachable,
+        approved,
+        answer,
+        needs: needs.clone(),
     };
     report(ctx, site, said, plan).await?;
+    // After the health that says why is written: the Incident reads it.
+    if let Some((since, why)) = &needs
+        && let Some(note) = approval::open_incident(ctx, site, *since, why).await?
+    {
+        crate::runtime::report::publish(ctx, site, EventType::Normal, "NeedsApproval", "Failover", note).await;
+    }
     peers(ctx, &ns, &me, seen_lease.as_ref()).await
 }
 
@@ -202,12 +235,14 @@ fn remember(ctx: &Context, site: &Site, ns: &str) -> Memory {
                 Timestamp::now() + SignedDuration::try_from(left).unwrap_or_default()
             }),
             observed: None,
+            approved: status.approved_epoch,
         },
         None => Memory {
             role: status.role,
             held_epoch: status.held_epoch,
             acting_until: None,
             observed: None,
+            approved: status.approved_epoch,
         },
     }
 }
@@ -216,6 +251,28 @@ fn remember(ctx: &Context, site: &Site, ns: &str) -> Memory {
 fn observations() -> &'static Mutex<HashMap<String, Option<lease::Observed>>> {
     static O: std::sync::OnceLock<Mutex<HashMap<String, Option<lease::Observed>>>> = std::sync::OnceLock::new();
     O.get_or_init(Default::default)
+}
+
+/// The last lease each local site read (its holder's last heartbeat seen).
+fn last_seen_all() -> &'static Mutex<HashMap<String, crate::providers::witness::Lease>> {
+    static L: std::sync::OnceLock<Mutex<HashMap<String, crate::providers::witness::Lease>>> =
+        std::sync::OnceLock::new();
+    L.get_or_init(Default::default)
+}
+
+fn last_seen(ns: &str) -> Option<crate::providers::witness::Lease> {
+    last_seen_all()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(ns)
+        .cloned()
+}
+
+fn set_last_seen(ns: &str, l: crate::providers::witness::Lease) {
+    last_seen_all()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(ns.into(), l);
 }
 
 fn observed_of(ns: &str) -> Option<lease::Observed> {
@@ -337,6 +394,12 @@ struct Said {
     held: Option<u64>,
     lease: Option<crate::providers::witness::Lease>,
     reachable: bool,
+    /// The epoch taken by a person's approval, until the witness holds it.
+    approved: Option<u64>,
+    /// A failover asked of the site this round, and its answer.
+    answer: Option<(crate::api::contract::Request, Result<u64, String>)>,
+    /// Why a person must decide, since when.
+    needs: Option<(Timestamp, String)>,
 }
 
 /// What a round did with the plan bundle.
@@ -457,9 +520,27 @@ async fn report(ctx: &Context, site: &Site, said: Said, plan: PlanBundle) -> Res
         held,
         lease,
         reachable,
+        approved,
+        answer,
+        needs,
     } = said;
     let lease = lease.as_ref();
     let mut r = Report::new(ctx, site);
+    r.status.approved_epoch = approved;
+    if let Some((req, verdict)) = answer {
+        use crate::api::contract::ActionOutcome;
+        let (outcome, message) = match verdict {
+            Ok(e) => (
+                ActionOutcome::Done,
+                format!("failover approved: taking over at epoch {e} without the witness"),
+            ),
+            Err(why) => (ActionOutcome::Rejected, why),
+        };
+        let (rec, type_, note) =
+            crate::runtime::report::action_record(r.now, req.verb.clone(), req.id, outcome, message);
+        r.event(type_, "Failover", "Failover", note);
+        r.status.last_action = Some(rec);
+    }
     if let Some(f) = plan.failover.as_ref().filter(|_| plan.started) {
         r.event(
             EventType::Normal,
@@ -492,7 +573,14 @@ async fn report(ctx: &Context, site: &Site, said: Said, plan: PlanBundle) -> Res
         }
         r.status.failover = Some(f);
     }
-    let h = health(r.now, role, r.status.health.as_ref(), r.status.failover.as_ref());
+    let h = match needs {
+        Some((since, why)) => Health {
+            state: SiteHealthState::NeedsApproval,
+            since: MicroTime(since),
+            message: why,
+        },
+        None => health(r.now, role, r.status.health.as_ref(), r.status.failover.as_ref()),
+    };
     r.status.health = Some(h);
     r.status.bundle = plan.status;
     let was = r.status.role;

@@ -78,6 +78,7 @@ struct World {
     approval: Option<&'static str>,
     component: Option<ComponentFacts>,
     waiting_on: Vec<String>,
+    observed_at: Option<i64>,
 }
 
 impl World {
@@ -92,6 +93,7 @@ impl World {
             approval: None,
             component: Some(failing()),
             waiting_on: vec![],
+            observed_at: None,
         }
     }
 
@@ -102,6 +104,7 @@ impl World {
             timeline: &self.timeline,
             phase: self.phase,
             detected_at: t(0),
+            observed_at: self.observed_at.map(t),
             deadline: self.deadline.map(t),
             notify_only: self.notify_only,
             approval: self.approval,
@@ -623,4 +626,15 @@ fn without_a_procedure_an_own_repair_is_awaited_up_to_the_components_cap() {
     let mut w = World::new(1);
     w.steps = vec![];
     assert!(matches!(w.decide(), Next::Wait { .. }));
+}
+
+#[test]
+fn a_healthy_signal_older_than_the_failure_is_no_evidence_of_recovery() {
+    let mut w = World::new(20);
+    w.observed_at = Some(10);
+    // Healthy since 5: written before the failure was seen, not renewed since.
+    w.component().health = Some(signal(true, 5));
+    assert!(matches!(w.decide(), Next::Wait { .. }), "{:?}", w.decide());
+    w.component().health = Some(signal(true, 15));
+    assert!(matches!(w.decide(), Next::Resolve { .. }), "{:?}", w.decide());
 }
