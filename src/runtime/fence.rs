@@ -37,6 +37,9 @@ pub struct Standing {
     pub acting_until: Option<Instant>,
     /// Why, in words (for the statuses of what does not act).
     pub why: String,
+    /// A relocation to this site is under way: the Applications stop first
+    /// (the rest acts on: the final backup is taken, WAL archived).
+    pub quiescing: Option<String>,
 }
 
 pub struct Fence {
@@ -64,7 +67,7 @@ impl Fence {
         let moved = self
             .lock()
             .insert(namespace.to_string(), s.clone())
-            .is_none_or(|was| (was.role, was.epoch) != (s.role, s.epoch));
+            .is_none_or(|was| (was.role, was.epoch, &was.quiescing) != (s.role, s.epoch, &s.quiescing));
         if moved {
             let _ = self.changed.send(());
         }
@@ -89,6 +92,18 @@ impl Fence {
             )));
         };
         decide(&s, Instant::now()).map_err(NotActive)
+    }
+
+    /// As [`Self::permit`], for an object of `kind`: while a relocation
+    /// quiesces the site, its Applications do not act (they stop serving).
+    pub fn permit_kind(&self, stores: &Stores, namespace: &str, kind: &str) -> Result<u64, NotActive> {
+        let epoch = self.permit(stores, namespace)?;
+        match self.get(namespace).and_then(|s| s.quiescing) {
+            Some(peer) if kind == "Application" => Err(NotActive(format!(
+                "relocating to site {peer}: applications stopped until it takes over"
+            ))),
+            _ => Ok(epoch),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Standing>> {
@@ -171,6 +186,7 @@ mod tests {
             epoch: 3,
             acting_until: until,
             why: "lyon holds the lease".into(),
+            quiescing: None,
         }
     }
 

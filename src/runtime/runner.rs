@@ -370,7 +370,9 @@ async fn guarded<K: Kind>(
             let result = async {
                 if K::FENCED
                     && !site_incident(o)
-                    && let Err(why) = ctx.fence.permit(&ctx.stores, &o.namespace().unwrap_or_default())
+                    && let Err(why) = ctx
+                        .fence
+                        .permit_kind(&ctx.stores, &o.namespace().unwrap_or_default(), &kind)
                 {
                     return super::fence::hold(&ctx, o, why).await;
                 }

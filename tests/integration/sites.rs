@@ -650,35 +650,7 @@ async fn a_lost_site_is_rebuilt_wave_by_wave_with_its_data_up_to_the_archived_wa
     let pg_a = Postgres::start();
     let pg_b = Postgres::start();
     let (s3, a, mut op_a, b, _op_b) = two_sites_with(BUNDLE, false).await;
-    s3.create_bucket("vault", false);
-    // Each site holds the Secrets of its own instance, and the vault's keys.
-    for (ns, pg) in [(&a, &pg_a), (&b, &pg_b)] {
-        let (ok, out) = ns.apply(&secrets_yaml(&pg.admin_password, REPORTING_PW));
-        assert!(ok, "{out}");
-        let keys = serde_json::to_string(&s3.credentials_secret("s3-keys", "shop-db")).unwrap();
-        let (ok, out) = ns.apply(&keys);
-        assert!(ok, "{out}");
-    }
-    let over = format!(
-        r#"{{"spec":{{"overrides":[{{"kind":"Database","name":"shop-db","specPatch":{{"instance":{{"external":{{"port":{}}}}}}}}}]}}}}"#,
-        pg_b.port
-    );
-    b.k(&["patch", "site/lyon", "--type", "merge", "-p", &over]);
-    let stores = s3_store("vault", &s3.endpoint(), "vault", "s3-keys", "");
-    let db = database_yaml(pg_a.port, &stores).replace("    stores:\n", "    wal: {uploadInterval: 1s}\n    stores:\n");
-    for y in [db.as_str(), SHOP_ON_DB, PLAN] {
-        let (ok, out) = a.apply(y);
-        assert!(ok, "{out}");
-    }
-    role(&a, "paris", "Active", 60).await;
-    a.wait_for("database/shop-db", "Ready", 60, |v| cond_is(v, "Ready", "True"))
-        .await;
-    pg_a.try_sql("shop_admin", SHOP_ADMIN_PW, "shop", SCHEMA).unwrap();
-    seed(&pg_a, 100);
-    a.wait_for("database/shop-db", "WAL streaming", 60, |v| {
-        v["status"]["wal"]["streaming"] == true
-    })
-    .await;
+    shop_with_data(&s3, &a, &b, &pg_a, &pg_b).await;
     backup_now(&a, "1", None).await;
     // Written after the base backup: only the archived WAL holds it.
     pg_a.sql(
@@ -695,10 +667,6 @@ async fn a_lost_site_is_rebuilt_wave_by_wave_with_its_data_up_to_the_archived_wa
         v["status"]["wal"]["archivedLsn"]
             .as_str()
             .is_some_and(|x| lsn(x) >= lsn(&written))
-    })
-    .await;
-    b.wait_for("site/lyon", "the bundle with the plan and the database", 30, |v| {
-        v["status"]["bundle"]["objects"] == 3 && v["status"]["bundle"]["verified"] == true
     })
     .await;
 
@@ -815,6 +783,119 @@ async fn a_lost_site_is_rebuilt_wave_by_wave_with_its_data_up_to_the_archived_wa
          RPO {rpo:#}: {kept} of {committed} orders kept; {said}"
     );
     let _ = s3;
+}
+
+/// Both sites' databases with their Secrets, lyon's instance as its override;
+/// on paris the Database (WAL archived to the vault), the shop and the plan.
+async fn shop_with_data(s3: &Seaweed, a: &TestNamespace, b: &TestNamespace, pg_a: &Postgres, pg_b: &Postgres) {
+    s3.create_bucket("vault", false);
+    for (ns, pg) in [(a, pg_a), (b, pg_b)] {
+        let (ok, out) = ns.apply(&secrets_yaml(&pg.admin_password, REPORTING_PW));
+        assert!(ok, "{out}");
+        let keys = serde_json::to_string(&s3.credentials_secret("s3-keys", "shop-db")).unwrap();
+        let (ok, out) = ns.apply(&keys);
+        assert!(ok, "{out}");
+    }
+    let over = format!(
+        r#"{{"spec":{{"overrides":[{{"kind":"Database","name":"shop-db","specPatch":{{"instance":{{"external":{{"port":{}}}}}}}}}]}}}}"#,
+        pg_b.port
+    );
+    b.k(&["patch", "site/lyon", "--type", "merge", "-p", &over]);
+    let stores = s3_store("vault", &s3.endpoint(), "vault", "s3-keys", "");
+    let db = database_yaml(pg_a.port, &stores).replace("    stores:\n", "    wal: {uploadInterval: 1s}\n    stores:\n");
+    for y in [db.as_str(), SHOP_ON_DB, PLAN] {
+        let (ok, out) = a.apply(y);
+        assert!(ok, "{out}");
+    }
+    role(a, "paris", "Active", 60).await;
+    a.wait_for("database/shop-db", "Ready", 60, |v| cond_is(v, "Ready", "True"))
+        .await;
+    pg_a.try_sql("shop_admin", SHOP_ADMIN_PW, "shop", SCHEMA).unwrap();
+    seed(pg_a, 100);
+    a.wait_for("database/shop-db", "WAL streaming", 60, |v| {
+        v["status"]["wal"]["streaming"] == true
+    })
+    .await;
+    b.wait_for("site/lyon", "the bundle with the plan and the database", 30, |v| {
+        v["status"]["bundle"]["objects"] == 3 && v["status"]["bundle"]["verified"] == true
+    })
+    .await;
+}
+
+/// Relocates the shop from `from` to `to` and waits for it to run there.
+async fn relocate(from: (&TestNamespace, &str), to: (&TestNamespace, &str), epoch: u64) -> Duration {
+    let asked = std::time::Instant::now();
+    from.0.k(&[
+        "annotate",
+        "--overwrite",
+        &format!("site/{}", from.1),
+        &format!("reprise.dev/relocate-to={}", to.1),
+    ]);
+    let v = role(to.0, to.1, "Active", 120).await;
+    assert_eq!(v["status"]["epoch"], epoch, "{}", v["status"]);
+    from.0
+        .k(&["annotate", &format!("site/{}", from.1), "reprise.dev/relocate-to-"]);
+    to.0.wait_for(&format!("site/{}", to.1), "the relocation's waves healthy", 120, |v| {
+        v["status"]["failover"]["epoch"] == epoch && !v["status"]["failover"]["completed"].is_null()
+    })
+    .await;
+    to.0.wait_for("application/shop", "the shop Ready", 60, |v| {
+        cond_is(v, "Ready", "True")
+    })
+    .await;
+    asked.elapsed()
+}
+
+#[tokio::test]
+async fn a_relocation_there_and_back_loses_no_row() {
+    let pg_a = Postgres::start();
+    let pg_b = Postgres::start();
+    let (s3, a, _op_a, b, _op_b) = two_sites_with(BUNDLE, false).await;
+    shop_with_data(&s3, &a, &b, &pg_a, &pg_b).await;
+    // Orders written up to the moment the relocation is asked.
+    pg_a.sql(
+        "shop",
+        "INSERT INTO orders (product, qty) SELECT 3, g FROM generate_series(1, 40) g",
+    );
+    let before = count_and_sum(&pg_a);
+
+    let took = relocate((&a, "paris"), (&b, "lyon"), 2).await;
+    let v = site(&a, "paris");
+    assert_eq!(v["status"]["role"], "Standby", "{}", v["status"]);
+    let db = a.json("database/shop-db");
+    assert!(
+        db["status"]["lastAction"]["id"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("relocate-"),
+        "the final backup before the lease went: {}",
+        db["status"]["lastAction"]
+    );
+    assert_eq!(count_and_sum(&pg_b), before, "every row on lyon");
+    assert_eq!(replicas(&a), Some(0), "paris's shop stopped");
+
+    // lyon serves and writes; then the shop goes back to paris.
+    b.wait_for("database/shop-db", "WAL streaming on lyon", 60, |v| {
+        v["status"]["wal"]["streaming"] == true
+    })
+    .await;
+    pg_b.sql(
+        "shop",
+        "INSERT INTO orders (product, qty) SELECT 4, g FROM generate_series(1, 25) g",
+    );
+    let on_lyon = count_and_sum(&pg_b);
+    assert_ne!(on_lyon, before);
+    let back = relocate((&b, "lyon"), (&a, "paris"), 3).await;
+    assert_eq!(
+        count_and_sum(&pg_a),
+        on_lyon,
+        "every row back on paris, lyon's included"
+    );
+    let restore = &a.json("database/shop-db")["status"]["lastRestore"];
+    assert_eq!(restore["outcome"], "Verified", "{restore}");
+    eprintln!(
+        "relocation paris -> lyon: {took:?} from the annotation to the shop Ready there; back: {back:?}; rows {before} then {on_lyon}, none lost"
+    );
 }
 
 #[tokio::test]

@@ -402,7 +402,7 @@ async fn advance_with(ctx: &Context, site: &Site, rec: &mut FailoverRecord, payl
         let now = MicroTime(Timestamp::now());
         let heartbeat = rec.last_heartbeat.as_ref().map(|t| t.0);
         if let Some(wave) = rec.waves.last_mut().filter(|w| w.finished.is_none()) {
-            let (waiting, said) = wave_state(ctx, &ns, wave, heartbeat).await;
+            let (waiting, said) = wave_state(ctx, &ns, wave, heartbeat, rec.epoch).await;
             if !waiting.is_empty() {
                 wave.message = format!("waiting for {}", waiting.join("; "));
                 return;
@@ -448,6 +448,13 @@ async fn start_wave(ctx: &Context, site: &Site, rec: &mut FailoverRecord, payloa
         let Some(resource) = resource(kind) else { continue };
         wave.objects.push(name.to_string());
         if exists(ctx, kind, ns, name) {
+            if kind == "Database" && o["spec"]["backup"]["wal"].is_object() {
+                // Held here already (a failback, GitOps): its instance has
+                // stood by, so its data comes back from the stores too.
+                if let Err(e) = restore_latest(ctx, ns, name, rec.epoch).await {
+                    failed.push(format!("{id}: asking its restore: {e}"));
+                }
+            }
             rec.present.push(id);
             continue;
         }
@@ -491,18 +498,42 @@ fn body_for(
         }
     }
     if kind == "Database" && body["spec"]["backup"]["wal"].is_object() {
-        let ask = Request::format(ActionVerb::Restore, &format!("failover-e{}", rec.epoch));
-        body["metadata"]["annotations"] = serde_json::json!({
-            ACTION_ANNOTATION: ask,
-            RESTORE_TO_ANNOTATION: "latest",
-        });
+        body["metadata"]["annotations"] = restore_annotations(rec.epoch);
     }
     body
 }
 
+/// The request id of a takeover's restores.
+fn restore_id(epoch: u64) -> String {
+    format!("failover-e{epoch}")
+}
+
+/// A Database's restore to the newest point its stores hold, asked through
+/// its action annotation (once per takeover: the id names the epoch).
+fn restore_annotations(epoch: u64) -> serde_json::Value {
+    serde_json::json!({
+        ACTION_ANNOTATION: Request::format(ActionVerb::Restore, &restore_id(epoch)),
+        RESTORE_TO_ANNOTATION: "latest",
+    })
+}
+
+async fn restore_latest(ctx: &Context, ns: &str, name: &str, epoch: u64) -> Result<(), kube::Error> {
+    let api: Api<Database> = Api::namespaced(ctx.client.clone(), ns);
+    let patch = serde_json::json!({"metadata": {"annotations": restore_annotations(epoch)}});
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    ctx.metrics.wrote("Database", "action");
+    Ok(())
+}
+
 /// A wave's objects not healthy yet (`Kind name: state, message`), and, when
 /// none is, what the wave ended with (each database's recovery point).
-async fn wave_state(ctx: &Context, ns: &str, wave: &Wave, heartbeat: Option<Timestamp>) -> (Vec<String>, String) {
+async fn wave_state(
+    ctx: &Context,
+    ns: &str,
+    wave: &Wave,
+    heartbeat: Option<Timestamp>,
+    epoch: u64,
+) -> (Vec<String>, String) {
     let Some(kind) = ComponentKind::ALL.into_iter().find(|k| k.as_str() == wave.kind) else {
         return (vec![], String::new());
     };
@@ -522,7 +553,13 @@ async fn wave_state(ctx: &Context, ns: &str, wave: &Wave, heartbeat: Option<Time
             }
             continue;
         };
+        // Asked to restore (every Database archiving WAL): not before it answered.
+        let restoring = kind == ComponentKind::Database
+            && registry::get(&ctx.stores.databases, ns, name)
+                .is_some_and(|d| d.spec.backup.as_ref().is_some_and(|b| b.wal.is_some()))
+            && c.last_action().is_none_or(|a| a.id != restore_id(epoch));
         match c.health() {
+            _ if restoring => waiting.push(format!("{kind} {name}: restoring to the newest point")),
             Some(h) if h.healthy => {}
             Some(h) => waiting.push(format!("{kind} {name}: {}, {}", h.state, h.message)),
             None => waiting.push(format!("{kind} {name}: no health reported yet")),

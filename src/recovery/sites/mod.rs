@@ -10,6 +10,7 @@ pub mod bundle;
 pub mod component;
 pub mod failover;
 pub mod lease;
+pub mod relocate;
 
 use std::{
     collections::HashMap,
@@ -115,7 +116,18 @@ async fn round(ctx: &Context, site: &Site, w: &Witness, register: &S3Witness) ->
         approved,
         ..memory
     };
-    let decision = lease::decide(&cfg, &memory, &read, now, relocate.as_deref());
+    // A relocation hands the lease over once the site has quiesced.
+    let (hand_over, quiescing) = match (&relocate, memory.role) {
+        (Some(peer), Some(SiteRole::Active)) => {
+            let epoch = memory.held_epoch.unwrap_or(0);
+            match relocate::quiesced(ctx, site, peer, epoch).await? {
+                Ok(()) => (Some(peer.clone()), None),
+                Err(note) => (None, Some(note)),
+            }
+        }
+        _ => (None, None),
+    };
+    let decision = lease::decide(&cfg, &memory, &read, now, hand_over.as_deref());
     let (role, why, seen_lease, acting_until) = match decision {
         Decision::Stay { role, why } if role == SiteRole::Active && memory.approved.is_some() => {
             // Acting by a person's approval, without the witness: for one lease at a time.
@@ -163,10 +175,11 @@ async fn round(ctx: &Context, site: &Site, w: &Witness, register: &S3Witness) ->
         (_, SiteRole::Active, Some(a)) => Some(a),
         _ => memory.held_epoch,
     };
-    // Approved until the witness holds it (or a newer epoch wins).
+    // Approved until the witness holds it, or holds as new an epoch for
+    // another site (a lost race for the write keeps it: written next round).
     let approved = memory
         .approved
-        .filter(|a| role == SiteRole::Active && !seen_lease.as_ref().is_some_and(|l| l.site == me && l.epoch >= *a));
+        .filter(|a| seen_lease.as_ref().is_none_or(|l| l.epoch < *a));
     let epoch = seen_lease.as_ref().map(|l| l.epoch).unwrap_or(0).max(held.unwrap_or(0));
     ctx.fence.set(
         &ns,
@@ -179,8 +192,13 @@ async fn round(ctx: &Context, site: &Site, w: &Witness, register: &S3Witness) ->
                 Instant::now() + Duration::from_secs_f64(left)
             }),
             why: why.clone(),
+            quiescing: relocate.clone().filter(|_| role == SiteRole::Active),
         },
     );
+    let why = match quiescing.filter(|_| role == SiteRole::Active) {
+        Some(note) => format!("{why}; {note}"),
+        None => why,
+    };
     metrics(ctx, &me, role, seen_lease.as_ref(), now);
     let reachable = !matches!(read, Seen::Unreachable(_));
     let took_over = role == SiteRole::Active && matches!(memory.role, Some(SiteRole::Standby | SiteRole::Demoted));
@@ -378,6 +396,7 @@ async fn invalid(ctx: &Context, site: &Site, why: String) -> Result<Action, Erro
             epoch: site.status.as_ref().map_or(0, |s| s.epoch),
             acting_until: None,
             why: why.clone(),
+            quiescing: None,
         },
     );
     let mut r = Report::new(ctx, site);
