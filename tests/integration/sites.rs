@@ -846,6 +846,72 @@ async fn relocate(from: (&TestNamespace, &str), to: (&TestNamespace, &str), epoc
     asked.elapsed()
 }
 
+/// lyon's operator dies (SIGKILL, its children with it) once it has taken
+/// the lease and asked for the database wave, before saying so in status:
+/// its successor takes no second epoch, asks the same restore (the same
+/// request id), and finishes the failover with every archived row.
+#[tokio::test]
+async fn a_failover_killed_midway_takes_one_epoch_and_restores_every_row() {
+    let pg_a = Postgres::start();
+    let pg_b = Postgres::start();
+    let (s3, a, mut op_a, b, mut op_b) = two_sites_with(BUNDLE, false).await;
+    shop_with_data(&s3, &a, &b, &pg_a, &pg_b).await;
+    backup_now(&a, "1", None).await;
+    pg_a.sql(
+        "shop",
+        "INSERT INTO orders (product, qty) SELECT 5, g FROM generate_series(1, 30) g",
+    );
+    let before = count_and_sum(&pg_a);
+    let written = pg_a.sql("postgres", "SELECT pg_current_wal_lsn()::text");
+    let lsn = |t: &str| {
+        let (x, y) = t.trim().split_once('/').unwrap();
+        (u64::from_str_radix(x, 16).unwrap() << 32) | u64::from_str_radix(y, 16).unwrap()
+    };
+    a.wait_for("database/shop-db", "the vault to hold the last write", 60, |v| {
+        v["status"]["wal"]["archivedLsn"]
+            .as_str()
+            .is_some_and(|x| lsn(x) >= lsn(&written))
+    })
+    .await;
+    op_b.kill();
+    let mut doomed = Operator::start(Options {
+        plane: Some(b.plane),
+        env: vec![("REPRISE_TEST_CRASH_AT".into(), "failover:databases-asked".into())],
+        ..Options::namespace(&b.name)
+    });
+    doomed.wait_ready().await;
+    role(&b, "lyon", "Standby", 30).await;
+    let mut pg_a = pg_a;
+    op_a.kill();
+    pg_a.stop();
+    assert!(
+        doomed.wait_exit(Duration::from_secs(60)).await.is_some(),
+        "lyon's operator did not reach its crash point"
+    );
+    let _successor = operator(&b);
+    let v = b
+        .wait_for("site/lyon", "the failover completed", 240, |v| {
+            !v["status"]["failover"]["completed"].is_null()
+        })
+        .await;
+    assert_eq!(v["status"]["epoch"], 2, "one takeover, one epoch: {}", v["status"]);
+    assert_eq!(count_and_sum(&pg_b), before, "every archived row");
+    let db = b.json("database/shop-db");
+    assert_eq!(
+        db["status"]["lastAction"]["id"], "failover-e2",
+        "{}",
+        db["status"]["lastAction"]
+    );
+    assert_eq!(db["status"]["lastRestore"]["outcome"], "Verified");
+    let versions = lease_versions(&s3);
+    assert!(
+        versions.iter().all(|(e, h, _)| *e <= 2 && (*e == 1) == (h == "paris")),
+        "{versions:?}"
+    );
+    let incidents = b.k(&["get", "incidents", "-o", "jsonpath={.items[*].spec.component.kind}"]);
+    assert_eq!(incidents.trim(), "Site", "one site Incident: {incidents}");
+}
+
 #[tokio::test]
 async fn a_relocation_there_and_back_loses_no_row() {
     let pg_a = Postgres::start();

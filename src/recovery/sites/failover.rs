@@ -474,6 +474,9 @@ async fn start_wave(ctx: &Context, site: &Site, rec: &mut FailoverRecord, payloa
     if !failed.is_empty() {
         rec.message = joined(&rec.message, &format!("not created: {}", failed.join("; ")));
     }
+    if kind == "Database" {
+        crate::crash::point("failover:databases-asked");
+    }
     wave
 }
 
