@@ -94,6 +94,12 @@ pub struct SiteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReplicaLabels {
+    pub site: String,
+    pub component: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SiteRoleLabels {
     pub site: String,
     pub role: String,
@@ -133,6 +139,7 @@ pub struct Metrics {
     pub site_lease_age: Family<SiteLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// The newest epoch the local site saw in the witness.
     pub site_epoch: Family<SiteLabels, Gauge>,
+    pub site_replicated_rpo: Family<ReplicaLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
 }
 
 impl Default for Metrics {
@@ -238,10 +245,17 @@ impl Default for Metrics {
             "The newest epoch the local site saw in the witness",
             site_epoch.clone(),
         );
+        let site_replicated_rpo = Family::default();
+        registry.register(
+            "site_replicated_rpo_seconds",
+            "On a standby: seconds between its last measure and the newest point of a component's data it can read off site (newest backup or archived WAL)",
+            site_replicated_rpo.clone(),
+        );
         Self {
             site_role,
             site_lease_age,
             site_epoch,
+            site_replicated_rpo,
             incidents,
             recovery_duration,
             deadline_breaches,

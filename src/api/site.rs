@@ -318,4 +318,31 @@ pub struct SiteStatus {
     /// Incident's `failover` step), kept until the witness holds it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approved_epoch: Option<u64>,
+    /// On a standby: per component of the plan bundle, what it could rebuild
+    /// from now (measured every lease duration, at most every minute; the
+    /// age is the metric `reprise_site_replicated_rpo_seconds`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<Replica>,
+}
+
+/// What a standby can read of one component, to rebuild it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Replica {
+    /// `Kind/name`.
+    pub component: String,
+    /// The off-site store holding the newest point (Databases).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
+    /// When its newest finished backup there was taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub newest_backup: Option<MicroTime>,
+    /// When its newest WAL there was archived (a restore reaches it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub newest_wal: Option<MicroTime>,
+    /// Whether this site could rebuild it now.
+    pub can_rebuild: bool,
+    /// Why not, or what limits it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
 }

@@ -649,9 +649,28 @@ fn count_and_sum(pg: &Postgres) -> String {
 async fn a_lost_site_is_rebuilt_wave_by_wave_with_its_data_up_to_the_archived_wal() {
     let pg_a = Postgres::start();
     let pg_b = Postgres::start();
-    let (s3, a, mut op_a, b, _op_b) = two_sites_with(BUNDLE, false).await;
+    let (s3, a, mut op_a, b, mut op_b) = two_sites_with(BUNDLE, false).await;
     shop_with_data(&s3, &a, &b, &pg_a, &pg_b).await;
     backup_now(&a, "1", None).await;
+    // lyon measures, with its own credentials, what it could rebuild from.
+    let v = b
+        .wait_for("site/lyon", "lyon's replica of shop-db", 60, |v| {
+            v["status"]["replicas"].as_array().is_some_and(|r| {
+                r.iter()
+                    .any(|r| r["component"] == "Database/shop-db" && r["canRebuild"] == true)
+            })
+        })
+        .await;
+    let replica = &v["status"]["replicas"][0];
+    assert_eq!(replica["store"], "vault", "{replica}");
+    assert!(
+        !replica["newestBackup"].is_null() && !replica["newestWal"].is_null(),
+        "{replica}"
+    );
+    let rpo = op_b
+        .metric("reprise_site_replicated_rpo_seconds", "component=\"Database/shop-db\"")
+        .await;
+    assert!((0.0..60.0).contains(&rpo), "replicated RPO {rpo}");
     // Written after the base backup: only the archived WAL holds it.
     pg_a.sql(
         "shop",

@@ -460,6 +460,32 @@ impl Store {
         Ok(names)
     }
 
+    /// When the newest WAL file of any instance was archived here (what a
+    /// recovery to the newest point reaches, give or take the upload).
+    pub async fn newest_wal(&self) -> Result<Option<Timestamp>, String> {
+        let listing = self
+            .inner
+            .list_with_delimiter(Some(&self.prefix))
+            .await
+            .map_err(|e| stable(&e.to_string()))?;
+        let mut newest: Option<Timestamp> = None;
+        for dir in listing.common_prefixes {
+            if !dir.filename().is_some_and(is_wal_folder) {
+                continue;
+            }
+            let files = self
+                .inner
+                .list_with_delimiter(Some(&dir))
+                .await
+                .map_err(|e| stable(&e.to_string()))?;
+            for f in files.objects {
+                let at = Timestamp::from_millisecond(f.last_modified.timestamp_millis()).ok();
+                newest = newest.max(at);
+            }
+        }
+        Ok(newest)
+    }
+
     /// A WAL file archived in `folder`, in the clear.
     pub async fn open_wal(
         &self,

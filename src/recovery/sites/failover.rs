@@ -492,18 +492,33 @@ fn body_for(
     name: &str,
 ) -> serde_json::Value {
     let id = format!("{kind}/{name}");
-    let mut body = o.clone();
+    let mut body = with_overrides(site, o);
     body["metadata"]["namespace"] = ns.into();
-    for over in site.spec.overrides.iter().filter(|x| x.kind == kind && x.name == name) {
-        bundle::merge(&mut body["spec"], &over.spec_patch);
-        if !rec.overridden.contains(&id) {
-            rec.overridden.push(id.clone());
-        }
+    if site.spec.overrides.iter().any(|x| x.kind == kind && x.name == name) && !rec.overridden.contains(&id) {
+        rec.overridden.push(id.clone());
     }
     if kind == "Database" && body["spec"]["backup"]["wal"].is_object() {
         body["metadata"]["annotations"] = restore_annotations(rec.epoch);
     }
     body
+}
+
+/// A bundle object as this site would create it: its overrides merged in.
+pub fn with_overrides(site: &Site, o: &serde_json::Value) -> serde_json::Value {
+    let (kind, name) = (
+        o["kind"].as_str().unwrap_or_default(),
+        o["metadata"]["name"].as_str().unwrap_or_default(),
+    );
+    let mut body = o.clone();
+    for over in site.spec.overrides.iter().filter(|x| x.kind == kind && x.name == name) {
+        bundle::merge(&mut body["spec"], &over.spec_patch);
+    }
+    body
+}
+
+/// The payload last read and checked (or rebuilt from) in `ns`.
+pub fn known_payload(ns: &str) -> Option<Payload> {
+    known(ns).payload
 }
 
 /// The request id of a takeover's restores.

@@ -11,6 +11,7 @@ pub mod component;
 pub mod failover;
 pub mod lease;
 pub mod relocate;
+pub mod replica;
 
 use std::{
     collections::HashMap,
@@ -209,6 +210,7 @@ async fn round(ctx: &Context, site: &Site, w: &Witness, register: &S3Witness) ->
         from: from.as_ref(),
         role,
         epoch,
+        lease: w.lease_duration.as_std(),
     };
     let plan = bundle_round(ctx, site, register, turn).await?;
     let said = Said {
@@ -428,6 +430,8 @@ struct PlanBundle {
     failover: Option<FailoverRecord>,
     /// Whether the failover started this round.
     started: bool,
+    /// A standby's measure of what it could rebuild from, when taken.
+    replicas: Option<Vec<crate::api::site::Replica>>,
 }
 
 /// Where a round leaves the site, for the bundle's part of it.
@@ -437,6 +441,8 @@ struct Turn<'a> {
     from: Option<&'a crate::providers::witness::Lease>,
     role: SiteRole,
     epoch: u64,
+    /// The lease's duration (how often a standby measures its replicas).
+    lease: Duration,
 }
 
 /// The bundle's part of a round: after a takeover, the rebuild, wave by
@@ -484,8 +490,28 @@ async fn bundle_round(ctx: &Context, site: &Site, w: &S3Witness, turn: Turn<'_>)
         }
     } else {
         out.status = failover::read(w, &key, &ns, was.as_ref()).await.or(was);
+        if turn.role == SiteRole::Standby
+            && let Some(p) = failover::known_payload(&ns).filter(|_| measure_due(&ns, turn.lease))
+        {
+            out.replicas = Some(replica::measure(ctx, site, &p).await?);
+        }
     }
     Ok(out)
+}
+
+/// Whether a standby's measure of its replicas is due (every lease
+/// duration, at most [`replica::EVERY`]); marks it taken.
+fn measure_due(ns: &str, lease: Duration) -> bool {
+    static LAST: std::sync::OnceLock<Mutex<HashMap<String, Instant>>> = std::sync::OnceLock::new();
+    let mut last = LAST
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let due = last.get(ns).is_none_or(|t| t.elapsed() >= lease.min(replica::EVERY));
+    if due {
+        last.insert(ns.into(), Instant::now());
+    }
+    due
 }
 
 /// The local site's health: failing over while a takeover's rebuild is
@@ -602,6 +628,19 @@ async fn report(ctx: &Context, site: &Site, said: Said, plan: PlanBundle) -> Res
     };
     r.status.health = Some(h);
     r.status.bundle = plan.status;
+    if let Some(replicas) = plan.replicas {
+        for (component, age) in replica::ages(&replicas, r.now) {
+            let labels = crate::telemetry::ReplicaLabels {
+                site: site.name_any(),
+                component,
+            };
+            ctx.metrics.site_replicated_rpo.get_or_create(&labels).set(age);
+        }
+        r.status.replicas = replicas;
+    }
+    if role != SiteRole::Standby {
+        r.status.replicas.clear();
+    }
     let was = r.status.role;
     if was != Some(role) {
         r.status.since = Some(Time(r.now));

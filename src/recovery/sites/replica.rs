@@ -1,0 +1,173 @@
+//! What a standby could rebuild from, measured where it stands: for each
+//! Database of the plan bundle, the newest finished backup and the newest
+//! archived WAL in its off-site stores, read with this site's credentials
+//! (its replicated RPO); for each VirtualMachine, whether a VM provider is
+//! here. The active site's word is not taken for it.
+
+use std::time::Duration;
+
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::MicroTime, jiff::Timestamp};
+use kube::ResourceExt;
+
+use super::{bundle::Payload, failover::with_overrides};
+use crate::{
+    api::{Database, Site, site::Replica},
+    providers::backup_store::{S3Credentials, Store},
+    runtime::{Context, Error, secrets},
+};
+
+/// How often a standby measures, at most (else every lease duration).
+pub const EVERY: Duration = Duration::from_secs(60);
+
+/// Each component of the bundle this site could rebuild, and from what.
+pub async fn measure(ctx: &Context, site: &Site, payload: &Payload) -> Result<Vec<Replica>, Error> {
+    let mut out = vec![];
+    for o in &payload.objects {
+        let name = o["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        match o["kind"].as_str() {
+            Some("Database") => out.push(database(ctx, site, o, &name).await?),
+            Some("VirtualMachine") => out.push(Replica {
+                component: format!("VirtualMachine/{name}"),
+                store: None,
+                newest_backup: None,
+                newest_wal: None,
+                can_rebuild: ctx.settings.kubevirt_installed,
+                message: if ctx.settings.kubevirt_installed {
+                    String::new()
+                } else {
+                    "no VM provider (KubeVirt) in this cluster".into()
+                },
+            }),
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+async fn database(ctx: &Context, site: &Site, o: &serde_json::Value, name: &str) -> Result<Replica, Error> {
+    let ns = site.namespace().unwrap_or_default();
+    let mut r = Replica {
+        component: format!("Database/{name}"),
+        store: None,
+        newest_backup: None,
+        newest_wal: None,
+        can_rebuild: false,
+        message: String::new(),
+    };
+    let db: Database = match serde_json::from_value(with_overrides(site, o)) {
+        Ok(d) => d,
+        Err(e) => {
+            r.message = format!("its spec in the bundle does not read as a Database: {e}");
+            return Ok(r);
+        }
+    };
+    let Some(backup) = db.spec.backup.as_ref() else {
+        r.message = "no backups: nothing off site to rebuild its data from".into();
+        return Ok(r);
+    };
+    let mut notes = vec![];
+    let mut best: Option<(Timestamp, String, Option<Timestamp>, Option<Timestamp>)> = None;
+    for (i, spec) in backup.all_stores().iter().enumerate().filter(|(_, s)| s.offsite) {
+        let Some(s3) = &spec.s3 else { continue };
+        let who = secrets::Requester { kind: "Database", name };
+        let data = match secrets::read(ctx, &ns, &s3.credentials_secret_ref.name, who).await? {
+            Ok(d) => d,
+            Err(why) => {
+                notes.push(format!("store {}: {why}", spec.name));
+                continue;
+            }
+        };
+        let text = |k: &str| data.get(k).and_then(|v| String::from_utf8(v.clone()).ok());
+        let creds = match (text("accessKeyId"), text("secretAccessKey")) {
+            (Some(access_key_id), Some(secret_access_key)) => S3Credentials {
+                access_key_id,
+                secret_access_key,
+            },
+            _ => {
+                notes.push(format!(
+                    "store {}: its Secret lacks accessKeyId or secretAccessKey",
+                    spec.name
+                ));
+                continue;
+            }
+        };
+        let store = match Store::open(spec, &backup.field(i), Some(creds), None, &ns, name) {
+            Ok(s) => s,
+            Err(why) => {
+                notes.push(format!("store {}: {why}", spec.name));
+                continue;
+            }
+        };
+        let backup_at = match store.catalog().await {
+            Ok(c) => c.and_then(|c| c.backups.first().map(|b| b.finished)),
+            Err(why) => {
+                notes.push(format!("store {}: {why}", spec.name));
+                continue;
+            }
+        };
+        let wal_at = store.newest_wal().await.unwrap_or_else(|why| {
+            notes.push(format!("store {}: WAL: {why}", spec.name));
+            None
+        });
+        let Some(point) = backup_at.max(wal_at) else {
+            notes.push(format!("store {}: no backup yet", spec.name));
+            continue;
+        };
+        if best.as_ref().is_none_or(|b| point > b.0) {
+            best = Some((point, spec.name.clone(), backup_at, wal_at));
+        }
+    }
+    if let Some((_, store, backup_at, wal_at)) = best {
+        r.store = Some(store);
+        r.newest_backup = backup_at.map(MicroTime);
+        r.newest_wal = wal_at.map(MicroTime);
+        r.can_rebuild = backup_at.is_some();
+    } else if notes.is_empty() {
+        notes.push("no off-site store (offsite: true): its local copies are lost with the site".into());
+    }
+    r.message = notes.join("; ");
+    Ok(r)
+}
+
+/// Seconds from the newest point each replica reaches to `now` (the metric).
+pub fn ages(replicas: &[Replica], now: Timestamp) -> Vec<(String, f64)> {
+    replicas
+        .iter()
+        .filter_map(|r| {
+            let newest = [r.newest_backup.as_ref(), r.newest_wal.as_ref()]
+                .into_iter()
+                .flatten()
+                .map(|t| t.0)
+                .max()?;
+            Some((
+                r.component.clone(),
+                (now.as_millisecond() - newest.as_millisecond()).max(0) as f64 / 1000.0,
+            ))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replica_is_as_old_as_its_newest_backup_or_wal() {
+        let t = |s: i64| MicroTime(Timestamp::from_second(1_800_000_000 + s).unwrap());
+        let r = |backup: Option<i64>, wal: Option<i64>| Replica {
+            component: "Database/shop-db".into(),
+            store: Some("vault".into()),
+            newest_backup: backup.map(t),
+            newest_wal: wal.map(t),
+            can_rebuild: backup.is_some(),
+            message: String::new(),
+        };
+        let now = t(100).0;
+        assert_eq!(
+            ages(&[r(Some(10), Some(97))], now),
+            [("Database/shop-db".to_string(), 3.0)]
+        );
+        assert_eq!(ages(&[r(Some(40), None)], now)[0].1, 60.0);
+        assert!(ages(&[r(None, None)], now).is_empty(), "nothing to measure from");
+    }
+}
