@@ -74,6 +74,13 @@ pub struct SiteSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 256))]
     pub overrides: Vec<Override>,
+    /// The traffic step of a takeover, once every wave is healthy: a JSON
+    /// message POSTed to this webhook (DNS, a GSLB, a load balancer: yours
+    /// to switch) with the site, the epoch (the fencing token: a receiver
+    /// ignores an epoch lower than one it has seen) and a `deliveryId` that
+    /// is the same if reprise has to send it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<super::recovery_plan::Webhook>,
 }
 
 /// A change to one bundle object when this site rebuilds it.

@@ -18,6 +18,7 @@ use crate::support::{
     plane_b,
     postgres::Postgres,
     s3::Seaweed,
+    webhooks,
 };
 
 /// The plan bundle's signing key, the same on both sites.
@@ -636,6 +637,55 @@ const SHOP_ON_DB: &str = "apiVersion: reprise.dev/v1alpha1\nkind: Application\nm
 /// The plan, naming both sites (its levels the default four).
 const PLAN: &str = "apiVersion: reprise.dev/v1alpha1\nkind: RecoveryPlan\nmetadata: {name: pra}\nspec: {selector: {}, sites: [paris, lyon]}\n";
 
+/// Waits for the vault to hold everything `pg` has written so far.
+async fn archived(ns: &TestNamespace, pg: &Postgres) {
+    let written = pg.sql("postgres", "SELECT pg_current_wal_lsn()::text");
+    let lsn = |t: &str| {
+        let (x, y) = t.trim().split_once('/').unwrap();
+        (u64::from_str_radix(x, 16).unwrap() << 32) | u64::from_str_radix(y, 16).unwrap()
+    };
+    ns.wait_for("database/shop-db", "the vault to hold the last write", 60, |v| {
+        v["status"]["wal"]["archivedLsn"]
+            .as_str()
+            .is_some_and(|x| lsn(x) >= lsn(&written))
+    })
+    .await;
+}
+
+/// A webhook receiver on loopback as lyon's traffic step; what it receives.
+async fn traffic_receiver(b: &TestNamespace) -> webhooks::Received {
+    let (hook, switched) = webhooks::receiver().await;
+    let patch = format!(r#"{{"spec":{{"traffic":{{"url":"{hook}/traffic"}}}}}}"#);
+    b.k(&["patch", "site/lyon", "--type", "merge", "-p", &patch]);
+    switched
+}
+
+/// lyon's operator, dying (with its children) at crash point `at`.
+async fn crashing(b: &TestNamespace, at: &str) -> Operator {
+    let mut doomed = Operator::start(Options {
+        plane: Some(b.plane),
+        env: vec![("REPRISE_TEST_CRASH_AT".into(), at.into())],
+        ..Options::namespace(&b.name)
+    });
+    doomed.wait_ready().await;
+    doomed
+}
+
+/// Once `doomed` died at its crash point, a successor finishes the failover.
+async fn finished_by_successor(mut doomed: Operator, b: &TestNamespace, secs: u64) -> (Operator, Value) {
+    assert!(
+        doomed.wait_exit(Duration::from_secs(90)).await.is_some(),
+        "lyon's operator did not reach its crash point"
+    );
+    let successor = operator(b);
+    let v = b
+        .wait_for("site/lyon", "the failover completed", secs, |v| {
+            !v["status"]["failover"]["completed"].is_null()
+        })
+        .await;
+    (successor, v)
+}
+
 fn count_and_sum(pg: &Postgres) -> String {
     pg.sql(
         "shop",
@@ -651,6 +701,7 @@ async fn a_lost_site_is_rebuilt_wave_by_wave_with_its_data_up_to_the_archived_wa
     let pg_b = Postgres::start();
     let (s3, a, mut op_a, b, mut op_b) = two_sites_with(BUNDLE, false).await;
     shop_with_data(&s3, &a, &b, &pg_a, &pg_b).await;
+    let switched = traffic_receiver(&b).await;
     backup_now(&a, "1", None).await;
     // lyon measures, with its own credentials, what it could rebuild from.
     let v = b
@@ -677,17 +728,7 @@ async fn a_lost_site_is_rebuilt_wave_by_wave_with_its_data_up_to_the_archived_wa
         "INSERT INTO orders (product, qty) SELECT 1, g FROM generate_series(1, 50) g",
     );
     let before = count_and_sum(&pg_a);
-    let written = pg_a.sql("postgres", "SELECT pg_current_wal_lsn()::text");
-    let lsn = |t: &str| {
-        let (x, y) = t.trim().split_once('/').unwrap();
-        (u64::from_str_radix(x, 16).unwrap() << 32) | u64::from_str_radix(y, 16).unwrap()
-    };
-    a.wait_for("database/shop-db", "the vault to hold the last write", 60, |v| {
-        v["status"]["wal"]["archivedLsn"]
-            .as_str()
-            .is_some_and(|x| lsn(x) >= lsn(&written))
-    })
-    .await;
+    archived(&a, &pg_a).await;
 
     // Orders keep coming until paris is lost: its operator killed with its
     // children (pg_receivewal too), its instance stopped.
@@ -715,7 +756,21 @@ async fn a_lost_site_is_rebuilt_wave_by_wave_with_its_data_up_to_the_archived_wa
         .iter()
         .map(|w| w["kind"].as_str().unwrap())
         .collect();
-    assert_eq!(kinds, ["RecoveryPlan", "Database", "Application"], "{f}");
+    assert_eq!(kinds, ["RecoveryPlan", "Database", "Application", "Traffic"], "{f}");
+    // The traffic step: once, after the applications, with the epoch.
+    let sent = switched.lock().unwrap().clone();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let body = &sent[0].body;
+    assert_eq!(
+        (body["site"].clone(), body["epoch"].clone()),
+        ("lyon".into(), 2.into()),
+        "{body}"
+    );
+    assert_eq!(
+        body["waves"],
+        serde_json::json!(["RecoveryPlan", "Database", "Application"]),
+        "{body}"
+    );
     let waves = f["waves"].as_array().unwrap();
     for pair in waves.windows(2) {
         assert!(
@@ -881,38 +936,14 @@ async fn a_failover_killed_midway_takes_one_epoch_and_restores_every_row() {
         "INSERT INTO orders (product, qty) SELECT 5, g FROM generate_series(1, 30) g",
     );
     let before = count_and_sum(&pg_a);
-    let written = pg_a.sql("postgres", "SELECT pg_current_wal_lsn()::text");
-    let lsn = |t: &str| {
-        let (x, y) = t.trim().split_once('/').unwrap();
-        (u64::from_str_radix(x, 16).unwrap() << 32) | u64::from_str_radix(y, 16).unwrap()
-    };
-    a.wait_for("database/shop-db", "the vault to hold the last write", 60, |v| {
-        v["status"]["wal"]["archivedLsn"]
-            .as_str()
-            .is_some_and(|x| lsn(x) >= lsn(&written))
-    })
-    .await;
+    archived(&a, &pg_a).await;
     op_b.kill();
-    let mut doomed = Operator::start(Options {
-        plane: Some(b.plane),
-        env: vec![("REPRISE_TEST_CRASH_AT".into(), "failover:databases-asked".into())],
-        ..Options::namespace(&b.name)
-    });
-    doomed.wait_ready().await;
+    let doomed = crashing(&b, "failover:databases-asked").await;
     role(&b, "lyon", "Standby", 30).await;
     let mut pg_a = pg_a;
     op_a.kill();
     pg_a.stop();
-    assert!(
-        doomed.wait_exit(Duration::from_secs(60)).await.is_some(),
-        "lyon's operator did not reach its crash point"
-    );
-    let _successor = operator(&b);
-    let v = b
-        .wait_for("site/lyon", "the failover completed", 240, |v| {
-            !v["status"]["failover"]["completed"].is_null()
-        })
-        .await;
+    let (_successor, v) = finished_by_successor(doomed, &b, 240).await;
     assert_eq!(v["status"]["epoch"], 2, "one takeover, one epoch: {}", v["status"]);
     assert_eq!(count_and_sum(&pg_b), before, "every archived row");
     let db = b.json("database/shop-db");
@@ -929,6 +960,33 @@ async fn a_failover_killed_midway_takes_one_epoch_and_restores_every_row() {
     );
     let incidents = b.k(&["get", "incidents", "-o", "jsonpath={.items[*].spec.component.kind}"]);
     assert_eq!(incidents.trim(), "Site", "one site Incident: {incidents}");
+}
+
+/// lyon's operator dies right after its traffic webhook answered, before
+/// saying so: its successor sends it again with the same deliveryId (the
+/// receiver tells the repeat) and the same epoch, and completes.
+#[tokio::test]
+async fn a_traffic_step_killed_midway_is_sent_again_as_the_same_delivery() {
+    let (_s3, a, op_a, b, mut op_b) = two_sites_with(BUNDLE, false).await;
+    let switched = traffic_receiver(&b).await;
+    role(&a, "paris", "Active", 60).await;
+    b.wait_for("site/lyon", "the bundle read", 30, |v| {
+        v["status"]["bundle"]["verified"] == true
+    })
+    .await;
+    op_b.kill();
+    let doomed = crashing(&b, "failover:traffic-sent").await;
+    op_a.freeze(true);
+    let (_successor, v) = finished_by_successor(doomed, &b, 90).await;
+    assert_eq!(v["status"]["epoch"], 2, "{}", v["status"]);
+    let sent = switched.lock().unwrap().clone();
+    let ids: std::collections::BTreeSet<String> = sent
+        .iter()
+        .map(|d| d.body["deliveryId"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(ids.len(), 1, "one delivery, sent again: {sent:?}");
+    assert!(sent.len() >= 2 && sent.iter().all(|d| d.body["epoch"] == 2), "{sent:?}");
+    op_a.freeze(false);
 }
 
 #[tokio::test]
@@ -978,6 +1036,10 @@ async fn a_relocation_there_and_back_loses_no_row() {
     );
     let restore = &a.json("database/shop-db")["status"]["lastRestore"];
     assert_eq!(restore["outcome"], "Verified", "{restore}");
+    assert!(
+        restore["skippedBackups"].as_array().is_none_or(|s| s.is_empty()),
+        "from lyon's final backup, none passed over: {restore}"
+    );
     eprintln!(
         "relocation paris -> lyon: {took:?} from the annotation to the shop Ready there; back: {back:?}; rows {before} then {on_lyon}, none lost"
     );

@@ -85,6 +85,34 @@ pub fn ensure(uid: &str, setup: Setup) -> Progress {
     Progress::default()
 }
 
+/// The WAL position every store holds for Database `uid`, if its archiver runs.
+pub fn archived(uid: &str) -> Option<u64> {
+    let all = running().lock().unwrap_or_else(|p| p.into_inner());
+    let r = all.get(uid)?;
+    let p = r.progress.lock().unwrap_or_else(|p| p.into_inner());
+    p.archived.map(|(lsn, _)| lsn)
+}
+
+/// Waits (at most `limit`) until the stores hold the WAL of Database `uid`
+/// up to `lsn`: a base backup is usable only with the WAL to its end.
+pub async fn wait_archived(uid: &str, lsn: u64, limit: Duration) -> Result<(), String> {
+    let until = std::time::Instant::now() + limit;
+    loop {
+        let at = archived(uid);
+        if at.is_some_and(|a| a >= lsn) {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= until {
+            return Err(format!(
+                "its WAL is archived up to {}, short of {} where the base backup ended",
+                at.map_or("nothing".into(), wal::format_lsn),
+                wal::format_lsn(lsn)
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 /// Stops the archiver of Database `uid` (its pg_receivewal dies with the task).
 pub fn stop(uid: &str) {
     if let Some(old) = running().lock().unwrap_or_else(|p| p.into_inner()).remove(uid) {

@@ -921,14 +921,15 @@ async fn backups(
         if let Some(v) = now_asked {
             pass.status.backup_now = Some(v);
         }
-        let (outcome, message) = backup_now(pass, live, &usable, &mut notes).await;
+        let mut base_end = None;
+        let (outcome, message) = backup_now(pass, live, &usable, &mut notes, &mut base_end).await;
         wrote = true;
         failed = outcome != "Succeeded";
         if let Some(req) = asked {
-            let answer = if outcome == "Succeeded" {
-                ActionOutcome::Done
-            } else {
-                ActionOutcome::Failed
+            let (answer, message) = match (outcome, base_end) {
+                ("Succeeded", Some(end)) => wal_to_its_end(live, end, message).await,
+                ("Succeeded", None) => (ActionOutcome::Done, message),
+                _ => (ActionOutcome::Failed, message),
             };
             pass.action(req, answer, message);
         }
@@ -962,6 +963,27 @@ async fn backups(
             probe.min(Duration::from_secs(wait.max(1) as u64))
         }
         None => probe,
+    }
+}
+
+/// An asked backup with a base answers Done once the WAL to the base's end
+/// is archived too: a restore from it needs that WAL (e.g. the peer of a
+/// relocation, restoring to the newest point).
+async fn wal_to_its_end(live: &Live<'_, impl DatabaseEngine>, end: u64, message: String) -> (ActionOutcome, String) {
+    let Some(every) = live
+        .db
+        .spec
+        .backup
+        .as_ref()
+        .and_then(|b| b.wal.as_ref())
+        .map(|w| w.upload_interval.as_std())
+    else {
+        return (ActionOutcome::Done, message);
+    };
+    let uid = live.db.uid().unwrap_or_default();
+    match archive::wait_archived(&uid, end, every * 3 + Duration::from_secs(30)).await {
+        Ok(()) => (ActionOutcome::Done, format!("{message}; the WAL to its end archived")),
+        Err(why) => (ActionOutcome::Failed, format!("{message}; but {why}")),
     }
 }
 
@@ -1121,6 +1143,7 @@ async fn backup_now(
     live: &Live<'_, impl DatabaseEngine>,
     usable: &[&Store],
     notes: &mut Vec<(String, String)>,
+    base_end: &mut Option<u64>,
 ) -> (&'static str, String) {
     let ctx = live.ctx;
     let result = backup::take(&live.engine, usable, live.db).await;
@@ -1170,6 +1193,11 @@ async fn backup_now(
             };
             pass.event(type_, "BackupSucceeded", "Backup", message.clone());
             pass.status.last_backup = Some(rec);
+            *base_end = first
+                .base
+                .as_ref()
+                .and_then(|b| b.end_lsn.as_deref())
+                .and_then(crate::providers::postgres::wal::parse_lsn);
             ("Succeeded", message)
         }
         Err(e) => {

@@ -73,6 +73,10 @@ pub struct BaseRecord {
     /// `wal-<system>` (unset: an older backup, its WAL in `wal`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub system: Option<String>,
+    /// The server's WAL position once the backup ended: a recovery from it
+    /// needs the WAL archived at least this far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_lsn: Option<String>,
 }
 
 fn default_segment_size() -> u64 {

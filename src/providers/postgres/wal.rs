@@ -92,6 +92,12 @@ pub async fn system_id(c: &tokio_postgres::Client) -> Result<String, PgError> {
     Ok(row.get::<_, String>(0))
 }
 
+/// The server's WAL flush position.
+pub async fn current_flush(c: &tokio_postgres::Client) -> Result<String, PgError> {
+    let row = c.query_one("SELECT pg_current_wal_flush_lsn()::text", &[]).await?;
+    Ok(row.get::<_, String>(0))
+}
+
 pub async fn segment_size(c: &tokio_postgres::Client) -> Result<u64, PgError> {
     let row = c
         .query_one(
@@ -217,9 +223,11 @@ pub async fn base_backup(
     let c = target.connect("postgres").await?;
     let segment_size = segment_size(&c).await?;
     let system = Some(system_id(&c).await?);
+    let end = current_flush(&c).await?;
     Ok(BaseRecord {
         segment_size,
         system,
+        end_lsn: Some(end),
         file: "base.tar".into(),
         bytes,
         sha256,

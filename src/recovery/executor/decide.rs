@@ -358,16 +358,8 @@ fn next_step(f: &Facts, c: &ComponentFacts) -> Next {
     });
     let Some((i, attempt)) = next else {
         // No procedure: a repair its own controller runs is recorded as awaited.
-        if f.steps.is_empty()
-            && let Some(m) = c
-                .own_repair
-                .as_ref()
-                .filter(|_| !f.timeline.iter().any(|e| e.step == SELF_REPAIR))
-        {
-            return Next::Await {
-                name: SELF_REPAIR,
-                message: format!("waiting: {m}"),
-            };
+        if let Some(wait) = own_repair(f, c).filter(|_| f.steps.is_empty()) {
+            return wait;
         }
         return if f.notify_only.is_some() || f.steps.is_empty() {
             // People repair it; the incident resolves when the signal is good again.
@@ -427,21 +419,25 @@ fn next_step(f: &Facts, c: &ComponentFacts) -> Next {
             };
         }
     }
-    // Once per incident: a repair that did not help is not waited on again.
     // Nobody is asked to approve what the component is repairing already.
     let acts = verb_of_step(step.action).is_some() || step.action == StepAction::WaitForApproval;
-    if acts
-        && let Some(m) = c
-            .own_repair
-            .as_ref()
-            .filter(|_| !f.timeline.iter().any(|e| e.step == SELF_REPAIR))
-    {
-        return Next::Await {
-            name: SELF_REPAIR,
-            message: format!("waiting: {m}"),
-        };
+    if let Some(wait) = own_repair(f, c).filter(|_| acts) {
+        return wait;
     }
     Next::Start { step: i, attempt }
+}
+
+/// Waiting for the repair the component's own controller runs, once per
+/// incident (a repair that did not help is not waited on again).
+fn own_repair(f: &Facts, c: &ComponentFacts) -> Option<Next> {
+    let m = c
+        .own_repair
+        .as_ref()
+        .filter(|_| !f.timeline.iter().any(|e| e.step == SELF_REPAIR))?;
+    Some(Next::Await {
+        name: SELF_REPAIR,
+        message: format!("waiting: {m}"),
+    })
 }
 
 #[cfg(test)]

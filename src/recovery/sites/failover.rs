@@ -401,6 +401,13 @@ async fn advance_with(ctx: &Context, site: &Site, rec: &mut FailoverRecord, payl
     loop {
         let now = MicroTime(Timestamp::now());
         let heartbeat = rec.last_heartbeat.as_ref().map(|t| t.0);
+        if rec
+            .waves
+            .last()
+            .is_some_and(|w| w.kind == TRAFFIC && w.finished.is_none())
+        {
+            return traffic(ctx, site, rec).await;
+        }
         if let Some(wave) = rec.waves.last_mut().filter(|w| w.finished.is_none()) {
             let (waiting, said) = wave_state(ctx, &ns, wave, heartbeat, rec.epoch).await;
             if !waiting.is_empty() {
@@ -420,11 +427,110 @@ async fn advance_with(ctx: &Context, site: &Site, rec: &mut FailoverRecord, payl
             .skip(next)
             .find(|k| payload.objects.iter().any(|o| o["kind"] == **k))
         else {
+            if let Some(hook) = site
+                .spec
+                .traffic
+                .as_ref()
+                .filter(|_| !rec.waves.iter().any(|w| w.kind == TRAFFIC))
+            {
+                // Recorded before it is sent (the next round sends it): a
+                // restart sends it again, with the same deliveryId.
+                rec.waves.push(Wave {
+                    kind: TRAFFIC.into(),
+                    started: now,
+                    finished: None,
+                    objects: vec![webhook_host(&hook.url)],
+                    message: "switching the traffic".into(),
+                });
+                return;
+            }
             rec.completed = Some(now);
             return;
         };
         let wave = start_wave(ctx, site, rec, payload, kind).await;
         rec.waves.push(wave);
+    }
+}
+
+/// The last wave of a takeover: the site's traffic webhook.
+pub const TRAFFIC: &str = "Traffic";
+
+/// A webhook's host, for status (never its path or query: they may carry secrets).
+fn webhook_host(url: &str) -> String {
+    reqwest::Url::parse(url)
+        .ok()
+        .and_then(|u| {
+            u.host_str()
+                .map(|h| format!("{h}:{}", u.port_or_known_default().unwrap_or(0)))
+        })
+        .unwrap_or_else(|| "an invalid URL".into())
+}
+
+/// Sends the traffic step (at least once: the `deliveryId` tells a repeat);
+/// the failover completes when the receiver said yes, else it says why and
+/// sends again next round.
+async fn traffic(ctx: &Context, site: &Site, rec: &mut FailoverRecord) {
+    let Some(hook) = site.spec.traffic.as_ref() else {
+        rec.completed = Some(MicroTime(Timestamp::now()));
+        return;
+    };
+    let ns = site.namespace().unwrap_or_default();
+    let token = match &hook.token_secret_ref {
+        None => Ok(None),
+        Some(r) => {
+            let who = secrets::Requester {
+                kind: "Site",
+                name: site.metadata.name.as_deref().unwrap_or_default(),
+            };
+            match secrets::read(ctx, &ns, &r.name, who).await {
+                Ok(Ok(data)) => data
+                    .get(&r.key)
+                    .and_then(|v| String::from_utf8(v.clone()).ok())
+                    .map(Some)
+                    .ok_or_else(|| {
+                        format!(
+                            "spec.traffic.tokenSecretRef: Secret {:?} has no key {:?}",
+                            r.name, r.key
+                        )
+                    }),
+                Ok(Err(why)) => Err(format!("spec.traffic.tokenSecretRef: {why}")),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+    };
+    let body = serde_json::json!({
+        "deliveryId": format!("{}-e{}-traffic", site.uid().unwrap_or_default().chars().take(8).collect::<String>(), rec.epoch),
+        "site": site.name_any(),
+        "namespace": ns,
+        "epoch": rec.epoch,
+        "from": rec.from,
+        "bundle": rec.bundle,
+        "waves": rec.waves.iter().filter(|w| w.kind != TRAFFIC).map(|w| &w.kind).collect::<Vec<_>>(),
+    });
+    let said = match token {
+        Err(why) => Err(why),
+        Ok(token) => {
+            static HTTP: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+            let http = HTTP.get_or_init(crate::providers::webhook::client);
+            let d = crate::providers::webhook::post(http, &hook.url, token.as_deref(), &body, 1).await;
+            if d.ok {
+                crate::crash::point("failover:traffic-sent");
+                Ok(d.message)
+            } else {
+                Err(d.message)
+            }
+        }
+    };
+    let wave = rec.waves.last_mut().expect("the traffic wave is the last");
+    match said {
+        Ok(answer) => {
+            let now = MicroTime(Timestamp::now());
+            wave.message = format!("{answer} from {}", webhook_host(&hook.url));
+            wave.finished = Some(now.clone());
+            rec.completed = Some(now);
+            ctx.metrics.wrote("Traffic", "webhook");
+        }
+        Err(why) => wave.message = format!("not switched yet ({why}): sent again in a moment"),
     }
 }
 
@@ -625,8 +731,13 @@ fn recovery_point(db: &Database, heartbeat: Option<Timestamp>) -> String {
     } else {
         "its newest backup"
     };
+    let passed = if r.skipped_backups.is_empty() {
+        String::new()
+    } else {
+        format!(" (newer backups passed over: {})", r.skipped_backups.join("; "))
+    };
     format!(
-        "Database {name}: restored ({:?}) to {what}, {}{lost}",
+        "Database {name}: restored ({:?}) to {what}, {}{lost}{passed}",
         r.outcome,
         point.map_or("at an unknown time".into(), |p| p.to_string())
     )
