@@ -129,48 +129,12 @@ async fn round(ctx: &Context, site: &Site, w: &Witness, register: &S3Witness) ->
         _ => (None, None),
     };
     let decision = lease::decide(&cfg, &memory, &read, now, hand_over.as_deref());
-    let (role, why, seen_lease, acting_until) = match decision {
-        Decision::Stay { role, why } if role == SiteRole::Active && memory.approved.is_some() => {
-            // Acting by a person's approval, without the witness: for one lease at a time.
-            let until = now + cfg.duration - cfg.skew;
-            (role, why, lease_of(&read), Some(until))
-        }
-        Decision::Stay { role, why } => {
-            let keep = (role == SiteRole::Active).then_some(memory.acting_until).flatten();
-            (role, why, lease_of(&read), keep)
-        }
-        Decision::Write { lease, role, why } => {
-            let started = Instant::now();
-            match register.write(&lease, prev.as_ref()).await {
-                Ok(_) => {
-                    let until = (role == SiteRole::Active).then(|| {
-                        let margin = cfg.duration - cfg.skew;
-                        Timestamp::now() + margin - SignedDuration::try_from(started.elapsed()).unwrap_or_default()
-                    });
-                    (role, why, Some(lease), until)
-                }
-                Err(WitnessError::Conflict) => (
-                    // Someone wrote first: not acting until the next reading says who.
-                    if role == SiteRole::Active && memory.role == Some(SiteRole::Active) {
-                        SiteRole::Fenced
-                    } else {
-                        memory.role.unwrap_or(SiteRole::Standby)
-                    },
-                    "another site wrote the lease first: reading it again".into(),
-                    lease_of(&read),
-                    None,
-                ),
-                Err(e) => {
-                    let d = lease::decide(&cfg, &memory, &Seen::Unreachable(e.to_string()), now, None);
-                    let Decision::Stay { role, why } = d else {
-                        unreachable!("an unreachable witness is never written")
-                    };
-                    let keep = (role == SiteRole::Active).then_some(memory.acting_until).flatten();
-                    (role, why, lease_of(&read), keep)
-                }
-            }
-        }
-    };
+    let Outcome {
+        role,
+        why,
+        seen_lease,
+        acting_until,
+    } = carry_out(register, &cfg, &memory, (&read, prev.as_ref()), now, decision).await;
     let held = match (&seen_lease, role, memory.approved) {
         (Some(l), SiteRole::Active, _) if l.site == me => Some(l.epoch),
         (_, SiteRole::Active, Some(a)) => Some(a),
@@ -232,6 +196,75 @@ async fn round(ctx: &Context, site: &Site, w: &Witness, register: &S3Witness) ->
         crate::runtime::report::publish(ctx, site, EventType::Normal, "NeedsApproval", "Failover", note).await;
     }
     peers(ctx, &ns, &me, seen_lease.as_ref()).await
+}
+
+/// What a decision came to, once carried out.
+struct Outcome {
+    role: SiteRole,
+    why: String,
+    seen_lease: Option<crate::providers::witness::Lease>,
+    acting_until: Option<Timestamp>,
+}
+
+/// Carries a decision out: the conditional write, when it says so, and
+/// what the site is afterwards (a lost race or a witness gone meanwhile
+/// included). `read`: what was read, and the version a write must match.
+async fn carry_out(
+    register: &S3Witness,
+    cfg: &Config,
+    memory: &Memory,
+    (read, prev): (&Seen, Option<&crate::providers::witness::Held>),
+    now: Timestamp,
+    decision: Decision,
+) -> Outcome {
+    let (role, why, seen_lease, acting_until) = match decision {
+        Decision::Stay { role, why } if role == SiteRole::Active && memory.approved.is_some() => {
+            // Acting by a person's approval, without the witness: for one lease at a time.
+            let until = now + cfg.duration - cfg.skew;
+            (role, why, lease_of(read), Some(until))
+        }
+        Decision::Stay { role, why } => {
+            let keep = (role == SiteRole::Active).then_some(memory.acting_until).flatten();
+            (role, why, lease_of(read), keep)
+        }
+        Decision::Write { lease, role, why } => {
+            let started = Instant::now();
+            match register.write(&lease, prev).await {
+                Ok(_) => {
+                    let until = (role == SiteRole::Active).then(|| {
+                        let margin = cfg.duration - cfg.skew;
+                        Timestamp::now() + margin - SignedDuration::try_from(started.elapsed()).unwrap_or_default()
+                    });
+                    (role, why, Some(lease), until)
+                }
+                Err(WitnessError::Conflict) => (
+                    // Someone wrote first: not acting until the next reading says who.
+                    if role == SiteRole::Active && memory.role == Some(SiteRole::Active) {
+                        SiteRole::Fenced
+                    } else {
+                        memory.role.unwrap_or(SiteRole::Standby)
+                    },
+                    "another site wrote the lease first: reading it again".into(),
+                    lease_of(read),
+                    None,
+                ),
+                Err(e) => {
+                    let d = lease::decide(cfg, memory, &Seen::Unreachable(e.to_string()), now, None);
+                    let Decision::Stay { role, why } = d else {
+                        unreachable!("an unreachable witness is never written")
+                    };
+                    let keep = (role == SiteRole::Active).then_some(memory.acting_until).flatten();
+                    (role, why, lease_of(read), keep)
+                }
+            }
+        }
+    };
+    Outcome {
+        role,
+        why,
+        seen_lease,
+        acting_until,
+    }
 }
 
 fn lease_of(seen: &Seen) -> Option<crate::providers::witness::Lease> {
