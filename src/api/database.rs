@@ -674,6 +674,17 @@ pub struct RestoreRecord {
     pub message: String,
 }
 
+impl RestoreRecord {
+    /// The moment the restored data is from: the last transaction a
+    /// point-in-time restore replayed, else the backup's time.
+    pub fn point(&self) -> Option<k8s_openapi::jiff::Timestamp> {
+        self.recovered_to
+            .as_ref()
+            .map(|t| t.0)
+            .or(self.backup_time.as_ref().map(|t| t.0))
+    }
+}
+
 /// The check of every table a backup holds, after a restore.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]

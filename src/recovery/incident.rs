@@ -271,7 +271,7 @@ fn site_measures(ctx: &Context, ns: &str, name: &str, m: &mut Measures) {
             continue;
         };
         bytes += r.bytes_restored;
-        let point = r.recovered_to.map(|t| t.0).or(r.backup_time.map(|t| t.0));
+        let point = r.point();
         if let (Some(p), Some(h)) = (point, f.last_heartbeat.as_ref()) {
             let ms = (h.0.as_millisecond() - p.as_millisecond()).max(0);
             lost = Some(lost.map_or(ms, |l| l.max(ms)));

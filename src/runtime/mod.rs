@@ -112,6 +112,9 @@ pub struct Context {
     /// against their sha256) and provisioning images (checked before a BMC
     /// is asked to boot from them).
     pub http: reqwest::Client,
+    /// HTTP client for webhooks (responders, a site's traffic step):
+    /// bounded times, no redirect followed.
+    pub webhook: reqwest::Client,
     /// Consecutive failures per object, for per-object backoff.
     failures: Mutex<HashMap<String, u32>>,
     /// The last status written per object uid, with the resourceVersion the
@@ -177,6 +180,7 @@ impl Context {
         instance: String,
         settings: Settings,
     ) -> Self {
+        let webhook = crate::providers::webhook::client();
         Self {
             recorder: events::Recorder::new(client.clone(), "reprise", &instance),
             client,
@@ -191,7 +195,8 @@ impl Context {
             malformed: Mutex::new(HashMap::new()),
             bmc_lanes: BmcLanes::new(settings.bmc_concurrency),
             seen: crate::recovery::detection::Seen::default(),
-            notifier: crate::recovery::notify::Notifier::start(crate::providers::webhook::client()),
+            notifier: crate::recovery::notify::Notifier::start(webhook.clone()),
+            webhook,
             fence: Default::default(),
             settings,
         }

@@ -20,7 +20,7 @@ use super::bundle::{self, MAX_BUNDLE_BYTES, Payload};
 use crate::{
     api::{
         Application, Database, MaintenanceWindow, RecoveryPlan, Server, VirtualMachine,
-        common::{ComponentKind, ComponentRef},
+        common::{ComponentKind, ComponentRef, SecretKeyRef},
         contract::{ACTION_ANNOTATION, ActionVerb, Request},
         database::RESTORE_TO_ANNOTATION,
         site::{BundleStatus, FailoverRecord, Site, Wave},
@@ -73,27 +73,33 @@ pub async fn key(ctx: &Context, site: &Site) -> Result<Option<Result<Vec<u8>, St
     let Some(b) = &site.spec.bundle else {
         return Ok(None);
     };
+    Ok(Some(
+        secret_key(ctx, site, &b.key_secret_ref, "spec.bundle.keySecretRef").await?,
+    ))
+}
+
+/// The value of key `r` of a Secret the local Site names at `field`, when
+/// the Secret offers itself to the Site and the value is not empty (Err:
+/// why not, naming the field).
+async fn secret_key(
+    ctx: &Context,
+    site: &Site,
+    r: &SecretKeyRef,
+    field: &str,
+) -> Result<Result<Vec<u8>, String>, Error> {
     let ns = site.namespace().unwrap_or_default();
     let who = secrets::Requester {
         kind: "Site",
         name: site.metadata.name.as_deref().unwrap_or_default(),
     };
-    let field = "spec.bundle.keySecretRef";
-    Ok(Some(
-        match secrets::read(ctx, &ns, &b.key_secret_ref.name, who).await? {
-            Ok(data) => data
-                .get(&b.key_secret_ref.key)
-                .filter(|k| !k.is_empty())
-                .cloned()
-                .ok_or_else(|| {
-                    format!(
-                        "{field}: Secret {:?} has no key {:?}",
-                        b.key_secret_ref.name, b.key_secret_ref.key
-                    )
-                }),
-            Err(why) => Err(format!("{field}: {why}")),
-        },
-    ))
+    Ok(match secrets::read(ctx, &ns, &r.name, who).await? {
+        Ok(data) => data
+            .get(&r.key)
+            .filter(|k| !k.is_empty())
+            .cloned()
+            .ok_or_else(|| format!("{field}: Secret {:?} has no key {:?}", r.name, r.key)),
+        Err(why) => Err(format!("{field}: {why}")),
+    })
 }
 
 fn portable_all<K: Kind>(store: &Store<DeserializeGuard<K>>, ns: &str, out: &mut Vec<serde_json::Value>) {
@@ -337,19 +343,6 @@ pub async fn plans_from_bundle(ctx: &Context, site: &Site) -> Result<Vec<String>
         .payload
         .ok_or("no plan bundle was read and checked since reprise started")?;
     let mut created = vec![];
-    let mut rec = FailoverRecord {
-        at: Time(Timestamp::now()),
-        epoch: 0,
-        bundle: None,
-        created: vec![],
-        present: vec![],
-        overridden: vec![],
-        message: String::new(),
-        from: None,
-        last_heartbeat: None,
-        waves: vec![],
-        completed: None,
-    };
     let api: Api<DynamicObject> =
         Api::namespaced_with(ctx.client.clone(), &ns, &ApiResource::erase::<RecoveryPlan>(&()));
     for o in payload.objects.iter().filter(|o| {
@@ -359,7 +352,8 @@ pub async fn plans_from_bundle(ctx: &Context, site: &Site) -> Result<Vec<String>
                 .is_some_and(|s| s.iter().any(|x| x == me.as_str()))
     }) {
         let name = o["metadata"]["name"].as_str().unwrap_or_default();
-        let body = body_for(site, &mut rec, o, &ns, "RecoveryPlan", name);
+        let mut body = with_overrides(site, o);
+        body["metadata"]["namespace"] = ns.as_str().into();
         api.patch(name, &PatchParams::apply(MANAGER), &Patch::Apply(&body))
             .await
             .map_err(|e| format!("RecoveryPlan {name}: {e}"))?;
@@ -477,26 +471,13 @@ async fn traffic(ctx: &Context, site: &Site, rec: &mut FailoverRecord) {
     let ns = site.namespace().unwrap_or_default();
     let token = match &hook.token_secret_ref {
         None => Ok(None),
-        Some(r) => {
-            let who = secrets::Requester {
-                kind: "Site",
-                name: site.metadata.name.as_deref().unwrap_or_default(),
-            };
-            match secrets::read(ctx, &ns, &r.name, who).await {
-                Ok(Ok(data)) => data
-                    .get(&r.key)
-                    .and_then(|v| String::from_utf8(v.clone()).ok())
-                    .map(Some)
-                    .ok_or_else(|| {
-                        format!(
-                            "spec.traffic.tokenSecretRef: Secret {:?} has no key {:?}",
-                            r.name, r.key
-                        )
-                    }),
-                Ok(Err(why)) => Err(format!("spec.traffic.tokenSecretRef: {why}")),
-                Err(e) => Err(e.to_string()),
-            }
-        }
+        Some(r) => match secret_key(ctx, site, r, "spec.traffic.tokenSecretRef").await {
+            Ok(Ok(v)) => String::from_utf8(v)
+                .map(Some)
+                .map_err(|_| "spec.traffic.tokenSecretRef: the token is not UTF-8".to_string()),
+            Ok(Err(why)) => Err(why),
+            Err(e) => Err(e.to_string()),
+        },
     };
     let body = serde_json::json!({
         "deliveryId": format!("{}-e{}-traffic", site.uid().unwrap_or_default().chars().take(8).collect::<String>(), rec.epoch),
@@ -510,9 +491,7 @@ async fn traffic(ctx: &Context, site: &Site, rec: &mut FailoverRecord) {
     let said = match token {
         Err(why) => Err(why),
         Ok(token) => {
-            static HTTP: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
-            let http = HTTP.get_or_init(crate::providers::webhook::client);
-            let d = crate::providers::webhook::post(http, &hook.url, token.as_deref(), &body, 1).await;
+            let d = crate::providers::webhook::post(&ctx.webhook, &hook.url, token.as_deref(), &body, 1).await;
             if d.ok {
                 crate::crash::point("failover:traffic-sent");
                 Ok(d.message)
@@ -714,11 +693,7 @@ fn recovery_point(db: &Database, heartbeat: Option<Timestamp>) -> String {
     let Some(r) = db.status.as_ref().and_then(|s| s.last_restore.as_ref()) else {
         return format!("Database {name}: healthy, nothing restored");
     };
-    let point = r
-        .recovered_to
-        .as_ref()
-        .map(|t| t.0)
-        .or(r.backup_time.as_ref().map(|t| t.0));
+    let point = r.point();
     let lost = match (point, heartbeat) {
         (Some(p), Some(h)) => format!(
             ": at most {} lost before the lost site's last heartbeat",
