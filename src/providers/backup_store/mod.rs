@@ -277,6 +277,18 @@ pub struct S3Credentials {
     pub secret_access_key: String,
 }
 
+impl S3Credentials {
+    /// From a Secret's data (`accessKeyId`, `secretAccessKey`, UTF-8); Err:
+    /// the first key missing.
+    pub fn from_data(data: &std::collections::BTreeMap<String, Vec<u8>>) -> Result<Self, &'static str> {
+        let text = |k: &'static str| data.get(k).and_then(|v| String::from_utf8(v.clone()).ok()).ok_or(k);
+        Ok(Self {
+            access_key_id: text("accessKeyId")?,
+            secret_access_key: text("secretAccessKey")?,
+        })
+    }
+}
+
 pub type StoreError = object_store::Error;
 
 /// Where a local store may be: an absolute path without `.` or `..`

@@ -376,14 +376,13 @@ async fn register(ctx: &Context, site: &Site, w: &Witness) -> Result<Result<Arc<
         Ok(d) => d,
         Err(why) => return Ok(Err(format!("spec.witness.s3.credentialsSecretRef: {why}"))),
     };
-    let text = |k: &str| {
-        data.get(k)
-            .and_then(|v| String::from_utf8(v.clone()).ok())
-            .ok_or_else(|| format!("spec.witness.s3.credentialsSecretRef: Secret {name:?} has no key {k:?}"))
-    };
-    let (id, secret) = match (text("accessKeyId"), text("secretAccessKey")) {
-        (Ok(a), Ok(b)) => (a, b),
-        (Err(e), _) | (_, Err(e)) => return Ok(Err(e)),
+    let (id, secret) = match crate::providers::backup_store::S3Credentials::from_data(&data) {
+        Ok(c) => (c.access_key_id, c.secret_access_key),
+        Err(k) => {
+            return Ok(Err(format!(
+                "spec.witness.s3.credentialsSecretRef: Secret {name:?} has no key {k:?}"
+            )));
+        }
     };
     let key = format!(
         "{}|{:?}|{}|{:?}|{}|{id}|{}",

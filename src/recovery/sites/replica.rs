@@ -77,17 +77,10 @@ async fn database(ctx: &Context, site: &Site, o: &serde_json::Value, name: &str)
                 continue;
             }
         };
-        let text = |k: &str| data.get(k).and_then(|v| String::from_utf8(v.clone()).ok());
-        let creds = match (text("accessKeyId"), text("secretAccessKey")) {
-            (Some(access_key_id), Some(secret_access_key)) => S3Credentials {
-                access_key_id,
-                secret_access_key,
-            },
-            _ => {
-                notes.push(format!(
-                    "store {}: its Secret lacks accessKeyId or secretAccessKey",
-                    spec.name
-                ));
+        let creds = match S3Credentials::from_data(&data) {
+            Ok(c) => c,
+            Err(k) => {
+                notes.push(format!("store {}: its Secret has no key {k:?}", spec.name));
                 continue;
             }
         };
