@@ -989,6 +989,52 @@ async fn a_traffic_step_killed_midway_is_sent_again_as_the_same_delivery() {
     op_a.freeze(false);
 }
 
+/// paris's operator dies (with its children) right after asking for the
+/// final backup of a relocation: its successor asks nothing twice (the same
+/// request id), one final backup is taken, and the move completes with
+/// every row.
+#[tokio::test]
+async fn a_relocation_killed_after_asking_its_final_backup_takes_it_once() {
+    let pg_a = Postgres::start();
+    let pg_b = Postgres::start();
+    let (s3, a, mut op_a, b, _op_b) = two_sites_with(BUNDLE, false).await;
+    shop_with_data(&s3, &a, &b, &pg_a, &pg_b).await;
+    let before = count_and_sum(&pg_a);
+    let manifests = || {
+        s3.keys("vault", &format!("{}/shop-db/", a.name))
+            .into_iter()
+            .filter(|(k, _)| k.ends_with("/manifest.json"))
+            .count()
+    };
+    let backups = manifests();
+    op_a.kill();
+    let doomed = {
+        let mut d = Operator::start(Options {
+            plane: Some(a.plane),
+            env: vec![("REPRISE_TEST_CRASH_AT".into(), "relocate:backup-asked".into())],
+            ..Options::namespace(&a.name)
+        });
+        d.wait_ready().await;
+        d
+    };
+    role(&a, "paris", "Active", 60).await;
+    a.k(&["annotate", "site/paris", "reprise.dev/relocate-to=lyon"]);
+    let mut doomed = doomed;
+    assert!(
+        doomed.wait_exit(Duration::from_secs(90)).await.is_some(),
+        "paris's operator did not reach its crash point"
+    );
+    let _successor = operator(&a);
+    role(&b, "lyon", "Active", 120).await;
+    a.k(&["annotate", "site/paris", "reprise.dev/relocate-to-"]);
+    b.wait_for("site/lyon", "the relocation's waves healthy", 120, |v| {
+        !v["status"]["failover"]["completed"].is_null()
+    })
+    .await;
+    assert_eq!(count_and_sum(&pg_b), before, "every row on lyon");
+    assert_eq!(manifests(), backups + 1, "one final backup, not two");
+}
+
 #[tokio::test]
 async fn a_relocation_there_and_back_loses_no_row() {
     let pg_a = Postgres::start();

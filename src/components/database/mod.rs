@@ -916,6 +916,9 @@ async fn backups(
     let mut notes: Vec<(String, String)> = vec![];
     let mut failed = false;
     let wrote;
+    // The WAL archiver runs before a backup is taken (after a restart, too):
+    // an asked base backup answers once the WAL to its end is archived.
+    archiving(live);
     if (scheduled || now_asked.is_some() || asked.is_some()) && healthy && accounts_ok && !usable.is_empty() {
         pass.status.last_backup_attempt = Some(Time(pass.now));
         if let Some(v) = now_asked {

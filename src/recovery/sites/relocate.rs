@@ -75,6 +75,7 @@ pub async fn quiesced(ctx: &Context, site: &Site, peer: &str, epoch: u64) -> Res
                 name: name.clone(),
             };
             registry::request_action(ctx, &ns, &c, ActionVerb::Backup, &id).await?;
+            crate::crash::point("relocate:backup-asked");
         }
         waiting.push(name);
     }
