@@ -83,20 +83,31 @@ pub struct SiteSpec {
     pub traffic: Option<super::recovery_plan::Webhook>,
 }
 
-/// A change to one bundle object when this site rebuilds it.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+/// A change to one bundle object when this site rebuilds it: its spec
+/// patched, or the object replaced by one of this site's own.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.specPatch) != has(self.replacedBy)").message("spec.overrides: give an override either specPatch or replacedBy"))]
 pub struct Override {
     /// The object's kind: `Server`, `VirtualMachine`, `Database`,
     /// `Application`, `MaintenanceWindow` or `RecoveryPlan`.
     #[schemars(regex(pattern = r"^(Server|VirtualMachine|Database|Application|MaintenanceWindow|RecoveryPlan)$"))]
     pub kind: String,
-    /// The object's name.
+    /// The object's name (in the bundle).
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
     /// A JSON merge patch to its spec (`null` removes a field).
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
     #[schemars(schema_with = "free_form_object")]
     pub spec_patch: serde_json::Value,
+    /// This site's own object of the same kind that stands for it (e.g.
+    /// Server hv-01 → hv-11): the bundle's object is not created here, the
+    /// takeover waits for this one instead, and every reference to it in
+    /// the objects rebuilt here (a VM's `hostRef`, an Application's
+    /// `dependsOn`) names this one. It must exist in this namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub replaced_by: Option<String>,
 }
 
 fn free_form_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
@@ -155,6 +166,9 @@ pub struct FailoverRecord {
     /// Objects created with one of this site's overrides.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub overridden: Vec<String>,
+    /// Bundle objects this site's own stand for (`Kind/name → name`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replaced: Vec<String>,
     /// What went wrong, if anything.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,

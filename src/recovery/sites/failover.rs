@@ -16,7 +16,10 @@ use kube::{
     runtime::reflector::Store,
 };
 
-use super::bundle::{self, MAX_BUNDLE_BYTES, Payload};
+use super::{
+    bundle::{self, MAX_BUNDLE_BYTES, Payload},
+    mapping::{replacement, with_overrides},
+};
 use crate::{
     api::{
         Application, Database, MaintenanceWindow, RecoveryPlan, Server, VirtualMachine,
@@ -258,6 +261,7 @@ pub async fn rebuild(
         created: vec![],
         present: vec![],
         overridden: vec![],
+        replaced: vec![],
         message: String::new(),
         from: from.map(|l| l.site.clone()),
         last_heartbeat: from.map(|l| MicroTime(l.renewed)),
@@ -531,16 +535,27 @@ async fn start_wave(ctx: &Context, site: &Site, rec: &mut FailoverRecord, payloa
         let name = o["metadata"]["name"].as_str().unwrap_or_default();
         let id = format!("{kind}/{name}");
         let Some(resource) = resource(kind) else { continue };
-        wave.objects.push(name.to_string());
-        if exists(ctx, kind, ns, name) {
-            if kind == "Database" && o["spec"]["backup"]["wal"].is_object() {
-                // Held here already (a failback, GitOps): its instance has
-                // stood by, so its data comes back from the stores too.
-                if let Err(e) = restore_latest(ctx, ns, name, rec.epoch).await {
-                    failed.push(format!("{id}: asking its restore: {e}"));
+        let here = replacement(site, kind, name).unwrap_or(name);
+        if here != name {
+            if !exists(ctx, kind, ns, here) {
+                failed.push(format!("{id}: its replacement {kind} {here} is not in this namespace"));
+                continue;
+            }
+            rec.replaced.push(format!("{id} → {here}"));
+        }
+        wave.objects.push(here.to_string());
+        if exists(ctx, kind, ns, here) {
+            if kind == "Database" && archives_wal(ctx, ns, here) {
+                // Held here already (a failback, GitOps, this site's own):
+                // its instance has stood by, so its data comes back from
+                // the stores too.
+                if let Err(e) = restore_latest(ctx, ns, here, rec.epoch).await {
+                    failed.push(format!("{kind}/{here}: asking its restore: {e}"));
                 }
             }
-            rec.present.push(id);
+            if here == name {
+                rec.present.push(id);
+            }
             continue;
         }
         let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, &resource);
@@ -584,19 +599,6 @@ fn body_for(
     }
     if kind == "Database" && body["spec"]["backup"]["wal"].is_object() {
         body["metadata"]["annotations"] = restore_annotations(rec.epoch);
-    }
-    body
-}
-
-/// A bundle object as this site would create it: its overrides merged in.
-pub fn with_overrides(site: &Site, o: &serde_json::Value) -> serde_json::Value {
-    let (kind, name) = (
-        o["kind"].as_str().unwrap_or_default(),
-        o["metadata"]["name"].as_str().unwrap_or_default(),
-    );
-    let mut body = o.clone();
-    for over in site.spec.overrides.iter().filter(|x| x.kind == kind && x.name == name) {
-        bundle::merge(&mut body["spec"], &over.spec_patch);
     }
     body
 }
@@ -658,8 +660,7 @@ async fn wave_state(
         };
         // Asked to restore (every Database archiving WAL): not before it answered.
         let restoring = kind == ComponentKind::Database
-            && registry::get(&ctx.stores.databases, ns, name)
-                .is_some_and(|d| d.spec.backup.as_ref().is_some_and(|b| b.wal.is_some()))
+            && archives_wal(ctx, ns, name)
             && c.last_action().is_none_or(|a| a.id != restore_id(epoch));
         match c.health() {
             _ if restoring => waiting.push(format!("{kind} {name}: restoring to the newest point")),
@@ -676,6 +677,13 @@ async fn wave_state(
         }
     }
     (waiting, said.join("; "))
+}
+
+/// Whether this cluster's Database `name` archives WAL (a takeover asks it
+/// to restore to the newest point).
+fn archives_wal(ctx: &Context, ns: &str, name: &str) -> bool {
+    registry::get(&ctx.stores.databases, ns, name)
+        .is_some_and(|d| d.spec.backup.as_ref().is_some_and(|b| b.wal.is_some()))
 }
 
 /// Whether the API server says the object is gone (not merely not yet in
@@ -737,7 +745,8 @@ fn has<K: Kind>(store: &Store<DeserializeGuard<K>>, ns: &str, name: &str) -> boo
         .any(|o| o.namespace().as_deref() == Some(ns) && o.name_any() == name)
 }
 
-fn exists(ctx: &Context, kind: &str, ns: &str, name: &str) -> bool {
+/// Whether this cluster holds the object (as the caches see it).
+pub fn exists(ctx: &Context, kind: &str, ns: &str, name: &str) -> bool {
     let s = &ctx.stores;
     match kind {
         "Server" => has(&s.servers, ns, name),

@@ -94,6 +94,23 @@ pub fn decide(c: &Config, m: &Memory, seen: &Seen, now: Timestamp, relocate_to: 
     }
 }
 
+/// A site that cannot rebuild the plan (`unfit`: why, e.g. a mapping to a
+/// Server it lacks) does not start acting: a decision that would make it
+/// active when it was not is held back; one that keeps it acting stands.
+pub fn unless_unfit(m: &Memory, unfit: Option<&str>, d: Decision) -> Decision {
+    let Some(unfit) = unfit else { return d };
+    let (role, why) = match &d {
+        Decision::Write { role, why, .. } | Decision::Stay { role, why } => (*role, why),
+    };
+    if role != SiteRole::Active || was_acting(m) {
+        return d;
+    }
+    Decision::Stay {
+        role: m.role.filter(|r| *r == SiteRole::Demoted).unwrap_or(SiteRole::Standby),
+        why: format!("not taking the lease ({why}): {unfit}"),
+    }
+}
+
 /// A failover a person approved while the witness did not answer: acting
 /// at `epoch` (above every epoch seen) without the witness, and writing it
 /// there as soon as it answers, over the older holder's record, which
@@ -272,6 +289,46 @@ mod tests {
         match d {
             Decision::Write { role, .. } | Decision::Stay { role, .. } => *role,
         }
+    }
+
+    #[test]
+    fn a_site_unfit_to_rebuild_takes_no_lease_but_keeps_one_it_holds() {
+        let unfit = Some("spec.overrides[0].replacedBy: Server hv-11 does not exist");
+        // A standby would take over a lease run out: held back, and says why.
+        let standby = Memory {
+            role: Some(SiteRole::Standby),
+            observed: Some(Observed {
+                site: "paris".into(),
+                epoch: 1,
+                renewed: t(0),
+                since: t(1),
+            }),
+            ..Memory::default()
+        };
+        let c = cfg("lyon", false);
+        let d = decide(&c, &standby, &held("paris", 1, 0), t(60), None);
+        assert!(matches!(d, Decision::Write { .. }), "{d:?}");
+        let held_back = unless_unfit(&standby, unfit, d);
+        match &held_back {
+            Decision::Stay { role, why } => {
+                assert_eq!(*role, SiteRole::Standby);
+                assert!(
+                    why.contains("not taking the lease") && why.contains("replacedBy"),
+                    "{why}"
+                );
+            }
+            d => panic!("{d:?}"),
+        }
+        // A first start: neither.
+        let first = decide(&cfg("paris", true), &Memory::default(), &Seen::Absent, t(0), None);
+        assert_eq!(role(&unless_unfit(&Memory::default(), unfit, first)), SiteRole::Standby);
+        // The holder renews: a fault in what it would rebuild from does not stop it.
+        let renew = decide(&cfg("paris", true), &active(1, 18), &held("paris", 1, 0), t(5), None);
+        let kept = unless_unfit(&active(1, 18), unfit, renew.clone());
+        assert_eq!(format!("{kept:?}"), format!("{renew:?}"));
+        // Fit: unchanged.
+        let d = decide(&c, &standby, &held("paris", 1, 0), t(60), None);
+        assert!(matches!(unless_unfit(&standby, None, d), Decision::Write { .. }));
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod bundle;
 pub mod component;
 pub mod failover;
 pub mod lease;
+pub mod mapping;
 pub mod relocate;
 pub mod replica;
 
@@ -78,14 +79,22 @@ pub fn reconcile(site: Arc<Site>, ctx: Arc<Context>) -> BoxFuture<'static, Resul
             Err(why) => return invalid(&ctx, &site, why).await,
         };
         let every = witness.renew_interval.as_std();
-        round(&ctx, &site, witness, register.as_ref()).await?;
+        let unfit = mapping::check(&site, |kind, name| failover::exists(&ctx, kind, &ns, name));
+        round(&ctx, &site, witness, register.as_ref(), unfit).await?;
         Ok(Action::requeue(every))
     }
     .boxed()
 }
 
 /// One reading of the witness, the decision and its effects.
-async fn round(ctx: &Context, site: &Site, w: &Witness, register: &S3Witness) -> Result<(), Error> {
+/// `unfit`: why this site could not rebuild the plan (it takes no lease).
+async fn round(
+    ctx: &Context,
+    site: &Site,
+    w: &Witness,
+    register: &S3Witness,
+    unfit: Option<String>,
+) -> Result<(), Error> {
     let ns = site.namespace().unwrap_or_default();
     let me = site.name_any();
     let cfg = Config {
@@ -129,6 +138,7 @@ async fn round(ctx: &Context, site: &Site, w: &Witness, register: &S3Witness) ->
         _ => (None, None),
     };
     let decision = lease::decide(&cfg, &memory, &read, now, hand_over.as_deref());
+    let decision = lease::unless_unfit(&memory, unfit.as_deref(), decision);
     let Outcome {
         role,
         why,
@@ -187,6 +197,7 @@ async fn round(ctx: &Context, site: &Site, w: &Witness, register: &S3Witness) ->
         approved,
         answer,
         needs: needs.clone(),
+        unfit,
     };
     report(ctx, site, said, plan).await?;
     // After the health that says why is written: the Incident reads it.
@@ -453,6 +464,8 @@ struct Said {
     answer: Option<(crate::api::contract::Request, Result<u64, String>)>,
     /// Why a person must decide, since when.
     needs: Option<(Timestamp, String)>,
+    /// Why this site could not rebuild the plan (its overrides).
+    unfit: Option<String>,
 }
 
 /// What a round did with the plan bundle.
@@ -600,6 +613,7 @@ async fn report(ctx: &Context, site: &Site, said: Said, plan: PlanBundle) -> Res
         approved,
         answer,
         needs,
+        unfit,
     } = said;
     let lease = lease.as_ref();
     let mut r = Report::new(ctx, site);
@@ -704,7 +718,10 @@ async fn report(ctx: &Context, site: &Site, said: Said, plan: PlanBundle) -> Res
     } else {
         r.set(WITNESS_REACHABLE, false, "Unreachable", why.clone());
     }
-    r.set(reasons::READY, true, reasons::RECONCILED, format!("{role:?}: {why}"));
+    match unfit {
+        Some(u) => r.fail_and_tell(reasons::READY, reasons::INVALID_SPEC, "Validate", u),
+        None => r.set(reasons::READY, true, reasons::RECONCILED, format!("{role:?}: {why}")),
+    }
     r.write().await
 }
 
@@ -774,6 +791,7 @@ mod tests {
             created: vec![],
             present: vec![],
             overridden: vec![],
+            replaced: vec![],
             message: String::new(),
             from: Some("paris".into()),
             last_heartbeat: Some(MicroTime(t(5))),

@@ -2,14 +2,18 @@
 //! Database of the plan bundle, the newest finished backup and the newest
 //! archived WAL in its off-site stores, read with this site's credentials
 //! (its replicated RPO); for each VirtualMachine, whether a VM provider is
-//! here. The active site's word is not taken for it.
+//! here; for each Server, whether this site's own stands for it. The active site's word is not taken for it.
 
 use std::time::Duration;
 
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::MicroTime, jiff::Timestamp};
 use kube::ResourceExt;
 
-use super::{bundle::Payload, failover::with_overrides};
+use super::{
+    bundle::Payload,
+    failover::exists,
+    mapping::{replacement, with_overrides},
+};
 use crate::{
     api::{Database, Site, site::Replica},
     providers::backup_store::{S3Credentials, Store},
@@ -26,6 +30,11 @@ pub async fn measure(ctx: &Context, site: &Site, payload: &Payload) -> Result<Ve
         let name = o["metadata"]["name"].as_str().unwrap_or_default().to_string();
         match o["kind"].as_str() {
             Some("Database") => out.push(database(ctx, site, o, &name).await?),
+            Some("Server") => {
+                let ns = site.namespace().unwrap_or_default();
+                let here = replacement(site, "Server", &name).unwrap_or(&name);
+                out.push(server(site, &name, exists(ctx, "Server", &ns, here)));
+            }
             Some("VirtualMachine") => out.push(Replica {
                 component: format!("VirtualMachine/{name}"),
                 store: None,
@@ -42,6 +51,30 @@ pub async fn measure(ctx: &Context, site: &Site, payload: &Payload) -> Result<Ve
         }
     }
     Ok(out)
+}
+
+/// A bundle Server: rebuilt here by this site's own Server standing for it
+/// (`held`: whether this cluster holds that one), else created as the
+/// bundle has it.
+fn server(site: &Site, name: &str, held: bool) -> Replica {
+    let (can_rebuild, message) = match replacement(site, "Server", name) {
+        Some(r) if held => (true, format!("this site's Server {r} stands for it")),
+        Some(r) => (false, format!("its replacement, Server {r}, is not in this cluster")),
+        None if held => (true, "this cluster holds it already".to_string()),
+        None => (
+            true,
+            "created as the bundle has it (no replacement in spec.overrides): its BMC must answer from here"
+                .to_string(),
+        ),
+    };
+    Replica {
+        component: format!("Server/{name}"),
+        store: None,
+        newest_backup: None,
+        newest_wal: None,
+        can_rebuild,
+        message,
+    }
 }
 
 async fn database(ctx: &Context, site: &Site, o: &serde_json::Value, name: &str) -> Result<Replica, Error> {
@@ -143,6 +176,29 @@ pub fn ages(replicas: &[Replica], now: Timestamp) -> Vec<(String, f64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_server_is_rebuilt_by_its_stand_in_only_when_this_cluster_holds_it() {
+        let site: Site = serde_json::from_value(serde_json::json!({
+            "apiVersion": "reprise.dev/v1alpha1", "kind": "Site",
+            "metadata": {"name": "lyon", "namespace": "shop"},
+            "spec": {"overrides": [{"kind": "Server", "name": "hv-01", "replacedBy": "hv-11"}]},
+        }))
+        .unwrap();
+        let r = server(&site, "hv-01", true);
+        assert!(r.can_rebuild && r.message.contains("hv-11 stands for it"), "{r:?}");
+        let r = server(&site, "hv-01", false);
+        assert!(
+            !r.can_rebuild && r.message.contains("Server hv-11, is not in this cluster"),
+            "{r:?}"
+        );
+        let r = server(&site, "hv-02", false);
+        assert!(
+            r.can_rebuild && r.message.contains("its BMC must answer from here"),
+            "{r:?}"
+        );
+        assert!(ages(&[r], Timestamp::now()).is_empty(), "a Server has no data age");
+    }
 
     #[test]
     fn a_replica_is_as_old_as_its_newest_backup_or_wal() {
