@@ -33,6 +33,7 @@ use super::common::{ComponentKind, ComponentRef, Condition, Duration, SecretKeyR
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.levels.all(l, l.responders.all(r, self.responders.exists(x, x.name == r.name)))").message("spec.levels[].responders[].name must name one of spec.responders"))]
 #[x_kube(validation = Rule::new("self.procedures.all(p, p.steps.all(s, !has(s.responder) || self.responders.exists(x, x.name == s.responder)))").message("spec.procedures[].steps[].responder must name one of spec.responders"))]
+#[x_kube(validation = Rule::new("!has(self.sites) || size(self.sites) == 0 || self.levels.exists(l, 'Site' in l.appliesTo)").message("spec.levels: a plan that names sites needs a level for Site, e.g. {level: 4, name: site, appliesTo: [Site], minWindow: 1h, maxWindow: 4h}"))]
 pub struct RecoveryPlanSpec {
     /// Which components (Applications, Databases, VirtualMachines, Servers) of
     /// this namespace the plan covers, by label. An empty selector covers all.

@@ -351,6 +351,19 @@ fn cases() -> Vec<Case> {
             &["spec.levels", "each kind may appear in the appliesTo of one level only"],
         ),
         case(
+            "sites without a site level",
+            plan,
+            |v| {
+                set(v, "/spec/sites", json!(["paris", "lyon"]));
+                set(
+                    v,
+                    "/spec/levels",
+                    json!([{"level": 1, "appliesTo": ["Application"], "minWindow": "15m"}]),
+                )
+            },
+            &["spec.levels: a plan that names sites needs a level for Site"],
+        ),
+        case(
             "level responder unknown",
             plan,
             |v| set(v, "/spec/levels/0/responders", json!([{"name": "nobody"}])),
