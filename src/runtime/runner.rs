@@ -601,6 +601,8 @@ impl Kinds {
             observe_failures(&self.dbs, ctx.clone()),
             observe_failures(&self.vms, ctx.clone()),
             observe_failures(&self.servers, ctx.clone()),
+            // A failover may end before a plan looks: its Incident still opens.
+            observe_failures(&self.sites, ctx.clone()),
         ]
     }
 
