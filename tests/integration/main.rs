@@ -22,5 +22,7 @@ mod recovery;
 mod runtime;
 mod servers;
 mod sites;
+mod sites_chaos;
+mod sites_plastprod;
 mod tenancy;
 mod virtual_machines;

@@ -22,17 +22,17 @@ use crate::support::{
 };
 
 /// The plan bundle's signing key, the same on both sites.
-const BUNDLE_KEY: &str = "k-5d1b0c2e9a";
+pub(crate) const BUNDLE_KEY: &str = "k-5d1b0c2e9a";
 
 /// Spec lines asking for the signed plan bundle.
-const BUNDLE: &str = "  bundle: {keySecretRef: {name: witness-keys, key: bundleKey}}\n";
+pub(crate) const BUNDLE: &str = "  bundle: {keySecretRef: {name: witness-keys, key: bundleKey}}\n";
 
 const MW: &str = "apiVersion: reprise.dev/v1alpha1\nkind: MaintenanceWindow\nmetadata: {name: mw}\nspec: {selector: {matchLabels: {tier: none}}, start: \"2030-01-01T00:00:00Z\", end: \"2030-01-01T01:00:00Z\", reason: patching}\n";
 
-const APP: &str = "apiVersion: reprise.dev/v1alpha1\nkind: Application\nmetadata: {name: shop}\nspec: {type: Web, version: \"1.0\", image: \"registry.example/shop:{version}\", replicas: 2}\n";
+pub(crate) const APP: &str = "apiVersion: reprise.dev/v1alpha1\nkind: Application\nmetadata: {name: shop}\nspec: {type: Web, version: \"1.0\", image: \"registry.example/shop:{version}\", replicas: 2}\n";
 
 /// The Sites of one cluster: `local` is this one; paris starts active.
-fn sites_yaml(local: &str, s3: &Seaweed, extra: &str) -> String {
+pub(crate) fn sites_yaml(local: &str, s3: &Seaweed, extra: &str) -> String {
     let secret = format!(
         "apiVersion: v1\nkind: Secret\nmetadata: {{name: witness-keys, annotations: {{reprise.dev/for: \"Site/*\"}}}}\nstringData: {{accessKeyId: {}, secretAccessKey: {}, bundleKey: {BUNDLE_KEY}}}\n",
         s3.access_key, s3.secret_key
@@ -54,14 +54,14 @@ fn site(ns: &TestNamespace, name: &str) -> Value {
     ns.json(&format!("site/{name}"))
 }
 
-async fn role(ns: &TestNamespace, name: &str, role: &str, timeout: u64) -> Value {
+pub(crate) async fn role(ns: &TestNamespace, name: &str, role: &str, timeout: u64) -> Value {
     ns.wait_for(&format!("site/{name}"), &format!("{name} {role}"), timeout, |v| {
         v["status"]["role"] == role
     })
     .await
 }
 
-fn replicas(ns: &TestNamespace) -> Option<i64> {
+pub(crate) fn replicas(ns: &TestNamespace) -> Option<i64> {
     let out = ns.k(&[
         "get",
         "deployment",
@@ -89,7 +89,7 @@ fn lease_versions(s3: &Seaweed) -> Vec<(u64, String, String)> {
 }
 
 /// The site's operator, in the site's own control plane.
-fn operator(ns: &TestNamespace) -> Operator {
+pub(crate) fn operator(ns: &TestNamespace) -> Operator {
     Operator::start(Options {
         plane: Some(ns.plane),
         ..Options::namespace(&ns.name)
@@ -98,7 +98,7 @@ fn operator(ns: &TestNamespace) -> Operator {
 
 /// The same namespace in each site's cluster: paris in the shared control
 /// plane, lyon in a second one.
-fn site_namespaces() -> (TestNamespace, TestNamespace) {
+pub(crate) fn site_namespaces() -> (TestNamespace, TestNamespace) {
     let a = TestNamespace::new("shop");
     let b = TestNamespace::on(plane_b(), &a.name);
     (a, b)
@@ -232,6 +232,152 @@ async fn one_site_acts_at_a_time_and_a_replaced_site_demotes_itself_first() {
     assert!(lease_age < 8.0, "lease age {lease_age}");
     assert_eq!(op_b.metric("reprise_site_role", "role=\"Active\"").await, 1.0);
     let _ = site(&a, "paris");
+}
+
+/// The operator's writes that act (not a status, an Event or a scale to
+/// zero) on the shop's Deployment in `ns`'s cluster between `from` and `to`.
+pub(crate) fn acting(ns: &TestNamespace, from: Timestamp, to: Timestamp) -> Vec<audit::Write> {
+    audit::writes(ns.plane.audit(), OPERATOR_USER, Some(&ns.name), from, to)
+        .into_iter()
+        .filter(|w| w.object.resource == "deployments" && w.object.subresource.is_none())
+        .collect()
+}
+
+/// A partition: paris cannot reach the witness, lyon can. paris stops
+/// acting at the end of the lease it last confirmed (fenced, from its own
+/// clock); lyon takes over only after that lease ran out; when the
+/// partition heals, paris finds the newer epoch and demotes itself. Shown
+/// from both clusters' audit logs and the witness's object versions.
+#[tokio::test]
+async fn a_site_cut_from_the_witness_stops_before_the_other_takes_over() {
+    let s3 = Seaweed::start();
+    s3.create_bucket("witness", false);
+    s3.boto("s3.put_bucket_versioning(Bucket='witness', VersioningConfiguration={'Status': 'Enabled'})")
+        .unwrap();
+    let relay = crate::support::proxy::Relay::start(s3.endpoint().trim_start_matches("http://").to_string()).await;
+    let (a, b) = site_namespaces();
+    let mut op_a = operator(&a);
+    let mut op_b = operator(&b);
+    op_a.wait_ready().await;
+    op_b.wait_ready().await;
+    let through_relay =
+        sites_yaml("paris", &s3, "").replace(&s3.endpoint(), &format!("http://127.0.0.1:{}", relay.port));
+    for (ns, yaml) in [(&a, through_relay), (&b, sites_yaml("lyon", &s3, ""))] {
+        let (ok, out) = ns.apply(&yaml);
+        assert!(ok, "{out}");
+        let (ok, out) = ns.apply(APP);
+        assert!(ok, "{out}");
+    }
+    role(&a, "paris", "Active", 60).await;
+    role(&b, "lyon", "Standby", 60).await;
+    eventually("paris runs the shop", Duration::from_secs(60), || async {
+        (replicas(&a) == Some(2)).then_some(())
+    })
+    .await;
+    // Each cluster repairs its own shop while it acts: deleted every second
+    // in both, so that every moment a site acts shows in its audit log.
+    let cut = Timestamp::now();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let deleter = {
+        let (pa, pb) = (a.plane, b.plane);
+        let (a, b, stop) = (a.name.clone(), b.name.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                for (p, ns) in [(pa, &a), (pb, &b)] {
+                    p.k(&[
+                        "delete",
+                        "deployment",
+                        "shop",
+                        "-n",
+                        ns,
+                        "--ignore-not-found",
+                        "--wait=false",
+                    ]);
+                }
+                std::thread::sleep(Duration::from_millis(1000));
+            }
+        })
+    };
+    relay.freeze(true);
+    let v = role(&a, "paris", "Fenced", 30).await;
+    assert_eq!(v["status"]["epoch"], 1, "{}", v["status"]);
+    let v = role(&b, "lyon", "Active", 60).await;
+    assert_eq!(v["status"]["epoch"], 2, "{}", v["status"]);
+    eventually("lyon repairs its shop", Duration::from_secs(30), || async {
+        (!acting(&b, cut, Timestamp::now()).is_empty()).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    relay.freeze(false);
+    let v = role(&a, "paris", "Demoted", 30).await;
+    let message = v["status"]["message"].as_str().unwrap_or_default().to_string();
+    assert!(message.contains("lyon") && message.contains("epoch 2"), "{message}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    deleter.join().unwrap();
+
+    // The lease lyon took: paris's last renewal ran out before it.
+    let versions = lease_versions(&s3);
+    let took = lease_takeover(&s3, "lyon", 2);
+    let (paris_acts, lyon_acts) = (acting(&a, cut, Timestamp::now()), acting(&b, cut, Timestamp::now()));
+    let paris_last = paris_acts.iter().map(|w| w.at).max();
+    let lyon_first = lyon_acts.iter().map(|w| w.at).min().expect("lyon acted");
+    assert!(
+        paris_last.is_none_or(|p| p < took.0 && p <= took.1),
+        "paris acted at {paris_last:?}, its lease ran out at {} and lyon took it at {}",
+        took.1,
+        took.0
+    );
+    assert!(
+        lyon_first >= took.0,
+        "lyon acted at {lyon_first} before it took the lease at {}",
+        took.0
+    );
+    let by_epoch: std::collections::BTreeSet<(u64, String)> =
+        versions.iter().map(|(e, holder, _)| (*e, holder.clone())).collect();
+    assert_eq!(
+        by_epoch.into_iter().collect::<Vec<_>>(),
+        [(1, "paris".to_string()), (2, "lyon".to_string())],
+        "{versions:?}"
+    );
+    eprintln!(
+        "partition: paris's last repair {paris_last:?}, its lease ran out {}, lyon took over {}, lyon's first repair {lyon_first}; \
+         {} repairs by paris, {} by lyon after the cut",
+        took.1,
+        took.0,
+        paris_acts.len(),
+        lyon_acts.len()
+    );
+    assert!(op_a.exited().is_none() && op_b.exited().is_none());
+}
+
+/// When `site` wrote the lease at `epoch` first (its takeover), and when
+/// the lease it replaced ran out.
+fn lease_takeover(s3: &Seaweed, site: &str, epoch: u64) -> (Timestamp, Timestamp) {
+    let out = s3
+        .boto(
+            "vs = s3.list_object_versions(Bucket='witness', Prefix='reprise-site-lease.json').get('Versions', [])\n\
+             out = []\n\
+             for v in vs:\n\
+             \x20   out.append(json.loads(s3.get_object(Bucket='witness', Key=v['Key'], VersionId=v['VersionId'])['Body'].read()))\n\
+             print(json.dumps(out))",
+        )
+        .unwrap();
+    let all: Vec<Value> = serde_json::from_str(&out).unwrap();
+    let at = |v: &Value, k: &str| v[k].as_str().unwrap().parse::<Timestamp>().unwrap();
+    let taken = all
+        .iter()
+        .filter(|v| v["site"] == site && v["epoch"] == epoch)
+        .map(|v| at(v, "renewed"))
+        .min()
+        .expect("the takeover's version");
+    let ran_out = all
+        .iter()
+        .filter(|v| v["epoch"].as_u64() < Some(epoch))
+        .map(|v| at(v, "until"))
+        .max()
+        .expect("the lease before");
+    (taken, ran_out)
 }
 
 #[tokio::test]
@@ -513,6 +659,62 @@ async fn bad_sites_are_named_and_nothing_acts() {
     assert!(op.exited().is_none(), "the operator runs on");
 }
 
+/// A mapping to a Server this cluster lacks: refused by the schema when it
+/// is self-contradictory, named by its field otherwise; the site takes no
+/// lease (it could not rebuild the plan) and nothing acts; fixed, it does.
+#[tokio::test]
+async fn a_mapping_to_a_missing_server_is_named_and_the_site_takes_no_lease() {
+    let s3 = Seaweed::start();
+    s3.create_bucket("witness", false);
+    let ns = TestNamespace::new("badmap");
+    let mut op = operator(&ns);
+    op.wait_ready().await;
+    let both = "  overrides: [{kind: Server, name: hv-01, replacedBy: hv-11, specPatch: {online: false}}]\n";
+    let (ok, out) = ns.apply(&sites_yaml("paris", &s3, both));
+    assert!(
+        !ok && out.contains("give an override either specPatch or replacedBy"),
+        "{out}"
+    );
+    let missing = "  overrides:\n    - {kind: Database, name: shop-db, specPatch: {instance: {external: {port: 5433}}}}\n    - {kind: Server, name: hv-01, replacedBy: hv-11}\n";
+    let (ok, out) = ns.apply(&sites_yaml("paris", &s3, missing));
+    assert!(ok, "{out}");
+    let (ok, out) = ns.apply(APP);
+    assert!(ok, "{out}");
+    let v = ns
+        .wait_for("site/paris", "the missing Server named", 30, |v| {
+            condition(v, "Ready").is_some_and(|c| c.1 == "InvalidSpec")
+        })
+        .await;
+    let message = condition(&v, "Ready").unwrap().2;
+    assert!(
+        message.contains("spec.overrides[1].replacedBy: Server hv-11 does not exist"),
+        "{message}"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let v = site(&ns, "paris");
+    assert_eq!(v["status"]["role"], "Standby", "{}", v["status"]);
+    assert!(lease_versions_of(&s3).is_empty(), "a lease was written");
+    assert_eq!(replicas(&ns), None, "nothing acted");
+    // The Server appears: the site takes the lease and acts.
+    let server = "apiVersion: reprise.dev/v1alpha1\nkind: Server\nmetadata: {name: hv-11}\nspec: {online: false, bmc: {address: \"https://127.0.0.1:1\", credentialsSecretRef: {name: bmc-hv-11}}}\n";
+    let (ok, out) = ns.apply(server);
+    assert!(ok, "{out}");
+    role(&ns, "paris", "Active", 30).await;
+    eventually("paris runs the shop", Duration::from_secs(60), || async {
+        (replicas(&ns) == Some(2)).then_some(())
+    })
+    .await;
+    assert!(op.exited().is_none(), "the operator runs on");
+}
+
+/// The witness's lease versions, none when the bucket has none (unversioned).
+fn lease_versions_of(s3: &Seaweed) -> Vec<String> {
+    s3.keys("witness", "reprise-site-lease")
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect()
+}
+
 #[tokio::test]
 async fn a_standby_rebuilds_the_plan_from_the_signed_bundle_when_it_takes_over() {
     // lyon's cluster holds only the Sites: the shop comes from paris's bundle.
@@ -638,7 +840,7 @@ const SHOP_ON_DB: &str = "apiVersion: reprise.dev/v1alpha1\nkind: Application\nm
 const PLAN: &str = "apiVersion: reprise.dev/v1alpha1\nkind: RecoveryPlan\nmetadata: {name: pra}\nspec: {selector: {}, sites: [paris, lyon]}\n";
 
 /// Waits for the vault to hold everything `pg` has written so far.
-async fn archived(ns: &TestNamespace, pg: &Postgres) {
+pub(crate) async fn archived(ns: &TestNamespace, pg: &Postgres) {
     let written = pg.sql("postgres", "SELECT pg_current_wal_lsn()::text");
     let lsn = |t: &str| {
         let (x, y) = t.trim().split_once('/').unwrap();
@@ -1118,10 +1320,10 @@ async fn a_bundle_signed_with_another_key_is_refused() {
 
 /// A small deterministic generator (xorshift), seeded per run and printed,
 /// so a failing run can be replayed.
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
