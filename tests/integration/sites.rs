@@ -243,6 +243,43 @@ pub(crate) fn acting(ns: &TestNamespace, from: Timestamp, to: Timestamp) -> Vec<
         .collect()
 }
 
+/// Deletes the shop's Deployment in each namespace every second, so that
+/// every moment a site acts shows in its cluster's audit log as a repair.
+pub(crate) struct ShopDeleter {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl ShopDeleter {
+    pub(crate) fn start(namespaces: &[&TestNamespace]) -> Self {
+        let targets: Vec<_> = namespaces.iter().map(|ns| (ns.plane, ns.name.clone())).collect();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !stopped.load(std::sync::atomic::Ordering::SeqCst) {
+                for (p, ns) in &targets {
+                    p.k(&[
+                        "delete",
+                        "deployment",
+                        "shop",
+                        "-n",
+                        ns,
+                        "--ignore-not-found",
+                        "--wait=false",
+                    ]);
+                }
+                std::thread::sleep(Duration::from_millis(1000));
+            }
+        });
+        ShopDeleter { stop, thread }
+    }
+
+    pub(crate) fn stop(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread.join().unwrap();
+    }
+}
+
 /// A partition: paris cannot reach the witness, lyon can. paris stops
 /// acting at the end of the lease it last confirmed (fenced, from its own
 /// clock); lyon takes over only after that lease ran out; when the
@@ -277,27 +314,7 @@ async fn a_site_cut_from_the_witness_stops_before_the_other_takes_over() {
     // Each cluster repairs its own shop while it acts: deleted every second
     // in both, so that every moment a site acts shows in its audit log.
     let cut = Timestamp::now();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let deleter = {
-        let (pa, pb) = (a.plane, b.plane);
-        let (a, b, stop) = (a.name.clone(), b.name.clone(), stop.clone());
-        std::thread::spawn(move || {
-            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                for (p, ns) in [(pa, &a), (pb, &b)] {
-                    p.k(&[
-                        "delete",
-                        "deployment",
-                        "shop",
-                        "-n",
-                        ns,
-                        "--ignore-not-found",
-                        "--wait=false",
-                    ]);
-                }
-                std::thread::sleep(Duration::from_millis(1000));
-            }
-        })
-    };
+    let deleter = ShopDeleter::start(&[&a, &b]);
     relay.freeze(true);
     let v = role(&a, "paris", "Fenced", 30).await;
     assert_eq!(v["status"]["epoch"], 1, "{}", v["status"]);
@@ -313,8 +330,7 @@ async fn a_site_cut_from_the_witness_stops_before_the_other_takes_over() {
     let message = v["status"]["message"].as_str().unwrap_or_default().to_string();
     assert!(message.contains("lyon") && message.contains("epoch 2"), "{message}");
     tokio::time::sleep(Duration::from_secs(3)).await;
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    deleter.join().unwrap();
+    deleter.stop();
 
     // The lease lyon took: paris's last renewal ran out before it.
     let versions = lease_versions(&s3);
@@ -641,6 +657,23 @@ async fn bad_sites_are_named_and_nothing_acts() {
     })
     .await;
     assert_eq!(replicas(&ns), None);
+
+    // A witness that does not answer: named by its field; nothing acts.
+    let nowhere = format!("http://127.0.0.1:{}", crate::support::free_port());
+    let (ok, out) = ns.apply(&sites_yaml("paris", &s3, "").replace(&s3.endpoint(), &nowhere));
+    assert!(ok, "{out}");
+    let v = ns
+        .wait_for("site/paris", "the unreachable witness named", 30, |v| {
+            condition(v, "WitnessReachable").is_some_and(|c| c.0 == "False")
+        })
+        .await;
+    let message = condition(&v, "WitnessReachable").unwrap().2;
+    assert!(
+        message.contains(&format!("spec.witness.s3: {nowhere} (bucket witness) does not answer")),
+        "{message}"
+    );
+    assert_ne!(v["status"]["role"], "Active", "{}", v["status"]);
+    assert_eq!(replicas(&ns), None, "nothing acted");
 
     // Two Sites say they are local.
     let (ok, out) = ns.apply(&format!(

@@ -176,6 +176,14 @@ async fn round(
     };
     metrics(ctx, &me, role, seen_lease.as_ref(), now);
     let reachable = !matches!(read, Seen::Unreachable(_));
+    let unreachable = match &read {
+        Seen::Unreachable(e) => Some(format!(
+            "spec.witness.s3: {} (bucket {}) does not answer: {e}",
+            w.s3.endpoint.as_deref().unwrap_or("AWS S3"),
+            w.s3.bucket
+        )),
+        _ => None,
+    };
     let took_over = role == SiteRole::Active && matches!(memory.role, Some(SiteRole::Standby | SiteRole::Demoted));
     let from = lease_of(&read).or_else(|| last_seen(&ns)).filter(|l| l.site != me);
     let needs = approval::needed(&cfg, role, reachable, last_seen(&ns).as_ref(), now);
@@ -193,7 +201,7 @@ async fn round(
         epoch,
         held,
         lease: seen_lease.clone(),
-        reachable,
+        unreachable,
         approved,
         answer,
         needs: needs.clone(),
@@ -457,7 +465,8 @@ struct Said {
     epoch: u64,
     held: Option<u64>,
     lease: Option<crate::providers::witness::Lease>,
-    reachable: bool,
+    /// Why the witness did not answer the last reading, naming the field.
+    unreachable: Option<String>,
     /// The epoch taken by a person's approval, until the witness holds it.
     approved: Option<u64>,
     /// A failover asked of the site this round, and its answer.
@@ -609,7 +618,7 @@ async fn report(ctx: &Context, site: &Site, said: Said, plan: PlanBundle) -> Res
         epoch,
         held,
         lease,
-        reachable,
+        unreachable,
         approved,
         answer,
         needs,
@@ -708,15 +717,14 @@ async fn report(ctx: &Context, site: &Site, said: Said, plan: PlanBundle) -> Res
     r.status.held_epoch = held;
     r.status.holder = lease.map(|l| l.site.clone());
     r.status.message = Some(why.clone());
-    if reachable {
-        r.set(
+    match unreachable {
+        None => r.set(
             WITNESS_REACHABLE,
             true,
             "Answered",
             "the witness answered the last reading",
-        );
-    } else {
-        r.set(WITNESS_REACHABLE, false, "Unreachable", why.clone());
+        ),
+        Some(u) => r.set(WITNESS_REACHABLE, false, "Unreachable", format!("{u}; {why}")),
     }
     match unfit {
         Some(u) => r.fail_and_tell(reasons::READY, reasons::INVALID_SPEC, "Validate", u),
