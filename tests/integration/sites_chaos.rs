@@ -8,19 +8,13 @@
 //! versions), and leases of different epochs never overlap — never two
 //! sites acting at once, never one acting at an epoch not its own.
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::Duration,
-};
+use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 use serde_json::Value;
 
 use crate::{
-    sites::{APP, Rng, acting, operator, site_namespaces, sites_yaml},
+    sites::{APP, Rng, ShopDeleter, acting, operator, site_namespaces, sites_yaml},
     support::{TestNamespace, eventually, operator::Operator, proxy::Relay, s3::Seaweed},
 };
 
@@ -68,6 +62,14 @@ fn leases(s3: &Seaweed) -> Vec<Held> {
         h.until = h.until.max(at(v, "until"));
     }
     by_epoch.into_values().collect()
+}
+
+/// The epoch the witness holds now.
+fn current_epoch(s3: &Seaweed) -> u64 {
+    let body = s3.get("witness", "reprise-site-lease.json");
+    serde_json::from_slice::<Value>(&body).unwrap()["epoch"]
+        .as_u64()
+        .unwrap()
 }
 
 async fn side(name: &'static str, ns: TestNamespace, s3: &Seaweed) -> Side {
@@ -121,27 +123,7 @@ async fn split_brain_on_two_planes_never_two_sites_act_at_once() {
     let (a, b) = site_namespaces();
     let mut sides = [side("paris", a, &s3).await, side("lyon", b, &s3).await];
     let start = Timestamp::now();
-    let stop = Arc::new(AtomicBool::new(false));
-    let deleter = {
-        let targets: Vec<_> = sides.iter().map(|s| (s.ns.plane, s.ns.name.clone())).collect();
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::SeqCst) {
-                for (p, ns) in &targets {
-                    p.k(&[
-                        "delete",
-                        "deployment",
-                        "shop",
-                        "-n",
-                        ns,
-                        "--ignore-not-found",
-                        "--wait=false",
-                    ]);
-                }
-                std::thread::sleep(Duration::from_millis(1000));
-            }
-        })
-    };
+    let deleter = ShopDeleter::start(&[&sides[0].ns, &sides[1].ns]);
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -150,11 +132,14 @@ async fn split_brain_on_two_planes_never_two_sites_act_at_once() {
     eprintln!("site chaos: seed {seed}");
     let mut rng = Rng(seed);
     let mut faults = vec![];
+    let mut unmoved = 0;
     for run in 0..runs {
         let holder = settled(&sides, run).await;
         let (h, other) = (&sides[holder], &sides[1 - holder]);
         let secs = 2 + rng.below(14);
-        let fault = match rng.below(4) {
+        let epoch = current_epoch(&s3);
+        let kind = rng.below(4);
+        let fault = match kind {
             0 => {
                 h.op.freeze(true);
                 tokio::time::sleep(Duration::from_secs(secs)).await;
@@ -180,13 +165,18 @@ async fn split_brain_on_two_planes_never_two_sites_act_at_once() {
                 format!("witness stopped {secs}s")
             }
         };
+        if kind >= 2 {
+            // Neither the standby cut off nor the witness down ever moves the lease.
+            settled(&sides, run).await;
+            assert_eq!(current_epoch(&s3), epoch, "run {run}: {fault} moved the lease");
+            unmoved += 1;
+        }
         eprintln!("site chaos run {run}: {fault}");
         faults.push(fault);
     }
     settled(&sides, runs).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    stop.store(true, Ordering::SeqCst);
-    deleter.join().unwrap();
+    deleter.stop();
 
     let held = leases(&s3);
     for pair in held.windows(2) {
@@ -219,7 +209,7 @@ async fn split_brain_on_two_planes_never_two_sites_act_at_once() {
         assert!(s.op.exited().is_none(), "{}'s operator runs on", s.name);
     }
     eprintln!(
-        "site chaos: {runs} faults ({}); {} epochs ({}); repairs {}; each inside its site's lease, none overlapping",
+        "site chaos: {runs} faults ({}); {} epochs ({}); {unmoved} faults of the standby or the witness, none moved the lease; repairs {}; each inside its site's lease, none overlapping",
         faults.join("; "),
         held.len(),
         held.iter()
