@@ -16,6 +16,10 @@ pub enum Error {
     /// What the object would write exists and something else controls it.
     #[error("{0}")]
     NotOurs(String),
+    /// The site stopped being active between the reconcile's start and its
+    /// write (see `fence::Fence::still`): the write was not sent.
+    #[error("{0}")]
+    NotActive(String),
 }
 
 impl From<crate::providers::vm::VmError> for Error {
@@ -39,6 +43,7 @@ impl Error {
             Error::ShuttingDown => "ShuttingDown",
             Error::Engine(_) => "EngineError",
             Error::NotOurs(_) => "Conflict",
+            Error::NotActive(_) => "SiteNotActive",
         }
     }
 }

@@ -106,6 +106,16 @@ impl Fence {
         }
     }
 
+    /// As [`Self::permit_kind`], asked again at the moment of a write with
+    /// effects: a reconcile permitted at its start may have run past the
+    /// lease since (a slow look-up, a paused process). Checked just before
+    /// the request, the gap left is the request's own latency, well inside
+    /// the skew the lease keeps.
+    pub fn still(&self, stores: &Stores, namespace: &str, kind: &str) -> Result<u64, Error> {
+        self.permit_kind(stores, namespace, kind)
+            .map_err(|why| Error::NotActive(why.0))
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Standing>> {
         self.standing.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -130,6 +130,16 @@ pub struct Report<'a, K: Kind> {
 }
 
 impl<'a, K: Kind> Report<'a, K> {
+    /// Whether the object's site still acts, asked at the moment of an
+    /// action with effects (see `fence::Fence::still`).
+    pub fn still_active(&self) -> Result<(), Error> {
+        if K::FENCED {
+            let ns = self.obj.namespace().unwrap_or_default();
+            self.ctx.fence.still(&self.ctx.stores, &ns, &K::kind(&()))?;
+        }
+        Ok(())
+    }
+
     pub fn new(ctx: &'a Context, obj: &'a K) -> Self {
         use super::kind::CommonStatus;
         let generation = obj.meta().generation.unwrap_or(0);

@@ -208,6 +208,11 @@ where
             ))
         }
     };
+    ctx.fence.still(
+        &ctx.stores,
+        desired.namespace().as_deref().unwrap_or_default(),
+        "Application",
+    )?;
     api.patch(
         &name,
         &PatchParams::apply(Application::MANAGER).force(),

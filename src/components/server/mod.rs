@@ -469,6 +469,7 @@ async fn run_action<B: Board>(
                 reboot_evidence: None,
                 baseline: Some(sys.boot_marks()),
             });
+            r.still_active()?;
             r.checkpoint().await?;
             crash::point("server:power-cycle");
             match bmc.reset(sys, reset).await {
@@ -663,6 +664,7 @@ async fn ask_power<B: Board>(
         reboot_evidence: None,
         baseline: None,
     });
+    r.still_active()?;
     r.checkpoint().await?;
     let result = bmc.reset(sys, reset).await;
     crash::point("server:power");

@@ -364,6 +364,7 @@ where
     accept(r, req, "under way").await?;
     let mut moved = vm.clone();
     moved.status = Some(r.status.clone());
+    r.still_active()?;
     engine.apply(&moved, wants_running(vm)).await?;
     engine.restart(vm).await?;
     Ok((
@@ -413,6 +414,7 @@ where
     let mut current = vm.clone();
     current.status = Some(r.status.clone());
     if !engine.matches(&observed, &current, running) && held.is_none() {
+        r.still_active()?;
         let revision = engine.apply(&current, running).await?;
         ctx.metrics.wrote("VirtualMachine", "VirtualMachine");
         if r.status.software_revision.as_ref() != Some(&revision) {
@@ -468,6 +470,7 @@ where
                 p.phase = "Starting".into();
                 let mut current = vm.clone();
                 current.status = Some(r.status.clone());
+                r.still_active()?;
                 engine.apply(&current, wants_running(vm)).await?;
                 *observed = engine.observe(vm).await?;
             }
