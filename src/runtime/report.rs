@@ -25,11 +25,7 @@ pub async fn write_status<K: Kind>(ctx: &Context, obj: &K, status: &K::Status) -
         return Ok(false);
     }
     let uid = obj.uid().unwrap_or_default();
-    let seen = rv(obj);
-    if let Some((written_rv, written)) = ctx.written.lock().unwrap_or_else(|p| p.into_inner()).get(&uid)
-        && *written == value
-        && seen < *written_rv
-    {
+    if pending(ctx, obj).is_some_and(|written| written == value) {
         // Our own write has not come back through the watch yet.
         return Ok(false);
     }
@@ -59,11 +55,22 @@ pub async fn write_status<K: Kind>(ctx: &Context, obj: &K, status: &K::Status) -
 /// caught up with that write yet: a reconcile builds on what it did (steps
 /// started, notifications sent), not on the older copy the watch still holds.
 fn fresher_than_store<K: Kind>(ctx: &Context, obj: &K) -> Option<K::Status> {
-    let written = ctx.written.lock().unwrap_or_else(|p| p.into_inner());
-    let (written_rv, value) = written.get(&obj.uid()?)?;
-    (*written_rv > rv(obj))
-        .then(|| serde_json::from_value(value.clone()).ok())
-        .flatten()
+    serde_json::from_value(pending(ctx, obj)?).ok()
+}
+
+/// The status this operator wrote for `obj` that the watch has not brought
+/// back yet. Once it has, the record is dropped (the store holds it).
+fn pending<K: Kind>(ctx: &Context, obj: &K) -> Option<serde_json::Value> {
+    let uid = obj.uid()?;
+    let mut written = ctx.written.lock().unwrap_or_else(|p| p.into_inner());
+    match written.get(&uid) {
+        Some((written_rv, value)) if *written_rv > rv(obj) => Some(value.clone()),
+        Some(_) => {
+            written.remove(&uid);
+            None
+        }
+        None => None,
+    }
 }
 
 /// The resourceVersion as a number (etcd's revision), 0 when it is not one.
