@@ -14,7 +14,7 @@ use k8s_openapi::jiff::Timestamp;
 use serde_json::Value;
 
 use crate::{
-    sites::{APP, Rng, ShopDeleter, acting, operator, site_namespaces, sites_yaml},
+    sites::{APP, Rng, ShopDeleter, acting, lease_records, operator, site_namespaces, sites_yaml},
     support::{TestNamespace, eventually, operator::Operator, proxy::Relay, s3::Seaweed},
 };
 
@@ -37,16 +37,7 @@ struct Held {
 
 /// Every epoch's lease, from the witness's object versions.
 fn leases(s3: &Seaweed) -> Vec<Held> {
-    let out = s3
-        .boto(
-            "vs = s3.list_object_versions(Bucket='witness', Prefix='reprise-site-lease.json').get('Versions', [])\n\
-             out = []\n\
-             for v in vs:\n\
-             \x20   out.append(json.loads(s3.get_object(Bucket='witness', Key=v['Key'], VersionId=v['VersionId'])['Body'].read()))\n\
-             print(json.dumps(out))",
-        )
-        .expect("the lease's versions");
-    let versions: Vec<Value> = serde_json::from_str(&out).unwrap();
+    let versions = lease_records(s3);
     let at = |v: &Value, k: &str| v[k].as_str().unwrap().parse::<Timestamp>().unwrap();
     let mut by_epoch: std::collections::BTreeMap<u64, Held> = Default::default();
     for v in &versions {
