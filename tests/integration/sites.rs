@@ -297,7 +297,6 @@ impl ShopDeleter {
 /// partition heals, paris finds the newer epoch and demotes itself. Shown
 /// from both clusters' audit logs and the witness's object versions.
 #[tokio::test]
-#[ignore = "open bug (issue #19, stop 25 note): under the full suite's load paris once repaired for 3 s past its lease's end, overlapping lyon's first second; run with --ignored"]
 async fn a_site_cut_from_the_witness_stops_before_the_other_takes_over() {
     let s3 = Seaweed::start();
     s3.create_bucket("witness", false);

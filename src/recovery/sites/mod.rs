@@ -162,10 +162,7 @@ async fn round(
             site: me.clone(),
             role,
             epoch,
-            acting_until: acting_until.map(|t| {
-                let left = now.duration_until(t).as_secs_f64().max(0.0);
-                Instant::now() + Duration::from_secs_f64(left)
-            }),
+            acting_until: acting_until.map(|t| deadline(t, Timestamp::now(), Instant::now())),
             why: why.clone(),
             quiescing: relocate.clone().filter(|_| role == SiteRole::Active),
         },
@@ -215,6 +212,15 @@ async fn round(
         crate::runtime::report::publish(ctx, site, EventType::Normal, "NeedsApproval", "Failover", note).await;
     }
     peers(ctx, &ns, &me, seen_lease.as_ref()).await
+}
+
+/// The monotonic deadline for the wall-clock time `t`, both clocks read
+/// now (`wall`, `mono`). Measured from the decision's time instead, a write
+/// that took seconds (a witness timing out, then answering a retry) would
+/// push the deadline past the lease's end by as long.
+fn deadline(t: Timestamp, wall: Timestamp, mono: Instant) -> Instant {
+    let left = wall.duration_until(t).as_secs_f64().max(0.0);
+    mono + Duration::from_secs_f64(left)
 }
 
 /// What a decision came to, once carried out.
@@ -812,6 +818,16 @@ mod tests {
             }],
             completed: completed.then(|| MicroTime(t(41))),
         }
+    }
+
+    #[test]
+    fn the_acting_deadline_is_the_lease_margin_left_now_not_at_the_decision() {
+        let t = |s: i64| Timestamp::from_second(1_800_000_000 + s).unwrap();
+        let mono = Instant::now();
+        // Acting until t(7); the write that confirmed it took 4 s after the
+        // decision at t(0): 3 s are left, not 7.
+        assert_eq!(deadline(t(7), t(4), mono), mono + Duration::from_secs(3));
+        assert_eq!(deadline(t(7), t(9), mono), mono, "past: no time left");
     }
 
     #[test]
