@@ -536,15 +536,16 @@ async fn start_wave(ctx: &Context, site: &Site, rec: &mut FailoverRecord, payloa
         let id = format!("{kind}/{name}");
         let Some(resource) = resource(kind) else { continue };
         let here = replacement(site, kind, name).unwrap_or(name);
+        let held = exists(ctx, kind, ns, here);
         if here != name {
-            if !exists(ctx, kind, ns, here) {
+            if !held {
                 failed.push(format!("{id}: its replacement {kind} {here} is not in this namespace"));
                 continue;
             }
             rec.replaced.push(format!("{id} → {here}"));
         }
         wave.objects.push(here.to_string());
-        if exists(ctx, kind, ns, here) {
+        if held {
             if kind == "Database" && archives_wal(ctx, ns, here) {
                 // Held here already (a failback, GitOps, this site's own):
                 // its instance has stood by, so its data comes back from

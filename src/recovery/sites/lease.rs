@@ -106,7 +106,7 @@ pub fn unless_unfit(m: &Memory, unfit: Option<&str>, d: Decision) -> Decision {
         return d;
     }
     Decision::Stay {
-        role: m.role.filter(|r| *r == SiteRole::Demoted).unwrap_or(SiteRole::Standby),
+        role: not_acting(m),
         why: format!("not taking the lease ({why}): {unfit}"),
     }
 }
@@ -147,6 +147,11 @@ fn lease(c: &Config, site: &str, epoch: u64, now: Timestamp) -> Lease {
     }
 }
 
+/// What a site that does not act is: demoted if it was, else standby.
+fn not_acting(m: &Memory) -> SiteRole {
+    m.role.filter(|r| *r == SiteRole::Demoted).unwrap_or(SiteRole::Standby)
+}
+
 fn was_acting(m: &Memory) -> bool {
     matches!(m.role, Some(SiteRole::Active | SiteRole::Fenced))
 }
@@ -164,7 +169,7 @@ fn unreachable(m: &Memory, e: &str, now: Timestamp) -> Decision {
             ),
         },
         (false, _) => Decision::Stay {
-            role: m.role.filter(|r| *r == SiteRole::Demoted).unwrap_or(SiteRole::Standby),
+            role: not_acting(m),
             why: format!("the witness does not answer ({e}): no automatic failover without it"),
         },
     }
@@ -241,7 +246,7 @@ fn theirs(c: &Config, m: &Memory, l: &Lease, now: Timestamp) -> Decision {
             ),
         };
     }
-    let role = m.role.filter(|r| *r == SiteRole::Demoted).unwrap_or(SiteRole::Standby);
+    let role = not_acting(m);
     Decision::Stay {
         role,
         why: format!("site {} holds the lease at epoch {}", l.site, l.epoch),

@@ -172,15 +172,8 @@ async fn round(
         None => why,
     };
     metrics(ctx, &me, role, seen_lease.as_ref(), now);
-    let reachable = !matches!(read, Seen::Unreachable(_));
-    let unreachable = match &read {
-        Seen::Unreachable(e) => Some(format!(
-            "spec.witness.s3: {} (bucket {}) does not answer: {e}",
-            w.s3.endpoint.as_deref().unwrap_or("AWS S3"),
-            w.s3.bucket
-        )),
-        _ => None,
-    };
+    let unreachable = unanswered(w, &read);
+    let reachable = unreachable.is_none();
     let took_over = role == SiteRole::Active && matches!(memory.role, Some(SiteRole::Standby | SiteRole::Demoted));
     let from = lease_of(&read).or_else(|| last_seen(&ns)).filter(|l| l.site != me);
     let needs = approval::needed(&cfg, role, reachable, last_seen(&ns).as_ref(), now);
@@ -212,6 +205,16 @@ async fn round(
         crate::runtime::report::publish(ctx, site, EventType::Normal, "NeedsApproval", "Failover", note).await;
     }
     peers(ctx, &ns, &me, seen_lease.as_ref()).await
+}
+
+/// Why the witness did not answer `read`, naming the field (None: it did).
+fn unanswered(w: &Witness, read: &Seen) -> Option<String> {
+    let Seen::Unreachable(e) = read else { return None };
+    Some(format!(
+        "spec.witness.s3: {} (bucket {}) does not answer: {e}",
+        w.s3.endpoint.as_deref().unwrap_or("AWS S3"),
+        w.s3.bucket
+    ))
 }
 
 /// The monotonic deadline for the wall-clock time `t`, both clocks read
@@ -723,6 +726,16 @@ async fn report(ctx: &Context, site: &Site, said: Said, plan: PlanBundle) -> Res
     r.status.held_epoch = held;
     r.status.holder = lease.map(|l| l.site.clone());
     r.status.message = Some(why.clone());
+    witness_condition(&mut r, unreachable, &why);
+    match unfit {
+        Some(u) => r.fail_and_tell(reasons::READY, reasons::INVALID_SPEC, "Validate", u),
+        None => r.set(reasons::READY, true, reasons::RECONCILED, format!("{role:?}: {why}")),
+    }
+    r.write().await
+}
+
+/// `WitnessReachable`: whether the last reading was answered, and if not, why.
+fn witness_condition(r: &mut Report<'_, Site>, unreachable: Option<String>, why: &str) {
     match unreachable {
         None => r.set(
             WITNESS_REACHABLE,
@@ -732,11 +745,6 @@ async fn report(ctx: &Context, site: &Site, said: Said, plan: PlanBundle) -> Res
         ),
         Some(u) => r.set(WITNESS_REACHABLE, false, "Unreachable", format!("{u}; {why}")),
     }
-    match unfit {
-        Some(u) => r.fail_and_tell(reasons::READY, reasons::INVALID_SPEC, "Validate", u),
-        None => r.set(reasons::READY, true, reasons::RECONCILED, format!("{role:?}: {why}")),
-    }
-    r.write().await
 }
 
 /// Peer Sites: `Active` for the holder, `Standby` for the others.

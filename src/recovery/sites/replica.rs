@@ -2,7 +2,8 @@
 //! Database of the plan bundle, the newest finished backup and the newest
 //! archived WAL in its off-site stores, read with this site's credentials
 //! (its replicated RPO); for each VirtualMachine, whether a VM provider is
-//! here; for each Server, whether this site's own stands for it. The active site's word is not taken for it.
+//! here; for each Server, whether this site's own stands for it. The
+//! active site's word is not taken for it.
 
 use std::time::Duration;
 
@@ -25,13 +26,13 @@ pub const EVERY: Duration = Duration::from_secs(60);
 
 /// Each component of the bundle this site could rebuild, and from what.
 pub async fn measure(ctx: &Context, site: &Site, payload: &Payload) -> Result<Vec<Replica>, Error> {
+    let ns = site.namespace().unwrap_or_default();
     let mut out = vec![];
     for o in &payload.objects {
         let name = o["metadata"]["name"].as_str().unwrap_or_default().to_string();
         match o["kind"].as_str() {
             Some("Database") => out.push(database(ctx, site, o, &name).await?),
             Some("Server") => {
-                let ns = site.namespace().unwrap_or_default();
                 let here = replacement(site, "Server", &name).unwrap_or(&name);
                 out.push(server(site, &name, exists(ctx, "Server", &ns, here)));
             }
