@@ -453,6 +453,15 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// `n` distinct free ports: each listener is held until all are bound (one
+/// at a time, the kernel may hand the same port out twice).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    held.iter().map(|l| l.local_addr().unwrap().port()).collect()
+}
+
 /// A duration as reprise writes them (`12.345s`), in seconds.
 pub fn seconds(v: &serde_json::Value) -> f64 {
     let s = v.as_str().unwrap_or_else(|| panic!("not a duration: {v}"));

@@ -19,6 +19,37 @@ pub struct Seaweed {
     child: Option<Child>,
 }
 
+/// `weed server`'s arguments on ports `p` (master, volume, filer, S3 and
+/// their gRPC ports, metrics).
+fn args(data: &std::path::Path, dir: &tempfile::TempDir, config: &std::path::Path, p: &[u16]) -> Vec<String> {
+    vec![
+        "server".into(),
+        format!("-dir={}", data.display()),
+        "-ip=127.0.0.1".into(),
+        "-ip.bind=127.0.0.1".into(),
+        format!("-master.port={}", p[0]),
+        format!("-master.port.grpc={}", p[1]),
+        format!("-volume.port={}", p[2]),
+        format!("-volume.port.grpc={}", p[3]),
+        "-volume.max=300".into(),
+        "-filer".into(),
+        format!("-filer.port={}", p[4]),
+        format!("-filer.port.grpc={}", p[5]),
+        format!("-filer.localSocket={}", dir.path().join("filer.sock").display()),
+        "-s3".into(),
+        format!("-s3.port={}", p[6]),
+        format!("-s3.port.grpc={}", p[7]),
+        "-s3.port.iceberg=0".into(),
+        "-s3.port.lance=0".into(),
+        format!("-s3.config={}", config.display()),
+        format!("-metricsPort={}", p[8]),
+        "-iam=false".into(),
+        "-webdav=false".into(),
+        "-master.telemetry=false".into(),
+        "-master.volumeSizeLimitMB=64".into(),
+    ]
+}
+
 pub fn venv() -> PathBuf {
     std::env::var_os("REPRISE_SEAWEEDFS_VENV")
         .map(PathBuf::from)
@@ -39,8 +70,6 @@ impl Seaweed {
             venv().display()
         );
         let dir = tempfile::Builder::new().prefix("reprise-s3-").tempdir().unwrap();
-        let data = dir.path().join("data");
-        std::fs::create_dir_all(&data).unwrap();
         let access_key = format!("key{}", super::unique_suffix());
         let secret_key = format!("secret-{}", super::unique_suffix());
         let config = serde_json::json!({"identities": [{
@@ -50,66 +79,68 @@ impl Seaweed {
         }]});
         let config_path = dir.path().join("s3.json");
         std::fs::write(&config_path, config.to_string()).unwrap();
-        let p: Vec<u16> = (0..9).map(|_| super::free_port()).collect();
-        let args: Vec<String> = vec![
-            "server".into(),
-            format!("-dir={}", data.display()),
-            "-ip=127.0.0.1".into(),
-            "-ip.bind=127.0.0.1".into(),
-            format!("-master.port={}", p[0]),
-            format!("-master.port.grpc={}", p[1]),
-            format!("-volume.port={}", p[2]),
-            format!("-volume.port.grpc={}", p[3]),
-            "-volume.max=300".into(),
-            "-filer".into(),
-            format!("-filer.port={}", p[4]),
-            format!("-filer.port.grpc={}", p[5]),
-            format!("-filer.localSocket={}", dir.path().join("filer.sock").display()),
-            "-s3".into(),
-            format!("-s3.port={}", p[6]),
-            format!("-s3.port.grpc={}", p[7]),
-            "-s3.port.iceberg=0".into(),
-            "-s3.port.lance=0".into(),
-            format!("-s3.config={}", config_path.display()),
-            format!("-metricsPort={}", p[8]),
-            "-iam=false".into(),
-            "-webdav=false".into(),
-            "-master.telemetry=false".into(),
-            "-master.volumeSizeLimitMB=64".into(),
-        ];
         let mut s = Self {
-            port: p[6],
+            port: 0,
             access_key,
             secret_key,
             dir,
-            args,
+            args: vec![],
             child: None,
         };
-        s.restart();
-        s
+        // Ports are free when chosen, not always when weed binds them (tests
+        // run in parallel): a start that fails tries again on new ports.
+        for attempt in 1..=3 {
+            let p = super::free_ports(9);
+            // A fresh data directory too: the master keeps its peers' addresses there.
+            let data = s.dir.path().join(format!("data-{attempt}"));
+            std::fs::create_dir_all(&data).unwrap();
+            s.port = p[6];
+            s.args = args(&data, &s.dir, &config_path, &p);
+            match s.spawn_and_wait() {
+                Ok(()) => return s,
+                Err(log) if attempt < 3 => {
+                    eprintln!("SeaweedFS did not start (attempt {attempt}), trying new ports: {log}");
+                    s.stop();
+                }
+                Err(log) => panic!("SeaweedFS did not start: {log}"),
+            }
+        }
+        unreachable!()
     }
 
     /// Starts the stopped server again, same ports, same data.
     pub fn restart(&mut self) {
+        if let Err(log) = self.spawn_and_wait() {
+            panic!("SeaweedFS did not start again: {log}");
+        }
+    }
+
+    /// Spawns weed; Ok once the gateway answers a signed request (the filer
+    /// behind it is up), else the end of its log.
+    fn spawn_and_wait(&mut self) -> Result<(), String> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.path().join("weed.log"))
             .unwrap();
-        self.child = Some(
-            Command::new(venv().join("bin/weed"))
-                .args(&self.args)
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap(),
-        );
+        let mut child = Command::new(venv().join("bin/weed"))
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
-        // Ready when the gateway answers a signed request (the filer behind it is up).
         while self.boto("s3.list_buckets()").is_err() {
-            assert!(Instant::now() < deadline, "SeaweedFS did not start: {}", self.log());
+            let exited = matches!(child.try_wait(), Ok(Some(_)));
+            if exited || Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(self.log());
+            }
             std::thread::sleep(Duration::from_millis(300));
         }
+        self.child = Some(child);
+        Ok(())
     }
 
     /// Kills the server: its port refuses connections until `restart`.
