@@ -55,6 +55,10 @@ pub struct RunOptions {
     /// Seconds between probes of each Database's instance (reachability, data present, accounts).
     #[arg(long, env = "REPRISE_DATABASE_PROBE_SECONDS", default_value_t = 30)]
     pub database_probe_seconds: u64,
+    /// Seconds between the cheap looks of a kept connection at each
+    /// Database's instance (answers, holds its databases); 0 turns it off.
+    #[arg(long, env = "REPRISE_DATABASE_LIVENESS_SECONDS", default_value_t = 1)]
+    pub database_liveness_seconds: u64,
     /// Seconds each call to a BMC may take.
     #[arg(long, env = "REPRISE_BMC_TIMEOUT_SECONDS", default_value_t = 10)]
     pub bmc_timeout_seconds: u64,
@@ -231,6 +235,7 @@ where
 fn settings(opts: &RunOptions) -> crate::runtime::Settings {
     crate::runtime::Settings {
         database_probe_interval: std::time::Duration::from_secs(opts.database_probe_seconds.max(1)),
+        database_liveness_interval: std::time::Duration::from_secs(opts.database_liveness_seconds),
         postgres_bin_dir: opts.postgres_bin_dir.clone(),
         bmc_timeout: std::time::Duration::from_secs(opts.bmc_timeout_seconds.max(1)),
         bmc_conversation_timeout: std::time::Duration::from_secs(match opts.bmc_conversation_seconds {

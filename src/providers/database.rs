@@ -129,6 +129,15 @@ pub trait DatabaseConn: Send + Sync {
     fn measure(&self, schema: &str, name: &str) -> impl Future<Output = Result<TableMeasure, EngineError>> + Send;
 }
 
+/// A kept connection to an instance, asked often and cheaply whether it
+/// still answers and which databases it holds.
+pub trait InstanceWatch: Send + Sync {
+    /// Which of `names` exist now (sorted).
+    fn present(&self, names: &[String]) -> impl Future<Output = Result<Vec<String>, EngineError>> + Send;
+    /// Ends when the connection does (the server closed it or the network broke).
+    fn closed(&self) -> impl Future<Output = ()> + Send;
+}
+
 /// An admin conversation with one database instance.
 pub trait DatabaseEngine: Send + Sync {
     type Conn: DatabaseConn;

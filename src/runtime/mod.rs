@@ -17,6 +17,7 @@ pub mod schedule;
 pub mod secrets;
 pub mod stores;
 pub mod validation;
+pub mod wake;
 
 use std::{
     collections::HashMap,
@@ -66,6 +67,9 @@ pub struct Settings {
     /// How often a Database's instance is probed (reachability, databases and
     /// verify tables present, accounts as specified).
     pub database_probe_interval: Duration,
+    /// How often a kept connection asks each Database's instance whether it
+    /// answers and holds its databases (zero: no kept connection).
+    pub database_liveness_interval: Duration,
     /// Where pg_dump and pg_restore are (unset: the PATH).
     pub postgres_bin_dir: Option<std::path::PathBuf>,
     /// Timeout of each call to a BMC.
@@ -88,6 +92,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             database_probe_interval: Duration::from_secs(30),
+            database_liveness_interval: Duration::from_secs(1),
             postgres_bin_dir: None,
             bmc_timeout: Duration::from_secs(10),
             bmc_conversation_timeout: Duration::from_secs(30),
@@ -137,6 +142,10 @@ pub struct Context {
     pub notifier: crate::recovery::notify::Notifier,
     /// Whether this site may act, per namespace (see `fence`).
     pub fence: Arc<fence::Fence>,
+    /// Tasks kept per object apart from its reconciles (see `wake`).
+    pub kept: wake::Kept,
+    /// How those tasks ask for a reconcile.
+    pub wakes: wake::Wakes,
 }
 
 /// Slots for BMC conversations: BMCs whose last conversation ran out of
@@ -198,6 +207,8 @@ impl Context {
             notifier: crate::recovery::notify::Notifier::start(webhook.clone()),
             webhook,
             fence: Default::default(),
+            kept: Default::default(),
+            wakes: Default::default(),
             settings,
         }
     }

@@ -328,6 +328,22 @@ async fn served(client: &Client, group: &str, plural: &str) -> bool {
     missing(client, group, &[plural]).await.is_empty()
 }
 
+/// The objects a kind's kept tasks ask to reconcile (see `wake`).
+fn woken<K: Kind>(wake: &super::wake::Wake) -> futures::stream::BoxStream<'static, ObjectRef<DeserializeGuard<K>>> {
+    match wake.take() {
+        Some(rx) => tokio_stream_of_bounded(rx)
+            .map(|(ns, name)| ObjectRef::new(&name).within(&ns))
+            .boxed(),
+        None => futures::stream::empty().boxed(),
+    }
+}
+
+fn tokio_stream_of_bounded<T: Send + 'static>(
+    rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures::Stream<Item = T> + Send + 'static {
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) })
+}
+
 /// Changes (deletions included) of KubeVirt objects reprise made, as a
 /// trigger for the reprise VirtualMachine they belong to (label `reprise.dev/vm`,
 /// else the same name: a VM instance carries its VM's template labels and name).
@@ -778,10 +794,11 @@ fn component_controllers(
             },
         ),
         controller(&k.dbs, ctx.clone(), components::database::reconcile, shutdown, |c| {
-            c.watches_shared_stream(
-                secret_changes(secrets),
-                users_of(stores.databases.clone(), components::database::secrets_named),
-            )
+            c.reconcile_on(woken::<Database>(&ctx.wakes.databases))
+                .watches_shared_stream(
+                    secret_changes(secrets),
+                    users_of(stores.databases.clone(), components::database::secrets_named),
+                )
         }),
         controller(&k.servers, ctx.clone(), components::server::reconcile, shutdown, |c| {
             c.watches_shared_stream(

@@ -632,3 +632,53 @@ async fn connection_failures_name_their_reason() {
     assert_eq!(e.reason, "Timeout", "{e}");
     hold.abort();
 }
+
+/// Between full probes (ten minutes apart here), a connection kept open to
+/// the instance sees it: a server that stops and a database dropped by hand
+/// are acted on within seconds. Nothing else triggers these reconciles (the
+/// backup schedule is yearly), so without the kept connection the waits
+/// below would run out.
+#[tokio::test]
+async fn a_kept_connection_sees_failures_between_probes() {
+    let mut pg = Postgres::start();
+    let ns = TestNamespace::new("db-liveness");
+    let backups = tempfile::tempdir().unwrap();
+    let mut op = Operator::start(Options {
+        extra: vec!["--database-probe-seconds".into(), "600".into()],
+        ..Options::namespace(&ns.name)
+    });
+    op.wait_ready().await;
+    let (ok, out) = ns.apply(&secrets_yaml(&pg.admin_password, REPORTING_PW));
+    assert!(ok, "{out}");
+    let (ok, out) = ns.apply(&database_yaml(pg.port, backups.path(), 2));
+    assert!(ok, "{out}");
+    wait_for(&ns, "Ready", 60, |v| cond_is(v, "Ready", "True")).await;
+    pg.try_sql("shop_admin", SHOP_ADMIN_PW, "shop", SCHEMA).unwrap();
+    seed(&pg, 200);
+    let first = backup_now(&ns, "1", None).await;
+    // The reconcile that the backup's own status write triggers comes and
+    // goes first: the server's stop must be seen by the kept connection alone.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    pg.stop();
+    wait_for(&ns, "Unreachable, seen on the closed connection", 20, |v| {
+        v["status"]["health"]["state"] == "Unreachable" && cond_is(v, "Reachable", "False")
+    })
+    .await;
+    pg.restart();
+    wait_for(&ns, "reachable again", 20, |v| {
+        v["status"]["health"]["state"] == "Healthy" && cond_is(v, "Reachable", "True")
+    })
+    .await;
+
+    pg.sql("postgres", "DROP DATABASE shop WITH (FORCE)");
+    let v = wait_for(&ns, "the dropped database restored", 30, |v| {
+        v["status"]["lastRestore"]["outcome"] == "Verified" && v["status"]["health"]["state"] == "Healthy"
+    })
+    .await;
+    assert_eq!(v["status"]["lastRestore"]["backupId"], first.as_str());
+    assert_eq!(pg.sql("shop", "SELECT count(*) FROM orders"), "200");
+    let logs = op.logs();
+    assert!(logs.contains("the instance changed; reconciling now"), "{logs}");
+    assert_no_passwords(&op, &ns, &[&pg.admin_password, APP_PW, SHOP_ADMIN_PW, REPORTING_PW]);
+}

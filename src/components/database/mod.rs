@@ -8,6 +8,7 @@ pub mod archive;
 pub mod backup;
 pub mod connection;
 pub mod contract;
+pub mod liveness;
 pub mod pitr;
 pub mod restore;
 pub mod scratch;
@@ -324,6 +325,9 @@ async fn run(ctx: &Context, db: &Database, r: connection::Resolved) -> Result<Ac
             let tools = Tools {
                 bin_dir: ctx.settings.postgres_bin_dir.clone(),
             };
+            liveness::keep(ctx, db, &r.target, |t| async move {
+                crate::providers::postgres::Watch::open(&t).await
+            });
             let reached = Postgres::connect(r.target.clone(), tools).await;
             pass(ctx, db, &r, reached).await
         }

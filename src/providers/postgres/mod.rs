@@ -9,12 +9,14 @@ pub mod replay;
 pub mod scram;
 pub mod tables;
 pub mod wal;
+mod watch;
 
 use tokio_postgres::{Client, config::SslMode as PgSslMode, error::SqlState};
 
 use crate::api::database::SslMode;
 pub use crate::providers::database::{EngineError as PgError, Password, Target};
 pub use engine::Postgres;
+pub use watch::Watch;
 
 pub const CONNECTION_REFUSED: &str = "ConnectionRefused";
 pub const TIMEOUT: &str = "Timeout";
@@ -76,6 +78,12 @@ impl From<tokio_postgres::Error> for PgError {
 impl Target {
     /// Connects to `dbname`. The connection task ends with the returned client.
     pub async fn connect(&self, dbname: &str) -> Result<Client, PgError> {
+        Ok(self.connect_kept(dbname).await?.0)
+    }
+
+    /// Connects to `dbname`; the receiver hears when the connection ends
+    /// (the server closed it, the network broke, the client was dropped).
+    pub async fn connect_kept(&self, dbname: &str) -> Result<(Client, tokio::sync::oneshot::Receiver<()>), PgError> {
         let mut config = tokio_postgres::Config::new();
         config
             .host(&self.host)
@@ -104,12 +112,14 @@ impl Target {
                     ),
                 )
             })??;
+        let (ended, on_end) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "PostgreSQL connection ended");
             }
+            let _ = ended.send(());
         });
-        Ok(client)
+        Ok((client, on_end))
     }
 
     /// Environment for libpq tools (pg_dump, pg_restore): the password goes
