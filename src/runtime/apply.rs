@@ -36,6 +36,55 @@ pub fn controller_of(meta: &ObjectMeta) -> String {
         .unwrap_or_else(|| "nothing reprise manages".into())
 }
 
+/// Owned objects the owned-object watches saw deleted, by
+/// `Kind/namespace/name`, for a short while. A store that lacks an owned
+/// object proves only that no object *with reprise's label* has that name;
+/// a deletion just seen proves the name is free, so the repair needs no
+/// GET first. Each sighting is used once (taken); without one, the API
+/// server is asked (the object may be our own fresh create the store has
+/// not caught up with, or someone else's of the same name).
+#[derive(Default)]
+pub struct Deletions(std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>);
+
+/// How long a deletion seen stands for the name being free. Between the
+/// deletion and the repair someone else could create an object of that name
+/// (so could they between a GET and an apply): kept short, so that window
+/// stays a reconcile's queueing time.
+const DELETION_FRESH: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Deletions {
+    pub fn saw(&self, key: String) {
+        let now = std::time::Instant::now();
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        m.retain(|_, at| now.duration_since(*at) < DELETION_FRESH);
+        m.insert(key, now);
+    }
+
+    /// Whether `key` was seen deleted lately (and forgets it).
+    pub fn take(&self, key: &str) -> bool {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        m.remove(key).is_some_and(|at| at.elapsed() < DELETION_FRESH)
+    }
+
+    /// The object is there again: a deletion seen before no longer holds.
+    pub fn forget(&self, key: &str) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The key of an owned object in `Deletions`.
+pub fn owned_key(kind: &str, namespace: &str, name: &str) -> String {
+    format!("{kind}/{namespace}/{name}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -53,6 +102,19 @@ mod tests {
             }]),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_deletion_seen_is_used_once() {
+        let d = Deletions::default();
+        assert!(!d.take("Deployment/ns/a"), "never seen deleted: ask the API server");
+        d.saw("Deployment/ns/a".into());
+        assert!(d.take("Deployment/ns/a"));
+        assert!(!d.take("Deployment/ns/a"), "used once");
+        d.saw("Deployment/ns/a".into());
+        d.forget("Deployment/ns/a");
+        assert!(!d.take("Deployment/ns/a"), "there again");
+        assert!(d.is_empty());
     }
 
     #[test]

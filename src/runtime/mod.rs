@@ -128,6 +128,8 @@ pub struct Context {
     pub(crate) written: Mutex<HashMap<String, (u64, serde_json::Value)>>,
     /// Secret data by `ns/name`, with the resourceVersion it was read at.
     pub(crate) secret_cache: Mutex<HashMap<String, secrets::Cached>>,
+    /// Owned Deployments and Services seen deleted lately.
+    pub deletions: Arc<apply::Deletions>,
     /// Owned Secrets reprise applied, by `ns/name`: resourceVersion and content fingerprint.
     pub(crate) applied: Mutex<HashMap<String, (String, String)>>,
     /// Objects the operator cannot read, by uid: the generation whose status
@@ -188,6 +190,7 @@ impl Context {
         stores: Stores,
         instance: String,
         settings: Settings,
+        deletions: Arc<apply::Deletions>,
     ) -> Self {
         let webhook = crate::providers::webhook::client();
         Self {
@@ -201,6 +204,7 @@ impl Context {
             written: Mutex::new(HashMap::new()),
             secret_cache: Mutex::new(HashMap::new()),
             applied: Mutex::new(HashMap::new()),
+            deletions,
             malformed: Mutex::new(HashMap::new()),
             bmc_lanes: BmcLanes::new(settings.bmc_concurrency),
             seen: crate::recovery::detection::Seen::default(),

@@ -195,6 +195,7 @@ fn on_deletion(tx: &Deletions) -> impl futures::Stream<Item = ()> + Send + 'stat
 fn owned<T>(
     client: &Client,
     namespace: Option<&str>,
+    deletions: Arc<super::apply::Deletions>,
 ) -> (
     Store<T>,
     impl futures::Stream<Item = Result<T, watcher::Error>> + Send + 'static,
@@ -214,6 +215,12 @@ where
     let stream = watcher(api, watcher::Config::default().labels(&label).any_semantic())
         .backoff(FastBackoff::default())
         .modify(lean)
+        .inspect(move |event| {
+            if let Ok(watcher::Event::Delete(o)) = event {
+                let key = super::apply::owned_key(&T::kind(&()), &o.namespace().unwrap_or_default(), &o.name_any());
+                deletions.saw(key);
+            }
+        })
         .reflect(writer)
         .touched_objects();
     (reader, stream)
@@ -550,11 +557,12 @@ fn controller<K: Kind>(
     extra: impl FnOnce(Controller<DeserializeGuard<K>>) -> Controller<DeserializeGuard<K>>,
 ) -> BoxFuture<'static, ()> {
     let c = Controller::for_shared_stream(shared.subscribe(), shared.reader.clone())
-        .with_config(
-            ControllerConfig::default()
-                .concurrency(16)
-                .debounce(Duration::from_millis(20)),
-        )
+        // No debounce: the first event of an object is acted on at once.
+        // What arrives while its reconcile is queued or running is merged
+        // into one more reconcile after it (kube-runtime's scheduler and
+        // runner); a status reprise wrote itself comes back as one quiet
+        // reconcile (`Context::written`), never as a loop.
+        .with_config(ControllerConfig::default().concurrency(16))
         .trigger_backoff(FastBackoff::default())
         .graceful_shutdown_on(shutdown.clone().cancelled_owned());
     // Fenced kinds look at every object again when the site's role changes.
@@ -879,8 +887,9 @@ fn scope(
 ) -> (Vec<BoxFuture<'static, ()>>, Stores) {
     let ns = namespace.as_deref();
     let kinds = Kinds::new();
-    let (deployments, deployment_changes) = owned::<Deployment>(client, ns);
-    let (services, service_changes) = owned::<Service>(client, ns);
+    let deletions = Arc::new(super::apply::Deletions::default());
+    let (deployments, deployment_changes) = owned::<Deployment>(client, ns, deletions.clone());
+    let (services, service_changes) = owned::<Service>(client, ns, deletions.clone());
     let (secret_meta, secret_stream) = secrets(client, ns);
     let (secrets_tx, _) = tokio::sync::broadcast::channel(256);
     let stores = kinds.stores(secret_meta, deployments, services);
@@ -891,6 +900,7 @@ fn scope(
         stores.clone(),
         instance.to_string(),
         settings,
+        deletions,
     ));
     let mut tasks = kinds.observers(&ctx);
     tasks.extend(engine_controllers(&kinds, &ctx, shutdown));

@@ -175,9 +175,17 @@ where
     let ns = desired.namespace().unwrap_or_default();
     let name = desired.name_any();
     let api: Api<T> = Api::namespaced(ctx.client.clone(), &ns);
-    // The store may not have our own fresh write yet: ask before calling it deleted.
+    let key = crate::runtime::apply::owned_key(&what, &ns, &name);
+    // A store that lacks the object proves only that none with reprise's
+    // label has its name: a deletion just seen on the watch proves the name
+    // free; else the API server is asked (it may be our own fresh create,
+    // or someone else's object).
     let live = match live {
-        Some(l) => Some((*l).clone()),
+        Some(l) => {
+            ctx.deletions.forget(&key);
+            Some((*l).clone())
+        }
+        None if ctx.deletions.take(&key) => None,
         None => api.get_opt(&name).await?,
     };
     if let Some(l) = &live
