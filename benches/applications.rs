@@ -6,6 +6,11 @@
 //! 2. Throughput: 1,000 Applications on 50 kwok nodes — time until all are
 //!    Ready, then a fresh operator's full pass over them (reconciles per
 //!    second), and the operator's memory (RSS, peak RSS).
+//! 3. Burst: 50 Deployments deleted at once (REPRISE_BENCH_BURST), from the
+//!    last delete to all recreated; the operator's writes per repair by
+//!    resource (audit log), and any 429.
+//!
+//! REPRISE_OPERATOR_BIN runs another build of the operator (an A/B).
 //!
 //! Runs on a private control plane (50 fake nodes) that it stops at the end:
 //! `cargo bench --bench applications`. Sizes: REPRISE_BENCH_DELETIONS,
@@ -17,15 +22,16 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::{api::apps::v1::Deployment, jiff::Timestamp};
 use kube::{
     Api, ResourceExt,
     api::{DeleteParams, ListParams},
 };
-use support::{
-    OPERATOR_USER, Plane, audit,
-    operator::{Operator, Options},
-};
+#[path = "common/subject.rs"]
+mod subject;
+
+use subject::Subject;
+use support::{OPERATOR_USER, Plane, audit};
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -67,7 +73,7 @@ async fn healing(plane: &Plane, ns: &str, deletions: usize) {
     ]);
     let client = plane.client().await;
     let api: Api<Deployment> = Api::namespaced(client, ns);
-    let from = k8s_openapi::jiff::Timestamp::now();
+    let from = Timestamp::now();
     for _ in 0..deletions {
         let uid = api.get("heal").await.expect("deployment").uid().expect("uid");
         api.delete("heal", &DeleteParams::background()).await.expect("delete");
@@ -86,7 +92,7 @@ async fn healing(plane: &Plane, ns: &str, deletions: usize) {
         }
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let to = k8s_openapi::jiff::Timestamp::now();
+    let to = Timestamp::now();
     let log = plane.audit_log.clone().expect("audit log");
     let admin = "reprise-test-admin";
     let deletes: Vec<_> = audit::writes(&log, admin, Some(ns), from, to)
@@ -105,6 +111,7 @@ async fn healing(plane: &Plane, ns: &str, deletions: usize) {
         })
         .collect();
     latencies.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+    println!("{}", writes_per_repair(&log, ns, from, to, deletions));
     assert_eq!(
         latencies.len(),
         deletions,
@@ -120,8 +127,86 @@ async fn healing(plane: &Plane, ns: &str, deletions: usize) {
     );
 }
 
-async fn throughput(plane: &Plane, ns: &str, apps: usize, op: &mut Operator) {
+/// The operator's writes over a run of repairs, per repair and per resource.
+fn writes_per_repair(log: &std::path::Path, ns: &str, from: Timestamp, to: Timestamp, repairs: usize) -> String {
+    let mut by: std::collections::BTreeMap<String, usize> = Default::default();
+    let writes = audit::writes(log, OPERATOR_USER, Some(ns), from, to);
+    for w in &writes {
+        let what = match &w.object.subresource {
+            Some(sub) => format!("{} {}/{sub}", w.verb, w.object.resource),
+            None => format!("{} {}", w.verb, w.object.resource),
+        };
+        *by.entry(what).or_default() += 1;
+    }
+    let each: Vec<String> = by
+        .iter()
+        .map(|(k, n)| format!("{k} {:.2}", *n as f64 / repairs as f64))
+        .collect();
+    format!(
+        "writes per repair: {:.2} ({}); 429s: {}",
+        writes.len() as f64 / repairs as f64,
+        each.join(", "),
+        writes.iter().filter(|w| w.code == 429).count()
+    )
+}
+
+/// `n` Deployments deleted at once: from the last delete to every one recreated.
+async fn burst(plane: &Plane, ns: &str, n: usize) {
+    let client = plane.client().await;
+    let api: Api<Deployment> = Api::namespaced(client, ns);
+    let names: Vec<String> = (0..n).map(|i| format!("app-{i:04}")).collect();
+    let mut uids = std::collections::HashMap::new();
+    for name in &names {
+        let uid = api.get(name).await.expect("deployment").uid().expect("uid");
+        uids.insert(name.clone(), uid);
+    }
+    let ready_before = ready_count(plane, ns).await;
+    let from = Timestamp::now();
+    let deletes = names.iter().map(|name| {
+        let api = api.clone();
+        async move { api.delete(name, &DeleteParams::background()).await.expect("delete") }
+    });
+    futures::future::join_all(deletes).await;
+    let last_delete = Instant::now();
+    loop {
+        let list = api.list_metadata(&ListParams::default()).await.expect("list");
+        let recreated = list
+            .items
+            .iter()
+            .filter(|d| {
+                uids.get(&d.name_any())
+                    .is_some_and(|old| d.uid().as_deref() != Some(old.as_str()))
+            })
+            .count();
+        if recreated == n {
+            break;
+        }
+        assert!(
+            last_delete.elapsed() < Duration::from_secs(300),
+            "only {recreated} of {n} recreated after 5 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = last_delete.elapsed();
+    // A repair's writes end when its Application is Ready again.
+    while ready_count(plane, ns).await < ready_before {
+        assert!(last_delete.elapsed() < Duration::from_secs(600), "not all Ready again");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let healed = last_delete.elapsed();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let log = plane.audit_log.clone().expect("audit log");
+    println!(
+        "burst: {n} Deployments deleted at once, last delete -> all recreated {:.2}s, all Ready again {:.1}s; {}",
+        took.as_secs_f64(),
+        healed.as_secs_f64(),
+        writes_per_repair(&log, ns, from, Timestamp::now(), n)
+    );
+}
+
+async fn throughput(plane: &Plane, ns: &str, apps: usize, op: &mut Subject) {
     let manifests: String = (0..apps).map(|i| app(&format!("app-{i:04}"), 1)).collect();
+    let from = Timestamp::now();
     let start = Instant::now();
     let (ok, out) = plane.k_stdin(&["apply", "--server-side", "-n", ns, "-f", "-"], &manifests);
     assert!(ok, "{out}");
@@ -138,27 +223,31 @@ async fn throughput(plane: &Plane, ns: &str, apps: usize, op: &mut Operator) {
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
     let all_ready = start.elapsed();
-    let reconciles = op.metric("reprise_reconciles_total", "kind=\"Application\"").await;
+    let reconciles = op.reconciles().await;
     let (rss, peak) = op.rss_kib();
+    let log = plane.audit_log.clone().expect("audit log");
+    let writes = audit::writes(&log, OPERATOR_USER, Some(ns), from, Timestamp::now()).len();
     println!(
-        "{apps} Applications ({apps} pods on 50 kwok nodes): applied in {:.1}s, all Ready after {:.1}s; {reconciles} Application reconciles meanwhile; operator RSS {} MiB (peak {} MiB)",
+        "cold start: {apps} Applications ({apps} pods on 50 kwok nodes): applied in {:.1}s, all Ready after {:.1}s; {reconciles} Application reconciles, \
+         {writes} writes ({:.2} per Application); RSS {} MiB (peak {} MiB)",
         applied.as_secs_f64(),
         all_ready.as_secs_f64(),
+        writes as f64 / apps as f64,
         rss / 1024,
         peak / 1024
     );
 }
 
+/// A fresh operator over a reconciled world: until every Application is
+/// reconciled once; then its writes and CPU while nothing changes.
 async fn full_pass(plane: &Plane, ns: &str, apps: usize) {
-    let mut op = Operator::start(Options {
-        plane: Some(plane),
-        ..Options::namespace(ns)
-    });
+    let from = Timestamp::now();
     let start = Instant::now();
+    let mut op = Subject::start(plane, ns).await;
     op.wait_ready().await;
     let synced = start.elapsed();
     loop {
-        let n = op.metric("reprise_reconciles_total", "kind=\"Application\"").await;
+        let n = op.reconciles().await;
         if n >= apps as f64 {
             break;
         }
@@ -169,19 +258,34 @@ async fn full_pass(plane: &Plane, ns: &str, apps: usize) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let took = start.elapsed();
-    let writes = op.metric("reprise_api_writes_total", "").await as u64;
+    let log = plane.audit_log.clone().expect("audit log");
+    let writes = audit::writes(&log, OPERATOR_USER, Some(ns), from, Timestamp::now()).len();
     let (rss, peak) = op.rss_kib();
-    let after_sync = (took - synced).as_secs_f64().max(0.001);
     println!(
-        "fresh operator over {apps} Ready Applications: caches synced {:.2}s after start; all {apps} reconciled {:.2}s after start \
-         ({:.0}/s over the whole start, {:.0}/s after the sync; the metric is polled every 0.1s); {writes} writes; RSS {} MiB (peak {} MiB)",
+        "restart over {apps} reconciled Applications: caches synced {:.2}s after start; all {apps} reconciled {:.2}s after start \
+         (the metric is polled every 0.1s); {writes} writes; RSS {} MiB (peak {} MiB)",
         synced.as_secs_f64(),
         took.as_secs_f64(),
-        apps as f64 / took.as_secs_f64(),
-        apps as f64 / after_sync,
         rss / 1024,
         peak / 1024
     );
+    let idle = env_usize("REPRISE_BENCH_IDLE_SECS", 0);
+    if idle > 0 {
+        // Idle means every Application Ready (those the burst repaired too).
+        while ready_count(plane, ns).await < apps {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let (cpu, from) = (op.cpu_seconds(), Timestamp::now());
+        tokio::time::sleep(Duration::from_secs(idle as u64)).await;
+        println!(
+            "idle {idle}s over {apps} Ready Applications: {:.2}s CPU; RSS {} MiB; {}",
+            op.cpu_seconds() - cpu,
+            op.rss_kib().0 / 1024,
+            writes_per_repair(&log, ns, from, Timestamp::now(), 1).replace("writes per repair", "writes")
+        );
+    }
+    op.kill();
 }
 
 fn main() {
@@ -203,13 +307,14 @@ fn main() {
         let ns = "bench";
         let _ = plane.kubectl().args(["create", "namespace", ns]).output();
         plane.grant_operator(ns);
-        let mut op = Operator::start(Options {
-            plane: Some(&plane),
-            ..Options::namespace(ns)
-        });
+        let mut op = Subject::start(&plane, ns).await;
         op.wait_ready().await;
         healing(&plane, ns, deletions).await;
         throughput(&plane, ns, apps, &mut op).await;
+        let bursts = env_usize("REPRISE_BENCH_BURST", 50).min(apps);
+        if bursts > 0 {
+            burst(&plane, ns, bursts).await;
+        }
         op.kill();
         full_pass(&plane, ns, apps + 1).await;
         let pods = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(plane.client().await, ns)

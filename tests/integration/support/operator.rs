@@ -70,7 +70,9 @@ impl Operator {
             .unwrap_or_else(|| format!("op-{}", unique_suffix()));
         let log = std::env::temp_dir().join(format!("reprise-{identity}.log"));
         let file = std::fs::File::create(&log).expect("operator log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_reprise"));
+        // REPRISE_OPERATOR_BIN runs another build (a benchmark's A/B); tests leave it unset.
+        let bin = std::env::var_os("REPRISE_OPERATOR_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_reprise").into());
+        let mut cmd = Command::new(bin);
         cmd.args([
             "run",
             "--http-addr",
