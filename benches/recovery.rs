@@ -20,7 +20,8 @@
 //! status, which marks it Resolved). Median and p99 per level, next to the
 //! plan's windows.
 //!
-//! `cargo bench --bench recovery` (uses the shared local control plane).
+//! `cargo bench --bench recovery` (uses the shared local control plane);
+//! REPRISE_BENCH_LEVELS=application,database,vm,server chooses the failures.
 
 #[path = "../tests/integration/support/mod.rs"]
 #[allow(unused_imports)]
@@ -148,6 +149,9 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10);
+    // REPRISE_BENCH_LEVELS: which failures to inject (default all).
+    let chosen = std::env::var("REPRISE_BENCH_LEVELS").unwrap_or_else(|_| "application,database,vm,server".into());
+    let want = |what: &str| chosen.split(',').any(|c| c.trim() == what);
     let rt = support::bench_runtime();
     rt.block_on(async {
         let world = World::start("bench-recovery", None).await;
@@ -165,84 +169,92 @@ fn main() {
         let (_, uuid, _) = SERVERS[0];
         for i in 0..rounds {
             let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-            let (a, r) = round(
-                &world,
-                "Application",
-                "web-shop",
-                async || {
-                    let t = Timestamp::now();
-                    deployments.delete("web-shop", &DeleteParams::default()).await.expect("delete");
-                    t
-                },
-                on("deployments", "web-shop", &["create", "patch"], None),
-            )
-            .await;
-            levels[0].action.push(a);
-            levels[0].resolved.push(r);
-            wait_healthy(&world, "application/web-shop").await;
+            if want("application") {
+                let (a, r) = round(
+                    &world,
+                    "Application",
+                    "web-shop",
+                    async || {
+                        let t = Timestamp::now();
+                        deployments.delete("web-shop", &DeleteParams::default()).await.expect("delete");
+                        t
+                    },
+                    on("deployments", "web-shop", &["create", "patch"], None),
+                )
+                .await;
+                levels[0].action.push(a);
+                levels[0].resolved.push(r);
+                wait_healthy(&world, "application/web-shop").await;
+            }
 
-            let (a, r) = round(
-                &world,
-                "Database",
-                "shop-db",
-                async || {
-                    let t = Timestamp::now();
-                    world.pg.sql("postgres", "DROP DATABASE shop WITH (FORCE)");
-                    t
-                },
-                on("databases", "shop-db", &["patch"], Some("status")),
-            )
-            .await;
-            levels[1].action.push(a);
-            levels[1].resolved.push(r);
-            wait_healthy(&world, "database/shop-db").await;
+            if want("database") {
+                let (a, r) = round(
+                    &world,
+                    "Database",
+                    "shop-db",
+                    async || {
+                        let t = Timestamp::now();
+                        world.pg.sql("postgres", "DROP DATABASE shop WITH (FORCE)");
+                        t
+                    },
+                    on("databases", "shop-db", &["patch"], Some("status")),
+                )
+                .await;
+                levels[1].action.push(a);
+                levels[1].resolved.push(r);
+                wait_healthy(&world, "database/shop-db").await;
+            }
 
-            let (a, r) = round(
-                &world,
-                "VirtualMachine",
-                "vm-api",
-                async || {
-                    let t = Timestamp::now();
-                    kubevirt::fail_instance(&client, &ns, "vm-api").await;
-                    t
-                },
-                on("virtualmachineinstances", "vm-api", &["delete"], None),
-            )
-            .await;
-            levels[2].action.push(a);
-            levels[2].resolved.push(r);
-            wait_healthy(&world, "virtualmachines.reprise.dev/vm-api").await;
+            if want("vm") {
+                let (a, r) = round(
+                    &world,
+                    "VirtualMachine",
+                    "vm-api",
+                    async || {
+                        let t = Timestamp::now();
+                        kubevirt::fail_instance(&client, &ns, "vm-api").await;
+                        t
+                    },
+                    on("virtualmachineinstances", "vm-api", &["delete"], None),
+                )
+                .await;
+                levels[2].action.push(a);
+                levels[2].resolved.push(r);
+                wait_healthy(&world, "virtualmachines.reprise.dev/vm-api").await;
+            }
 
-            let bmc = world.bmc("hv-01");
-            let (a, r) = round(
-                &world,
-                "Server",
-                "hv-01",
-                async || {
-                    bmc.reset(uuid, "ForceOff");
-                    loop {
-                        if bmc.system(uuid)["PowerState"] == "Off" {
-                            return Timestamp::now();
+            if want("server") {
+                let bmc = world.bmc("hv-01");
+                let (a, r) = round(
+                    &world,
+                    "Server",
+                    "hv-01",
+                    async || {
+                        bmc.reset(uuid, "ForceOff");
+                        loop {
+                            if bmc.system(uuid)["PowerState"] == "Off" {
+                                return Timestamp::now();
+                            }
+                            tokio::time::sleep(Duration::from_millis(50)).await;
                         }
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                },
-                on("servers", "hv-01", &["patch"], Some("status")),
-            )
-            .await;
-            levels[3].action.push(a);
-            levels[3].resolved.push(r);
-            wait_healthy(&world, "server/hv-01").await;
+                    },
+                    on("servers", "hv-01", &["patch"], Some("status")),
+                )
+                .await;
+                levels[3].action.push(a);
+                levels[3].resolved.push(r);
+                wait_healthy(&world, "server/hv-01").await;
+            }
             println!("round {}/{rounds} done", i + 1);
         }
         println!(
-            "\nrecovery latency over {rounds} injections per failure (example intervals: BMC poll 60s, database probe 30s):"
+            "\nrecovery latency over {rounds} injections per failure (example intervals: BMC poll 60s, database probe 30s, kept connection 1s):"
         );
         println!(
             "{:<6} {:<36} {:>14} {:>14} {:>14} {:>14}  PLAN WINDOW",
             "LEVEL", "FAILURE", "ACTION MEDIAN", "ACTION P99", "RESOLVED MED.", "RESOLVED P99"
         );
-        for l in &mut levels {
+        for l in levels.iter_mut().filter(|l| !l.action.is_empty()) {
             l.action.sort_by(|a, b| a.partial_cmp(b).unwrap());
             l.resolved.sort_by(|a, b| a.partial_cmp(b).unwrap());
             println!(
