@@ -160,7 +160,7 @@ fn main() {
         world.settle().await;
         let client = plane().client().await;
         let ns = world.ns.name.clone();
-        let mut levels = vec![
+        let mut levels = [
             Level { level: 1, what: "application: Deployment deleted", window: "15m-30m", action: vec![], resolved: vec![] },
             Level { level: 1, what: "database: DROP DATABASE", window: "15m-30m", action: vec![], resolved: vec![] },
             Level { level: 2, what: "virtual machine: instance Failed", window: "30m-45m", action: vec![], resolved: vec![] },

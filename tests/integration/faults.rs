@@ -454,10 +454,30 @@ async fn a_vm_restart_killed_midway_runs_once() {
         );
         let mut op = vm_operator(&ns, None);
         op.wait_ready().await;
-        let inc = eventually("the incident resolved", Duration::from_secs(60), || async {
-            incidents(&ns).into_iter().find(|i| i["status"]["phase"] == "Resolved")
+        let resolved = tokio::time::timeout(Duration::from_secs(90), async {
+            loop {
+                if let Some(i) = incidents(&ns).into_iter().find(|i| i["status"]["phase"] == "Resolved") {
+                    return i;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
         })
         .await;
+        let Ok(inc) = resolved else {
+            panic!(
+                "{point}: no incident resolved in 90s; incidents: {}\nvm: {}\noperator log (end): {}",
+                serde_json::to_string(&incidents(&ns)).unwrap_or_default(),
+                ns.json("virtualmachines.reprise.dev/vm-a")["status"],
+                op.logs()
+                    .chars()
+                    .rev()
+                    .take(6000)
+                    .collect::<String>()
+                    .chars()
+                    .rev()
+                    .collect::<String>()
+            );
+        };
         assert_eq!(
             entry(&inc, "restart").unwrap()["outcome"],
             "Succeeded",
