@@ -44,19 +44,14 @@ pub trait Kind:
     /// Whether its controller acts only while the site is active (see
     /// `fence`); the Site controller itself decides that.
     const FENCED: bool = true;
-    /// Whether a change of an object's status alone (reprise's own write,
-    /// coming back through the watch) reconciles it again. A kind whose
-    /// status is computed from other objects' events, never from its own
-    /// status's echo, says false and saves that reconcile.
-    const STATUS_WAKES: bool = true;
     fn status(&self) -> Option<&Self::Status>;
 }
 
 macro_rules! kind {
     ($kind:ty, $status:ty, $manager:literal) => {
-        kind!($kind, $status, $manager, true, true);
+        kind!($kind, $status, $manager, true);
     };
-    ($kind:ty, $status:ty, $manager:literal, $fenced:literal, $status_wakes:literal) => {
+    ($kind:ty, $status:ty, $manager:literal, $fenced:literal) => {
         impl CommonStatus for $status {
             fn conditions(&self) -> &Vec<Condition> {
                 &self.conditions
@@ -72,7 +67,6 @@ macro_rules! kind {
             type Status = $status;
             const MANAGER: &'static str = $manager;
             const FENCED: bool = $fenced;
-            const STATUS_WAKES: bool = $status_wakes;
             fn status(&self) -> Option<&Self::Status> {
                 self.status.as_ref()
             }
@@ -80,11 +74,11 @@ macro_rules! kind {
     };
 }
 
-kind!(Application, ApplicationStatus, "reprise/application", true, false);
+kind!(Application, ApplicationStatus, "reprise/application");
 kind!(Database, DatabaseStatus, "reprise/database");
 kind!(Incident, IncidentStatus, "reprise/incident");
 kind!(MaintenanceWindow, MaintenanceWindowStatus, "reprise/maintenancewindow");
 kind!(RecoveryPlan, RecoveryPlanStatus, "reprise/recoveryplan");
 kind!(Server, ServerStatus, "reprise/server");
-kind!(Site, SiteStatus, "reprise/site", false, true);
+kind!(Site, SiteStatus, "reprise/site", false);
 kind!(VirtualMachine, VirtualMachineStatus, "reprise/virtualmachine");

@@ -73,16 +73,6 @@ fn pending<K: Kind>(ctx: &Context, obj: &K) -> Option<serde_json::Value> {
     }
 }
 
-/// The watch brought `uid` back at `rv`: a record of our own write that it
-/// has caught up with is dropped (for kinds whose status echo does not
-/// reconcile, so `pending` would not see it soon).
-pub fn caught_up(ctx: &Context, uid: &str, rv: u64) {
-    let mut written = ctx.written.lock().unwrap_or_else(|p| p.into_inner());
-    if written.get(uid).is_some_and(|(w, _)| *w <= rv) {
-        written.remove(uid);
-    }
-}
-
 /// The resourceVersion as a number (etcd's revision), 0 when it is not one.
 fn rv<K: Kind>(obj: &K) -> u64 {
     obj.resource_version().and_then(|v| v.parse().ok()).unwrap_or(0)

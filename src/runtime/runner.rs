@@ -549,48 +549,6 @@ fn all_in_namespace<K: Kind, O: Resource>(
     }
 }
 
-/// The events of a kind's own watch that change more than its status: a
-/// new object, a new generation (spec), labels, annotations (a requested
-/// action), finalizers, deletion. An object reprise cannot read always passes.
-fn beyond_status<K: Kind>(
-    events: impl futures::Stream<Item = Arc<DeserializeGuard<K>>> + Send + 'static,
-    ctx: Arc<Context>,
-) -> impl futures::Stream<Item = Arc<DeserializeGuard<K>>> + Send + 'static {
-    let mut last: std::collections::HashMap<String, u64> = Default::default();
-    events.filter(move |o| {
-        let pass = match &o.0 {
-            Ok(obj) => {
-                if last.len() > MAX_REMEMBERED {
-                    last.clear();
-                }
-                let uid = obj.uid().unwrap_or_default();
-                let rv = obj.resource_version().and_then(|v| v.parse().ok()).unwrap_or(0);
-                super::report::caught_up(&ctx, &uid, rv);
-                let print = beyond_status_print(obj.meta());
-                last.insert(uid, print) != Some(print)
-            }
-            Err(_) => true,
-        };
-        futures::future::ready(pass)
-    })
-}
-
-/// Objects `beyond_status` remembers at most (forgetting all costs each one
-/// reconcile more, never one less).
-const MAX_REMEMBERED: usize = 200_000;
-
-/// What of an object's metadata, besides its status, a reconcile reads.
-fn beyond_status_print(m: &kube::core::ObjectMeta) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    m.generation.hash(&mut h);
-    m.labels.hash(&mut h);
-    m.annotations.hash(&mut h);
-    m.finalizers.hash(&mut h);
-    m.deletion_timestamp.as_ref().map(|t| t.0.as_second()).hash(&mut h);
-    h.finish()
-}
-
 fn controller<K: Kind>(
     shared: &Shared<K>,
     ctx: Arc<Context>,
@@ -598,13 +556,7 @@ fn controller<K: Kind>(
     shutdown: &CancellationToken,
     extra: impl FnOnce(Controller<DeserializeGuard<K>>) -> Controller<DeserializeGuard<K>>,
 ) -> BoxFuture<'static, ()> {
-    let own = shared.subscribe();
-    let own = if K::STATUS_WAKES {
-        own.boxed()
-    } else {
-        beyond_status(own, ctx.clone()).boxed()
-    };
-    let c = Controller::for_shared_stream(own, shared.reader.clone())
+    let c = Controller::for_shared_stream(shared.subscribe(), shared.reader.clone())
         // No debounce: the first event of an object is acted on at once.
         // What arrives while its reconcile is queued or running is merged
         // into one more reconcile after it (kube-runtime's scheduler and
