@@ -32,6 +32,15 @@ pub fn changed(before: Option<&Look>, now: &Look) -> bool {
     before.is_some_and(|b| b != now)
 }
 
+/// Whether a failure means the instance is away (refused, timed out, cut
+/// off): worth a look each second. Any other (a login refused, TLS) waits
+/// for a person and the reconcile: trying each second would only hammer
+/// the server with failed logins.
+pub fn away(reason: &str) -> bool {
+    use crate::providers::postgres::{CONNECTION_REFUSED, TIMEOUT, UNREACHABLE};
+    [CONNECTION_REFUSED, TIMEOUT, UNREACHABLE].contains(&reason)
+}
+
 /// Starts (or keeps) the watch of `db`'s instance.
 pub fn keep<W, F, Fut>(ctx: &Context, db: &Database, target: &Target, open: F)
 where
@@ -103,7 +112,11 @@ where
     let mut kept: Option<W> = None;
     while who.still() {
         let now = look(&*open, &target, &names, &mut kept).await;
+        let give_up = matches!(now, Look::Down(reason) if !away(reason));
         tell(&mut before, &who, now);
+        if give_up {
+            return;
+        }
         match &kept {
             Some(w) => crate::runtime::wake::pause(every, w.closed()).await,
             None => tokio::time::sleep(every).await,
@@ -147,6 +160,13 @@ fn tell(before: &mut Option<Look>, who: &Who, now: Look) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_an_instance_that_is_away_is_looked_at_each_second() {
+        assert!(away("ConnectionRefused") && away("Timeout") && away("Unreachable"));
+        assert!(!away("AuthenticationFailed"), "no failed login each second");
+        assert!(!away("TLSFailed"));
+    }
 
     #[test]
     fn only_a_change_wakes() {

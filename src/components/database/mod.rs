@@ -325,10 +325,14 @@ async fn run(ctx: &Context, db: &Database, r: connection::Resolved) -> Result<Ac
             let tools = Tools {
                 bin_dir: ctx.settings.postgres_bin_dir.clone(),
             };
-            liveness::keep(ctx, db, &r.target, |t| async move {
-                crate::providers::postgres::Watch::open(&t).await
-            });
             let reached = Postgres::connect(r.target.clone(), tools).await;
+            // Watched between probes while it answers or is away; a login
+            // it refuses is left to the probe.
+            if reached.as_ref().err().is_none_or(|e| liveness::away(e.reason)) {
+                liveness::keep(ctx, db, &r.target, |t| async move {
+                    crate::providers::postgres::Watch::open(&t).await
+                });
+            }
             pass(ctx, db, &r, reached).await
         }
     }
