@@ -151,7 +151,7 @@ fn writes_per_repair(log: &std::path::Path, ns: &str, from: Timestamp, to: Times
 }
 
 /// `n` Deployments deleted at once: from the last delete to every one recreated.
-async fn burst(plane: &Plane, ns: &str, n: usize) {
+async fn burst(plane: &Plane, ns: &str, n: usize, op: &Subject) {
     let client = plane.client().await;
     let api: Api<Deployment> = Api::namespaced(client, ns);
     let names: Vec<String> = (0..n).map(|i| format!("app-{i:04}")).collect();
@@ -161,6 +161,7 @@ async fn burst(plane: &Plane, ns: &str, n: usize) {
         uids.insert(name.clone(), uid);
     }
     let ready_before = ready_count(plane, ns).await;
+    let cpu = op.cpu_seconds();
     let from = Timestamp::now();
     let deletes = names.iter().map(|name| {
         let api = api.clone();
@@ -188,6 +189,7 @@ async fn burst(plane: &Plane, ns: &str, n: usize) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let took = last_delete.elapsed();
+    let cpu = op.cpu_seconds() - cpu;
     // A repair's writes end when its Application is Ready again.
     while ready_count(plane, ns).await < ready_before {
         assert!(last_delete.elapsed() < Duration::from_secs(600), "not all Ready again");
@@ -197,7 +199,7 @@ async fn burst(plane: &Plane, ns: &str, n: usize) {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let log = plane.audit_log.clone().expect("audit log");
     println!(
-        "burst: {n} Deployments deleted at once, last delete -> all recreated {:.2}s, all Ready again {:.1}s; {}",
+        "burst: {n} Deployments deleted at once, last delete -> all recreated {:.2}s ({cpu:.2}s CPU meanwhile), all Ready again {:.1}s; {}",
         took.as_secs_f64(),
         healed.as_secs_f64(),
         writes_per_repair(&log, ns, from, Timestamp::now(), n)
@@ -313,7 +315,7 @@ fn main() {
         throughput(&plane, ns, apps, &mut op).await;
         let bursts = env_usize("REPRISE_BENCH_BURST", 50).min(apps);
         if bursts > 0 {
-            burst(&plane, ns, bursts).await;
+            burst(&plane, ns, bursts, &op).await;
         }
         op.kill();
         full_pass(&plane, ns, apps + 1).await;

@@ -151,15 +151,7 @@ impl Subject {
 
     /// (RSS, peak RSS) in KiB.
     pub fn rss_kib(&self) -> (u64, u64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-                .unwrap_or(0)
-        };
-        (field("VmRSS:"), field("VmHWM:"))
+        crate::support::operator::rss_kib(self.pid())
     }
 
     /// CPU time used so far (user + system), in seconds.

@@ -335,6 +335,16 @@ async fn backup_now(ns: &TestNamespace, token: &str, previous: Option<&str>) -> 
     v["status"]["lastBackup"]["id"].as_str().unwrap().to_string()
 }
 
+/// The example's Database with its Secrets, Ready, and the shop's tables made.
+async fn shop_db_ready(ns: &TestNamespace, pg: &Postgres, backups: &Path) {
+    let (ok, out) = ns.apply(&secrets_yaml(&pg.admin_password, REPORTING_PW));
+    assert!(ok, "{out}");
+    let (ok, out) = ns.apply(&database_yaml(pg.port, backups, 2));
+    assert!(ok, "{out}");
+    wait_for(ns, "Ready", 60, |v| cond_is(v, "Ready", "True")).await;
+    pg.try_sql("shop_admin", SHOP_ADMIN_PW, "shop", SCHEMA).unwrap();
+}
+
 #[tokio::test]
 async fn backups_are_restored_and_verified_past_a_corrupted_one() {
     let pg = Postgres::start();
@@ -342,12 +352,7 @@ async fn backups_are_restored_and_verified_past_a_corrupted_one() {
     let backups = tempfile::tempdir().unwrap();
     let mut op = operator(&ns);
     op.wait_ready().await;
-    let (ok, out) = ns.apply(&secrets_yaml(&pg.admin_password, REPORTING_PW));
-    assert!(ok, "{out}");
-    let (ok, out) = ns.apply(&database_yaml(pg.port, backups.path(), 2));
-    assert!(ok, "{out}");
-    wait_for(&ns, "Ready", 60, |v| cond_is(v, "Ready", "True")).await;
-    pg.try_sql("shop_admin", SHOP_ADMIN_PW, "shop", SCHEMA).unwrap();
+    shop_db_ready(&ns, &pg, backups.path()).await;
     seed(&pg, 1000);
     let sums = |t: &str| {
         pg.sql(
@@ -648,12 +653,7 @@ async fn a_kept_connection_sees_failures_between_probes() {
         ..Options::namespace(&ns.name)
     });
     op.wait_ready().await;
-    let (ok, out) = ns.apply(&secrets_yaml(&pg.admin_password, REPORTING_PW));
-    assert!(ok, "{out}");
-    let (ok, out) = ns.apply(&database_yaml(pg.port, backups.path(), 2));
-    assert!(ok, "{out}");
-    wait_for(&ns, "Ready", 60, |v| cond_is(v, "Ready", "True")).await;
-    pg.try_sql("shop_admin", SHOP_ADMIN_PW, "shop", SCHEMA).unwrap();
+    shop_db_ready(&ns, &pg, backups.path()).await;
     seed(&pg, 200);
     let first = backup_now(&ns, "1", None).await;
     // The reconcile that the backup's own status write triggers comes and

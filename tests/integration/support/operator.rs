@@ -246,15 +246,7 @@ impl Operator {
 
     /// The operator's resident memory and its peak so far, in KiB (from /proc).
     pub fn rss_kib(&self) -> (u64, u64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-                .unwrap_or(0)
-        };
-        (field("VmRSS:"), field("VmHWM:"))
+        rss_kib(self.pid())
     }
 
     pub fn pid(&self) -> u32 {
@@ -268,4 +260,17 @@ impl Drop for Operator {
             self.kill();
         }
     }
+}
+
+/// A process's resident memory and its peak so far, in KiB (from /proc).
+pub fn rss_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
 }
