@@ -111,7 +111,7 @@ async fn healing(plane: &Plane, ns: &str, deletions: usize) {
         })
         .collect();
     latencies.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
-    println!("{}", writes_per_repair(&log, ns, from, to, deletions));
+    println!("writes per repair: {}", writes_each(&log, ns, from, to, deletions));
     assert_eq!(
         latencies.len(),
         deletions,
@@ -127,8 +127,9 @@ async fn healing(plane: &Plane, ns: &str, deletions: usize) {
     );
 }
 
-/// The operator's writes over a run of repairs, per repair and per resource.
-fn writes_per_repair(log: &std::path::Path, ns: &str, from: Timestamp, to: Timestamp, repairs: usize) -> String {
+/// The operator's writes between `from` and `to`, each divided by `per`
+/// (the repairs they made), in all and per resource; and the 429s.
+fn writes_each(log: &std::path::Path, ns: &str, from: Timestamp, to: Timestamp, per: usize) -> String {
     let mut by: std::collections::BTreeMap<String, usize> = Default::default();
     let writes = audit::writes(log, OPERATOR_USER, Some(ns), from, to);
     for w in &writes {
@@ -140,11 +141,11 @@ fn writes_per_repair(log: &std::path::Path, ns: &str, from: Timestamp, to: Times
     }
     let each: Vec<String> = by
         .iter()
-        .map(|(k, n)| format!("{k} {:.2}", *n as f64 / repairs as f64))
+        .map(|(k, n)| format!("{k} {:.2}", *n as f64 / per as f64))
         .collect();
     format!(
-        "writes per repair: {:.2} ({}); 429s: {}",
-        writes.len() as f64 / repairs as f64,
+        "{:.2} ({}); 429s: {}",
+        writes.len() as f64 / per as f64,
         each.join(", "),
         writes.iter().filter(|w| w.code == 429).count()
     )
@@ -199,10 +200,10 @@ async fn burst(plane: &Plane, ns: &str, n: usize, op: &Subject) {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let log = plane.audit_log.clone().expect("audit log");
     println!(
-        "burst: {n} Deployments deleted at once, last delete -> all recreated {:.2}s ({cpu:.2}s CPU meanwhile), all Ready again {:.1}s; {}",
+        "burst: {n} Deployments deleted at once, last delete -> all recreated {:.2}s ({cpu:.2}s CPU meanwhile), all Ready again {:.1}s; writes per repair: {}",
         took.as_secs_f64(),
         healed.as_secs_f64(),
-        writes_per_repair(&log, ns, from, Timestamp::now(), n)
+        writes_each(&log, ns, from, Timestamp::now(), n)
     );
 }
 
@@ -281,10 +282,10 @@ async fn full_pass(plane: &Plane, ns: &str, apps: usize) {
         let (cpu, from) = (op.cpu_seconds(), Timestamp::now());
         tokio::time::sleep(Duration::from_secs(idle as u64)).await;
         println!(
-            "idle {idle}s over {apps} Ready Applications: {:.2}s CPU; RSS {} MiB; {}",
+            "idle {idle}s over {apps} Ready Applications: {:.2}s CPU; RSS {} MiB; writes: {}",
             op.cpu_seconds() - cpu,
             op.rss_kib().0 / 1024,
-            writes_per_repair(&log, ns, from, Timestamp::now(), 1).replace("writes per repair", "writes")
+            writes_each(&log, ns, from, Timestamp::now(), 1)
         );
     }
     op.kill();

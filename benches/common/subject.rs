@@ -47,13 +47,6 @@ fn peer_binary() -> PathBuf {
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 /// Puts `pid` in a cgroup (v1 cpu controller) limited to `cores`; says which limit holds.
 fn limit(pid: u32, cores: f64) -> String {
     if cores <= 0.0 {
@@ -83,7 +76,7 @@ impl Subject {
         let s = if peer() {
             let log = std::env::temp_dir().join(format!("crpeer-{}.log", std::process::id()));
             let file = std::fs::File::create(&log).expect("peer log");
-            let metrics = format!("127.0.0.1:{}", free_port());
+            let metrics = format!("127.0.0.1:{}", crate::support::free_port());
             let child = Command::new(peer_binary())
                 .args(["--namespace", ns, "--metrics-addr", &metrics])
                 .env("KUBECONFIG", &plane.operator_kubeconfig)

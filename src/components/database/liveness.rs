@@ -131,14 +131,12 @@ where
     F: Fn(Target) -> Fut,
     Fut: Future<Output = Result<W, EngineError>>,
 {
-    if kept.is_none() {
-        match open(target.clone()).await {
-            Ok(w) => *kept = Some(w),
+    let w = match kept {
+        Some(w) => w,
+        None => match open(target.clone()).await {
+            Ok(w) => kept.insert(w),
             Err(e) => return Look::Down(e.reason),
-        }
-    }
-    let Some(w) = kept.as_ref() else {
-        return Look::Down("Unreachable");
+        },
     };
     match w.present(names).await {
         Ok(p) => Look::Present(p),

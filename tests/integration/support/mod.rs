@@ -446,11 +446,7 @@ pub fn condition(obj: &serde_json::Value, type_: &str) -> Option<(String, String
 
 /// A free TCP port on loopback.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    free_ports(1)[0]
 }
 
 /// `n` distinct free ports: each listener is held until all are bound (one
