@@ -227,12 +227,19 @@ fn healthy(f: &Facts, c: &ComponentFacts, h: &Signal) -> Next {
                 Some(a) if matches!(a.outcome, ActionOutcome::Failed | ActionOutcome::Rejected) => {
                     (StepOutcome::Failed, a.message.clone())
                 }
+                // Say how it came back (a Database that restored itself names the backup and store).
                 _ => (
                     StepOutcome::Skipped,
-                    format!(
-                        "the component was healthy again (since {}) before this step's {verb} took effect",
-                        h.since
-                    ),
+                    match h.message.as_str() {
+                        "" => format!(
+                            "the component was healthy again (since {}) before this step's {verb} took effect",
+                            h.since
+                        ),
+                        said => format!(
+                            "the component was healthy again (since {}) before this step's {verb} took effect: {said}",
+                            h.since
+                        ),
+                    },
                 ),
             };
             return Next::End {

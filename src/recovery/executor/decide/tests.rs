@@ -218,6 +218,28 @@ fn health_from_before_the_action_is_no_evidence() {
 }
 
 #[test]
+fn a_step_skipped_because_the_component_came_back_says_how_it_did() {
+    // A Database that restored itself before the step's restore: the step
+    // names the backup and store the component says it restored from.
+    let mut w = World::new(5);
+    w.timeline.push(entry("restart", StepAction::Restart, 1, 2, None));
+    let mut back = signal(true, 3);
+    back.message = "restored database shop from backup b1 in store vault".into();
+    w.component().health = Some(back);
+    match w.decide() {
+        Next::End {
+            outcome: StepOutcome::Skipped,
+            message,
+            ..
+        } => assert!(
+            message.ends_with("took effect: restored database shop from backup b1 in store vault"),
+            "{message}"
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
 fn an_action_under_way_is_waited_on_even_when_healthy() {
     let mut w = World::new(5);
     w.timeline.push(entry("restart", StepAction::Restart, 1, 2, None));
