@@ -13,8 +13,10 @@
 //! REPRISE_OPERATOR_BIN runs another build of the operator (an A/B).
 //!
 //! Runs on a private control plane (50 fake nodes) that it stops at the end:
-//! `cargo bench --bench applications`. Sizes: REPRISE_BENCH_DELETIONS,
-//! REPRISE_BENCH_APPS.
+//! `cargo bench --bench applications`. Sizes: REPRISE_BENCH_DELETIONS (0
+//! skips the self-healing part), REPRISE_BENCH_APPS. REPRISE_BENCH_PERF=FILE
+//! records the operator's CPU profile during the burst (`perf report -i FILE`).
+//! REPRISE_PLANE_QPS: the controller-manager's and scheduler's rate (500).
 
 #[path = "../tests/integration/support/mod.rs"]
 #[allow(unused_imports)]
@@ -162,6 +164,7 @@ async fn burst(plane: &Plane, ns: &str, n: usize, op: &Subject) {
         uids.insert(name.clone(), uid);
     }
     let ready_before = ready_count(plane, ns).await;
+    let perf = profile(op.pid());
     let cpu = op.cpu_seconds();
     let from = Timestamp::now();
     let deletes = names.iter().map(|name| {
@@ -191,6 +194,13 @@ async fn burst(plane: &Plane, ns: &str, n: usize, op: &Subject) {
     }
     let took = last_delete.elapsed();
     let cpu = op.cpu_seconds() - cpu;
+    if let Some(mut p) = perf {
+        // perf writes its file on SIGINT.
+        let _ = std::process::Command::new("kill")
+            .args(["-INT", &p.id().to_string()])
+            .status();
+        let _ = p.wait();
+    }
     // A repair's writes end when its Application is Ready again.
     while ready_count(plane, ns).await < ready_before {
         assert!(last_delete.elapsed() < Duration::from_secs(600), "not all Ready again");
@@ -205,6 +215,19 @@ async fn burst(plane: &Plane, ns: &str, n: usize, op: &Subject) {
         healed.as_secs_f64(),
         writes_each(&log, ns, from, Timestamp::now(), n)
     );
+}
+
+/// REPRISE_BENCH_PERF=FILE: the burst sampled by `perf record` (call graphs) into FILE.
+fn profile(pid: u32) -> Option<std::process::Child> {
+    let out = std::env::var("REPRISE_BENCH_PERF").ok()?;
+    let child = std::process::Command::new("perf")
+        .args(["record", "-F", "499", "-g", "-o", &out, "-p", &pid.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("perf");
+    std::thread::sleep(Duration::from_millis(500));
+    Some(child)
 }
 
 async fn throughput(plane: &Plane, ns: &str, apps: usize, op: &mut Subject) {
@@ -299,6 +322,11 @@ fn main() {
     }
     // Set before any thread starts: the control-plane script reads it.
     unsafe { std::env::set_var("REPRISE_KWOK_NODES", "50") };
+    // Thousands of pods: the controller-manager's default client rate (20/s)
+    // would be what the cold start measures, not the operator.
+    if std::env::var_os("REPRISE_PLANE_QPS").is_none() {
+        unsafe { std::env::set_var("REPRISE_PLANE_QPS", "500") };
+    }
     let deletions = env_usize("REPRISE_BENCH_DELETIONS", 100);
     let apps = env_usize("REPRISE_BENCH_APPS", 1000);
     let rt = support::bench_runtime();
@@ -306,13 +334,18 @@ fn main() {
         let dir = std::env::temp_dir().join("reprise-bench-plane");
         let plane = Plane::up(Some(&dir));
         let nodes = plane.k(&["get", "nodes", "-o", "name"]).lines().count();
-        println!("control plane: private, {nodes} kwok nodes");
+        println!(
+            "control plane: private, {nodes} kwok nodes, controller-manager and scheduler at {} requests/s",
+            std::env::var("REPRISE_PLANE_QPS").unwrap_or_default()
+        );
         let ns = "bench";
         let _ = plane.kubectl().args(["create", "namespace", ns]).output();
         plane.grant_operator(ns);
         let mut op = Subject::start(&plane, ns).await;
         op.wait_ready().await;
-        healing(&plane, ns, deletions).await;
+        if deletions > 0 {
+            healing(&plane, ns, deletions).await;
+        }
         throughput(&plane, ns, apps, &mut op).await;
         let bursts = env_usize("REPRISE_BENCH_BURST", 50).min(apps);
         if bursts > 0 {
