@@ -22,6 +22,9 @@
 //!
 //! `cargo bench --bench recovery` (uses the shared local control plane);
 //! REPRISE_BENCH_LEVELS=application,database,vm,server chooses the failures.
+//! The BMCs send events (Redfish SSE, through the stand-in front of
+//! tests/integration/support/bmc_events.rs, as no emulator here sends any);
+//! REPRISE_BENCH_BMC_EVENTS=0 measures a BMC that sends none (polled).
 
 #[path = "../tests/integration/support/mod.rs"]
 #[allow(unused_imports)]
@@ -154,7 +157,9 @@ fn main() {
     let want = |what: &str| chosen.split(',').any(|c| c.trim() == what);
     let rt = support::bench_runtime();
     rt.block_on(async {
-        let world = World::start("bench-recovery", None).await;
+        // REPRISE_BENCH_BMC_EVENTS=0: the BMCs send no events (polled every 60s).
+        let events = std::env::var("REPRISE_BENCH_BMC_EVENTS").map_or(true, |v| v != "0");
+        let world = World::start_with("bench-recovery", None, events).await;
         let mut op = Operator::start(Options::namespace(&world.ns.name));
         op.wait_ready().await;
         world.settle().await;
@@ -164,7 +169,13 @@ fn main() {
             Level { level: 1, what: "application: Deployment deleted", window: "15m-30m", action: vec![], resolved: vec![] },
             Level { level: 1, what: "database: DROP DATABASE", window: "15m-30m", action: vec![], resolved: vec![] },
             Level { level: 2, what: "virtual machine: instance Failed", window: "30m-45m", action: vec![], resolved: vec![] },
-            Level { level: 3, what: "server: forced off at its BMC", window: "45m and more", action: vec![], resolved: vec![] },
+            Level {
+                level: 3,
+                what: if events { "server: forced off (BMC sends events)" } else { "server: forced off (BMC polled)" },
+                window: "45m and more",
+                action: vec![],
+                resolved: vec![],
+            },
         ];
         let (_, uuid, _) = SERVERS[0];
         for i in 0..rounds {

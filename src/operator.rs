@@ -59,6 +59,10 @@ pub struct RunOptions {
     /// Database's instance (answers, holds its databases); 0 turns it off.
     #[arg(long, env = "REPRISE_DATABASE_LIVENESS_SECONDS", default_value_t = 1)]
     pub database_liveness_seconds: u64,
+    /// Read the events of BMCs that send them (Redfish Server-Sent Events):
+    /// a Server's power loss is seen at once, not at its next poll.
+    #[arg(long, env = "REPRISE_BMC_EVENTS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub bmc_events: bool,
     /// Seconds each call to a BMC may take.
     #[arg(long, env = "REPRISE_BMC_TIMEOUT_SECONDS", default_value_t = 10)]
     pub bmc_timeout_seconds: u64,
@@ -236,6 +240,7 @@ fn settings(opts: &RunOptions) -> crate::runtime::Settings {
     crate::runtime::Settings {
         database_probe_interval: std::time::Duration::from_secs(opts.database_probe_seconds.max(1)),
         database_liveness_interval: std::time::Duration::from_secs(opts.database_liveness_seconds),
+        bmc_events: opts.bmc_events,
         postgres_bin_dir: opts.postgres_bin_dir.clone(),
         bmc_timeout: std::time::Duration::from_secs(opts.bmc_timeout_seconds.max(1)),
         bmc_conversation_timeout: std::time::Duration::from_secs(match opts.bmc_conversation_seconds {

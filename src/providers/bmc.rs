@@ -9,6 +9,13 @@ use std::future::Future;
 use crate::api::server::Inventory;
 
 pub use crate::providers::redfish::RedfishError as BmcError;
+pub use crate::providers::redfish::events::Origins;
+
+/// A BMC's events as they come (where it sends them).
+pub trait Feed: Send {
+    /// What the next event concerns; an error when the feed ends.
+    fn next(&mut self) -> impl Future<Output = Result<Origins, BmcError>> + Send;
+}
 
 /// What the BMC reports about the system, as the controller reads it.
 pub trait SystemView {
@@ -25,6 +32,7 @@ pub trait SystemView {
 /// One conversation with a BMC.
 pub trait Board: Sized {
     type System: SystemView + Send + Sync;
+    type Feed: Feed + 'static;
     /// The system `id` (or the only one the BMC manages).
     fn system(&self, id: Option<&str>) -> impl Future<Output = Result<Self::System, BmcError>> + Send;
     /// Hardware and network inventory; a part the BMC does not give is named
@@ -38,6 +46,10 @@ pub trait Board: Sized {
     fn eject_media(&self, s: &Self::System) -> impl Future<Output = Result<String, BmcError>> + Send;
     /// The next boot, once, from the virtual CD in `mode` (`UEFI`, `Legacy`).
     fn boot_once_from_media(&self, s: &Self::System, mode: &str) -> impl Future<Output = Result<(), BmcError>> + Send;
+    /// Whether the BMC says it sends events (no call: what it said on opening).
+    fn offers_events(&self) -> bool;
+    /// Its feed of events, opened; None when it sends none after all.
+    fn feed(&self) -> impl Future<Output = Result<Option<Self::Feed>, BmcError>> + Send;
     /// The service's version, for messages.
     fn version(&self) -> String;
     /// Ends the conversation (logs its session out).

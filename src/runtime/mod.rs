@@ -72,6 +72,8 @@ pub struct Settings {
     pub database_liveness_interval: Duration,
     /// Where pg_dump and pg_restore are (unset: the PATH).
     pub postgres_bin_dir: Option<std::path::PathBuf>,
+    /// Whether BMCs' events are read where they send them.
+    pub bmc_events: bool,
     /// Timeout of each call to a BMC.
     pub bmc_timeout: Duration,
     /// Deadline of a whole conversation with a BMC (a poll, an action).
@@ -94,6 +96,7 @@ impl Default for Settings {
             database_probe_interval: Duration::from_secs(30),
             database_liveness_interval: Duration::from_secs(1),
             postgres_bin_dir: None,
+            bmc_events: true,
             bmc_timeout: Duration::from_secs(10),
             bmc_conversation_timeout: Duration::from_secs(30),
             bmc_concurrency: 8,

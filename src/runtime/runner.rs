@@ -809,10 +809,11 @@ fn component_controllers(
                 )
         }),
         controller(&k.servers, ctx.clone(), components::server::reconcile, shutdown, |c| {
-            c.watches_shared_stream(
-                secret_changes(secrets),
-                users_of(stores.servers.clone(), components::server::secrets_named),
-            )
+            c.reconcile_on(woken::<Server>(&ctx.wakes.servers))
+                .watches_shared_stream(
+                    secret_changes(secrets),
+                    users_of(stores.servers.clone(), components::server::secrets_named),
+                )
         }),
         controller(
             &k.vms,

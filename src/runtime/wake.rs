@@ -2,7 +2,11 @@
 //! for one: tasks kept per object (a connection kept open to watch an
 //! instance), and a channel that makes a controller look at one object now.
 
-use std::{collections::HashMap, sync::Mutex, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use futures::future::BoxFuture;
 use tokio::sync::mpsc;
@@ -52,6 +56,54 @@ impl Waker {
 #[derive(Default)]
 pub struct Wakes {
     pub databases: Wake,
+    pub servers: Wake,
+}
+
+/// The object a kept task works for: whether it should go on, and how it
+/// asks for the object's reconcile.
+pub struct Subject {
+    pub ns: String,
+    pub name: String,
+    uid: String,
+    stores: super::Stores,
+    fence: Arc<super::fence::Fence>,
+    kind: &'static str,
+    uid_in: fn(&super::Stores, &str, &str) -> Option<String>,
+    waker: Waker,
+}
+
+impl Subject {
+    /// `obj`, of `kind`, found again in the stores by `uid_in`; woken through `wake`.
+    pub fn new<K: kube::Resource>(
+        ctx: &super::Context,
+        kind: &'static str,
+        obj: &K,
+        uid_in: fn(&super::Stores, &str, &str) -> Option<String>,
+        wake: &Wake,
+    ) -> Self {
+        let meta = obj.meta();
+        Self {
+            ns: meta.namespace.clone().unwrap_or_default(),
+            name: meta.name.clone().unwrap_or_default(),
+            uid: meta.uid.clone().unwrap_or_default(),
+            stores: ctx.stores.clone(),
+            fence: ctx.fence.clone(),
+            kind,
+            uid_in,
+            waker: wake.waker(),
+        }
+    }
+
+    /// The same object still exists and this site acts for its namespace.
+    pub fn still(&self) -> bool {
+        let same = (self.uid_in)(&self.stores, &self.ns, &self.name).as_deref() == Some(self.uid.as_str());
+        same && self.fence.permit_kind(&self.stores, &self.ns, self.kind).is_ok()
+    }
+
+    /// Asks for the object's reconcile now.
+    pub fn wake(&self) {
+        self.waker.wake(&self.ns, &self.name);
+    }
 }
 
 /// One background task per object key, kept while its fingerprint (what it

@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use crate::support::{
     TestNamespace, condition, eventually,
-    fake_bmc::{self, Behaviour, Elsewhere, FakeBmc, server_yaml},
+    fake_bmc::{self, Behaviour, Elsewhere, Events, FakeBmc, server_yaml},
     operator::{Operator, Options},
 };
 
@@ -603,4 +603,66 @@ async fn the_dmtf_public_trees_read_as_their_files_say() {
         println!("{name}: {got}");
     }
     assert!(!op.logs().contains(fake_bmc::PASSWORD));
+}
+
+/// A BMC's event stream is untrusted like its answers: a stream address on
+/// another host is never dialled, a line that never ends is cut at the bound
+/// (and the stream opened again only after a growing wait), and a flood of
+/// events makes at most one look a second.
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_event_streams_are_bounded_and_never_followed_elsewhere() {
+    let elsewhere = Elsewhere::start().await;
+    let with = |e: Events| Behaviour {
+        events: Some(e),
+        ..Default::default()
+    };
+    let away = FakeBmc::start(with(Events::Elsewhere(format!(
+        "{}/redfish/v1/EventService/SSE",
+        elsewhere.base
+    ))))
+    .await;
+    let endless = FakeBmc::start(with(Events::EndlessLine)).await;
+    let flood = FakeBmc::start(with(Events::Flood)).await;
+    let ns = TestNamespace::new("bmc-events");
+    let mut op = operator(&ns, &[]);
+    op.wait_ready().await;
+    let slow = "  pollInterval: 10m\n";
+    let yaml = server_yaml("away", &away.url, slow)
+        + &server_yaml("endless", &endless.url, slow)
+        + &server_yaml("flood", &flood.url, slow);
+    let (ok, out) = ns.apply(&yaml);
+    assert!(ok, "{out}");
+    for name in ["away", "endless", "flood"] {
+        polled(&ns, name, "Ready", |v| {
+            condition(v, "Ready").is_some_and(|c| c.0 == "True")
+        })
+        .await;
+    }
+    let looks = |b: &FakeBmc| b.count("GET", "/redfish/v1/Systems/1") - b.count("GET", "/redfish/v1/Systems/1/");
+    let (flood_before, started) = (looks(&flood), Instant::now());
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let flood_looks = looks(&flood) - flood_before;
+    let secs = started.elapsed().as_secs_f64();
+    let streams = endless.count("GET", "/redfish/v1/EventService/SSE");
+    println!(
+        "in {secs:.1}s: {flood_looks} looks at the flooding BMC's system; the endless stream opened {streams} times"
+    );
+    assert!(elsewhere.heard().is_empty(), "{:?}", elsewhere.heard());
+    assert!(
+        flood_looks >= 3,
+        "the flood's events were heard (a look each second at most): {flood_looks}"
+    );
+    assert!(
+        flood_looks as f64 <= secs + 2.0,
+        "{flood_looks} looks in {secs:.1}s: events wake a Server once a second at most"
+    );
+    assert!(
+        (2..=6).contains(&streams),
+        "the endless stream was cut and opened again after a growing wait: {streams} opens"
+    );
+    for name in ["away", "endless", "flood"] {
+        let v = ns.json(&format!("server/{name}"));
+        assert_eq!(condition(&v, "Ready").unwrap().0, "True", "{name}: {}", v["status"]);
+    }
+    assert!(op.exited().is_none(), "the operator is up: {}", op.logs());
 }

@@ -389,3 +389,60 @@ async fn a_bmc_that_never_answers_delays_only_its_own_server() {
     assert_eq!((s.as_str(), reason.as_str()), ("False", "Timeout"), "{message}");
     hold.abort();
 }
+
+/// A BMC that sends events (the stand-in front before sushy-tools: see
+/// support/bmc_events.rs): a power loss is acted on within seconds though
+/// the Server is polled every 10 minutes. (With `--bmc-events=false` the same
+/// loss waits for the poll: this test then fails.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_power_loss_the_bmc_sends_as_an_event_is_acted_on_at_once() {
+    let sushy = Sushy::start(
+        &[FakeSystem {
+            uuid: A,
+            name: "hv-a",
+            power: "On",
+            macs: &["52:54:00:0a:00:01"],
+        }],
+        None,
+    );
+    let front = crate::support::bmc_events::EventFront::start(&sushy).await;
+    let ns = TestNamespace::new("srv-events");
+    let mut op = operator(&ns, 10);
+    op.wait_ready().await;
+    let yaml = secret("bmc", &sushy.user, &sushy.password)
+        + &server("hv-a", &front.url, A, "bmc", "").replace("pollInterval: 2s", "pollInterval: 10m");
+    let (ok, out) = ns.apply(&yaml);
+    assert!(ok, "{out}");
+    let out = ns.k(&["wait", "--for=condition=Ready", "server/hv-a", "--timeout=60s"]);
+    assert!(out.contains("condition met"), "{out}");
+    eventually("reprise to read the BMC's events", Duration::from_secs(20), || async {
+        (front.streams() == 1).then_some(())
+    })
+    .await;
+
+    let lost = std::time::Instant::now();
+    sushy.reset(A, "ForceOff");
+    eventually(
+        "hv-a powered on again by reprise, long before its next poll",
+        Duration::from_secs(30),
+        || async {
+            let reasons = ns.k(&[
+                "get",
+                "events",
+                "--field-selector",
+                "involvedObject.name=hv-a",
+                "-o",
+                "jsonpath={.items[*].reason}",
+            ]);
+            (reasons.contains("PoweredOn") && sushy.system(A)["PowerState"] == "On").then_some(())
+        },
+    )
+    .await;
+    println!(
+        "power lost -> powered on again by reprise: {:.1}s; events sent by the BMC: {}",
+        lost.elapsed().as_secs_f64(),
+        front.sent()
+    );
+    assert!(front.sent() >= 1, "the BMC sent the loss as an event");
+    assert_eq!(front.streams(), 1, "one stream, kept: {}", op.logs());
+}

@@ -9,12 +9,12 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use futures::FutureExt;
-use kube::{ResourceExt, runtime::reflector::ObjectRef};
+use kube::ResourceExt;
 
 use crate::{
     api::Database,
     providers::database::{EngineError, InstanceWatch, Target},
-    runtime::{Context, Stores, fence::Fence, wake::Waker},
+    runtime::{Context, wake::Subject},
 };
 
 /// What one look saw.
@@ -66,43 +66,20 @@ where
         target.ca_pem.as_deref().unwrap_or_default(),
         names.join("\n").as_bytes(),
     ]);
-    let who = Who {
-        ns: ns.clone(),
-        name: name.clone(),
-        uid: db.uid().unwrap_or_default(),
-        stores: ctx.stores.clone(),
-        fence: ctx.fence.clone(),
-        waker: ctx.wakes.databases.waker(),
-    };
+    let who = Subject::new(
+        ctx,
+        "Database",
+        db,
+        |s, ns, name| crate::runtime::stores::get(&s.databases, ns, name).and_then(|d| d.uid()),
+        &ctx.wakes.databases,
+    );
     let target = target.clone();
     ctx.kept.ensure(&format!("Database/{ns}/{name}"), fingerprint, move || {
         watch(Arc::new(open), target, names, who, every).boxed()
     });
 }
 
-/// The Database a watch is for, and whether it should go on.
-struct Who {
-    ns: String,
-    name: String,
-    uid: String,
-    stores: Stores,
-    fence: Arc<Fence>,
-    waker: Waker,
-}
-
-impl Who {
-    /// The same Database still exists and this site acts for its namespace.
-    fn still(&self) -> bool {
-        let same = self
-            .stores
-            .databases
-            .get(&ObjectRef::new(&self.name).within(&self.ns))
-            .is_some_and(|d| d.uid().as_deref() == Some(self.uid.as_str()));
-        same && self.fence.permit_kind(&self.stores, &self.ns, "Database").is_ok()
-    }
-}
-
-async fn watch<W, F, Fut>(open: Arc<F>, target: Target, names: Vec<String>, who: Who, every: Duration)
+async fn watch<W, F, Fut>(open: Arc<F>, target: Target, names: Vec<String>, who: Subject, every: Duration)
 where
     W: InstanceWatch,
     F: Fn(Target) -> Fut,
@@ -147,10 +124,10 @@ where
     }
 }
 
-fn tell(before: &mut Option<Look>, who: &Who, now: Look) {
+fn tell(before: &mut Option<Look>, who: &Subject, now: Look) {
     if changed(before.as_ref(), &now) {
         tracing::info!(namespace = %who.ns, database = %who.name, look = ?now, "the instance changed; reconciling now");
-        who.waker.wake(&who.ns, &who.name);
+        who.wake();
     }
     *before = Some(now);
 }

@@ -8,6 +8,7 @@
 
 pub mod cabling;
 pub mod contract;
+pub mod events;
 pub mod power;
 pub mod provisioning;
 
@@ -118,11 +119,14 @@ fn set_health(r: &mut Report<'_, Server>, state: ServerHealthState, message: imp
 }
 
 /// What one conversation with the BMC needs.
+#[derive(Clone)]
 struct Conversation {
     http: reqwest::Client,
     user: String,
     password: Password,
     limits: redfish::Limits,
+    /// A fingerprint of where and how it talks (address, credentials, trust).
+    mark: u64,
 }
 
 pub fn reconcile(obj: Arc<Server>, ctx: Arc<Context>) -> BoxFuture<'static, Result<Action, Error>> {
@@ -157,11 +161,19 @@ pub fn reconcile(obj: Arc<Server>, ctx: Arc<Context>) -> BoxFuture<'static, Resu
             Ok(h) => h,
             Err(e) => return report_invalid(&ctx, s, &Invalid::external("spec.bmc.caBundleSecretRef", e)).await,
         };
+        let (user, password) = (text(&creds, "username"), text(&creds, "password"));
+        let mark = crate::runtime::wake::fingerprint(&[
+            s.spec.bmc.address.as_bytes(),
+            user.as_bytes(),
+            password.as_bytes(),
+            format!("{trust:?}").as_bytes(),
+        ]);
         let talk = Conversation {
             http,
-            user: text(&creds, "username"),
-            password: Password(text(&creds, "password")),
+            user,
+            password: Password(password),
             limits: ctx.settings.bmc_limits,
+            mark,
         };
         // A bound on BMC conversations in flight; a BMC whose last conversation
         // ran out of time waits in a lane of its own, so it cannot hold the others up.
@@ -238,8 +250,29 @@ async fn poll(
     talk: Conversation,
 ) -> Result<Option<Duration>, Error> {
     // The BMC's protocol: Redfish (another one is one more arm here).
-    match Bmc::open(&s.spec.bmc.address, &talk.user, talk.password, talk.http, talk.limits).await {
-        Ok(bmc) => converse(r, ctx, s, bmc).await,
+    let opener = {
+        let (address, talk) = (s.spec.bmc.address.clone(), talk.clone());
+        move || {
+            let (address, t) = (address.clone(), talk.clone());
+            async move { Bmc::open(&address, &t.user, t.password, t.http, t.limits).await }
+        }
+    };
+    match opener().await {
+        Ok(bmc) => {
+            // Where the BMC sends events, a kept reader makes failures seen at once.
+            let offers = bmc.offers_events();
+            let seen = |sys: &<Bmc as Board>::System| {
+                if offers {
+                    let mark = crate::runtime::wake::fingerprint(&[
+                        &talk.mark.to_be_bytes(),
+                        s.uid().unwrap_or_default().as_bytes(),
+                        sys.location().as_bytes(),
+                    ]);
+                    events::keep(ctx, s, sys.location(), mark, opener);
+                }
+            };
+            converse(r, ctx, s, bmc, seen).await
+        }
         Err(e) => {
             unreachable(r, &e);
             Ok(None)
@@ -248,15 +281,20 @@ async fn poll(
 }
 
 /// What one conversation does: inventory, health, the action asked, the power.
+/// `seen` is told the system once it is read.
 async fn converse<B: Board>(
     r: &mut Report<'_, Server>,
     ctx: &Context,
     s: &Server,
     bmc: B,
+    seen: impl FnOnce(&B::System),
 ) -> Result<Option<Duration>, Error> {
     let system_id = s.spec.bmc.system_id.as_deref();
     let sys = match bmc.system(system_id).await {
-        Ok(sys) => sys,
+        Ok(sys) => {
+            seen(&sys);
+            sys
+        }
         Err(e) => {
             bmc.close().await;
             unreachable(r, &e);

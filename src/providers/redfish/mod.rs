@@ -11,6 +11,7 @@
 //! a collection is read up to [`Limits::max_members`] members (following
 //! `Members@odata.nextLink` pages), saying so when it stops early.
 
+pub mod events;
 pub mod model;
 pub mod origin;
 
@@ -272,6 +273,14 @@ impl Bmc {
         self.auth = Auth::Basic;
     }
 
+    /// `req` with the conversation's credentials.
+    fn authenticated(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.auth {
+            Auth::Basic => req.basic_auth(&self.user, Some(&self.password.0)),
+            Auth::Session { token, .. } => req.header("X-Auth-Token", token),
+        }
+    }
+
     pub fn root(&self) -> &ServiceRoot {
         &self.root
     }
@@ -292,10 +301,7 @@ impl Bmc {
             .header(header::ACCEPT, "application/json")
             .header("OData-Version", "4.0");
         if authenticated {
-            req = match &self.auth {
-                Auth::Basic => req.basic_auth(&self.user, Some(&self.password.0)),
-                Auth::Session { token, .. } => req.header("X-Auth-Token", token),
-            };
+            req = self.authenticated(req);
         }
         if let Some(b) = body {
             req = req.json(b);
@@ -784,6 +790,15 @@ impl crate::providers::bmc::SystemView for RedfishSystem {
 
 impl crate::providers::bmc::Board for Bmc {
     type System = RedfishSystem;
+    type Feed = events::Feed;
+
+    fn offers_events(&self) -> bool {
+        Bmc::offers_events(self)
+    }
+
+    async fn feed(&self) -> Result<Option<events::Feed>, RedfishError> {
+        Bmc::feed(self).await
+    }
 
     async fn system(&self, id: Option<&str>) -> Result<RedfishSystem, RedfishError> {
         let (path, sys, etag) = Bmc::system(self, id).await?;

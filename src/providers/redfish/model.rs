@@ -44,6 +44,15 @@ pub struct ServiceRoot {
     pub chassis: Option<Link>,
     pub managers: Option<Link>,
     pub links: Option<RootLinks>,
+    /// Optional, and only a hint: one that is not a link reads as absent (the Server is polled).
+    #[serde(deserialize_with = "link_or_none")]
+    pub event_service: Option<Link>,
+}
+
+/// A link, or None for anything else (a lenient read of an optional feature).
+fn link_or_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Link>, D::Error> {
+    let v = serde_json::Value::deserialize(d)?;
+    Ok(serde_json::from_value::<Link>(v).ok().filter(|l| !l.id.is_empty()))
 }
 
 #[derive(Deserialize, Clone, Debug, Default)]

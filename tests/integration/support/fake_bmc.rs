@@ -107,6 +107,19 @@ pub struct Behaviour {
     pub power: Option<String>,
     /// A reset takes this long to change the power (as real BMCs do).
     pub power_delay: Option<Duration>,
+    /// The service root links an EventService that behaves so.
+    pub events: Option<Events>,
+}
+
+/// How a fake BMC's event stream misbehaves.
+#[derive(Clone, Debug)]
+pub enum Events {
+    /// `ServerSentEventUri` is this (e.g. another host's URL).
+    Elsewhere(String),
+    /// The stream sends one line that never ends.
+    EndlessLine,
+    /// The stream sends events about the system as fast as it can.
+    Flood,
 }
 
 struct Bmc {
@@ -193,8 +206,19 @@ async fn handle(State(s): State<Arc<Bmc>>, method: Method, uri: Uri, headers: He
             if s.b.sessions.is_some() {
                 root["Links"] = json!({"Sessions": {"@odata.id": "/redfish/v1/SessionService/Sessions"}});
             }
+            if s.b.events.is_some() {
+                root["EventService"] = json!({"@odata.id": "/redfish/v1/EventService"});
+            }
             json_response(root)
         }
+        (Method::GET, "/redfish/v1/EventService") => {
+            let uri = match &s.b.events {
+                Some(Events::Elsewhere(to)) => to.clone(),
+                _ => "/redfish/v1/EventService/SSE".into(),
+            };
+            json_response(json!({"ServiceEnabled": true, "ServerSentEventUri": uri}))
+        }
+        (Method::GET, "/redfish/v1/EventService/SSE") => event_stream(&s.b),
         (Method::POST, "/redfish/v1/SessionService/Sessions") => {
             let location =
                 s.b.sessions
@@ -322,6 +346,27 @@ fn nic(b: &Behaviour, n: usize) -> Response {
         return StatusCode::NOT_FOUND.into_response();
     };
     json_response(json!({"Id": format!("NIC{n}"), "MACAddress": mac, "LinkStatus": "LinkUp", "SpeedMbps": 10000}))
+}
+
+fn event_stream(b: &Behaviour) -> Response {
+    let body = match b.events {
+        Some(Events::EndlessLine) => Body::from_stream(futures::stream::repeat_with(|| {
+            Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'x'; 16 << 10]))
+        })),
+        Some(Events::Flood) => Body::from_stream(futures::stream::unfold(0u64, |i| async move {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            let event = json!({"Events": [{"EventId": i.to_string(), "OriginOfCondition": {"@odata.id": "/redfish/v1/Systems/1"}}]});
+            Some((
+                Ok::<_, std::io::Error>(bytes::Bytes::from(format!("data: {event}\n\n"))),
+                i + 1,
+            ))
+        })),
+        _ => return StatusCode::NOT_FOUND.into_response(),
+    };
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .body(body)
+        .unwrap()
 }
 
 fn reset(s: &Bmc) -> Response {

@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod audit;
+pub mod bmc_events;
 pub mod fake_bmc;
 pub mod kubevirt;
 pub mod operator;

@@ -41,6 +41,8 @@ pub struct World {
     pub pg: Postgres,
     /// Per Server of the example, its emulator.
     pub bmcs: Vec<(String, Sushy)>,
+    /// The event-sending fronts before them, when the world was asked for them.
+    pub fronts: Vec<super::bmc_events::EventFront>,
     pub hooks: Received,
     pub backups: tempfile::TempDir,
     _stand_in: StandIn,
@@ -63,6 +65,12 @@ impl World {
     /// `server_poll`: a shorter BMC poll interval than the example's 60s, for
     /// tests. The operator is the caller's to start.
     pub async fn start(prefix: &str, server_poll: Option<&str>) -> World {
+        Self::start_with(prefix, server_poll, false).await
+    }
+
+    /// As `start`; `bmc_events`: each Server's BMC sends events (the
+    /// stand-in front of support/bmc_events.rs before its emulator).
+    pub async fn start_with(prefix: &str, server_poll: Option<&str>, bmc_events: bool) -> World {
         use sha2::{Digest, Sha256};
         let ns = TestNamespace::new(prefix);
         let pg = Postgres::start();
@@ -81,6 +89,12 @@ impl World {
                 (name.to_string(), sushy)
             })
             .collect();
+        let mut fronts = vec![];
+        if bmc_events {
+            for (_, sushy) in &bmcs {
+                fronts.push(super::bmc_events::EventFront::start(sushy).await);
+            }
+        }
         let (hook, hooks) = webhooks::receiver().await;
         let apk: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
         let sha: String = Sha256::digest(&apk).iter().map(|b| format!("{b:02x}")).collect();
@@ -106,7 +120,8 @@ impl World {
                 "backup": {"stores": [{"name": "site", "local": {"path": backups.path()}}], "wal": null},
             }}),
         );
-        for ((name, uuid, macs), (_, sushy)) in SERVERS.iter().zip(&bmcs) {
+        for (i, ((name, uuid, macs), (_, sushy))) in SERVERS.iter().zip(&bmcs).enumerate() {
+            let address = fronts.get(i).map(|f| f.url.clone()).unwrap_or_else(|| sushy.url());
             patch(
                 &format!("secret/bmc-{name}"),
                 json!({"stringData": {"username": sushy.user, "password": sushy.password}}),
@@ -125,7 +140,7 @@ impl World {
                 .collect();
             assert_eq!(interfaces.len(), macs.len());
             let mut spec = json!({
-                "bmc": {"address": sushy.url(), "insecureSkipVerify": false, "systemId": uuid},
+                "bmc": {"address": address, "insecureSkipVerify": false, "systemId": uuid},
                 "network": {"interfaces": interfaces},
                 "provisioning": {"image": format!("{files}/hypervisor.iso")},
             });
@@ -159,6 +174,7 @@ impl World {
             ns,
             pg,
             bmcs,
+            fronts,
             hooks,
             backups,
             _stand_in: stand_in,
