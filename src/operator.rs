@@ -59,6 +59,14 @@ pub struct RunOptions {
     /// Database's instance (answers, holds its databases); 0 turns it off.
     #[arg(long, env = "REPRISE_DATABASE_LIVENESS_SECONDS", default_value_t = 1)]
     pub database_liveness_seconds: u64,
+    /// Reconciles of one kind in flight at once (Applications aside): those
+    /// of Databases, Servers and VMs talk to their peers.
+    #[arg(long, env = "REPRISE_RECONCILE_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub reconcile_concurrency: u16,
+    /// Application reconciles in flight at once. They wait on the API server,
+    /// not on CPU: a burst of repairs is done sooner with more.
+    #[arg(long, env = "REPRISE_APPLICATION_CONCURRENCY", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub application_concurrency: u16,
     /// Read the events of BMCs that send them (Redfish Server-Sent Events):
     /// a Server's power loss is seen at once, not at its next poll.
     #[arg(long, env = "REPRISE_BMC_EVENTS", default_value_t = true, action = clap::ArgAction::Set)]
@@ -241,6 +249,8 @@ fn settings(opts: &RunOptions) -> crate::runtime::Settings {
         database_probe_interval: std::time::Duration::from_secs(opts.database_probe_seconds.max(1)),
         database_liveness_interval: std::time::Duration::from_secs(opts.database_liveness_seconds),
         bmc_events: opts.bmc_events,
+        reconcile_concurrency: opts.reconcile_concurrency,
+        application_concurrency: opts.application_concurrency,
         postgres_bin_dir: opts.postgres_bin_dir.clone(),
         bmc_timeout: std::time::Duration::from_secs(opts.bmc_timeout_seconds.max(1)),
         bmc_conversation_timeout: std::time::Duration::from_secs(match opts.bmc_conversation_seconds {

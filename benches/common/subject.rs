@@ -77,8 +77,11 @@ impl Subject {
             let log = std::env::temp_dir().join(format!("crpeer-{}.log", std::process::id()));
             let file = std::fs::File::create(&log).expect("peer log");
             let metrics = format!("127.0.0.1:{}", crate::support::free_port());
+            // REPRISE_BENCH_PEER_EVENTS=0: the peer publishes no Event per repair (reprise does).
+            let events = std::env::var("REPRISE_BENCH_PEER_EVENTS").map_or(true, |v| v != "0");
             let child = Command::new(peer_binary())
                 .args(["--namespace", ns, "--metrics-addr", &metrics])
+                .arg(format!("--events={events}"))
                 .env("KUBECONFIG", &plane.operator_kubeconfig)
                 .stdout(file.try_clone().expect("fd"))
                 .stderr(file)
@@ -126,6 +129,7 @@ impl Subject {
         match self {
             Subject::Reprise(op) => op.metric("reprise_reconciles_total", "kind=\"Application\"").await,
             Subject::Peer { metrics, .. } => {
+                reprise::install_crypto_provider();
                 let body = reqwest::get(format!("http://{metrics}/metrics"))
                     .await
                     .ok()

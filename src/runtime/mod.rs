@@ -72,6 +72,10 @@ pub struct Settings {
     pub database_liveness_interval: Duration,
     /// Where pg_dump and pg_restore are (unset: the PATH).
     pub postgres_bin_dir: Option<std::path::PathBuf>,
+    /// Reconciles of one kind at once (per namespace set), Applications aside.
+    pub reconcile_concurrency: u16,
+    /// Application reconciles at once.
+    pub application_concurrency: u16,
     /// Whether BMCs' events are read where they send them.
     pub bmc_events: bool,
     /// Timeout of each call to a BMC.
@@ -96,6 +100,8 @@ impl Default for Settings {
             database_probe_interval: Duration::from_secs(30),
             database_liveness_interval: Duration::from_secs(1),
             postgres_bin_dir: None,
+            reconcile_concurrency: 16,
+            application_concurrency: 64,
             bmc_events: true,
             bmc_timeout: Duration::from_secs(10),
             bmc_conversation_timeout: Duration::from_secs(30),

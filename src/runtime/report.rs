@@ -133,7 +133,7 @@ pub struct Report<'a, K: Kind> {
     pub status: K::Status,
     pub generation: i64,
     pub now: k8s_openapi::jiff::Timestamp,
-    events: Vec<(EventType, &'static str, &'static str, String)>,
+    events: Vec<Said>,
 }
 
 impl<'a, K: Kind> Report<'a, K> {
@@ -224,21 +224,31 @@ impl<'a, K: Kind> Report<'a, K> {
     /// said as soon as it is known, with its Events, before the rest of a
     /// long pass.
     pub async fn flush(&mut self) -> Result<(), Error> {
-        write_status(self.ctx, self.obj, &self.status).await?;
-        for (type_, reason, action, note) in std::mem::take(&mut self.events) {
-            publish(self.ctx, self.obj, type_, reason, action, truncate(note)).await;
-        }
-        Ok(())
+        let events = std::mem::take(&mut self.events);
+        say(self.ctx, self.obj, &self.status, events).await
     }
 
-    /// Writes the status (if it changed), then publishes the Events.
+    /// Writes the status (if it changed) and publishes the Events.
     pub async fn write(self) -> Result<(), Error> {
-        write_status(self.ctx, self.obj, &self.status).await?;
-        for (type_, reason, action, note) in self.events {
-            publish(self.ctx, self.obj, type_, reason, action, truncate(note)).await;
-        }
-        Ok(())
+        say(self.ctx, self.obj, &self.status, self.events).await
     }
+}
+
+type Said = (EventType, &'static str, &'static str, String);
+
+/// The status write and the Events at once: an Event is a separate
+/// object that waits on nothing the status holds, so a reconcile waits for
+/// one round trip, not two (a burst of repairs is bound by round trips). An
+/// Event that could not be published is logged (as ever); a failed status
+/// write fails the reconcile, which says it again.
+async fn say<K: Kind>(ctx: &Context, obj: &K, status: &K::Status, events: Vec<Said>) -> Result<(), Error> {
+    let publish_all = async {
+        for (type_, reason, action, note) in events {
+            publish(ctx, obj, type_, reason, action, truncate(note)).await;
+        }
+    };
+    let (written, ()) = futures::join!(write_status(ctx, obj, status), publish_all);
+    written.map(|_| ())
 }
 
 /// Event notes are limited to 1 KiB by the API server.

@@ -35,6 +35,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
 )
 
 var appGVK = schema.GroupVersionKind{Group: "reprise.dev", Version: "v1alpha1", Kind: "Application"}
@@ -47,6 +48,8 @@ const (
 type reconciler struct {
 	client.Client
 	scheme *runtime.Scheme
+	// events: an Event per repair (events.k8s.io/v1, as reprise publishes), or nil.
+	events recorder.EventRecorder
 }
 
 func newApp() *unstructured.Unstructured {
@@ -134,6 +137,9 @@ func (r *reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		if missing && hadStatus {
 			repair = map[string]any{"time": time.Now().UTC().Format(time.RFC3339), "object": "Deployment", "action": "Recreated",
 				"message": fmt.Sprintf("Deployment %s was deleted; recreated it", d.Name)}
+			if r.events != nil {
+				r.events.Eventf(app, nil, corev1.EventTypeNormal, "Recreated", "Repair", "Deployment %s was deleted; recreated it", d.Name)
+			}
 		}
 		live = d
 	}
@@ -196,9 +202,11 @@ func (r *reconciler) writeStatus(ctx context.Context, app *unstructured.Unstruct
 func main() {
 	var ns, metrics string
 	var concurrency int
+	var events bool
 	flag.StringVar(&ns, "namespace", "", "the namespace to watch")
 	flag.StringVar(&metrics, "metrics-addr", "0", "where to serve /metrics (plain HTTP; 0: nowhere)")
 	flag.IntVar(&concurrency, "concurrency", 16, "reconciles at once")
+	flag.BoolVar(&events, "events", true, "an Event per repair (the manager's events.k8s.io recorder)")
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseDevMode(false)))
 	scheme := runtime.NewScheme()
@@ -216,6 +224,9 @@ func main() {
 		os.Exit(1)
 	}
 	r := &reconciler{Client: mgr.GetClient(), scheme: scheme}
+	if events {
+		r.events = mgr.GetEventRecorder(manager)
+	}
 	err = ctrl.NewControllerManagedBy(mgr).
 		For(newApp()).
 		Owns(&appsv1.Deployment{}).
