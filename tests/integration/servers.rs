@@ -45,6 +45,35 @@ fn cond(v: &Value, type_: &str) -> Option<(String, String, String)> {
     condition(v, type_)
 }
 
+/// An emulator with one system, hv-a (A), powered on; HTTPS with (certificate, key).
+fn hv_a(tls: Option<(&Path, &Path)>) -> Sushy {
+    Sushy::start(
+        &[FakeSystem {
+            uuid: A,
+            name: "hv-a",
+            power: "On",
+            macs: &["52:54:00:0a:00:01"],
+        }],
+        tls,
+    )
+}
+
+/// Waits until reprise powered hv-a (system A) on again: its Event and the emulator's power.
+async fn powered_on_again(ns: &TestNamespace, sushy: &Sushy, what: &str, secs: u64) {
+    eventually(what, Duration::from_secs(secs), || async {
+        let reasons = ns.k(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=hv-a",
+            "-o",
+            "jsonpath={.items[*].reason}",
+        ]);
+        (reasons.contains("PoweredOn") && sushy.system(A)["PowerState"] == "On").then_some(())
+    })
+    .await;
+}
+
 fn operator(ns: &TestNamespace, bmc_timeout: u64) -> Operator {
     Operator::start(Options {
         extra: vec!["--bmc-timeout-seconds".into(), bmc_timeout.to_string()],
@@ -169,22 +198,7 @@ async fn inventory_cabling_power_and_reprovisioning() {
 
     // Powered off at the BMC while desired on: reprise powers it on, with an Event.
     sushy.reset(A, "ForceOff");
-    eventually(
-        "hv-a to be powered on again by reprise",
-        Duration::from_secs(60),
-        || async {
-            let reasons = ns.k(&[
-                "get",
-                "events",
-                "--field-selector",
-                "involvedObject.name=hv-a",
-                "-o",
-                "jsonpath={.items[*].reason}",
-            ]);
-            (reasons.contains("PoweredOn") && sushy.system(A)["PowerState"] == "On").then_some(())
-        },
-    )
-    .await;
+    powered_on_again(&ns, &sushy, "hv-a to be powered on again by reprise", 60).await;
     let lost = ns.k(&[
         "get",
         "events",
@@ -273,15 +287,7 @@ async fn credentials_and_tls_failures_are_named() {
     let dir = tempfile::tempdir().unwrap();
     let Certs { ca, cert, key } = certs(dir.path(), "bmc");
     let wrong_ca = certs(dir.path(), "other").ca;
-    let sushy = Sushy::start(
-        &[FakeSystem {
-            uuid: A,
-            name: "hv-a",
-            power: "On",
-            macs: &["52:54:00:0a:00:01"],
-        }],
-        Some((&cert, &key)),
-    );
+    let sushy = hv_a(Some((&cert, &key)));
     let ns = TestNamespace::new("srv-tls");
     let mut op = operator(&ns, 10);
     op.wait_ready().await;
@@ -396,15 +402,7 @@ async fn a_bmc_that_never_answers_delays_only_its_own_server() {
 /// loss waits for the poll: this test then fails.)
 #[tokio::test(flavor = "multi_thread")]
 async fn a_power_loss_the_bmc_sends_as_an_event_is_acted_on_at_once() {
-    let sushy = Sushy::start(
-        &[FakeSystem {
-            uuid: A,
-            name: "hv-a",
-            power: "On",
-            macs: &["52:54:00:0a:00:01"],
-        }],
-        None,
-    );
+    let sushy = hv_a(None);
     let front = crate::support::bmc_events::EventFront::start(&sushy).await;
     let ns = TestNamespace::new("srv-events");
     let mut op = operator(&ns, 10);
@@ -422,20 +420,11 @@ async fn a_power_loss_the_bmc_sends_as_an_event_is_acted_on_at_once() {
 
     let lost = std::time::Instant::now();
     sushy.reset(A, "ForceOff");
-    eventually(
+    powered_on_again(
+        &ns,
+        &sushy,
         "hv-a powered on again by reprise, long before its next poll",
-        Duration::from_secs(30),
-        || async {
-            let reasons = ns.k(&[
-                "get",
-                "events",
-                "--field-selector",
-                "involvedObject.name=hv-a",
-                "-o",
-                "jsonpath={.items[*].reason}",
-            ]);
-            (reasons.contains("PoweredOn") && sushy.system(A)["PowerState"] == "On").then_some(())
-        },
+        30,
     )
     .await;
     println!(
