@@ -306,28 +306,6 @@ fn secret_changes(tx: &SecretChanges) -> impl futures::Stream<Item = Arc<Partial
     })
 }
 
-/// The receiving end of a channel, bounded or not.
-trait Receiving<T>: Send + 'static {
-    fn next(&mut self) -> impl std::future::Future<Output = Option<T>> + Send + '_;
-}
-
-impl<T: Send + 'static> Receiving<T> for tokio::sync::mpsc::Receiver<T> {
-    fn next(&mut self) -> impl std::future::Future<Output = Option<T>> + Send + '_ {
-        self.recv()
-    }
-}
-
-impl<T: Send + 'static> Receiving<T> for tokio::sync::mpsc::UnboundedReceiver<T> {
-    fn next(&mut self) -> impl std::future::Future<Output = Option<T>> + Send + '_ {
-        self.recv()
-    }
-}
-
-/// The receiving end of a channel as a stream.
-fn stream_of<T: Send + 'static>(rx: impl Receiving<T>) -> impl futures::Stream<Item = T> + Send + 'static {
-    futures::stream::unfold(rx, |mut rx| async move { rx.next().await.map(|v| (v, rx)) })
-}
-
 /// Which of `plurals` the API server does not serve in `group` (any
 /// version): one discovery call for them all.
 async fn missing<'a>(client: &Client, group: &str, plurals: &[&'a str]) -> Vec<&'a str> {
@@ -353,7 +331,7 @@ async fn served(client: &Client, group: &str, plural: &str) -> bool {
 /// The objects a kind's kept tasks ask to reconcile (see `wake`).
 fn woken<K: Kind>(wake: &super::wake::Wake) -> futures::stream::BoxStream<'static, ObjectRef<DeserializeGuard<K>>> {
     match wake.take() {
-        Some(rx) => stream_of(rx)
+        Some(mut rx) => futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
             .map(|(ns, name)| ObjectRef::new(&name).within(&ns))
             .boxed(),
         None => futures::stream::empty().boxed(),
@@ -744,7 +722,7 @@ fn engine_controllers(k: &Kinds, ctx: &Arc<Context>, shutdown: &CancellationToke
                 // An incident resolves when its component's health signal is good
                 // again; its deliveries end apart from its reconciles.
                 let delivered = match ctx.notifier.completions() {
-                    Some(rx) => stream_of(rx)
+                    Some(mut rx) => futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
                         .map(|i: ObjectRef<Incident>| {
                             ObjectRef::<DeserializeGuard<Incident>>::new(&i.name)
                                 .within(i.namespace.as_deref().unwrap_or_default())

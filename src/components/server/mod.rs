@@ -166,7 +166,7 @@ pub fn reconcile(obj: Arc<Server>, ctx: Arc<Context>) -> BoxFuture<'static, Resu
             s.spec.bmc.address.as_bytes(),
             user.as_bytes(),
             password.as_bytes(),
-            format!("{trust:?}").as_bytes(),
+            trust.key(),
         ]);
         let talk = Conversation {
             http,

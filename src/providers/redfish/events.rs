@@ -100,19 +100,19 @@ pub fn origins(data: &str) -> Origins {
             unknown: true,
         };
     };
+    // Records past the bound are not read: they may concern anything.
     let mut out = Origins {
-        unknown: event.events.is_empty(),
+        unknown: event.events.is_empty() || event.events.len() > MAX_ORIGINS,
         ..Default::default()
     };
-    for record in event.events.iter().take(MAX_ORIGINS * 4) {
+    for record in event.events.iter().take(MAX_ORIGINS) {
         let link = match record.get("OriginOfCondition") {
             Some(Value::String(s)) => Some(s.as_str()),
             Some(o) => o.get("@odata.id").and_then(Value::as_str),
             None => None,
         };
         match link.filter(|l| !l.is_empty() && l.len() <= 2048) {
-            Some(l) if out.links.len() < MAX_ORIGINS => out.links.push(l.to_string()),
-            Some(_) => out.unknown = true,
+            Some(l) => out.links.push(l.to_string()),
             None => out.unknown = true,
         }
     }

@@ -103,6 +103,17 @@ pub struct Members {
     pub incomplete: Option<String>,
 }
 
+impl Trust {
+    /// What tells two trusts apart (for fingerprints; never shown).
+    pub fn key(&self) -> &[u8] {
+        match self {
+            Trust::System => b"system",
+            Trust::Ca(pem) => pem,
+            Trust::Insecure => b"insecure",
+        }
+    }
+}
+
 /// Builds the HTTP client for a BMC: `timeout` bounds every call; redirects
 /// are followed only on the BMC's own origin and under `/redfish/` (credentials
 /// never travel to another host).

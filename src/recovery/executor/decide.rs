@@ -188,6 +188,14 @@ pub fn decide(f: &Facts) -> Next {
     next_step(f, c)
 }
 
+/// What the component says of its health, as a message's tail (": …"), if anything.
+fn said(h: &Signal) -> String {
+    match h.message.as_str() {
+        "" => String::new(),
+        m => format!(": {m}"),
+    }
+}
+
 /// The component is healthy again: the waits and the running step end, with
 /// `Succeeded` only on evidence observed after the step's action; then the
 /// incident resolves.
@@ -197,10 +205,7 @@ fn healthy(f: &Facts, c: &ComponentFacts, h: &Signal) -> Next {
             index: i,
             outcome: StepOutcome::Succeeded,
             // With what the component says it did (e.g. which backup, from which store).
-            message: match h.message.as_str() {
-                "" => format!("{}; the component is healthy again", f.timeline[i].message),
-                said => format!("{}; the component is healthy again: {said}", f.timeline[i].message),
-            },
+            message: format!("{}; the component is healthy again{}", f.timeline[i].message, said(h)),
             escalate: None,
         };
     }
@@ -230,16 +235,11 @@ fn healthy(f: &Facts, c: &ComponentFacts, h: &Signal) -> Next {
                 // Say how it came back (a Database that restored itself names the backup and store).
                 _ => (
                     StepOutcome::Skipped,
-                    match h.message.as_str() {
-                        "" => format!(
-                            "the component was healthy again (since {}) before this step's {verb} took effect",
-                            h.since
-                        ),
-                        said => format!(
-                            "the component was healthy again (since {}) before this step's {verb} took effect: {said}",
-                            h.since
-                        ),
-                    },
+                    format!(
+                        "the component was healthy again (since {}) before this step's {verb} took effect{}",
+                        h.since,
+                        said(h)
+                    ),
                 ),
             };
             return Next::End {

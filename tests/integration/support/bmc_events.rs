@@ -33,7 +33,7 @@ use axum::{
 };
 use serde_json::{Value, json};
 
-use super::redfish::Sushy;
+use super::{fake_bmc::json_response, redfish::Sushy};
 
 struct Front {
     upstream: String,
@@ -108,10 +108,6 @@ async fn handle(State(f): State<Arc<Front>>, method: Method, uri: Uri, headers: 
         },
         _ => pass(&f, method, &uri, &headers, body).await,
     }
-}
-
-fn json_response(v: Value) -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response()
 }
 
 /// Whether sushy-tools takes these credentials (a read it answers with them).

@@ -176,7 +176,7 @@ impl FakeBmc {
     }
 }
 
-fn json_response(v: Value) -> Response {
+pub fn json_response(v: Value) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response()
 }
 
