@@ -81,10 +81,27 @@ fn timeline(inc: &Value) -> Vec<(String, String, u64)> {
 /// Waits for an incident of the namespace in `phase`.
 async fn incident_in(ns: &TestNamespace, phase: &str) -> Value {
     // A bound on the wait, not a measure: the suite shares two cores.
-    eventually(&format!("an incident {phase}"), Duration::from_secs(120), || async {
-        incidents(ns).into_iter().find(|i| i["status"]["phase"] == phase)
-    })
-    .await
+    let until = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let all = incidents(ns);
+        if let Some(i) = all.iter().find(|i| i["status"]["phase"] == phase) {
+            return i.clone();
+        }
+        if std::time::Instant::now() > until {
+            // What was seen instead, to find why.
+            let seen: Vec<&Value> = all.iter().map(|i| &i["status"]).collect();
+            let components = ns.k(&[
+                "get",
+                "virtualmachines.reprise.dev,databases,applications",
+                "-o",
+                "json",
+            ]);
+            panic!(
+                "timed out after 120s waiting for: an incident {phase}; incidents: {seen:?}; components: {components}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 fn incidents(ns: &TestNamespace) -> Vec<Value> {
