@@ -61,6 +61,26 @@ pub struct Stores {
     pub secrets: Store<PartialObjectMeta<Secret>>,
 }
 
+impl Stores {
+    /// Once every store holds its first full list. Before that a missing
+    /// object may be one not listed yet: no decision may rest on its absence.
+    pub async fn synced(&self) {
+        let _ = futures::join!(
+            self.applications.wait_until_ready(),
+            self.databases.wait_until_ready(),
+            self.incidents.wait_until_ready(),
+            self.maintenance_windows.wait_until_ready(),
+            self.recovery_plans.wait_until_ready(),
+            self.servers.wait_until_ready(),
+            self.sites.wait_until_ready(),
+            self.virtual_machines.wait_until_ready(),
+            self.deployments.wait_until_ready(),
+            self.services.wait_until_ready(),
+            self.secrets.wait_until_ready(),
+        );
+    }
+}
+
 /// Settings of the controllers that are not per object.
 #[derive(Clone, Debug)]
 pub struct Settings {

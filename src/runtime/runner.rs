@@ -373,6 +373,10 @@ fn site_incident<K: Kind>(o: &K) -> bool {
         .is_some_and(|i| i.spec.component.kind == crate::api::common::ComponentKind::Site)
 }
 
+/// How long a reconcile waits for the caches' first lists before it is
+/// put back (so a shutdown never waits on a cache that cannot sync).
+const SYNC_WAIT: Duration = Duration::from_secs(10);
+
 /// Wraps a kind's reconcile: the span, the metrics, and malformed objects
 /// (reported, never reconciled, never fatal).
 async fn guarded<K: Kind>(
@@ -392,6 +396,12 @@ async fn guarded<K: Kind>(
             );
             let key = backoff_key::<K>(o.namespace().as_deref(), &o.name_any());
             let result = async {
+                // A reconcile decides on what the stores hold: it waits for
+                // their first full list (a component not listed yet is not gone).
+                if tokio::time::timeout(SYNC_WAIT, ctx.stores.synced()).await.is_err() {
+                    tracing::debug!("caches not synced yet; later");
+                    return Ok(Action::requeue(Duration::from_secs(1)));
+                }
                 if K::FENCED
                     && !site_incident(o)
                     && let Err(why) = ctx
@@ -689,22 +699,7 @@ impl Kinds {
 
 /// Tells `health` once every cache has synced.
 async fn synced(all: Vec<Stores>, health: Arc<Health>) {
-    let waits = all.iter().flat_map(|s| {
-        [
-            s.applications.wait_until_ready().boxed(),
-            s.databases.wait_until_ready().boxed(),
-            s.incidents.wait_until_ready().boxed(),
-            s.maintenance_windows.wait_until_ready().boxed(),
-            s.recovery_plans.wait_until_ready().boxed(),
-            s.servers.wait_until_ready().boxed(),
-            s.sites.wait_until_ready().boxed(),
-            s.virtual_machines.wait_until_ready().boxed(),
-            s.deployments.wait_until_ready().boxed(),
-            s.services.wait_until_ready().boxed(),
-            s.secrets.wait_until_ready().boxed(),
-        ]
-    });
-    let _ = futures::future::join_all(waits.collect::<Vec<_>>()).await;
+    futures::future::join_all(all.iter().map(Stores::synced)).await;
     health.set_caches_synced(true);
     tracing::info!("caches synced; controllers running");
 }
