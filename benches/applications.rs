@@ -245,12 +245,11 @@ async fn throughput(plane: &Plane, ns: &str, apps: usize, op: &mut Subject) {
             api.patch(&name, &PatchParams::apply("bench").force(), &Patch::Apply(&body))
                 .await
                 .expect("apply an Application");
+            (name, Timestamp::now())
         }
     });
-    futures::stream::iter(applies)
-        .buffer_unordered(32)
-        .collect::<Vec<()>>()
-        .await;
+    let applied_at: std::collections::HashMap<String, Timestamp> =
+        futures::stream::iter(applies).buffer_unordered(32).collect().await;
     let applied = start.elapsed();
     loop {
         let n = ready_count(plane, ns).await;
@@ -268,7 +267,9 @@ async fn throughput(plane: &Plane, ns: &str, apps: usize, op: &mut Subject) {
     let reconciles = op.reconciles().await;
     let (rss, peak) = op.rss_kib();
     let log = plane.audit_log.clone().expect("audit log");
-    let writes = audit::writes(&log, OPERATOR_USER, Some(ns), from, Timestamp::now()).len();
+    let all = audit::writes(&log, OPERATOR_USER, Some(ns), from, Timestamp::now());
+    let writes = all.len();
+    println!("{}", first_acts(&applied_at, &all));
     println!(
         "cold start: {apps} Applications ({apps} pods on 50 kwok nodes): applied in {:.1}s, all Ready after {:.1}s; {reconciles} Application reconciles, \
          {writes} writes ({:.2} per Application); RSS {} MiB (peak {} MiB)",
@@ -278,6 +279,33 @@ async fn throughput(plane: &Plane, ns: &str, apps: usize, op: &mut Subject) {
         rss / 1024,
         peak / 1024
     );
+}
+
+/// How long each Application waited, once applied, for the operator's first
+/// write of its Deployment: whether every object gets its turn under load.
+fn first_acts(applied: &std::collections::HashMap<String, Timestamp>, writes: &[audit::Write]) -> String {
+    let mut first: std::collections::HashMap<&str, Timestamp> = Default::default();
+    for w in writes.iter().filter(|w| w.object.resource == "deployments") {
+        if let Some(name) = w.object.name.as_deref() {
+            first.entry(name).and_modify(|t| *t = (*t).min(w.at)).or_insert(w.at);
+        }
+    }
+    let mut waits: Vec<f64> = applied
+        .iter()
+        .filter_map(|(name, at)| Some(at.duration_until(*first.get(name.as_str())?).as_secs_f64().max(0.0)))
+        .collect();
+    waits.sort_by(f64::total_cmp);
+    if waits.is_empty() {
+        return "applied → first write of its Deployment: none seen".into();
+    }
+    format!(
+        "applied → first write of its Deployment ({} of {}): median {:.1}s, p99 {:.1}s, max {:.1}s",
+        waits.len(),
+        applied.len(),
+        percentile(&waits, 0.5),
+        percentile(&waits, 0.99),
+        waits[waits.len() - 1]
+    )
 }
 
 /// A fresh operator over a reconciled world: until every Application is

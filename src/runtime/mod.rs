@@ -8,6 +8,7 @@ pub mod apply;
 pub mod error;
 pub mod events;
 pub mod fence;
+pub mod gate;
 pub mod holds;
 pub mod kind;
 pub mod kstatus;

@@ -23,7 +23,7 @@ use kube::{
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::{Context, Error, Settings, Stores, kind::Kind};
+use super::{Context, Error, Settings, Stores, gate::Gate, kind::Kind};
 use crate::{
     api::{
         self, Application, Database, Incident, MaintenanceWindow, RecoveryPlan, Server, Site, VirtualMachine,
@@ -383,7 +383,17 @@ async fn guarded<K: Kind>(
     obj: Arc<DeserializeGuard<K>>,
     ctx: Arc<Context>,
     reconcile: ReconcileFn<K>,
+    line: Arc<(Gate, Store<DeserializeGuard<K>>)>,
 ) -> Result<Action, Error> {
+    let (gate, store) = &*line;
+    let Some(_permit) = gate.enter().await else {
+        return Ok(Action::await_change());
+    };
+    // The object as it is now, not as it was when it joined the line
+    // (gone meanwhile: nothing to do).
+    let Some(obj) = store.get(&ObjectRef::from_obj(&*obj)) else {
+        return Ok(Action::await_change());
+    };
     let kind = K::kind(&());
     let started = std::time::Instant::now();
     let result = match &obj.0 {
@@ -566,13 +576,16 @@ fn controller<K: Kind>(
     shutdown: &CancellationToken,
     extra: impl FnOnce(Controller<DeserializeGuard<K>>) -> Controller<DeserializeGuard<K>>,
 ) -> BoxFuture<'static, ()> {
+    let gate = Gate::new(concurrency::<K>(&ctx.settings), shutdown.clone());
+    let line = Arc::new((gate, shared.reader.clone()));
     let c = Controller::for_shared_stream(shared.subscribe(), shared.reader.clone())
         // No debounce: the first event of an object is acted on at once.
         // What arrives while its reconcile is queued or running is merged
         // into one more reconcile after it (kube-runtime's scheduler and
         // runner); a status reprise wrote itself comes back as one quiet
         // reconcile (`Context::written`), never as a loop.
-        .with_config(ControllerConfig::default().concurrency(concurrency::<K>(&ctx.settings)))
+        // Unbounded here: the gate bounds them and keeps their order.
+        .with_config(ControllerConfig::default().concurrency(0))
         .trigger_backoff(FastBackoff::default())
         .graceful_shutdown_on(shutdown.clone().cancelled_owned());
     // Fenced kinds look at every object again when the site's role changes.
@@ -582,7 +595,11 @@ fn controller<K: Kind>(
         c
     };
     extra(c)
-        .run(move |o, c| guarded(o, c, reconcile), error_policy::<K>, ctx)
+        .run(
+            move |o, c| guarded(o, c, reconcile, line.clone()),
+            error_policy::<K>,
+            ctx,
+        )
         .for_each(|r| async move {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "controller event");
