@@ -58,6 +58,8 @@ ensure_host_tools() {
   command -v flock >/dev/null || missing+=(util-linux)
   command -v pkill >/dev/null || missing+=(procps)
   command -v age >/dev/null || missing+=(age)  # decrypts backups independently of reprise in the tests
+  command -v chromium >/dev/null || missing+=(chromium)  # opens an incident report as a browser would
+  command -v promtool >/dev/null || missing+=(prometheus)  # promtool tests the chart's alert rules
   if ((${#missing[@]})); then
     echo "hack: installing ${missing[*]}" >&2
     if [[ $(id -u) == 0 ]]; then apt-get update -qq && apt-get install -y -qq "${missing[@]}" >&2

@@ -1,4 +1,6 @@
-//! The health and metrics endpoints: `/healthz`, `/readyz`, `/metrics`.
+//! The health and metrics endpoints: `/healthz`, `/readyz`, `/metrics`, and
+//! with `--reports` the read-only reports `/reports/<namespace>/incident/<name>`
+//! and `/reports/<namespace>/drill/<plan>` (HTML, see `report`).
 
 use std::{
     net::SocketAddr,
@@ -80,6 +82,8 @@ struct AppState {
     health: Arc<Health>,
     metrics: Arc<Metrics>,
     gate: Arc<crate::metrics_auth::Gate>,
+    /// The client reports are read with; None: reports are off.
+    reports: Option<kube::Client>,
 }
 
 fn answer(r: Result<(), &'static str>) -> impl IntoResponse {
@@ -102,7 +106,7 @@ async fn metrics_text(State(s): State<AppState>, headers: axum::http::HeaderMap)
     let auth = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    match s.gate.check(auth).await {
+    match s.gate.check(auth, crate::metrics_auth::Access::Metrics).await {
         Verdict::Allowed => (
             [(
                 axum::http::header::CONTENT_TYPE,
@@ -116,6 +120,74 @@ async fn metrics_text(State(s): State<AppState>, headers: axum::http::HeaderMap)
     }
 }
 
+/// Whether `s` may be a Kubernetes object's or namespace's name (bounded, no path tricks).
+fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && !s.starts_with(['.', '-'])
+}
+
+async fn report(
+    State(s): State<AppState>,
+    axum::extract::Path((namespace, kind, name)): axum::extract::Path<(String, String, String)>,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    use crate::metrics_auth::{Access, Verdict};
+    let Some(client) = s.reports.clone() else {
+        return (StatusCode::NOT_FOUND, "reports are off (--reports)").into_response();
+    };
+    let resource = match kind.as_str() {
+        "incident" => "incidents",
+        "drill" => "recoveryplans",
+        _ => {
+            return (
+                StatusCode::NOT_FOUND,
+                "reports are /reports/<namespace>/incident|drill/<name>",
+            )
+                .into_response();
+        }
+    };
+    if !is_name(&namespace) || !is_name(&name) {
+        return (StatusCode::BAD_REQUEST, "not a Kubernetes name").into_response();
+    }
+    let auth = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let access = Access::Get {
+        namespace: &namespace,
+        resource,
+        name: &name,
+    };
+    match s.gate.check(auth, access).await {
+        Verdict::Allowed => {}
+        Verdict::Unauthenticated => return (StatusCode::UNAUTHORIZED, "a bearer token is needed").into_response(),
+        Verdict::Forbidden => {
+            return (StatusCode::FORBIDDEN, format!("not allowed to get {resource}/{name}")).into_response();
+        }
+    }
+    match crate::report::render(&client, &namespace, resource, &name).await {
+        Ok(Some(html)) => (
+            [
+                (axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                (
+                    axum::http::header::CONTENT_SECURITY_POLICY,
+                    "default-src 'none'; style-src 'unsafe-inline'; img-src data:",
+                ),
+                (axum::http::header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            ],
+            html,
+        )
+            .into_response(),
+        Ok(None) => (StatusCode::NOT_FOUND, format!("no {resource}/{name} in {namespace}")).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, %namespace, %name, "cannot read a report's object");
+            (StatusCode::BAD_GATEWAY, "cannot read the object").into_response()
+        }
+    }
+}
+
 /// Binds `addr` and serves until `shutdown`. Returns the bound address
 /// (useful with port 0) and the serving task.
 pub async fn serve(
@@ -123,13 +195,20 @@ pub async fn serve(
     health: Arc<Health>,
     metrics: Arc<Metrics>,
     gate: Arc<crate::metrics_auth::Gate>,
+    reports: Option<kube::Client>,
     shutdown: CancellationToken,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
-        .with_state(AppState { health, metrics, gate });
+        .route("/reports/{namespace}/{kind}/{name}", get(report))
+        .with_state(AppState {
+            health,
+            metrics,
+            gate,
+            reports,
+        });
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     let task = tokio::spawn(async move {

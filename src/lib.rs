@@ -11,8 +11,10 @@ pub mod http;
 pub mod leader;
 pub mod metrics_auth;
 pub mod operator;
+pub mod plugin;
 pub mod providers;
 pub mod recovery;
+pub mod report;
 pub mod runtime;
 pub mod telemetry;
 

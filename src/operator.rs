@@ -31,6 +31,11 @@ pub struct RunOptions {
     /// Address of the /healthz, /readyz and /metrics listener.
     #[arg(long, env = "REPRISE_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: SocketAddr,
+    /// Serve incident and drill reports (HTML) under /reports on the same
+    /// listener, to whoever may `get` the Incident or RecoveryPlan (with
+    /// `--metrics-auth kubernetes`; anyone who reaches the port otherwise).
+    #[arg(long, env = "REPRISE_REPORTS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub reports: bool,
     /// Elect a leader among replicas with a Lease; only the leader reconciles.
     #[arg(long, env = "REPRISE_LEADER_ELECTION", default_value_t = false)]
     pub leader_election: bool,
@@ -157,9 +162,17 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone())?;
     let gate = Arc::new(crate::metrics_auth::Gate::new(opts.metrics_auth, client.clone()));
-    let (addr, server) = http::serve(opts.http_addr, health.clone(), metrics.clone(), gate, shutdown.clone())
-        .await
-        .with_context(|| format!("cannot listen on {}", opts.http_addr))?;
+    let reports = opts.reports.then(|| client.clone());
+    let (addr, server) = http::serve(
+        opts.http_addr,
+        health.clone(),
+        metrics.clone(),
+        gate,
+        reports,
+        shutdown.clone(),
+    )
+    .await
+    .with_context(|| format!("cannot listen on {}", opts.http_addr))?;
     tracing::info!(%addr, namespaces = ?opts.namespaces, "health and metrics endpoints listening");
 
     let identity = opts.identity();

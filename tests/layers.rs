@@ -55,6 +55,25 @@ fn providers_know_neither_components_nor_the_engine() {
     assert!(bad.is_empty(), "providers importing upper layers:\n{}", bad.join("\n"));
 }
 
+#[test]
+fn the_plugin_and_the_reports_read_only_the_api() {
+    // What people see is drawn from what the API server gives them, never
+    // from the operator's insides: the plugin runs with the user's rights.
+    let forbidden = [
+        "crate::components",
+        "crate::recovery",
+        "crate::runtime",
+        "crate::providers",
+    ];
+    let mut bad = offending("plugin", &forbidden);
+    bad.extend(offending("report", &forbidden));
+    assert!(
+        bad.is_empty(),
+        "views importing the operator's layers:\n{}",
+        bad.join("\n")
+    );
+}
+
 /// Functions of `text` longer than `max` lines, as rustfmt lays them out
 /// (the body ends at the first `}` at the signature's indentation).
 fn long_functions(text: &str, max: usize) -> Vec<(String, usize)> {

@@ -55,6 +55,11 @@ pub struct IncidentSpec {
     /// When the failure was observed (the component's health signal `since`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_at: Option<MicroTime>,
+    /// When reprise opened the incident, by its own clock, to the
+    /// microsecond (`creationTimestamp` is whole seconds). Counted only
+    /// within a second of `creationTimestamp`; otherwise that is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opened_at: Option<MicroTime>,
     /// The `NotifyOnly` MaintenanceWindow the failure happened in: the
     /// incident's procedure only notifies (its other steps are skipped).
     #[serde(default, skip_serializing_if = "Option::is_none")]

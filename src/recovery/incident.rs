@@ -57,7 +57,7 @@ pub fn reconcile(obj: Arc<Incident>, ctx: Arc<Context>) -> BoxFuture<'static, Re
             .find(|l| l.level == inc.spec.level)
             .and_then(|l| l.max_window.as_ref())
             .map(|w| w.as_std());
-        let detected = inc.metadata.creation_timestamp.as_ref().map(|t| t.0).unwrap_or(r.now);
+        let detected = opened(inc).unwrap_or(r.now);
         let observed = inc.spec.observed_at.as_ref().map(|t| t.0).unwrap_or(detected);
         let deadline = window.and_then(|w| detected.checked_add(w).ok());
         r.status.detected_at = Some(MicroTime(detected));
@@ -207,6 +207,18 @@ async fn recover(r: &mut Report<'_, Incident>, ctx: &Context, plan: &RecoveryPla
 
 /// The measures: times to detect and recover, each step's duration, the
 /// data a database restore moved and lost, the deadline.
+/// When the incident was opened: its opener's time to the microsecond when
+/// it falls within a second of `creationTimestamp` (whole seconds, the API
+/// server's), that otherwise. A hand-written `openedAt` moves nothing far.
+fn opened(inc: &Incident) -> Option<Timestamp> {
+    let created = inc.metadata.creation_timestamp.as_ref()?.0;
+    let refined = inc.spec.opened_at.as_ref().map(|t| t.0).filter(|t| {
+        let off = created.duration_until(*t).as_millis();
+        (-1000..1000).contains(&off)
+    });
+    Some(refined.unwrap_or(created))
+}
+
 fn measure(r: &mut Report<'_, Incident>, ctx: &Context, observed: Timestamp, detected: Timestamp, has_deadline: bool) {
     let inc = r.obj;
     let mut m = r.status.measures.clone().unwrap_or_default();
@@ -333,5 +345,41 @@ mod tests {
         assert_eq!(secs(a, b), "33.412s");
         assert_eq!(secs(b, a), "0.000s");
         let _: crate::api::common::Duration = secs(a, b).parse().unwrap();
+    }
+
+    fn incident(created: &str, opened_at: Option<&str>) -> Incident {
+        let mut spec: crate::api::incident::IncidentSpec = serde_json::from_value(serde_json::json!({
+            "planRef": {"name": "pra"}, "component": {"kind": "Database", "name": "db"},
+            "level": 1, "cause": "x"
+        }))
+        .unwrap();
+        spec.opened_at = opened_at.map(|t| MicroTime(t.parse().unwrap()));
+        let mut inc = Incident::new("i", spec);
+        inc.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            created.parse().unwrap(),
+        ));
+        inc
+    }
+
+    #[test]
+    fn the_opening_is_known_to_the_microsecond_within_its_second() {
+        let t = |s: &str| -> Timestamp { s.parse().unwrap() };
+        let at = |c, o| opened(&incident(c, o)).unwrap();
+        // The opener's clock refines the API server's whole second...
+        assert_eq!(
+            at("2026-11-30T10:00:45Z", Some("2026-11-30T10:00:45.749Z")),
+            t("2026-11-30T10:00:45.749Z")
+        );
+        // ...also when the request crossed a second's boundary on the way...
+        assert_eq!(
+            at("2026-11-30T10:00:46Z", Some("2026-11-30T10:00:45.999Z")),
+            t("2026-11-30T10:00:45.999Z")
+        );
+        // ...but a time far from the creation (written by hand) moves nothing.
+        assert_eq!(
+            at("2026-11-30T10:00:45Z", Some("2026-11-29T10:00:45Z")),
+            t("2026-11-30T10:00:45Z")
+        );
+        assert_eq!(at("2026-11-30T10:00:45Z", None), t("2026-11-30T10:00:45Z"));
     }
 }

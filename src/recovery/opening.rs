@@ -200,6 +200,7 @@ pub async fn open(ctx: &Context, plan: &RecoveryPlan, c: &ComponentRef, level: u
                 cause: f.cause.chars().take(1000).collect(),
                 drill: false,
                 observed_at: Some(MicroTime(f.since)),
+                opened_at: Some(MicroTime(Timestamp::now())),
                 notify_only: f.notify_only.clone(),
             },
             status: None,

@@ -18,6 +18,7 @@ mod operator_validation;
 mod ownership;
 mod plans;
 mod plastprod;
+mod plugin;
 mod recovery;
 mod runtime;
 mod servers;

@@ -158,5 +158,7 @@ async fn the_example_is_quiet_then_recovers_one_failure_per_level() {
             .all(|d| d.auth.as_deref() == Some("Bearer change-me-webhook-token"))
     );
     assert!(got[3].body["server"].is_object(), "{}", got[3].body);
+    // What a user sees of it all with kubectl reprise.
+    crate::plugin::check_world(&ns.name, &[&app, &db, &vm, &server]);
     assert!(op.exited().is_none(), "the operator is still running");
 }
