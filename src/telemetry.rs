@@ -89,6 +89,27 @@ pub struct LevelLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PlanLabels {
+    pub namespace: String,
+    pub plan: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PlanLevelLabels {
+    pub namespace: String,
+    pub plan: String,
+    pub level: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StoreLabels {
+    pub namespace: String,
+    pub name: String,
+    pub store: String,
+    pub offsite: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SiteLabels {
     pub site: String,
 }
@@ -140,6 +161,27 @@ pub struct Metrics {
     /// The newest epoch the local site saw in the witness.
     pub site_epoch: Family<SiteLabels, Gauge>,
     pub site_replicated_rpo: Family<ReplicaLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// Open incidents past their deadline, by level.
+    pub open_incidents_breached: Family<LevelLabels, Gauge>,
+    /// Each plan level's maximum window (none for an open-ended level).
+    pub level_window: Family<PlanLevelLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// 1 while a plan's level can meet its objectives, 0 otherwise.
+    pub level_ready: Family<PlanLevelLabels, Gauge>,
+    /// The RPO a covered Database's level sets, in seconds.
+    pub database_rpo_target: Family<ObjectLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// Unix time of the newest copy each backup store of a Database holds.
+    pub store_last_copy: Family<StoreLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// Unix time the plan's last drill started; its end (0 while it runs).
+    pub drill_started: Family<PlanLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub drill_finished: Family<PlanLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// 1 when the plan's last finished drill met the window of every level it drilled, 0 otherwise.
+    pub drill_verified: Family<PlanLabels, Gauge>,
+    /// Unix time the plan's next scheduled drill is due.
+    pub drill_next_due: Family<PlanLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// The last drill's measured recovery time per level, in seconds.
+    pub drill_level_seconds: Family<PlanLevelLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// The plans whose series are published, with their levels (to remove them when a plan goes).
+    pub plans_published: std::sync::Mutex<std::collections::HashMap<(String, String), Vec<u8>>>,
 }
 
 impl Default for Metrics {
@@ -251,7 +293,78 @@ impl Default for Metrics {
             "On a standby: seconds between its last measure and the newest point of a component's data it can read off site (newest backup or archived WAL)",
             site_replicated_rpo.clone(),
         );
+        let open_incidents_breached = Family::<LevelLabels, Gauge>::default();
+        registry.register(
+            "open_incidents_breached",
+            "Open incidents past their deadline, by level",
+            open_incidents_breached.clone(),
+        );
+        let level_window = Family::default();
+        registry.register(
+            "plan_level_window_seconds",
+            "A plan level's maximum intervention window (the incident deadline), in seconds",
+            level_window.clone(),
+        );
+        let level_ready = Family::<PlanLevelLabels, Gauge>::default();
+        registry.register(
+            "plan_level_ready",
+            "1 while a plan's level can meet its objectives now (status.readiness), 0 otherwise",
+            level_ready.clone(),
+        );
+        let database_rpo_target = Family::default();
+        registry.register(
+            "database_rpo_target_seconds",
+            "The RPO the covering plan's level sets for a Database, in seconds",
+            database_rpo_target.clone(),
+        );
+        let store_last_copy = Family::default();
+        registry.register(
+            "backup_store_last_copy_timestamp_seconds",
+            "Unix time of the data of the newest copy each backup store of a Database holds",
+            store_last_copy.clone(),
+        );
+        let drill_started = Family::default();
+        registry.register(
+            "drill_last_started_timestamp_seconds",
+            "Unix time the plan's last drill started",
+            drill_started.clone(),
+        );
+        let drill_finished = Family::default();
+        registry.register(
+            "drill_last_finished_timestamp_seconds",
+            "Unix time the plan's last drill ended (0 while it runs)",
+            drill_finished.clone(),
+        );
+        let drill_verified = Family::<PlanLabels, Gauge>::default();
+        registry.register(
+            "drill_last_verified",
+            "1 when the plan's last finished drill met the window of every level it drilled, 0 otherwise",
+            drill_verified.clone(),
+        );
+        let drill_next_due = Family::default();
+        registry.register(
+            "drill_next_due_timestamp_seconds",
+            "Unix time the plan's next scheduled drill is due",
+            drill_next_due.clone(),
+        );
+        let drill_level_seconds = Family::default();
+        registry.register(
+            "drill_level_measured_seconds",
+            "The plan's last drill: measured recovery time per level, in seconds",
+            drill_level_seconds.clone(),
+        );
         Self {
+            plans_published: Default::default(),
+            open_incidents_breached,
+            level_window,
+            level_ready,
+            database_rpo_target,
+            store_last_copy,
+            drill_started,
+            drill_finished,
+            drill_verified,
+            drill_next_due,
+            drill_level_seconds,
             site_role,
             site_lease_age,
             site_epoch,

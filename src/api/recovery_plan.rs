@@ -460,6 +460,18 @@ pub struct DrillResult {
     pub components: Vec<DrillComponent>,
 }
 
+impl DrillResult {
+    /// Whether the drill, once finished, met the window of every level it
+    /// drilled (a level with nothing drillable is not judged: its message
+    /// says so), and drilled something.
+    pub fn verified(&self) -> bool {
+        let drilled = |level: u8| self.components.iter().any(|c| c.level == level);
+        self.finished.is_some()
+            && !self.components.is_empty()
+            && self.levels.iter().filter(|l| drilled(l.level)).all(|l| l.met)
+    }
+}
+
 /// How a component's part of a drill ended.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum DrillOutcome {

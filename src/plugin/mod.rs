@@ -291,7 +291,7 @@ async fn drill(
             if line.outcome != "Running" {
                 out.print(&d, text::drill)?;
                 if line.outcome != "Verified" {
-                    bail!("the drill did not meet every level's window");
+                    bail!("the drill did not meet the window of every level it drilled");
                 }
                 return Ok(());
             }

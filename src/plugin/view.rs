@@ -68,7 +68,7 @@ pub struct DrillLine {
     pub started: Timestamp,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finished: Option<Timestamp>,
-    /// `Running`, `Verified` (every level met its window) or `Failed`.
+    /// `Running`, `Verified` (every level it drilled met its window) or `Failed`.
     pub outcome: String,
 }
 
@@ -177,7 +177,7 @@ fn incident_line(i: &Incident, now: Timestamp) -> IncidentLine {
 pub fn drill_line(d: &DrillResult) -> DrillLine {
     let outcome = match &d.finished {
         None => "Running",
-        Some(_) if d.levels.iter().all(|l| l.met) => "Verified",
+        Some(_) if d.verified() => "Verified",
         Some(_) => "Failed",
     };
     DrillLine {

@@ -82,8 +82,9 @@ pub fn reconcile(obj: Arc<Incident>, ctx: Arc<Context>) -> BoxFuture<'static, Re
             format!("incident is {phase:?}"),
         );
         let closed_at = r.status.closed_at.as_ref().map(|t| t.0);
+        let breached = r.status.breached && closed_at.is_none();
         r.write().await?;
-        count_open(&ctx, inc, resolved);
+        count_open(&ctx, inc, resolved, breached);
         if let Some(closed) = closed_at {
             return retire(&ctx, inc, &plan, closed, again).await;
         }
@@ -294,18 +295,27 @@ fn site_measures(ctx: &Context, ns: &str, name: &str, m: &mut Measures) {
 }
 
 /// Open incidents per level, from the store (this write included or not, it converges).
-fn count_open(ctx: &Context, inc: &Incident, resolved: bool) {
+fn count_open(ctx: &Context, inc: &Incident, resolved: bool, this_breached: bool) {
     let open_now = super::opening::all_open(&ctx.stores)
         .iter()
         .filter(|i| i.spec.level == inc.spec.level && i.uid() != inc.uid())
         .count()
         + usize::from(!resolved && inc.status.as_ref().is_none_or(|s| s.closed_at.is_none()));
+    let level = LevelLabels {
+        level: inc.spec.level.to_string(),
+    };
+    ctx.metrics.open_incidents.get_or_create(&level).set(open_now as i64);
+    // Those past their deadline, which alert rules page on.
+    let breached = |i: &Incident| i.status.as_ref().is_some_and(|s| s.breached && s.closed_at.is_none());
+    let breached_now = super::opening::all_open(&ctx.stores)
+        .iter()
+        .filter(|i| i.spec.level == inc.spec.level && i.uid() != inc.uid() && breached(i))
+        .count()
+        + usize::from(this_breached);
     ctx.metrics
-        .open_incidents
-        .get_or_create(&LevelLabels {
-            level: inc.spec.level.to_string(),
-        })
-        .set(open_now as i64);
+        .open_incidents_breached
+        .get_or_create(&level)
+        .set(breached_now as i64);
 }
 
 /// Closed incidents are the audit trail for the plan's retention, then go.

@@ -6,6 +6,7 @@
 pub mod detection;
 pub mod drills;
 pub mod executor;
+pub mod gauges;
 pub mod incident;
 pub mod maintenance;
 pub mod notify;

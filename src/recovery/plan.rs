@@ -383,6 +383,13 @@ pub fn reconcile(obj: Arc<RecoveryPlan>, ctx: Arc<Context>) -> BoxFuture<'static
         for (type_, reason, note) in notes {
             r.event(type_, reason, "Drill", note);
         }
+        let covered = r
+            .status
+            .coverage
+            .as_ref()
+            .map(|c| c.covered.as_slice())
+            .unwrap_or_default();
+        super::gauges::publish(&ctx, &obj, &r.status, covered);
         r.write().await?;
         // Contracts end at midnight, backups age, drills come due: look again
         // within the hour, or at the soonest of those.

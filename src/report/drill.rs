@@ -50,11 +50,11 @@ pub fn drill_html(plan: &RecoveryPlan, now: Timestamp) -> String {
     page(&title, &body)
 }
 
-/// `passed` when every level met its window, `running` while it runs.
+/// `Verified` when every level drilled met its window, `Running` while it runs.
 fn overall(d: &DrillResult) -> &'static str {
     if d.finished.is_none() {
         "Running"
-    } else if d.levels.iter().all(|l| l.met) {
+    } else if d.verified() {
         "Verified"
     } else {
         "Failed"

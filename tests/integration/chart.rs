@@ -122,3 +122,52 @@ async fn the_operator_acts_in_its_namespaces_only() {
     }
     assert!(op.exited().is_none());
 }
+
+/// With alerts and the dashboard on: the PrometheusRule carries the rules
+/// file's groups (the runbook links on the base given), the ConfigMap the
+/// dashboard as it is, labelled for Grafana's sidecar.
+#[test]
+fn the_chart_carries_the_alert_rules_and_the_dashboard() {
+    let p = plane();
+    let chart = repo_root().join("charts/reprise");
+    let rendered = run(p.helm().args([
+        "template",
+        "reprise",
+        chart.to_str().expect("utf-8 path"),
+        "--namespace",
+        OPERATOR_NAMESPACE,
+        "--set",
+        "metrics.alerts.enabled=true",
+        "--set",
+        "metrics.dashboard.enabled=true",
+        "--set",
+        "metrics.alerts.runbookBaseUrl=https://docs.example/reprise/README.md",
+    ]));
+    let docs: Vec<serde_json::Value> = rendered
+        .split("\n---")
+        .filter_map(|d| serde_yaml_ng::from_str(d).ok())
+        .collect();
+    let of = |kind: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == kind)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {kind}"))
+    };
+    let rule = of("PrometheusRule");
+    let file: serde_json::Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(chart.join("alerts/reprise.rules.yaml"))
+            .unwrap()
+            .replace("README.md#", "https://docs.example/reprise/README.md#"),
+    )
+    .unwrap();
+    assert_eq!(rule["spec"]["groups"], file["groups"]);
+    let dashboard = docs
+        .iter()
+        .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["labels"]["grafana_dashboard"] == "1")
+        .expect("the dashboard's ConfigMap");
+    let json = std::fs::read_to_string(chart.join("dashboards/reprise.json")).unwrap();
+    assert_eq!(dashboard["data"]["reprise.json"].as_str().unwrap().trim(), json.trim());
+    let yaml = serde_yaml_ng::to_string(dashboard).unwrap();
+    let (ok, out) = p.k_stdin(&["apply", "--dry-run=server", "-f", "-"], &yaml);
+    assert!(ok, "{out}");
+}

@@ -160,5 +160,6 @@ async fn the_example_is_quiet_then_recovers_one_failure_per_level() {
     assert!(got[3].body["server"].is_object(), "{}", got[3].body);
     // What a user sees of it all with kubectl reprise.
     crate::plugin::check_world(&ns.name, &[&app, &db, &vm, &server]);
+    crate::plugin::queries_name_exported_metrics(&mut op).await;
     assert!(op.exited().is_none(), "the operator is still running");
 }

@@ -240,6 +240,19 @@ pub fn check_world(ns: &str, incidents: &[&Value]) {
         text.contains("Plan") && text.contains("pra-plastprod") && text.contains("within RPO"),
         "{text}"
     );
+    // A drill, started and followed to its end as a user would.
+    let (ok, text, err) = reprise(ns, &["drill", "pra-plastprod", "--timeout", "300"]);
+    assert!(ok, "{text}{err}");
+    assert!(
+        text.contains("Drill") && text.contains("Verified") && text.contains("Database shop-db"),
+        "{text}"
+    );
+    let (ok, html, err) = reprise(ns, &["report", "drill", "pra-plastprod", "-o", "html"]);
+    assert!(ok, "{err}");
+    assert!(
+        html.contains("Database shop-db") && html.contains("data-marker=\"deadline\""),
+        "{html}"
+    );
     for inc in incidents {
         let name = inc["metadata"]["name"].as_str().unwrap();
         let view = json(ns, &["incident", name]);
@@ -423,4 +436,70 @@ fn in_a_browser(file: &Path, view: &Value) {
         String::from_utf8_lossy(&out.stderr)
     );
     println!("incident report screenshot: {}", shot.display());
+}
+
+/// Every metric the alert rules and the dashboard query is one the running
+/// operator exports (its `# TYPE` lines, which list a family before it has
+/// any series).
+pub async fn queries_name_exported_metrics(op: &mut Operator) {
+    let (code, text) = op.get("/metrics").await;
+    assert_eq!(code, 200, "{text}");
+    let exported: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let root = crate::support::repo_root();
+    let dashcheck = Command::new(root.join("hack/dashcheck"))
+        .arg(root.join("charts/reprise/dashboards/reprise.json"))
+        .output()
+        .expect("hack/dashcheck");
+    assert!(
+        dashcheck.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dashcheck.stderr)
+    );
+    let rules: Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(root.join("charts/reprise/alerts/reprise.rules.yaml")).unwrap(),
+    )
+    .unwrap();
+    let mut exprs: Vec<String> = String::from_utf8_lossy(&dashcheck.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    for g in rules["groups"].as_array().unwrap() {
+        exprs.extend(
+            g["rules"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["expr"].as_str().unwrap().to_string()),
+        );
+    }
+    // A failed reconcile is the one thing this world does not produce (and a
+    // family shows only once it has a series): that one is checked where it
+    // is registered.
+    let telemetry = std::fs::read_to_string(root.join("src/telemetry.rs")).unwrap();
+    let registered = |base: &str| {
+        base.strip_prefix("reprise_")
+            .is_some_and(|n| n == "reconcile_errors" && telemetry.contains(&format!("\"{n}\",")))
+    };
+    let mut named = 0;
+    for expr in &exprs {
+        for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if !word.starts_with("reprise_") {
+                continue;
+            }
+            named += 1;
+            let base = ["_total", "_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| word.strip_suffix(s).filter(|b| exported.contains(b)))
+                .unwrap_or(word);
+            assert!(
+                exported.contains(&base) || registered(base.strip_suffix("_total").unwrap_or(base)),
+                "{word} (in `{expr}`) is not exported; exported: {exported:?}"
+            );
+        }
+    }
+    assert!(named >= 20, "the queries name reprise's metrics: {exprs:?}");
 }

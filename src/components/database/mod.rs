@@ -225,6 +225,20 @@ impl DatabasePass for Pass<'_> {
                 })
                 .set(b.time.0.as_millisecond() as f64 / 1000.0);
         }
+        // Each store's newest copy: an off-site copy left behind shows here.
+        for st in &self.status.stores {
+            let Some(copy) = &st.last_copy else { continue };
+            self.ctx
+                .metrics
+                .store_last_copy
+                .get_or_create(&crate::telemetry::StoreLabels {
+                    namespace: self.obj.namespace().unwrap_or_default(),
+                    name: self.obj.name_any(),
+                    store: st.name.clone(),
+                    offsite: st.offsite.to_string(),
+                })
+                .set(copy.time.0.as_millisecond() as f64 / 1000.0);
+        }
         // Events on transitions of reachability, and everything gathered.
         let was = self
             .obj
