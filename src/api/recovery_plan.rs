@@ -465,10 +465,14 @@ impl DrillResult {
     /// drilled (a level with nothing drillable is not judged: its message
     /// says so), and drilled something.
     pub fn verified(&self) -> bool {
-        let drilled = |level: u8| self.components.iter().any(|c| c.level == level);
         self.finished.is_some()
             && !self.components.is_empty()
-            && self.levels.iter().filter(|l| drilled(l.level)).all(|l| l.met)
+            && self.levels.iter().filter(|l| self.drilled(l.level)).all(|l| l.met)
+    }
+
+    /// Whether the drill drilled anything of `level`.
+    pub fn drilled(&self, level: u8) -> bool {
+        self.components.iter().any(|c| c.level == level)
     }
 }
 

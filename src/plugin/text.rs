@@ -41,7 +41,9 @@ impl Paint {
     fn word(self, s: &str) -> String {
         match s {
             "Succeeded" | "Verified" | "Resolved" | "ready" | "met" | "within RPO" => self.good(s),
-            "Failed" | "TimedOut" | "Escalated" | "not ready" | "breached" | "past RPO" | "no backup" => self.bad(s),
+            "Failed" | "TimedOut" | "Escalated" | "not ready" | "breached" | "missed" | "past RPO" | "no backup" => {
+                self.bad(s)
+            }
             "Running" | "Detected" | "Recovering" | "AwaitingApproval" => self.warn(s),
             _ => s.to_string(),
         }
@@ -248,7 +250,11 @@ pub fn drill(d: &DrillResult, p: Paint) -> String {
     let line = super::view::drill_line(d);
     let mut out = format!("{} {} {}\n", p.bold("Drill"), d.id, p.word(&line.outcome));
     for l in &d.levels {
-        let word = if l.met { "met" } else { "breached" };
+        let word = match (d.drilled(l.level), l.met) {
+            (false, _) => "not drilled",
+            (true, true) => "met",
+            (true, false) => "missed",
+        };
         let _ = writeln!(
             out,
             "  level {}: measured {} against window {}  {}{}",

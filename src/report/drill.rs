@@ -69,7 +69,11 @@ fn levels(d: &DrillResult) -> String {
         .levels
         .iter()
         .map(|l| {
-            let (class, word) = if l.met { ("ok", "met") } else { ("bad", "not met") };
+            let (class, word) = match (d.drilled(l.level), l.met) {
+                (false, _) => ("skip", "not drilled"),
+                (true, true) => ("ok", "met"),
+                (true, false) => ("bad", "missed"),
+            };
             format!(
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"{class}\">{word}</td><td>{}</td></tr>",
                 l.level,
