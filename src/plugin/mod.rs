@@ -123,8 +123,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             no_follow,
             timeout,
         } => drill(&client, &ns, &plan, !no_follow, timeout, out).await,
-        Command::Approve { incident } => approve(&client, &ns, &incident).await,
-        Command::Ack { incident } => acknowledge(&client, &ns, &incident).await,
+        Command::Approve { incident } => approve(&client, &ns, &incident, out).await,
+        Command::Ack { incident } => acknowledge(&client, &ns, &incident, out).await,
         Command::Report { what, name, out: file } => report(&client, &ns, what, &name, out, file).await,
     }
 }
@@ -164,6 +164,13 @@ impl Out {
     }
 }
 
+impl Out {
+    /// What approve or ack did: a sentence, or the record as asked.
+    fn said(&self, s: &Said) -> anyhow::Result<()> {
+        self.print(s, |s, _| format!("Incident {} {} as {}\n", s.incident, s.done, s.by))
+    }
+}
+
 fn api<K>(client: &Client, ns: Option<&str>) -> Api<K>
 where
     K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
@@ -195,15 +202,20 @@ async fn status(client: &Client, ns: Option<&str>, out: Out) -> anyhow::Result<(
 }
 
 async fn incident(client: &Client, ns: &str, name: &str, out: Out) -> anyhow::Result<()> {
-    let inc = Api::<Incident>::namespaced(client.clone(), ns)
-        .get(name)
-        .await
-        .with_context(|| format!("Incident {name} in namespace {ns}"))?;
+    let inc = incident_named(client, ns, name).await?;
     let plan = Api::<RecoveryPlan>::namespaced(client.clone(), ns)
         .get_opt(&inc.spec.plan_ref.name)
         .await?;
     let v = view::incident(&inc, plan.as_ref(), Timestamp::now());
     out.print(&v, text::incident)
+}
+
+/// Incident `name` of `ns`, or an error that names it.
+async fn incident_named(client: &Client, ns: &str, name: &str) -> anyhow::Result<Incident> {
+    Api::<Incident>::namespaced(client.clone(), ns)
+        .get(name)
+        .await
+        .with_context(|| format!("Incident {name} in namespace {ns}"))
 }
 
 /// The user's name as the API server knows it (None: it will not say).
@@ -226,36 +238,47 @@ where
     Ok(())
 }
 
-async fn approve(client: &Client, ns: &str, name: &str) -> anyhow::Result<()> {
+async fn approve(client: &Client, ns: &str, name: &str, out: Out) -> anyhow::Result<()> {
     let api = Api::<Incident>::namespaced(client.clone(), ns);
-    let inc = api
-        .get(name)
-        .await
-        .with_context(|| format!("Incident {name} in namespace {ns}"))?;
+    let inc = incident_named(client, ns, name).await?;
     let phase = inc.status.as_ref().map(|s| s.phase).unwrap_or_default();
     if phase != IncidentPhase::AwaitingApproval {
         bail!("Incident {name} is {phase:?}: nothing waits for an approval");
     }
     let who = whoami(client).await.unwrap_or_else(|| "true".into());
     annotate(&api, name, APPROVE_ANNOTATION, &who).await?;
-    println!("Incident {name} approved as {who}");
-    Ok(())
+    out.said(&Said {
+        incident: name,
+        by: &who,
+        done: "approved",
+    })
 }
 
-async fn acknowledge(client: &Client, ns: &str, name: &str) -> anyhow::Result<()> {
+/// What approve and ack did, for `-o json|yaml`.
+#[derive(Serialize)]
+struct Said<'a> {
+    incident: &'a str,
+    done: &'a str,
+    by: &'a str,
+}
+
+async fn acknowledge(client: &Client, ns: &str, name: &str, out: Out) -> anyhow::Result<()> {
     let api = Api::<Incident>::namespaced(client.clone(), ns);
-    let inc = api
-        .get(name)
-        .await
-        .with_context(|| format!("Incident {name} in namespace {ns}"))?;
+    let inc = incident_named(client, ns, name).await?;
     if let Some(by) = inc.annotations().get(ACKNOWLEDGE_ANNOTATION) {
-        println!("Incident {name} was already acknowledged by {by}");
-        return Ok(());
+        return out.said(&Said {
+            incident: name,
+            by,
+            done: "already acknowledged",
+        });
     }
     let who = whoami(client).await.unwrap_or_else(|| "kubectl-reprise".into());
     annotate(&api, name, ACKNOWLEDGE_ANNOTATION, &who).await?;
-    println!("Incident {name} acknowledged as {who}");
-    Ok(())
+    out.said(&Said {
+        incident: name,
+        by: &who,
+        done: "acknowledged",
+    })
 }
 
 async fn drill(
@@ -320,15 +343,11 @@ async fn report(
     let plans = Api::<RecoveryPlan>::namespaced(client.clone(), ns);
     let html = match what {
         ReportKind::Incident => {
-            let inc = Api::<Incident>::namespaced(client.clone(), ns)
-                .get(name)
-                .await
-                .with_context(|| format!("Incident {name} in namespace {ns}"))?;
+            let inc = incident_named(client, ns, name).await?;
+            let plan = plans.get_opt(&inc.spec.plan_ref.name).await?;
             if out.format != Output::Html {
-                let plan = plans.get_opt(&inc.spec.plan_ref.name).await?;
                 return out.print(&view::incident(&inc, plan.as_ref(), now), text::incident);
             }
-            let plan = plans.get_opt(&inc.spec.plan_ref.name).await?;
             crate::report::incident_html(&inc, plan.as_ref(), now)
         }
         ReportKind::Drill => {
@@ -353,15 +372,6 @@ async fn report(
         None => print!("{html}"),
     }
     Ok(())
-}
-
-impl std::fmt::Display for ReportKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Incident => "incident",
-            Self::Drill => "drill",
-        })
-    }
 }
 
 #[cfg(test)]

@@ -65,7 +65,8 @@ pub struct Stores {
 impl Stores {
     /// Once every store holds its first full list. Before that a missing
     /// object may be one not listed yet: no decision may rest on its absence.
-    pub async fn synced(&self) {
+    /// One waiter at a time only (see `Context::watch_caches`).
+    async fn synced(&self) {
         let _ = futures::join!(
             self.applications.wait_until_ready(),
             self.databases.wait_until_ready(),
@@ -137,6 +138,8 @@ impl Default for Settings {
 
 /// What every reconciler shares.
 pub struct Context {
+    /// True once every store of `stores` has listed once (see `caches_synced`).
+    caches: tokio::sync::watch::Sender<bool>,
     pub client: Client,
     pub recorder: events::Recorder,
     pub metrics: Arc<Metrics>,
@@ -244,7 +247,24 @@ impl Context {
             kept: Default::default(),
             wakes: Default::default(),
             settings,
+            caches: tokio::sync::watch::channel(false).0,
         }
+    }
+
+    /// Watches the stores until each has listed once, then says so to every
+    /// `caches_synced` waiter. The one waiter on the stores themselves:
+    /// kube-runtime's `wait_until_ready` wakes only the last of several
+    /// concurrent waiters (a oneshot receiver behind a mutex), so reconciles
+    /// waiting on it directly sat until their own timeout.
+    pub async fn watch_caches(&self) {
+        self.stores.synced().await;
+        self.caches.send_replace(true);
+    }
+
+    /// Once every store has listed once.
+    pub async fn caches_synced(&self) {
+        let mut rx = self.caches.subscribe();
+        let _ = rx.wait_for(|synced| *synced).await;
     }
 
     /// Backoff for an object whose reconcile failed: 1s, 2s, 4s … up to 5 minutes.

@@ -408,7 +408,7 @@ async fn guarded<K: Kind>(
             let result = async {
                 // A reconcile decides on what the stores hold: it waits for
                 // their first full list (a component not listed yet is not gone).
-                if tokio::time::timeout(SYNC_WAIT, ctx.stores.synced()).await.is_err() {
+                if tokio::time::timeout(SYNC_WAIT, ctx.caches_synced()).await.is_err() {
                     tracing::debug!("caches not synced yet; later");
                     return Ok(Action::requeue(Duration::from_secs(1)));
                 }
@@ -715,8 +715,8 @@ impl Kinds {
 }
 
 /// Tells `health` once every cache has synced.
-async fn synced(all: Vec<Stores>, health: Arc<Health>) {
-    futures::future::join_all(all.iter().map(Stores::synced)).await;
+async fn synced(all: Vec<Arc<Context>>, health: Arc<Health>) {
+    futures::future::join_all(all.iter().map(|c| c.caches_synced())).await;
     health.set_caches_synced(true);
     tracing::info!("caches synced; controllers running");
 }
@@ -879,13 +879,13 @@ pub async fn run(
         namespaces.into_iter().map(Some).collect()
     };
     let mut tasks = vec![];
-    let mut all_stores = vec![];
+    let mut contexts = vec![];
     for ns in scopes {
-        let (t, stores) = scope(&client, &metrics, ns, &instance, settings.clone(), &shutdown);
+        let (t, ctx) = scope(&client, &metrics, ns, &instance, settings.clone(), &shutdown);
         tasks.extend(t);
-        all_stores.push(stores);
+        contexts.push(ctx);
     }
-    tasks.push(synced(all_stores, health).boxed());
+    tasks.push(synced(contexts, health).boxed());
     futures::future::join_all(tasks).await;
 }
 
@@ -897,7 +897,7 @@ fn scope(
     instance: &str,
     settings: Settings,
     shutdown: &CancellationToken,
-) -> (Vec<BoxFuture<'static, ()>>, Stores) {
+) -> (Vec<BoxFuture<'static, ()>>, Arc<Context>) {
     let ns = namespace.as_deref();
     let kinds = Kinds::new();
     let deletions = Arc::new(super::apply::Deletions::default());
@@ -927,5 +927,7 @@ fn scope(
     tasks.extend(component_controllers(&kinds, &ctx, shutdown, related));
     let secrets_fan_out = fan_out(secret_stream, secrets_tx.clone());
     tasks.push(kinds.drive(client, ns, secrets_fan_out, shutdown.clone()));
-    (tasks, stores)
+    let watching = ctx.clone();
+    tasks.push(async move { watching.watch_caches().await }.boxed());
+    (tasks, ctx)
 }

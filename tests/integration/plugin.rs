@@ -157,6 +157,8 @@ async fn an_incident_is_shown_approved_acknowledged_and_reported() {
     let (ok, said, err) = reprise(&ns.name, &["ack", &name]);
     assert!(ok, "{err}");
     assert!(said.contains("acknowledged as"), "{said}");
+    let again = json(&ns.name, &["ack", &name]);
+    assert_eq!(again["done"], "already acknowledged", "{again}");
     let view = eventually("the incident resolved", Duration::from_secs(90), || async {
         let v = json(&ns.name, &["incident", &name]);
         (v["phase"] == "Resolved").then_some(v)
