@@ -389,6 +389,11 @@ impl Default for Metrics {
     }
 }
 
+/// A time as a gauge holds it: Unix seconds, to the millisecond.
+pub fn unix_seconds(t: k8s_openapi::jiff::Timestamp) -> f64 {
+    t.as_millisecond() as f64 / 1000.0
+}
+
 impl Metrics {
     pub fn reconciled(&self, kind: &str, took: Duration) {
         let labels = KindLabels { kind: kind.to_string() };

@@ -348,6 +348,12 @@ pub fn find_condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'
     conditions.iter().find(|c| c.type_ == type_)
 }
 
+/// Whole milliseconds from `from` to `to`, each end cut to its millisecond:
+/// how an incident's measures count a duration, and every view of them too.
+pub fn millis_between(from: k8s_openapi::jiff::Timestamp, to: k8s_openapi::jiff::Timestamp) -> i64 {
+    to.as_millisecond() - from.as_millisecond()
+}
+
 /// The current time in the type Kubernetes' `Time` wraps.
 pub fn now() -> k8s_openapi::jiff::Timestamp {
     k8s_openapi::jiff::Timestamp::now()

@@ -470,6 +470,15 @@ impl DrillResult {
             && self.levels.iter().filter(|l| self.drilled(l.level)).all(|l| l.met)
     }
 
+    /// In a word: `Running`, `Verified` (see `verified`) or `Failed`.
+    pub fn outcome(&self) -> &'static str {
+        match &self.finished {
+            None => "Running",
+            Some(_) if self.verified() => "Verified",
+            Some(_) => "Failed",
+        }
+    }
+
     /// Whether the drill drilled anything of `level`.
     pub fn drilled(&self, level: u8) -> bool {
         self.components.iter().any(|c| c.level == level)

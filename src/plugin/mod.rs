@@ -162,9 +162,7 @@ impl Out {
         }
         Ok(())
     }
-}
 
-impl Out {
     /// What approve or ack did: a sentence, or the record as asked.
     fn said(&self, s: &Said) -> anyhow::Result<()> {
         self.print(s, |s, _| format!("Incident {} {} as {}\n", s.incident, s.done, s.by))
@@ -310,10 +308,9 @@ async fn drill(
         let plan = api.get(name).await?;
         let last = plan.status.as_ref().and_then(|s| s.last_drill.clone());
         if let Some(d) = last.filter(|d| d.trigger == trigger) {
-            let line = view::drill_line(&d);
-            if line.outcome != "Running" {
+            if d.finished.is_some() {
                 out.print(&d, text::drill)?;
-                if line.outcome != "Verified" {
+                if !d.verified() {
                     bail!("the drill did not meet the window of every level it drilled");
                 }
                 return Ok(());
@@ -339,31 +336,35 @@ async fn report(
     out: Out,
     file: Option<std::path::PathBuf>,
 ) -> anyhow::Result<()> {
-    let now = Timestamp::now();
     let plans = Api::<RecoveryPlan>::namespaced(client.clone(), ns);
-    let html = match what {
-        ReportKind::Incident => {
-            let inc = incident_named(client, ns, name).await?;
-            let plan = plans.get_opt(&inc.spec.plan_ref.name).await?;
-            if out.format != Output::Html {
-                return out.print(&view::incident(&inc, plan.as_ref(), now), text::incident);
+    let (kind, resource) = match what {
+        ReportKind::Incident => ("Incident", "incidents"),
+        ReportKind::Drill => ("RecoveryPlan", "recoveryplans"),
+    };
+    if out.format != Output::Html {
+        return match what {
+            ReportKind::Incident => {
+                let inc = incident_named(client, ns, name).await?;
+                let plan = plans.get_opt(&inc.spec.plan_ref.name).await?;
+                out.print(&view::incident(&inc, plan.as_ref(), Timestamp::now()), text::incident)
             }
-            crate::report::incident_html(&inc, plan.as_ref(), now)
-        }
-        ReportKind::Drill => {
-            let plan = plans
-                .get(name)
-                .await
-                .with_context(|| format!("RecoveryPlan {name} in namespace {ns}"))?;
-            if out.format != Output::Html {
+            ReportKind::Drill => {
+                let plan = plans
+                    .get(name)
+                    .await
+                    .with_context(|| format!("{kind} {name} in namespace {ns}"))?;
                 let Some(d) = plan.status.and_then(|s| s.last_drill) else {
                     bail!("RecoveryPlan {name} has not run a drill yet");
                 };
-                return out.print(&d, text::drill);
+                out.print(&d, text::drill)
             }
-            crate::report::drill_html(&plan, now)
-        }
-    };
+        };
+    }
+    // The same page the operator serves.
+    let html = crate::report::render(client, ns, resource, name)
+        .await
+        .with_context(|| format!("{kind} {name} in namespace {ns}"))?
+        .with_context(|| format!("no {kind} {name} in namespace {ns}"))?;
     match file {
         Some(path) => {
             std::fs::write(&path, html).with_context(|| format!("writing {}", path.display()))?;

@@ -247,8 +247,7 @@ fn step(s: &StepView, scale: f64, window: Option<f64>, p: Paint) -> String {
 }
 
 pub fn drill(d: &DrillResult, p: Paint) -> String {
-    let line = super::view::drill_line(d);
-    let mut out = format!("{} {} {}\n", p.bold("Drill"), d.id, p.word(&line.outcome));
+    let mut out = format!("{} {} {}\n", p.bold("Drill"), d.id, p.word(d.outcome()));
     for l in &d.levels {
         let word = match (d.drilled(l.level), l.met) {
             (false, _) => "not drilled",

@@ -175,16 +175,11 @@ fn incident_line(i: &Incident, now: Timestamp) -> IncidentLine {
 }
 
 pub fn drill_line(d: &DrillResult) -> DrillLine {
-    let outcome = match &d.finished {
-        None => "Running",
-        Some(_) if d.verified() => "Verified",
-        Some(_) => "Failed",
-    };
     DrillLine {
         id: d.id.clone(),
         started: d.started.0,
         finished: d.finished.as_ref().map(|f| f.0),
-        outcome: outcome.into(),
+        outcome: d.outcome().into(),
     }
 }
 

@@ -12,7 +12,7 @@ use crate::{
         recovery_plan::RecoveryPlanStatus,
     },
     runtime::{Context, schedule, stores},
-    telemetry::{Metrics, ObjectLabels, PlanLabels, PlanLevelLabels},
+    telemetry::{Metrics, ObjectLabels, PlanLabels, PlanLevelLabels, unix_seconds},
 };
 
 type Seconds<L> = prometheus_client::metrics::family::Family<
@@ -30,10 +30,6 @@ fn set_or_remove<L: Clone + std::hash::Hash + Eq>(family: &Seconds<L>, labels: &
             family.remove(labels);
         }
     }
-}
-
-fn secs(t: k8s_openapi::jiff::Timestamp) -> f64 {
-    t.as_millisecond() as f64 / 1000.0
 }
 
 /// The plan's series, as of `status` (the one just written).
@@ -85,13 +81,13 @@ fn drills(m: &Metrics, plan: &RecoveryPlan, status: &RecoveryPlanStatus, level: 
             plan.metadata.creation_timestamp.as_ref(),
         )
     {
-        m.drill_next_due.get_or_create(&labels).set(secs(due));
+        m.drill_next_due.get_or_create(&labels).set(unix_seconds(due));
     }
     let Some(d) = last else { return };
-    m.drill_started.get_or_create(&labels).set(secs(d.started.0));
+    m.drill_started.get_or_create(&labels).set(unix_seconds(d.started.0));
     m.drill_finished
         .get_or_create(&labels)
-        .set(d.finished.as_ref().map(|f| secs(f.0)).unwrap_or(0.0));
+        .set(d.finished.as_ref().map(|f| unix_seconds(f.0)).unwrap_or(0.0));
     if d.finished.is_some() {
         let verified = d.verified();
         m.drill_verified.get_or_create(&labels).set(i64::from(verified));

@@ -31,7 +31,7 @@ use crate::{
 
 /// A duration to the millisecond, as Go writes them (`12.345s`).
 pub fn secs(from: Timestamp, to: Timestamp) -> String {
-    let ms = (to.as_millisecond() - from.as_millisecond()).max(0);
+    let ms = crate::api::common::millis_between(from, to).max(0);
     format!("{}.{:03}s", ms / 1000, ms % 1000)
 }
 
@@ -206,8 +206,6 @@ async fn recover(r: &mut Report<'_, Incident>, ctx: &Context, plan: &RecoveryPla
     Ok(Some(again.map_or(until, |a| a.min(until))))
 }
 
-/// The measures: times to detect and recover, each step's duration, the
-/// data a database restore moved and lost, the deadline.
 /// When the incident was opened: its opener's time to the microsecond when
 /// it falls within a second of `creationTimestamp` (whole seconds, the API
 /// server's), that otherwise. A hand-written `openedAt` moves nothing far.
@@ -220,6 +218,8 @@ fn opened(inc: &Incident) -> Option<Timestamp> {
     Some(refined.unwrap_or(created))
 }
 
+/// The measures: times to detect and recover, each step's duration, the
+/// data a database restore moved and lost, the deadline.
 fn measure(r: &mut Report<'_, Incident>, ctx: &Context, observed: Timestamp, detected: Timestamp, has_deadline: bool) {
     let inc = r.obj;
     let mut m = r.status.measures.clone().unwrap_or_default();
@@ -296,22 +296,18 @@ fn site_measures(ctx: &Context, ns: &str, name: &str, m: &mut Measures) {
 
 /// Open incidents per level, from the store (this write included or not, it converges).
 fn count_open(ctx: &Context, inc: &Incident, resolved: bool, this_breached: bool) {
-    let open_now = super::opening::all_open(&ctx.stores)
-        .iter()
+    let others: Vec<_> = super::opening::all_open(&ctx.stores)
+        .into_iter()
         .filter(|i| i.spec.level == inc.spec.level && i.uid() != inc.uid())
-        .count()
-        + usize::from(!resolved && inc.status.as_ref().is_none_or(|s| s.closed_at.is_none()));
+        .collect();
+    let open_now = others.len() + usize::from(!resolved && inc.status.as_ref().is_none_or(|s| s.closed_at.is_none()));
     let level = LevelLabels {
         level: inc.spec.level.to_string(),
     };
     ctx.metrics.open_incidents.get_or_create(&level).set(open_now as i64);
     // Those past their deadline, which alert rules page on.
     let breached = |i: &Incident| i.status.as_ref().is_some_and(|s| s.breached && s.closed_at.is_none());
-    let breached_now = super::opening::all_open(&ctx.stores)
-        .iter()
-        .filter(|i| i.spec.level == inc.spec.level && i.uid() != inc.uid() && breached(i))
-        .count()
-        + usize::from(this_breached);
+    let breached_now = others.iter().filter(|i| breached(i)).count() + usize::from(this_breached);
     ctx.metrics
         .open_incidents_breached
         .get_or_create(&level)

@@ -22,7 +22,7 @@ pub fn drill_html(plan: &RecoveryPlan, now: Timestamp) -> String {
         );
         return page(&title, &body);
     };
-    let outcome = overall(d);
+    let outcome = d.outcome();
     let mut body = format!(
         "<h1>{}</h1><p class=\"sub\">namespace {} · drill {} · <span class=\"{}\" data-outcome=\"{outcome}\">{outcome}</span></p>",
         escape(&title),
@@ -48,17 +48,6 @@ pub fn drill_html(plan: &RecoveryPlan, now: Timestamp) -> String {
     body.push_str(&components(d));
     body.push_str(&footer(now));
     page(&title, &body)
-}
-
-/// `Verified` when every level drilled met its window, `Running` while it runs.
-fn overall(d: &DrillResult) -> &'static str {
-    if d.finished.is_none() {
-        "Running"
-    } else if d.verified() {
-        "Verified"
-    } else {
-        "Failed"
-    }
 }
 
 fn levels(d: &DrillResult) -> String {

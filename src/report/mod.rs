@@ -56,11 +56,10 @@ pub fn escape(s: &str) -> String {
     out
 }
 
-/// The time from `from` to `to` in whole milliseconds, counted as the
-/// incident's measures count it (each end cut to its millisecond), so a
-/// report and `status.measures` never differ by one.
+/// The time from `from` to `to` as the incident's measures count it
+/// (`millis_between`), so a report and `status.measures` never differ by one.
 pub fn between(from: Timestamp, to: Timestamp) -> SignedDuration {
-    SignedDuration::from_millis(to.as_millisecond() - from.as_millisecond())
+    SignedDuration::from_millis(crate::api::common::millis_between(from, to))
 }
 
 /// A duration for people, to the millisecond: `850ms`, `12.345s`, `4m 05.120s`, `2h 03m`.

@@ -385,6 +385,13 @@ async fn guarded<K: Kind>(
     reconcile: ReconcileFn<K>,
     line: Arc<(Gate, Store<DeserializeGuard<K>>)>,
 ) -> Result<Action, Error> {
+    // A reconcile decides on what the stores hold: it waits for their first
+    // full list (a component not listed yet is not gone), before its turn so
+    // that no permit idles meanwhile.
+    if tokio::time::timeout(SYNC_WAIT, ctx.caches_synced()).await.is_err() {
+        tracing::debug!(kind = %K::kind(&()), "caches not synced yet; later");
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
     let (gate, store) = &*line;
     let Some(_permit) = gate.enter().await else {
         return Ok(Action::await_change());
@@ -406,12 +413,6 @@ async fn guarded<K: Kind>(
             );
             let key = backoff_key::<K>(o.namespace().as_deref(), &o.name_any());
             let result = async {
-                // A reconcile decides on what the stores hold: it waits for
-                // their first full list (a component not listed yet is not gone).
-                if tokio::time::timeout(SYNC_WAIT, ctx.caches_synced()).await.is_err() {
-                    tracing::debug!("caches not synced yet; later");
-                    return Ok(Action::requeue(Duration::from_secs(1)));
-                }
                 if K::FENCED
                     && !site_incident(o)
                     && let Err(why) = ctx

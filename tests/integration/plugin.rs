@@ -452,23 +452,14 @@ pub async fn queries_name_exported_metrics(op: &mut Operator) {
         .filter_map(|l| l.split_whitespace().next())
         .collect();
     let root = crate::support::repo_root();
-    let dashcheck = Command::new(root.join("hack/dashcheck"))
-        .arg(root.join("charts/reprise/dashboards/reprise.json"))
-        .output()
-        .expect("hack/dashcheck");
-    assert!(
-        dashcheck.status.success(),
-        "{}",
-        String::from_utf8_lossy(&dashcheck.stderr)
+    let dashboard = crate::support::run(
+        Command::new(root.join("hack/dashcheck")).arg(root.join("charts/reprise/dashboards/reprise.json")),
     );
     let rules: Value = serde_yaml_ng::from_str(
         &std::fs::read_to_string(root.join("charts/reprise/alerts/reprise.rules.yaml")).unwrap(),
     )
     .unwrap();
-    let mut exprs: Vec<String> = String::from_utf8_lossy(&dashcheck.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect();
+    let mut exprs: Vec<String> = dashboard.lines().map(str::to_string).collect();
     for g in rules["groups"].as_array().unwrap() {
         exprs.extend(
             g["rules"]

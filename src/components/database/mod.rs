@@ -223,7 +223,7 @@ impl DatabasePass for Pass<'_> {
                     namespace: self.obj.namespace().unwrap_or_default(),
                     name: self.obj.name_any(),
                 })
-                .set(b.time.0.as_millisecond() as f64 / 1000.0);
+                .set(crate::telemetry::unix_seconds(b.time.0));
         }
         // Each store's newest copy: an off-site copy left behind shows here.
         for st in &self.status.stores {
@@ -237,7 +237,7 @@ impl DatabasePass for Pass<'_> {
                     store: st.name.clone(),
                     offsite: st.offsite.to_string(),
                 })
-                .set(copy.time.0.as_millisecond() as f64 / 1000.0);
+                .set(crate::telemetry::unix_seconds(copy.time.0));
         }
         // Events on transitions of reachability, and everything gathered.
         let was = self
