@@ -132,6 +132,10 @@ pub struct Metrics {
     pub reconciles: Family<KindLabels, Counter>,
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     pub reconcile_duration: Family<KindLabels, Histogram>,
+    /// Objects waiting for their reconcile, by kind.
+    pub queue_depth: Family<KindLabels, Gauge>,
+    /// How long an object waited in line for its reconcile, by kind.
+    pub queue_wait: Family<KindLabels, Histogram>,
     pub malformed_objects: Family<KindLabels, Counter>,
     /// Writes the operator made to the API server, by kind and what was written.
     pub writes: Family<WriteLabels, Counter>,
@@ -192,6 +196,20 @@ impl Default for Metrics {
         let reconcile_duration = Family::<KindLabels, Histogram>::new_with_constructor(|| {
             Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0])
         });
+        let queue_depth = Family::<KindLabels, Gauge>::default();
+        let queue_wait = Family::<KindLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.001, 0.01, 0.1, 1.0, 5.0, 30.0, 120.0, 600.0])
+        });
+        registry.register(
+            "queue_depth",
+            "Objects waiting in line for their reconcile, by kind",
+            queue_depth.clone(),
+        );
+        registry.register(
+            "queue_wait_seconds",
+            "Time an object waited in line before its reconcile started, by kind",
+            queue_wait.clone(),
+        );
         let malformed_objects = Family::<KindLabels, Counter>::default();
         let writes = Family::<WriteLabels, Counter>::default();
         let leader = Gauge::default();
@@ -381,6 +399,8 @@ impl Default for Metrics {
             reconciles,
             reconcile_errors,
             reconcile_duration,
+            queue_depth,
+            queue_wait,
             malformed_objects,
             writes,
             repairs,

@@ -4,14 +4,12 @@
 //! resolution once the component's health signal is good again — as of when
 //! the component was observed healthy.
 
+use crate::runtime::Action;
 use std::{sync::Arc, time::Duration};
 
 use futures::{FutureExt, future::BoxFuture};
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::MicroTime, jiff::Timestamp};
-use kube::{
-    ResourceExt,
-    runtime::{controller::Action, events::EventType},
-};
+use kube::{ResourceExt, runtime::events::EventType};
 
 use super::executor::{self, Outcome};
 use crate::{

@@ -1,10 +1,11 @@
 //! MaintenanceWindow reconciler: its phase in time and the components it covers.
 
+use crate::runtime::Action;
 use std::{sync::Arc, time::Duration};
 
 use futures::{FutureExt, future::BoxFuture};
 use k8s_openapi::jiff::Timestamp;
-use kube::{ResourceExt, runtime::controller::Action};
+use kube::ResourceExt;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 

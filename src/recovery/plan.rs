@@ -3,10 +3,11 @@
 //! and detection (an Incident per failed covered component, see `opening`).
 //! The procedure executor builds on it.
 
+use crate::runtime::Action;
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use futures::{FutureExt, future::BoxFuture};
-use kube::{ResourceExt, runtime::controller::Action};
+use kube::ResourceExt;
 
 use crate::{
     api::{

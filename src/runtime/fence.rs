@@ -5,6 +5,7 @@
 //! it wakes up fenced); the sites controller (`recovery::sites`) keeps the
 //! standing here, and every controller asks before acting.
 
+use super::Action;
 use std::{
     collections::HashMap,
     sync::Mutex,
@@ -15,7 +16,6 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::{
     Api, ResourceExt,
     api::{Patch, PatchParams},
-    runtime::controller::Action,
 };
 
 use super::{

@@ -4,14 +4,15 @@
 //! Secrets, schedules, owned-object apply, Events, and the maintenance holds
 //! a component honours ([`holds`]).
 
+pub mod action;
 pub mod apply;
 pub mod error;
 pub mod events;
 pub mod fence;
-pub mod gate;
 pub mod holds;
 pub mod kind;
 pub mod kstatus;
+pub mod line;
 pub mod report;
 pub mod runner;
 pub mod schedule;
@@ -19,6 +20,8 @@ pub mod secrets;
 pub mod stores;
 pub mod validation;
 pub mod wake;
+
+pub use action::Action;
 
 use std::{
     collections::HashMap,

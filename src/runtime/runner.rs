@@ -13,7 +13,7 @@ use kube::{
     core::{DeserializeGuard, PartialObjectMeta},
     runtime::{
         Controller, WatchStreamExt,
-        controller::{Action, Config as ControllerConfig},
+        controller::{Action as Look, Config as ControllerConfig},
         events::EventType,
         reflector::{self, ObjectRef, Store, store::Writer},
         utils::Backoff,
@@ -23,7 +23,7 @@ use kube::{
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::{Context, Error, Settings, Stores, gate::Gate, kind::Kind};
+use super::{Action, Context, Error, Settings, Stores, kind::Kind, line::Line};
 use crate::{
     api::{
         self, Application, Database, Incident, MaintenanceWindow, RecoveryPlan, Server, Site, VirtualMachine,
@@ -32,7 +32,7 @@ use crate::{
     components,
     http::Health,
     recovery,
-    telemetry::Metrics,
+    telemetry::{KindLabels, Metrics},
 };
 
 /// A reconcile function of one kind.
@@ -377,30 +377,44 @@ fn site_incident<K: Kind>(o: &K) -> bool {
 /// put back (so a shutdown never waits on a cache that cannot sync).
 const SYNC_WAIT: Duration = Duration::from_secs(10);
 
+/// One of a kind's workers: takes the objects in turn from the line and
+/// reconciles each as the store holds it now (gone meanwhile: nothing to do).
+async fn worker<K: Kind>(
+    line: Arc<Line<ObjectRef<DeserializeGuard<K>>>>,
+    store: Store<DeserializeGuard<K>>,
+    ctx: Arc<Context>,
+    reconcile: ReconcileFn<K>,
+) {
+    let kind = KindLabels {
+        kind: K::kind(&()).to_string(),
+    };
+    let waited = ctx.metrics.queue_wait.get_or_create(&kind).clone();
+    while let Some((r, wait)) = line.next().await {
+        waited.observe(wait.as_secs_f64());
+        let again = match store.get(&r) {
+            Some(obj) => match guarded(obj.clone(), ctx.clone(), reconcile).await {
+                Ok(action) => action,
+                Err(e) => error_policy::<K>(obj, &e, &ctx),
+            },
+            None => Action::await_change(),
+        };
+        line.done(&r, again.requeue_after());
+    }
+}
+
 /// Wraps a kind's reconcile: the span, the metrics, and malformed objects
 /// (reported, never reconciled, never fatal).
 async fn guarded<K: Kind>(
     obj: Arc<DeserializeGuard<K>>,
     ctx: Arc<Context>,
     reconcile: ReconcileFn<K>,
-    line: Arc<(Gate, Store<DeserializeGuard<K>>)>,
 ) -> Result<Action, Error> {
     // A reconcile decides on what the stores hold: it waits for their first
-    // full list (a component not listed yet is not gone), before its turn so
-    // that no permit idles meanwhile.
+    // full list (a component not listed yet is not gone).
     if tokio::time::timeout(SYNC_WAIT, ctx.caches_synced()).await.is_err() {
         tracing::debug!(kind = %K::kind(&()), "caches not synced yet; later");
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
-    let (gate, store) = &*line;
-    let Some(_permit) = gate.enter().await else {
-        return Ok(Action::await_change());
-    };
-    // The object as it is now, not as it was when it joined the line
-    // (gone meanwhile: nothing to do).
-    let Some(obj) = store.get(&ObjectRef::from_obj(&*obj)) else {
-        return Ok(Action::await_change());
-    };
     let kind = K::kind(&());
     let started = std::time::Instant::now();
     let result = match &obj.0 {
@@ -526,7 +540,7 @@ fn backoff_key<K: Kind>(ns: Option<&str>, name: &str) -> String {
     format!("{}/{}/{name}", K::kind(&()), ns.unwrap_or_default())
 }
 
-fn error_policy<K: Kind>(obj: Arc<DeserializeGuard<K>>, err: &Error, ctx: Arc<Context>) -> Action {
+fn error_policy<K: Kind>(obj: Arc<DeserializeGuard<K>>, err: &Error, ctx: &Context) -> Action {
     let kind = K::kind(&());
     ctx.metrics.failed(&kind, err.category());
     let key = match &obj.0 {
@@ -577,16 +591,28 @@ fn controller<K: Kind>(
     shutdown: &CancellationToken,
     extra: impl FnOnce(Controller<DeserializeGuard<K>>) -> Controller<DeserializeGuard<K>>,
 ) -> BoxFuture<'static, ()> {
-    let gate = Gate::new(concurrency::<K>(&ctx.settings), shutdown.clone());
-    let line = Arc::new((gate, shared.reader.clone()));
+    let depth = KindLabels {
+        kind: K::kind(&()).to_string(),
+    };
+    let line = Arc::new(Line::new(
+        shutdown.clone(),
+        ctx.metrics.queue_depth.get_or_create(&depth).clone(),
+    ));
+    // A JoinSet: when the term's future is dropped (leadership lost), its
+    // workers are aborted with it, mid-reconcile included, as kube-runtime
+    // aborted its reconciles: no write after the loss.
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..concurrency::<K>(&ctx.settings) {
+        workers.spawn(worker(line.clone(), shared.reader.clone(), ctx.clone(), reconcile));
+    }
     let c = Controller::for_shared_stream(shared.subscribe(), shared.reader.clone())
         // No debounce: the first event of an object is acted on at once.
-        // What arrives while its reconcile is queued or running is merged
-        // into one more reconcile after it (kube-runtime's scheduler and
-        // runner); a status reprise wrote itself comes back as one quiet
-        // reconcile (`Context::written`), never as a loop.
-        // Unbounded here: the gate bounds them and keeps their order.
-        .with_config(ControllerConfig::default().concurrency(0))
+        // kube-runtime only says which object to look at; it joins the line
+        // (`line.rs`), where what arrives while it waits or runs is merged
+        // into one more reconcile after it; a status reprise wrote itself
+        // comes back as one quiet reconcile (`Context::written`), never as a
+        // loop.
+        .with_config(ControllerConfig::default())
         .trigger_backoff(FastBackoff::default())
         .graceful_shutdown_on(shutdown.clone().cancelled_owned());
     // Fenced kinds look at every object again when the site's role changes.
@@ -595,18 +621,38 @@ fn controller<K: Kind>(
     } else {
         c
     };
-    extra(c)
-        .run(
-            move |o, c| guarded(o, c, reconcile, line.clone()),
-            error_policy::<K>,
-            ctx,
-        )
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "controller event");
+    let feed = {
+        let line = line.clone();
+        extra(c)
+            .run(
+                move |o, _| {
+                    line.add(ObjectRef::from_obj(&*o));
+                    futures::future::ready(Ok::<_, Error>(Look::await_change()))
+                },
+                |_, _, _| Look::await_change(),
+                ctx,
+            )
+            .for_each(|r| async move {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "controller event");
+                }
+            })
+    };
+    async move {
+        let ended = async {
+            while let Some(r) = workers.join_next().await {
+                // A reconcile that panicked takes the operator down, as it did
+                // inside kube-runtime's runner: a worker never vanishes quietly.
+                if let Err(e) = r
+                    && e.is_panic()
+                {
+                    std::panic::resume_unwind(e.into_panic());
+                }
             }
-        })
-        .boxed()
+        };
+        futures::join!(feed, line.timers(), ended);
+    }
+    .boxed()
 }
 
 /// The shared watch of every kind reprise owns: the registry the runner

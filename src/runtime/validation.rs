@@ -5,7 +5,9 @@
 
 use std::{fmt, str::FromStr, time::Duration};
 
-use kube::{runtime::controller::Action, runtime::events::EventType};
+use kube::runtime::events::EventType;
+
+use super::Action;
 
 use super::{
     Context, Error,

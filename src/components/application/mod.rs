@@ -7,6 +7,7 @@ pub mod contract;
 pub mod desired;
 pub mod rollout;
 
+use crate::runtime::Action;
 use std::{sync::Arc, time::Duration};
 
 use futures::{FutureExt, future::BoxFuture};
@@ -19,7 +20,7 @@ use kube::{
     Api, Resource, ResourceExt,
     api::{DeleteParams, Patch, PatchParams},
     core::{DeserializeGuard, NamespaceResourceScope},
-    runtime::{controller::Action, events::EventType, reflector::ObjectRef},
+    runtime::{events::EventType, reflector::ObjectRef},
 };
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::{Value, json};

@@ -14,6 +14,7 @@ pub mod restore;
 pub mod scratch;
 pub mod stores;
 
+use crate::runtime::Action;
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use futures::{FutureExt, future::BoxFuture};
@@ -23,11 +24,7 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::{MicroTime, Time},
     jiff::Timestamp,
 };
-use kube::{
-    Resource, ResourceExt,
-    api::ObjectMeta,
-    runtime::{controller::Action, events::EventType},
-};
+use kube::{Resource, ResourceExt, api::ObjectMeta, runtime::events::EventType};
 
 use crate::runtime::{
     Context, Error,

@@ -12,6 +12,7 @@ pub mod events;
 pub mod power;
 pub mod provisioning;
 
+use crate::runtime::Action;
 use std::{
     hash::{Hash, Hasher},
     sync::Arc,
@@ -20,10 +21,7 @@ use std::{
 
 use futures::{FutureExt, future::BoxFuture};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::{
-    ResourceExt,
-    runtime::{controller::Action, events::EventType},
-};
+use kube::{ResourceExt, runtime::events::EventType};
 
 use crate::runtime::{
     Context, Error,

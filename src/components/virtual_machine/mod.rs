@@ -11,14 +11,12 @@ pub mod contract;
 pub mod scratch;
 pub mod snapshots;
 
+use crate::runtime::Action;
 use std::{sync::Arc, time::Duration};
 
 use futures::{FutureExt, future::BoxFuture};
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
-use kube::{
-    ResourceExt,
-    runtime::{controller::Action, events::EventType},
-};
+use kube::{ResourceExt, runtime::events::EventType};
 
 use crate::runtime::{
     Context, Error,

@@ -14,6 +14,7 @@ pub mod mapping;
 pub mod relocate;
 pub mod replica;
 
+use crate::runtime::Action;
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
@@ -25,10 +26,7 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::{MicroTime, Time},
     jiff::{SignedDuration, Timestamp},
 };
-use kube::{
-    ResourceExt,
-    runtime::{controller::Action, events::EventType},
-};
+use kube::{ResourceExt, runtime::events::EventType};
 
 use self::lease::{Config, Decision, Memory, Seen};
 use crate::{
