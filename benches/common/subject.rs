@@ -162,6 +162,18 @@ impl Subject {
         ticks as f64 / 100.0
     }
 
+    /// Time the CPU limit held the operator back so far (cgroup v1 `throttled_time`), in seconds.
+    pub fn throttled_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/sys/fs/cgroup/cpu/reprise-bench-{}/cpu.stat", self.pid()))
+            .unwrap_or_default();
+        let ns = stat
+            .lines()
+            .find_map(|l| l.strip_prefix("throttled_time "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        ns as f64 / 1e9
+    }
+
     pub fn kill(&mut self) {
         match self {
             Subject::Reprise(op) => op.kill(),
