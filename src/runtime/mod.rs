@@ -255,12 +255,17 @@ impl Context {
     }
 
     /// Watches the stores until each has listed once, then says so to every
-    /// `caches_synced` waiter. The one waiter on the stores themselves:
-    /// kube-runtime's `wait_until_ready` wakes only the last of several
-    /// concurrent waiters (a oneshot receiver behind a mutex), so reconciles
-    /// waiting on it directly sat until their own timeout.
+    /// `caches_synced` waiter. kube-runtime's `wait_until_ready` wakes only
+    /// the last task that polled it (a oneshot receiver behind a mutex), and
+    /// each kind's controller polls it too, on every trigger: a task that
+    /// only waits to be woken may never be (an operator of two namespaces
+    /// stayed unready for a minute in a full run). So it looks again every
+    /// 100 ms; a look at a store that has listed answers at once.
     pub async fn watch_caches(&self) {
-        self.stores.synced().await;
+        while tokio::time::timeout(Duration::from_millis(100), self.stores.synced())
+            .await
+            .is_err()
+        {}
         self.caches.send_replace(true);
     }
 
