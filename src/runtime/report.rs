@@ -16,19 +16,25 @@ pub async fn write_status<K: Kind>(ctx: &Context, obj: &K, status: &K::Status) -
     let generation = obj.meta().generation.unwrap_or(0);
     super::kstatus::derive(status.conditions_mut(), generation);
     let status = &status;
-    if obj.status() == Some(status) {
+    // What the API server holds: our own last write while the watch has not
+    // brought it back yet, else the store's copy. Compared with the store's
+    // copy alone, a status going back to what the store still shows was
+    // never written (seen: a fenced Application kept its previous message
+    // until its next recheck, 5 s later).
+    let pending = pending(ctx, obj);
+    if pending.is_none() && obj.status() == Some(status) {
         return Ok(false);
     }
     let value = serde_json::to_value(status)?;
+    let current = match pending {
+        Some(written) => Some(written),
+        None => obj.status().map(serde_json::to_value).transpose()?,
+    };
     // Equal as written (times go out to the second or microsecond): nothing to write.
-    if obj.status().map(serde_json::to_value).transpose()?.as_ref() == Some(&value) {
+    if current.as_ref() == Some(&value) {
         return Ok(false);
     }
     let uid = obj.uid().unwrap_or_default();
-    if pending(ctx, obj).is_some_and(|written| written == value) {
-        // Our own write has not come back through the watch yet.
-        return Ok(false);
-    }
     let ns = obj.namespace().unwrap_or_default();
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
     let body = serde_json::json!({
