@@ -200,7 +200,7 @@ async fn burst(plane: &Plane, ns: &str, n: usize, op: &Subject, ready: &Readines
         uids.insert(name.clone(), uid);
     }
     let ready_before = ready.count();
-    let perf = (phase_profiled() == "burst").then(|| profile(op.pid())).flatten();
+    let perf = profile("burst", op.pid());
     let cpu = op.cpu_seconds();
     let from = Timestamp::now();
     let deletes = names.iter().map(|name| {
@@ -248,11 +248,6 @@ async fn burst(plane: &Plane, ns: &str, n: usize, op: &Subject, ready: &Readines
     );
 }
 
-/// Which phase REPRISE_BENCH_PERF samples: REPRISE_BENCH_PERF_PHASE, `burst` (default) or `cold`.
-fn phase_profiled() -> String {
-    std::env::var("REPRISE_BENCH_PERF_PHASE").unwrap_or_else(|_| "burst".into())
-}
-
 fn stop_profile(perf: Option<std::process::Child>) {
     if let Some(mut p) = perf {
         // perf writes its file on SIGINT.
@@ -263,9 +258,15 @@ fn stop_profile(perf: Option<std::process::Child>) {
     }
 }
 
-/// REPRISE_BENCH_PERF=FILE: a phase sampled by `perf record` (call graphs) into FILE.
-fn profile(pid: u32) -> Option<std::process::Child> {
+/// REPRISE_BENCH_PERF=FILE: `phase` sampled by `perf record` (call graphs)
+/// into FILE when it is the one REPRISE_BENCH_PERF_PHASE names (`burst`, the
+/// default, or `cold`).
+fn profile(phase: &str, pid: u32) -> Option<std::process::Child> {
     let out = std::env::var("REPRISE_BENCH_PERF").ok()?;
+    let profiled = std::env::var("REPRISE_BENCH_PERF_PHASE").unwrap_or_else(|_| "burst".into());
+    if profiled != phase {
+        return None;
+    }
     let child = std::process::Command::new("perf")
         .args(["record", "-F", "499", "-g", "-o", &out, "-p", &pid.to_string()])
         .stdout(std::process::Stdio::null())
@@ -280,7 +281,7 @@ async fn throughput(plane: &Plane, ns: &str, apps: usize, op: &mut Subject, read
     let from = Timestamp::now();
     let start = Instant::now();
     let (cpu, throttled) = (op.cpu_seconds(), op.throttled_seconds());
-    let perf = (phase_profiled() == "cold").then(|| profile(op.pid())).flatten();
+    let perf = profile("cold", op.pid());
     // 32 applies at once (kubectl applies one at a time: thousands took minutes).
     let api: Api<reprise::api::Application> = Api::namespaced(plane.client().await, ns);
     let applies = (0..apps).map(|i| {
@@ -418,11 +419,11 @@ fn main() {
     if std::env::var_os("REPRISE_PLANE_QPS").is_none() {
         unsafe { std::env::set_var("REPRISE_PLANE_QPS", "500") };
     }
-    // Only what Deployments, their pods (on nodes whose not-ready taint
-    // comes off) and owner references need: the
-    // endpoint controllers add an EndpointSlice and an Endpoints object per
-    // Service, rewritten as pods get ready, which neither operator reads.
-    // Both operators run on the same plane.
+    // Only what Deployments, their pods (on nodes whose not-ready taint comes
+    // off) and owner references need: the endpoint controllers add an
+    // EndpointSlice and an Endpoints object per Service, rewritten as pods
+    // get ready, which neither operator reads. Both operators run on the
+    // same plane.
     if std::env::var_os("REPRISE_PLANE_CONTROLLERS").is_none() {
         unsafe {
             std::env::set_var(

@@ -26,23 +26,17 @@ use std::{
 };
 
 use prometheus_client::metrics::gauge::Gauge;
-use tokio::{
-    sync::{Notify, mpsc},
-    time::Instant,
-};
+use tokio::{sync::Notify, time::Instant};
 use tokio_util::sync::CancellationToken;
-
-/// A timer to set for an object (None: clear it).
-type SetTimer<T> = (T, Option<Instant>);
 
 pub struct Line<T> {
     state: Mutex<State<T>>,
     ready: Notify,
+    /// The earliest timer moved earlier: the timers' task looks again.
+    sooner: Notify,
     stop: CancellationToken,
     /// How many wait (reprise_queue_depth): the line of every scope adds to it.
     depth: Gauge,
-    timers: mpsc::UnboundedSender<SetTimer<T>>,
-    timer_rx: Mutex<Option<mpsc::UnboundedReceiver<SetTimer<T>>>>,
 }
 
 struct State<T> {
@@ -51,24 +45,24 @@ struct State<T> {
     /// Waiting: in `queue`, or due again once its running reconcile ends.
     waiting: HashSet<T>,
     running: HashSet<T>,
+    timers: Timers<T>,
 }
 
 impl<T: Hash + Eq + Clone + Send + 'static> Line<T> {
     /// A line whose `next` returns None once `stop` is cancelled; `depth`
     /// counts what waits in it.
     pub fn new(stop: CancellationToken, depth: Gauge) -> Self {
-        let (timers, rx) = mpsc::unbounded_channel();
         Self {
             state: Mutex::new(State {
                 queue: VecDeque::new(),
                 waiting: HashSet::new(),
                 running: HashSet::new(),
+                timers: Timers::default(),
             }),
             ready: Notify::new(),
+            sooner: Notify::new(),
             stop,
             depth,
-            timers,
-            timer_rx: Mutex::new(Some(rx)),
         }
     }
 
@@ -123,30 +117,32 @@ impl<T: Hash + Eq + Clone + Send + 'static> Line<T> {
         if requeued {
             s.queue.push_back((x.clone(), Instant::now()));
         }
+        let first = s.timers.first();
+        let at = again.map(|d| Instant::now() + d);
+        s.timers.set(x, at);
         drop(s);
         if requeued {
             self.depth.inc();
             self.ready.notify_one();
         }
-        let _ = self.timers.send((x.clone(), again.map(|d| Instant::now() + d)));
+        if at.is_some_and(|at| first.is_none_or(|first| at < first)) {
+            self.sooner.notify_one();
+        }
     }
 
-    /// Runs the timers (one per object, set by its last reconcile) until the
-    /// operator stops. Call once.
+    /// Fires the timers (one per object, set by its last reconcile) until
+    /// the operator stops. Run once per line.
     pub async fn timers(&self) {
-        let Some(mut rx) = self.timer_rx.lock().expect("line").take() else {
-            return;
-        };
-        let mut timers = Timers::default();
         loop {
-            let first = timers.first();
+            let sooner = self.sooner.notified();
+            tokio::pin!(sooner);
+            sooner.as_mut().enable();
+            let first = self.state.lock().expect("line").timers.first();
             tokio::select! {
-                set = rx.recv() => match set {
-                    Some((x, at)) => timers.set(x, at),
-                    None => return,
-                },
+                _ = sooner => {}
                 _ = sleep_until(first) => {
-                    for x in timers.due(Instant::now()) {
+                    let due = self.state.lock().expect("line").timers.due(Instant::now());
+                    for x in due {
                         self.add(x);
                     }
                 }
@@ -182,14 +178,14 @@ impl<T> Default for Timers<T> {
 }
 
 impl<T: Hash + Eq + Clone> Timers<T> {
-    fn set(&mut self, x: T, at: Option<Instant>) {
-        if let Some(old) = self.of.remove(&x) {
+    fn set(&mut self, x: &T, at: Option<Instant>) {
+        if let Some(old) = self.of.remove(x) {
             self.by_time.remove(&old);
         }
         if let Some(at) = at {
             self.seq += 1;
             self.by_time.insert((at, self.seq), x.clone());
-            self.of.insert(x, (at, self.seq));
+            self.of.insert(x.clone(), (at, self.seq));
         }
     }
 

@@ -68,7 +68,7 @@ pub struct Stores {
 impl Stores {
     /// Once every store holds its first full list. Before that a missing
     /// object may be one not listed yet: no decision may rest on its absence.
-    /// One waiter at a time only (see `Context::watch_caches`).
+    /// Only `Context::watch_caches` waits on it (see why there).
     async fn synced(&self) {
         let _ = futures::join!(
             self.applications.wait_until_ready(),

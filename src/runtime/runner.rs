@@ -20,6 +20,7 @@ use kube::{
         watcher,
     },
 };
+use prometheus_client::metrics::histogram::Histogram;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -379,16 +380,14 @@ const SYNC_WAIT: Duration = Duration::from_secs(10);
 
 /// One of a kind's workers: takes the objects in turn from the line and
 /// reconciles each as the store holds it now (gone meanwhile: nothing to do).
+/// `waited` takes how long each waited (reprise_queue_wait_seconds).
 async fn worker<K: Kind>(
     line: Arc<Line<ObjectRef<DeserializeGuard<K>>>>,
     store: Store<DeserializeGuard<K>>,
     ctx: Arc<Context>,
     reconcile: ReconcileFn<K>,
+    waited: Histogram,
 ) {
-    let kind = KindLabels {
-        kind: K::kind(&()).to_string(),
-    };
-    let waited = ctx.metrics.queue_wait.get_or_create(&kind).clone();
     while let Some((r, wait)) = line.next().await {
         waited.observe(wait.as_secs_f64());
         let again = match store.get(&r) {
@@ -591,19 +590,26 @@ fn controller<K: Kind>(
     shutdown: &CancellationToken,
     extra: impl FnOnce(Controller<DeserializeGuard<K>>) -> Controller<DeserializeGuard<K>>,
 ) -> BoxFuture<'static, ()> {
-    let depth = KindLabels {
+    let kind = KindLabels {
         kind: K::kind(&()).to_string(),
     };
     let line = Arc::new(Line::new(
         shutdown.clone(),
-        ctx.metrics.queue_depth.get_or_create(&depth).clone(),
+        ctx.metrics.queue_depth.get_or_create(&kind).clone(),
     ));
+    let waited = ctx.metrics.queue_wait.get_or_create(&kind).clone();
     // A JoinSet: when the term's future is dropped (leadership lost), its
     // workers are aborted with it, mid-reconcile included, as kube-runtime
     // aborted its reconciles: no write after the loss.
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..concurrency::<K>(&ctx.settings) {
-        workers.spawn(worker(line.clone(), shared.reader.clone(), ctx.clone(), reconcile));
+        workers.spawn(worker(
+            line.clone(),
+            shared.reader.clone(),
+            ctx.clone(),
+            reconcile,
+            waited.clone(),
+        ));
     }
     let c = Controller::for_shared_stream(shared.subscribe(), shared.reader.clone())
         // No debounce: the first event of an object is acted on at once.
